@@ -1,0 +1,48 @@
+"""bigdecon: sparse deconvolution and Richardson-Lucy for data far larger than memory.
+
+In memory: :func:`sparse_deconvolve` and the solvers in :mod:`bigdecon.solvers`.
+Out of core: :func:`deconvolve` (OME-Zarr or TIFF in, OME-Zarr out, on a Dask cluster).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import BigdeconError, InputError, ProcessingError
+from .pipeline import sparse_deconvolve
+from .solvers import (
+    estimate_background,
+    fourier_upsample,
+    gaussian_psf,
+    landweber,
+    richardson_lucy,
+    sparse_hessian,
+    spatial_upsample,
+)
+
+
+def __getattr__(name: str):
+    # The out-of-core layer pulls in distributed and zarr: load it on first use.
+    if name in ("deconvolve", "plan"):
+        from . import chunked
+
+        return getattr(chunked, name)
+    raise AttributeError(f"module 'bigdecon' has no attribute {name!r}")
+
+
+__all__ = [
+    "BigdeconError",
+    "InputError",
+    "ProcessingError",
+    "__version__",
+    "deconvolve",
+    "estimate_background",
+    "fourier_upsample",
+    "gaussian_psf",
+    "landweber",
+    "plan",
+    "richardson_lucy",
+    "sparse_deconvolve",
+    "sparse_hessian",
+    "spatial_upsample",
+]

@@ -1,0 +1,81 @@
+"""The one place where bigdecon chooses between NumPy and CuPy.
+
+Every solver takes its array module from :func:`get_xp` and its transforms from
+:func:`fft_module`, so the same code runs on the CPU and on an NVIDIA GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+try:  # CuPy is optional: the CPU path never needs it.
+    import cupy as _cupy  # type: ignore[import-not-found]
+except Exception:  # ImportError, or a CuPy without a usable CUDA runtime
+    _cupy = None
+
+__all__ = ["get_xp", "fft_module", "gpu_available", "to_numpy", "to_device", "fft_workers", "cpu_threads"]
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_xp(array: Any) -> ModuleType:
+    """Return ``cupy`` for a CuPy array and ``numpy`` for anything else."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def fft_module(xp: ModuleType) -> ModuleType:
+    """``scipy.fft`` for NumPy arrays, ``cupyx.scipy.fft`` for CuPy arrays."""
+    if xp is np:
+        import scipy.fft
+
+        return scipy.fft
+    import cupyx.scipy.fft  # type: ignore[import-not-found]
+
+    return cupyx.scipy.fft
+
+
+def cpu_threads() -> int:
+    """Threads one solver call may use on the CPU.
+
+    ``BIGDECON_THREADS`` overrides; inside a Dask worker the chunked layer sets
+    it to 1 per task so that tasks, not threads within a task, fill the cores.
+    """
+    n = int(os.environ.get("BIGDECON_THREADS", "0") or 0)
+    return n if n > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def fft_workers(xp: ModuleType) -> dict:
+    """Keyword arguments giving scipy.fft its threads (CuPy takes none)."""
+    if xp is np:
+        return {"workers": cpu_threads()}
+    return {}
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """Bring an array to host memory (no copy for NumPy input)."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy.asnumpy(array)
+    return np.asarray(array)
+
+
+def to_device(array: Any, device: str) -> Any:
+    """Move an array to ``"cpu"`` or ``"gpu"``."""
+    if device == "gpu":
+        if _cupy is None:
+            raise RuntimeError("device='gpu' needs CuPy: pip install 'bigdecon[gpu]'")
+        return _cupy.asarray(array)
+    return to_numpy(array)

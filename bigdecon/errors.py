@@ -1,0 +1,23 @@
+"""Exceptions that the command line turns into one-line messages and exit codes."""
+
+from __future__ import annotations
+
+__all__ = ["BigdeconError", "InputError", "ProcessingError"]
+
+
+class BigdeconError(Exception):
+    """Base class of every error bigdecon raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(BigdeconError, ValueError):
+    """Bad input or parameters: a missing path, non-OME data, NaNs, wrong axes... (exit 2)."""
+
+    exit_code = 2
+
+
+class ProcessingError(BigdeconError, RuntimeError):
+    """A failure while processing valid input (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,76 @@
+"""Landweber deconvolution with Nesterov momentum (step 5, mode 2)."""
+
+from __future__ import annotations
+
+import math
+
+from .._backend import get_xp
+from .richardson_lucy import FLOOR, _Convolver, _crop, _pad_widths, pad_edges
+
+__all__ = ["landweber"]
+
+
+def landweber(image, psf, iterations: int = 7, *, pad: int | None = None):
+    """Accelerated Landweber deconvolution, floored at 1e-6.
+
+    Gradient steps ``x = y + H^T (f - H y)`` on the least-squares data term,
+    with Nesterov momentum ``y = x + (t_k - 1) / t_{k+1} (x - x_prev)``.
+    Plane by plane for a 2-D PSF, as a volume for a 3-D PSF, with the same
+    edge padding as :func:`richardson_lucy`.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D ``(y, x)`` or 3-D ``(k, y, x)``, NumPy or CuPy.
+    psf : ndarray
+        2-D or 3-D kernel summing to 1.
+    iterations : int
+        Number of gradient steps (default 7).
+    pad : int, optional
+        Edge replication width; default ``floor(min(h, w) / 6)``.
+
+    Returns
+    -------
+    ndarray of float32, same shape as ``image``
+
+    References
+    ----------
+    .. [1] L. Landweber, "An iteration formula for Fredholm integral equations
+           of the first kind", Am. J. Math. 73, 615-624 (1951).
+    .. [2] Y. Nesterov, "A method for solving the convex programming problem
+           with convergence rate O(1/k^2)", Dokl. Akad. Nauk SSSR 269 (1983).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon import gaussian_psf, landweber
+    >>> from scipy.ndimage import convolve
+    >>> truth = np.zeros((64, 64), np.float32); truth[32, 32] = 1
+    >>> blurred = convolve(truth, gaussian_psf(3.0), mode="wrap")
+    >>> out = landweber(blurred, gaussian_psf(3.0), iterations=30, pad=0)
+    >>> bool(out[32, 32] > blurred[32, 32])
+    True
+    """
+    xp = get_xp(image)
+    f = xp.asarray(image, dtype=xp.float32)
+    psf = xp.asarray(psf, dtype=xp.float32)
+    if iterations <= 0:
+        return f.copy()
+    axes = tuple(range(f.ndim - psf.ndim, f.ndim))
+    widths = _pad_widths(f.shape, axes, pad)
+    padded = pad_edges(f, widths, axes)
+    conv = _Convolver(padded.shape, psf, xp)
+    floor = xp.float32(FLOOR)
+    x_prev = padded
+    y = padded
+    t = 1.0
+    for _ in range(iterations):
+        residual = padded - conv.forward(y)
+        x = y + conv.adjoint(residual)
+        xp.maximum(x, floor, out=x)
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = x + xp.float32((t - 1.0) / t_next) * (x - x_prev)
+        xp.maximum(y, floor, out=y)
+        x_prev, t = x, t_next
+    crop = _crop(f.shape, axes, widths)
+    return xp.maximum(x_prev[crop], 0).astype(xp.float32, copy=False)

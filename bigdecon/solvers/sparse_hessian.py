@@ -1,0 +1,288 @@
+"""Sparse-Hessian reconstruction by split Bregman (step 4 of sparse deconvolution)."""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+import numpy as np
+
+from .._backend import fft_module, fft_workers, get_xp
+from . import _fused_cpu
+
+__all__ = ["sparse_hessian", "sparse_hessian_terms"]
+
+
+def _s(ndim: int, axis: int, sl: slice) -> tuple:
+    """Index tuple that applies ``sl`` on ``axis`` and ``:`` elsewhere."""
+    index = [slice(None)] * ndim
+    index[axis] = sl
+    return tuple(index)
+
+
+def _second_diff(a, axis: int, out):
+    """``bwd(fwd(a))`` along ``axis``: [1, -2, 1] with mirror (Neumann) ends.
+
+    ``fwd`` is zero at the last sample and ``bwd`` treats the sample before the
+    first as zero, so the operator is symmetric and the DCT-II diagonalises it.
+    """
+    n = a.shape[axis]
+    if n == 1:
+        out[...] = 0
+        return out
+    nd = a.ndim
+    first, last = _s(nd, axis, slice(0, 1)), _s(nd, axis, slice(n - 1, n))
+    mid = _s(nd, axis, slice(1, n - 1))
+    # out[i] = a[i+1] - a[i] for i < n-1, then subtract the shifted copy.
+    fwd = out
+    fwd[_s(nd, axis, slice(0, n - 1))] = a[_s(nd, axis, slice(1, n))]
+    fwd[_s(nd, axis, slice(0, n - 1))] -= a[_s(nd, axis, slice(0, n - 1))]
+    # Second difference: interior a[i+1] - 2a[i] + a[i-1] = fwd[i] - fwd[i-1].
+    last_val = -fwd[_s(nd, axis, slice(n - 2, n - 1))]
+    if n > 2:
+        fwd[mid] -= a[mid] - a[_s(nd, axis, slice(0, n - 2))]
+    out[last] = last_val
+    del first
+    return out
+
+
+def _mixed_fwd(a, axes: tuple[int, int], out):
+    """``fwd_b(fwd_a(a))``: the 2x2 stencil [[1, -1], [-1, 1]], zero on the last faces."""
+    nd = a.ndim
+    p, q = axes
+    out[...] = 0
+    if a.shape[p] < 2 or a.shape[q] < 2:
+        return out
+    hi_p, lo_p = slice(1, None), slice(None, -1)
+    hi_q, lo_q = slice(1, None), slice(None, -1)
+
+    def at(sp, sq):
+        index = [slice(None)] * nd
+        index[p], index[q] = sp, sq
+        return tuple(index)
+
+    dst = out[at(lo_p, lo_q)]
+    dst[...] = a[at(hi_p, hi_q)]
+    dst -= a[at(hi_p, lo_q)]
+    dst -= a[at(lo_p, hi_q)]
+    dst += a[at(lo_p, lo_q)]
+    return out
+
+
+def _mixed_bwd(u, axes: tuple[int, int], out):
+    """``bwd_a(bwd_b(u))`` for ``u`` that is zero on the last faces (the adjoint above)."""
+    nd = u.ndim
+    p, q = axes
+    out[...] = u
+    if u.shape[p] < 2 or u.shape[q] < 2:
+        return out
+
+    def at(sp, sq):
+        index = [slice(None)] * nd
+        index[p], index[q] = sp, sq
+        return tuple(index)
+
+    all_, hi, lo = slice(None), slice(1, None), slice(None, -1)
+    out[at(hi, all_)] -= u[at(lo, all_)]
+    out[at(all_, hi)] -= u[at(all_, lo)]
+    out[at(hi, hi)] += u[at(lo, lo)]
+    return out
+
+
+def _accumulate(g, terms, bregman, rhs, t, tmp, xp) -> None:
+    """Shrink each penalised quantity of ``g`` and add its share to ``rhs``.
+
+    For every term: ``t = D g + b``; the new Bregman variable is the part that
+    shrinkage removes, ``b = clip(t, -1, 1)``; then ``d - b = t - 2 b`` and
+    ``rhs += w D^T (d - b)``. Works on views (a plane, a band of rows).
+    """
+    for (_name, axes, weight), b in zip(terms, bregman):
+        if axes is None:  # the sparsity term, D = identity
+            xp.add(g, b, out=t)
+        elif len(axes) == 1:
+            _second_diff(g, axes[0], t)
+            t += b
+        else:
+            _mixed_fwd(g, axes, t)
+            t += b
+        xp.clip(t, -1.0, 1.0, out=b)
+        t -= b
+        t -= b
+        if axes is None:
+            share = t
+        elif len(axes) == 1:
+            share = _second_diff(t, axes[0], tmp)
+        else:
+            share = _mixed_bwd(t, axes, tmp)
+        if weight != 1.0:
+            share *= xp.float32(weight)
+        rhs += share
+
+
+class _ShrinkStep:
+    """The shrink/Bregman half of one iteration; writes next iteration's right-hand side.
+
+    On the CPU with Numba every term is two fused, threaded passes
+    (``_fused_cpu``); otherwise (CuPy, or no Numba) ``_accumulate`` runs the
+    same arithmetic as array expressions.
+    """
+
+    def __init__(self, f, terms, fidelity: float, sparsity: float, xp: ModuleType):
+        self.xp = xp
+        self.fid_f = f * xp.float32(fidelity)
+        self.terms = list(terms) + [("sparse", None, float(sparsity))]
+        self.bregman = [xp.zeros_like(f) for _ in self.terms]
+        self.fused = xp is np and _fused_cpu.available() and f.size > 4096
+        self.t = xp.empty_like(f)
+        self.tmp = None if self.fused else xp.empty_like(f)
+
+    def __call__(self, g, rhs) -> None:
+        xp = self.xp
+        rhs[...] = self.fid_f
+        if not self.fused:
+            _accumulate(g, self.terms, self.bregman, rhs, self.t, self.tmp, xp)
+            return
+        g = np.ascontiguousarray(g, dtype=np.float32)
+        u = self.t
+        for (_name, axes, weight), b in zip(self.terms, self.bregman):
+            if axes is None:
+                _fused_cpu.shrink_sparse(g, b, rhs, weight)
+            elif len(axes) == 1:
+                _fused_cpu.shrink_second(g, b, u, axes[0])
+                _fused_cpu.accumulate_second(u, rhs, weight, axes[0])
+            else:
+                _fused_cpu.shrink_mixed(g, b, u, axes)
+                _fused_cpu.accumulate_mixed(u, rhs, weight, axes)
+
+
+def sparse_hessian_terms(tcontinuity: float, coupled: bool) -> list[tuple[str, tuple[int, ...], float]]:
+    """The six Hessian penalties of a ``(k, y, x)`` array: name, axes, weight.
+
+    Weights 1, 1, rho^2, 2, 2 rho, 2 rho with ``rho = sqrt(tcontinuity)``; the
+    three terms along k are dropped when the third axis is not coupled.
+    """
+    rho = math.sqrt(tcontinuity) if coupled else 0.0
+    terms = [("xx", (2,), 1.0), ("yy", (1,), 1.0), ("xy", (1, 2), 2.0)]
+    if rho > 0:
+        terms += [("kk", (0,), rho * rho), ("xk", (0, 2), 2.0 * rho), ("yk", (0, 1), 2.0 * rho)]
+    return terms
+
+
+def _dct_eigenvalues(n: int, xp: ModuleType):
+    """Eigenvalues ``2 - 2 cos(pi k / n)`` of ``-bwd(fwd(.))`` under the DCT-II."""
+    k = np.arange(n, dtype=np.float64)
+    return 2.0 - 2.0 * np.cos(np.pi * k / n)
+
+
+def _denominator(shape, terms, fidelity: float, sparsity: float, xp: ModuleType):
+    """``fidelity + sparsity^2 + sum_j w_j |D_j|^2`` in the DCT-II basis, float32."""
+    lam = [_dct_eigenvalues(n, xp) for n in shape]
+
+    def axis_view(axis):
+        return lam[axis].reshape([-1 if a == axis else 1 for a in range(3)])
+
+    denom = np.full((1, 1, 1), fidelity + sparsity**2, dtype=np.float64)
+    for _name, axes, weight in terms:
+        factor = weight
+        if len(axes) == 1:
+            factor = factor * axis_view(axes[0]) ** 2
+        else:
+            factor = factor * axis_view(axes[0]) * axis_view(axes[1])
+        denom = denom + factor
+    denom = np.broadcast_to(denom, shape)
+    return xp.asarray((1.0 / denom).astype(np.float32))
+
+
+def sparse_hessian(
+    image,
+    *,
+    iterations: int = 100,
+    fidelity: float = 150.0,
+    sparsity: float = 10.0,
+    tcontinuity: float = 0.5,
+    coupled: bool | None = None,
+):
+    """Sparse-Hessian reconstruction of a normalised image by split Bregman.
+
+    Minimises ``fidelity/2 ||f - g||^2`` plus the L1 norms of the Hessian
+    (``g_xx, g_yy, rho^2 g_kk, 2 g_xy, 2 rho g_xk, 2 rho g_yk``) and
+    ``sparsity ||g||_1``, with ``rho = sqrt(tcontinuity)`` and ``mu = 1``.
+
+    The boundary is half-sample symmetric (a mirror) on every face, and the
+    linear step is solved exactly with real DCT-II transforms, so no padding
+    and no complex arithmetic is needed. This equals the published periodic
+    solve on an infinitely mirror-padded array: results differ from it only
+    near the outer faces, where the mirror is the better physics.
+
+    Parameters
+    ----------
+    image : ndarray, 2-D ``(y, x)`` or 3-D ``(k, y, x)``
+        Data already scaled to about [0, 1] (the caller normalises by a global
+        maximum). NumPy or CuPy; computed in float32.
+    iterations : int
+        Split-Bregman iterations (``sparse_iters``, default 100). On the first
+        one the estimate is the input itself.
+    fidelity : float
+        Weight of the data term (default 150).
+    sparsity : float
+        Weight of the L1 term on the image (default 10).
+    tcontinuity : float
+        Continuity along the third axis, ``rho^2`` (default 0.5).
+    coupled : bool, optional
+        Whether the third axis is coupled. By default a 3-D array with at least
+        3 planes is; a chunked run passes the decision for the whole data set.
+
+    Returns
+    -------
+    g : ndarray of float32, same shape as ``image``
+        The reconstruction, clipped at 0.
+
+    References
+    ----------
+    .. [1] W. Zhao et al., Nat. Biotechnol. 40, 606-617 (2022).
+    .. [2] T. Goldstein and S. Osher, "The split Bregman method for
+           L1-regularized problems", SIAM J. Imaging Sci. 2, 323-343 (2009).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon import sparse_hessian
+    >>> rng = np.random.default_rng(0)
+    >>> f = np.clip(0.5 + 0.1 * rng.standard_normal((4, 32, 32)), 0, 1).astype(np.float32)
+    >>> g = sparse_hessian(f, iterations=20)
+    >>> g.shape, g.dtype, bool(g.std() < f.std())
+    ((4, 32, 32), dtype('float32'), True)
+    """
+    xp = get_xp(image)
+    f = xp.asarray(image, dtype=xp.float32)
+    squeeze = f.ndim == 2
+    if squeeze:
+        f = f[None]
+    if f.ndim != 3:
+        raise ValueError(f"image must be 2-D (y, x) or 3-D (k, y, x), got {image.ndim}-D")
+    if coupled is None:
+        coupled = f.shape[0] >= 3
+    terms = sparse_hessian_terms(tcontinuity, coupled and f.shape[0] > 1)
+    fft = fft_module(xp)
+    kw = fft_workers(xp)
+    # Transform only the axes longer than 1 (a lone plane has nothing along k).
+    axes = tuple(a for a in range(3) if f.shape[a] > 1) or (2,)
+    inv_denom = _denominator(f.shape, terms, fidelity, sparsity, xp)
+
+    g = f.copy()
+    if iterations <= 1:
+        return xp.maximum(g, 0, out=g)[0] if squeeze else xp.maximum(g, 0, out=g)
+    step = _ShrinkStep(f, terms, fidelity, sparsity, xp)
+    rhs = xp.empty_like(f)
+    for it in range(iterations):
+        if it > 0:
+            spec = fft.dctn(rhs, type=2, axes=axes, **kw)
+            spec *= inv_denom
+            g = fft.idctn(spec, type=2, axes=axes, **kw)
+            del spec
+            if it == iterations - 1:
+                break  # the auxiliaries after the last solve are never used
+        step(g, rhs)
+    g = g.astype(xp.float32, copy=False)
+    xp.maximum(g, 0, out=g)
+    return g[0] if squeeze else g
