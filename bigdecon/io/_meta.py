@@ -1,0 +1,334 @@
+"""Image description shared by the readers and the writer, and NGFF metadata helpers.
+
+Nothing here touches array data: these functions only turn OME-NGFF 0.4/0.5
+attributes into plain Python values and back.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import dask.array as da
+import numpy as np
+
+from bigdecon.errors import InputError
+
+__all__ = [
+    "AXIS_TYPES",
+    "ImageSource",
+    "check_axes",
+    "normalize_unit",
+    "parse_image_attrs",
+    "multiscales_metadata",
+    "omero_metadata",
+    "default_color",
+    "display_window",
+]
+
+#: The axes bigdecon understands, in the order NGFF requires them.
+AXES_ORDER: tuple[str, ...] = ("t", "c", "z", "y", "x")
+AXIS_TYPES: dict[str, str] = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+# Colours for channels that come without one: white for a single channel, then
+# the usual fluorescence palette.
+_PALETTE = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00")
+
+# Spellings found in OME-XML, ImageJ and older NGFF files, mapped to the
+# UDUNITS-2 names NGFF requires.
+_UNIT_ALIASES: dict[str, str] = {
+    "µm": "micrometer", "μm": "micrometer", "um": "micrometer", "micron": "micrometer",
+    "microns": "micrometer", "micrometre": "micrometer", "\\u00b5m": "micrometer",
+    "nm": "nanometer", "nanometre": "nanometer", "mm": "millimeter", "millimetre": "millimeter",
+    "cm": "centimeter", "m": "meter", "metre": "meter", "å": "angstrom", "a": "angstrom",
+    "pm": "picometer", "s": "second", "sec": "second", "seconds": "second", "ms": "millisecond",
+    "msec": "millisecond", "µs": "microsecond", "us": "microsecond", "min": "minute",
+    "h": "hour", "hr": "hour", "ns": "nanosecond",
+}
+_NGFF_UNITS = frozenset({
+    "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot",
+    "gigameter", "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile",
+    "millimeter", "nanometer", "parsec", "petameter", "picometer", "terameter", "yard",
+    "yoctometer", "yottameter", "zeptometer", "zettameter",
+    "attosecond", "centisecond", "day", "decisecond", "exasecond", "femtosecond", "gigasecond",
+    "hectosecond", "hour", "kilosecond", "megasecond", "microsecond", "millisecond", "minute",
+    "nanosecond", "petasecond", "picosecond", "second", "terasecond", "yoctosecond",
+    "yottasecond", "zeptosecond", "zettasecond",
+})
+
+
+@dataclass
+class ImageSource:
+    """A lazily loaded input image and its physical metadata.
+
+    Attributes
+    ----------
+    data
+        Full-resolution level in its native dtype, chunked as stored.
+    axes
+        Axis names in stored order, a subset of ``('t', 'c', 'z', 'y', 'x')``
+        that always contains ``'y'`` and ``'x'``.
+    scale
+        Pixel size per axis (1.0 where unknown).
+    units
+        Unit per axis, only for the axes that have one (e.g. ``{'y': 'micrometer'}``).
+    translation
+        Position of the first pixel per axis (0.0 where unknown).
+    channels
+        OMERO channel dicts (``label``, ``color``, ``window``...), ``[]`` when none.
+    ngff_version
+        ``'0.4'``, ``'0.5'`` (or an older NGFF version string), ``None`` for TIFF.
+    path
+        Where the image was read from.
+    attrs
+        The raw group attributes of an OME-Zarr image, ``{}`` for TIFF.
+    """
+
+    data: da.Array
+    axes: tuple[str, ...]
+    scale: dict[str, float]
+    units: dict[str, str]
+    translation: dict[str, float]
+    channels: list[dict] = field(default_factory=list)
+    ngff_version: str | None = None
+    path: str = ""
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`data`."""
+        return tuple(int(n) for n in self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Dtype of :attr:`data`."""
+        return self.data.dtype
+
+
+def check_axes(axes: Iterable[str], where: str | os.PathLike = "") -> tuple[str, ...]:
+    """Validate axis names and return them lower-cased as a tuple.
+
+    Raises
+    ------
+    InputError
+        When an axis is not one of t, c, z, y, x, appears twice, or y/x is missing.
+    """
+    names = tuple(str(a).lower() for a in axes)
+    suffix = f" in {os.fspath(where)}" if where else ""
+    unknown = [a for a in names if a not in AXIS_TYPES]
+    if unknown or len(set(names)) != len(names):
+        raise InputError(
+            f"unsupported axes {''.join(names) or '(none)'}{suffix}: "
+            "bigdecon handles only t, c, z, y, x, each at most once"
+        )
+    if "y" not in names or "x" not in names:
+        raise InputError(f"axes {''.join(names)}{suffix} lack y and x: an image needs both")
+    return names
+
+
+def normalize_unit(unit: Any) -> str | None:
+    """Map a unit spelling to its NGFF (UDUNITS-2) name; ``None`` when unknown or empty."""
+    if not isinstance(unit, str) or not unit.strip():
+        return None
+    u = unit.strip()
+    if u.lower() in _NGFF_UNITS:
+        return u.lower()
+    return _UNIT_ALIASES.get(u) or _UNIT_ALIASES.get(u.lower())
+
+
+def default_color(index: int, n_channels: int) -> str:
+    """Display colour (``RRGGBB``) for channel ``index`` of ``n_channels``."""
+    return "FFFFFF" if n_channels == 1 else _PALETTE[index % len(_PALETTE)]
+
+
+def _vector(transforms: Any, kind: str, ndim: int) -> list[float] | None:
+    """The ``kind`` ('scale'/'translation') vector of an NGFF transformation list."""
+    for t in transforms or []:
+        if isinstance(t, Mapping) and t.get("type") == kind and kind in t:
+            values = [float(v) for v in t[kind]]
+            if len(values) == ndim:
+                return values
+    return None
+
+
+def parse_image_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Read what bigdecon needs from the attributes of an NGFF image group.
+
+    Parameters
+    ----------
+    attrs
+        The group attributes: NGFF 0.5 keeps them under ``attrs['ome']``,
+        0.4 and older at the top level.
+    where
+        The image path, for error messages.
+
+    Returns
+    -------
+    dict
+        ``version``, ``axes``, ``dataset`` (path of the first, full-resolution
+        level), ``scale``, ``translation``, ``units`` and ``channels``.
+
+    Raises
+    ------
+    InputError
+        When there is no usable ``multiscales`` metadata.
+    """
+    ome = attrs.get("ome") if isinstance(attrs.get("ome"), Mapping) else attrs
+    multiscales = ome.get("multiscales")
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], Mapping):
+        raise InputError(f"not an OME-Zarr image: {where} (no 'multiscales' metadata)")
+    ms = multiscales[0]
+    version = ome.get("version") or ms.get("version")
+    datasets = ms.get("datasets")
+    if not isinstance(datasets, list) or not datasets or "path" not in datasets[0]:
+        raise InputError(f"not an OME-Zarr image: {where} ('multiscales' lists no datasets)")
+
+    raw_axes = ms.get("axes")
+    if raw_axes is None:  # NGFF 0.1/0.2 had no axes: always 5-D tczyx
+        raw_axes = list(AXES_ORDER)
+    names = [a.get("name", "") if isinstance(a, Mapping) else a for a in raw_axes]
+    axes = check_axes(names, where)
+    units: dict[str, str] = {}
+    for name, a in zip(axes, raw_axes):
+        unit = normalize_unit(a.get("unit")) if isinstance(a, Mapping) else None
+        if unit:
+            units[name] = unit
+
+    # Dataset transforms and the optional multiscale-wide ones compose: scales
+    # multiply, translations are scaled then added.
+    ndim = len(axes)
+    scale = _vector(datasets[0].get("coordinateTransformations"), "scale", ndim) or [1.0] * ndim
+    trans = _vector(datasets[0].get("coordinateTransformations"), "translation", ndim) or [0.0] * ndim
+    g_scale = _vector(ms.get("coordinateTransformations"), "scale", ndim)
+    g_trans = _vector(ms.get("coordinateTransformations"), "translation", ndim)
+    if g_scale:
+        trans = [t * g for t, g in zip(trans, g_scale)]
+        scale = [s * g for s, g in zip(scale, g_scale)]
+    if g_trans:
+        trans = [t + g for t, g in zip(trans, g_trans)]
+
+    omero = ome.get("omero") if isinstance(ome.get("omero"), Mapping) else attrs.get("omero")
+    channels = []
+    if isinstance(omero, Mapping) and isinstance(omero.get("channels"), list):
+        channels = [dict(c) for c in omero["channels"] if isinstance(c, Mapping)]
+    return {
+        "version": str(version) if version is not None else None,
+        "axes": axes,
+        "dataset": str(datasets[0]["path"]),
+        "scale": dict(zip(axes, scale)),
+        "translation": dict(zip(axes, trans)),
+        "units": units,
+        "channels": channels,
+    }
+
+
+def multiscales_metadata(
+    *,
+    axes: tuple[str, ...],
+    scale: Mapping[str, float],
+    translation: Mapping[str, float],
+    units: Mapping[str, str],
+    n_levels: int,
+    version: str,
+    name: str = "bigdecon",
+) -> dict[str, Any]:
+    """The ``multiscales[0]`` entry for a pyramid ``s0 .. s{n_levels-1}``.
+
+    Each level halves y and x, so its pixel size doubles there and its first
+    pixel centre moves by half the extra size (mean downsampling).
+    """
+    axes_meta = []
+    for a in axes:
+        entry = {"name": a, "type": AXIS_TYPES[a]}
+        if a in units and a != "c":
+            entry["unit"] = units[a]
+        axes_meta.append(entry)
+    datasets = []
+    for level in range(n_levels):
+        f = 2**level
+        s, t = [], []
+        for a in axes:
+            s0 = float(scale.get(a, 1.0))
+            t0 = float(translation.get(a, 0.0))
+            if a in ("y", "x"):
+                s.append(s0 * f)
+                t.append(t0 + (f - 1) * s0 / 2.0)
+            else:
+                s.append(s0)
+                t.append(t0)
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": s}]
+        if any(v != 0.0 for v in t):
+            transforms.append({"type": "translation", "translation": t})
+        datasets.append({"path": f"s{level}", "coordinateTransformations": transforms})
+    ms: dict[str, Any] = {
+        "name": name,
+        "axes": axes_meta,
+        "datasets": datasets,
+        "type": "mean",
+        "metadata": {"description": "2x2 mean in y and x per level"},
+    }
+    if version == "0.4":
+        ms["version"] = "0.4"
+    return ms
+
+
+def omero_metadata(
+    channels: list[Mapping[str, Any]], windows: list[tuple[float, float, float, float]], version: str
+) -> dict[str, Any]:
+    """OMERO rendering metadata: the given channels with fresh display windows.
+
+    Parameters
+    ----------
+    channels
+        Channel dicts to keep (labels, colours...); missing fields get defaults.
+    windows
+        ``(min, max, start, end)`` per channel, from the output data.
+    version
+        NGFF version the metadata goes with.
+    """
+    n = len(windows)
+    out = []
+    for i, (lo, hi, start, end) in enumerate(windows):
+        ch = dict(channels[i]) if i < len(channels) else {}
+        color = str(ch.get("color", "")).lstrip("#").upper()
+        if len(color) != 6 or any(c not in "0123456789ABCDEF" for c in color):
+            color = default_color(i, n)
+        ch.update(
+            color=color,
+            window={"min": lo, "max": hi, "start": start, "end": end},
+        )
+        ch.setdefault("label", f"Channel {i}")
+        ch.setdefault("active", True)
+        ch.setdefault("coefficient", 1.0)
+        ch.setdefault("family", "linear")
+        ch.setdefault("inverted", False)
+        out.append(ch)
+    omero: dict[str, Any] = {"channels": out, "rdefs": {"model": "greyscale" if n == 1 else "color"}}
+    if version == "0.4":
+        omero["version"] = "0.4"
+    return omero
+
+
+def display_window(values: np.ndarray, low: float = 0.1, high: float = 99.9) -> tuple[float, float, float, float]:
+    """``(min, max, start, end)`` for a display window from sampled values.
+
+    ``start``/``end`` are the ``low``/``high`` percentiles so that a few hot
+    pixels do not wash out the display; ``min``/``max`` the full finite range.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0, 0.0, 1.0
+    lo, hi = float(v.min()), float(v.max())
+    start, end = (float(p) for p in np.percentile(v, [low, high]))
+    if not end > start:  # a flat image: keep the window non-empty
+        end = start + (abs(start) * 1e-6 or 1.0)
+        hi = max(hi, end)
+    return _finite(lo), _finite(hi), _finite(start), _finite(end)
+
+
+def _finite(v: float) -> float:
+    # JSON has no inf/nan; NGFF readers choke on them.
+    return v if math.isfinite(v) else 0.0

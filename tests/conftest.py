@@ -1,0 +1,55 @@
+"""Shared fixtures: reference data of the published implementation, small synthetic inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# The published implementation's outputs live beside the checkout (../shared/reference).
+REFERENCE = Path(os.environ.get("BIGDECON_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """Load ``name.npy`` from the shared reference folder (skip when it is absent)."""
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference outputs not found at {REFERENCE} (set BIGDECON_REFERENCE)")
+
+    def load(name: str) -> np.ndarray:
+        return np.load(REFERENCE / f"{name}.npy")
+
+    return load
+
+
+def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0, noise=True):
+    """Drifting curved filaments, blurred by a Gaussian PSF, with Poisson+Gaussian noise."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    t, h, w = shape
+    truth = np.zeros(shape, np.float32)
+    yy = np.arange(h)
+    for _ in range(max(3, (h * w) // 1500)):
+        y0, amp, period, phase = rng.uniform(0, h), rng.uniform(3, 12), rng.uniform(30, 120), rng.uniform(0, 6.3)
+        bright = rng.uniform(0.5, 1.0)
+        for k in range(t):
+            xs = np.arange(w)
+            ys = y0 + amp * np.sin(2 * np.pi * xs / period + phase + 0.05 * k) + 0.3 * k
+            ok = (ys >= 0) & (ys < h - 1)
+            truth[k, ys[ok].astype(int), xs[ok]] += bright
+    sigma = fwhm / 2.3548
+    blurred = gaussian_filter(truth, (0, sigma, sigma), mode="reflect").astype(np.float32)
+    if not noise:
+        return blurred * 1000 + 0, truth
+    photons = rng.poisson(np.clip(blurred * 400 + 20, 0, None)).astype(np.float32)
+    raw = photons + rng.normal(0, 3, shape).astype(np.float32)
+    del yy
+    return np.clip(raw, 0, None).astype(np.float32), truth
+
+
+@pytest.fixture(scope="session")
+def stack():
+    return filaments()[0]
