@@ -1,0 +1,238 @@
+"""Dask workers on HPC batch systems (Slurm, PBS, LSF) through dask-jobqueue.
+
+Each batch job runs one worker process per GPU (``dask cuda worker``) or, for
+CPU jobs, one single-threaded ``python -m distributed.cli.dask_worker``
+process: bigdecon's chunk tasks are large and use threaded FFTs internally.
+The batch resource request (CPUs, memory, GPUs) is set explicitly so that it is
+independent of how many Dask threads run in the job.
+
+The scheduler runs in the submitting process (as dask-jobqueue does);
+``bigdecon submit --slurm ...`` then runs ``bigdecon run`` against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+__all__ = [
+    "Kind",
+    "JOB_CLASSES",
+    "jobqueue_kwargs",
+    "make_jobqueue_cluster",
+    "slurm_cluster",
+    "job_script",
+    "submit_program",
+]
+
+Kind = Literal["slurm", "pbs", "lsf"]
+
+# kind -> (Job class, Cluster class) in dask_jobqueue.<kind>
+JOB_CLASSES: dict[str, tuple[str, str]] = {
+    "slurm": ("SLURMJob", "SLURMCluster"),
+    "pbs": ("PBSJob", "PBSCluster"),
+    "lsf": ("LSFJob", "LSFCluster"),
+}
+
+# Shown in dry-run scripts, where no scheduler is running yet.
+PLACEHOLDER_SCHEDULER = "tcp://SCHEDULER-ADDRESS:8786"
+
+
+def _classes(kind: str) -> tuple[type, type]:
+    import importlib
+
+    try:
+        job_name, cluster_name = JOB_CLASSES[kind]
+    except KeyError:
+        raise ValueError(f"unknown batch system {kind!r}; use one of {sorted(JOB_CLASSES)}")
+    module = importlib.import_module(f"dask_jobqueue.{kind}")
+    return getattr(module, job_name), getattr(module, cluster_name)
+
+
+def submit_program(kind: Kind) -> str:
+    """Name of the batch system's submit program (``sbatch``, ``qsub``, ``bsub``)."""
+    job_cls, _ = _classes(kind)
+    return str(job_cls.submit_command).split()[0]
+
+
+def _lsf_walltime(walltime: str) -> str:
+    """LSF's ``-W`` takes ``[hours:]minutes``; drop the seconds of ``HH:MM:SS``."""
+    parts = walltime.split(":")
+    return ":".join(parts[:2]) if len(parts) == 3 else walltime
+
+
+def jobqueue_kwargs(
+    kind: Kind,
+    *,
+    cores: int = 8,
+    memory: str = "32GiB",
+    walltime: str = "01:00:00",
+    queue: str | None = None,
+    account: str | None = None,
+    gpus_per_worker: int = 0,
+    job_extra: Sequence[str] = (),
+    python: str | None = None,
+    threads_per_worker: int = 1,
+    job_script_prologue: Sequence[str] = (),
+    local_directory: str | None = None,
+    log_directory: str | None = None,
+    job_name: str = "bigdecon-worker",
+) -> dict[str, Any]:
+    """Keyword arguments for a dask-jobqueue Job/Cluster class.
+
+    Parameters
+    ----------
+    kind
+        ``"slurm"``, ``"pbs"`` or ``"lsf"``.
+    cores, memory
+        CPUs and memory requested from the batch system per job (``memory`` is
+        a Dask byte string such as ``"32GiB"``; Kubernetes-style ``"32Gi"`` works).
+    walltime
+        ``HH:MM:SS`` (converted to ``HH:MM`` for LSF).
+    queue, account
+        Queue/partition and account/project to charge.
+    gpus_per_worker
+        GPUs per job; ``> 0`` runs ``dask cuda worker`` (one worker per GPU) and
+        adds ``--gres=gpu:G`` (Slurm), ``ngpus=G`` (PBS) or ``-gpu "num=G"`` (LSF).
+    job_extra
+        Extra batch directives, without the ``#SBATCH``/``#PBS``/``#BSUB`` prefix.
+    python
+        Python executable on the compute nodes (default: this interpreter).
+    threads_per_worker
+        Dask threads per worker process.
+    job_script_prologue
+        Shell lines run before the worker (``module load ...``, ``source venv``).
+    local_directory, log_directory
+        Worker scratch directory and batch log directory.
+    job_name
+        Batch job name.
+
+    Returns
+    -------
+    dict
+        Arguments accepted by both ``<Kind>Job`` and ``<Kind>Cluster``.
+    """
+    from dask.utils import parse_bytes
+
+    _classes(kind)  # validates kind
+    if cores < 1 or threads_per_worker < 1 or gpus_per_worker < 0:
+        raise ValueError("cores and threads_per_worker must be >= 1, gpus_per_worker >= 0")
+    processes = max(gpus_per_worker, 1)
+    nbytes = parse_bytes(memory)
+    extra = list(job_extra)
+    kw: dict[str, Any] = dict(
+        # jobqueue derives --nthreads from cores/processes and --memory-limit
+        # from memory/processes; the batch request is set separately below.
+        cores=processes * threads_per_worker,
+        processes=processes,
+        # Dask gets 90 % so the nanny restarts a worker before the batch
+        # system kills the whole job for exceeding its memory request.
+        memory=f"{int(nbytes * 0.9)}B",
+        walltime=walltime,
+        queue=queue,
+        python=python,
+        job_name=job_name,
+        job_script_prologue=list(job_script_prologue),
+        local_directory=local_directory,
+        log_directory=log_directory,
+    )
+    if gpus_per_worker > 0:
+        # ``python -m dask cuda worker``: the dask CLI dispatches to dask-cuda.
+        kw["worker_command"] = "dask cuda worker"
+    if kind == "slurm":
+        from dask_jobqueue.slurm import slurm_format_bytes_ceil
+
+        kw.update(account=account, job_cpu=cores, job_mem=slurm_format_bytes_ceil(nbytes))
+        if gpus_per_worker > 0:
+            extra.append(f"--gres=gpu:{gpus_per_worker}")
+    elif kind == "pbs":
+        from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+        spec = f"select=1:ncpus={cores}"
+        if gpus_per_worker > 0:
+            spec += f":ngpus={gpus_per_worker}"
+        kw.update(account=account, resource_spec=f"{spec}:mem={pbs_format_bytes_ceil(nbytes)}")
+    else:  # lsf
+        kw.update(project=account, ncpus=cores, mem=nbytes, walltime=_lsf_walltime(walltime))
+        if gpus_per_worker > 0:
+            extra.append(f'-gpu "num={gpus_per_worker}"')
+    kw["job_extra_directives"] = extra
+    return kw
+
+
+def make_jobqueue_cluster(
+    kind: Kind,
+    workers: int = 0,
+    cores: int = 8,
+    memory: str = "32GiB",
+    walltime: str = "01:00:00",
+    queue: str | None = None,
+    account: str | None = None,
+    gpus_per_worker: int = 0,
+    job_extra: Sequence[str] = (),
+    python: str | None = None,
+    *,
+    scheduler_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Start a dask-jobqueue cluster and submit ``workers`` batch jobs.
+
+    Parameters
+    ----------
+    kind, cores, memory, walltime, queue, account, gpus_per_worker, job_extra, python
+        See :func:`jobqueue_kwargs`.
+    workers
+        Batch jobs to submit now (``cluster.scale(jobs=workers)``); 0 submits none.
+    scheduler_options
+        Passed to the in-process scheduler, e.g. ``{"host": "10.0.0.5"}`` or
+        ``{"dashboard_address": ":8787"}``.
+    **kwargs
+        More :func:`jobqueue_kwargs` options (``threads_per_worker``, ...).
+
+    Returns
+    -------
+    dask_jobqueue.JobQueueCluster
+        Close it (or use it as a context manager) to cancel the jobs.
+    """
+    _, cluster_cls = _classes(kind)
+    kw = jobqueue_kwargs(
+        kind, cores=cores, memory=memory, walltime=walltime, queue=queue,
+        account=account, gpus_per_worker=gpus_per_worker, job_extra=job_extra,
+        python=python, **kwargs,
+    )  # fmt: skip
+    cluster = cluster_cls(scheduler_options=dict(scheduler_options or {}), **kw)
+    if workers:
+        cluster.scale(jobs=workers)
+    return cluster
+
+
+def slurm_cluster(workers: int = 0, **kwargs: Any) -> Any:
+    """:func:`make_jobqueue_cluster` for Slurm."""
+    return make_jobqueue_cluster("slurm", workers, **kwargs)
+
+
+def job_script(
+    kind: Kind,
+    *,
+    scheduler_address: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Text of the batch script one worker job would be submitted with.
+
+    Same text as ``cluster.job_script()`` of :func:`make_jobqueue_cluster` with
+    these options, but without starting a scheduler.
+
+    Parameters
+    ----------
+    kind
+        ``"slurm"``, ``"pbs"`` or ``"lsf"``.
+    scheduler_address
+        Address written into the worker command; default a placeholder.
+    **kwargs
+        :func:`jobqueue_kwargs` options.
+    """
+    job_cls, _ = _classes(kind)
+    kw = jobqueue_kwargs(kind, **kwargs)
+    # jobqueue names workers "<cluster name>-<n>"; show the first one.
+    job = job_cls(scheduler=scheduler_address or PLACEHOLDER_SCHEDULER, name="dummy-name", **kw)
+    return job.job_script()

@@ -1,0 +1,134 @@
+"""Resume after SIGKILL, and a worker that dies mid-run on a real distributed cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bigdecon
+from bigdecon.io import open_image
+
+from conftest import filaments
+from test_chunked import write_input
+
+pytestmark = pytest.mark.slow
+
+PARAMS = dict(fwhm=3, sparse_iters=100, background=1)
+CHUNKS = {"t": 4, "y": 32, "x": 32}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    data = filaments((8, 96, 96), seed=7)[0]
+    path = tmp_path_factory.mktemp("src") / "in.zarr"
+    write_input(str(path), data, "tyx", (4, 48, 48))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def expected(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out.zarr"
+    bigdecon.deconvolve(source, str(out), chunks=CHUNKS, **PARAMS)
+    return open_image(str(out)).data.compute()
+
+
+def ledger_count(output: Path, stage: str) -> int:
+    folder = output / ".bigdecon-work" / "ledger" / stage
+    return len([n for n in os.listdir(folder) if n.endswith(".json")]) if folder.is_dir() else 0
+
+
+SCRIPT = """
+import sys, bigdecon
+bigdecon.deconvolve(sys.argv[1], sys.argv[2], chunks={chunks!r}, resume=sys.argv[3] == "resume", **{params!r})
+"""
+
+
+def test_kill_and_resume_gives_the_identical_result(source, expected, tmp_path):
+    out = tmp_path / "out.zarr"
+    script = SCRIPT.format(chunks=CHUNKS, params=PARAMS)
+    env = dict(os.environ, BIGDECON_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script, source, str(out), "fresh"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while ledger_count(out, "sparse") < 4:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = ledger_count(out, "sparse")
+    total = 2 * 3 * 3
+    assert 4 <= done_before < total
+    # A killed run never looks complete.
+    with pytest.raises(bigdecon.InputError, match="incomplete"):
+        open_image(str(out))
+    # Without --resume or --overwrite it is refused.
+    with pytest.raises(bigdecon.InputError, match="exists"):
+        bigdecon.deconvolve(source, str(out), chunks=CHUNKS, **PARAMS)
+    seen = []
+    bigdecon.deconvolve(source, str(out), chunks=CHUNKS, resume=True, progress=lambda d, t: seen.append((d, t)), **PARAMS)
+    # Only unfinished blocks ran: the sparse pass opened with the recorded ones done
+    # (after the 2 preprocessed plane groups), then one update per remaining block.
+    n_tasks = seen[-1][1]
+    assert (2 + done_before, n_tasks) in seen
+    assert len(seen) == 3 + (total - done_before) + 2
+    np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected)
+    assert not (out / ".bigdecon-work").exists()
+
+
+def test_a_dead_worker_does_not_fail_or_corrupt_the_run(source, expected, tmp_path):
+    from distributed import Client
+
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, BIGDECON_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert time.monotonic() < deadline, "scheduler did not start"
+            time.sleep(0.1)
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
+                     "--nthreads", "1", "--nworkers", "1", "--no-nanny", "--name", f"w{i}",
+                     "--host", "127.0.0.1", "--dashboard-address", ":0"],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )
+        with Client(scheduler_file=str(sched_file), timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            victim = procs[1]
+            killed = []
+
+            def progress(done: int, total: int) -> None:
+                if done >= 6 and not killed:
+                    victim.send_signal(signal.SIGKILL)
+                    killed.append(done)
+
+            out = tmp_path / "out.zarr"
+            bigdecon.deconvolve(source, str(out), chunks=CHUNKS, client=client, progress=progress, **PARAMS)
+            assert killed and victim.wait(timeout=10) is not None
+            assert len(client.scheduler_info()["workers"]) == 1
+        np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected)
+    finally:
+        for p in procs[::-1]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()

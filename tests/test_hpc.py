@@ -1,0 +1,184 @@
+"""Tests of bigdecon.hpc: batch scripts from dask-jobqueue, and the generated
+worker command run locally against a real scheduler process."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dask_jobqueue")
+
+from bigdecon import hpc  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker_command(script: str) -> str:
+    """The script's last non-empty line: the worker command jobqueue wrote."""
+    return [line for line in script.splitlines() if line.strip()][-1]
+
+
+def test_slurm_script_cpu() -> None:
+    script = hpc.job_script(
+        "slurm", cores=4, memory="16GiB", walltime="02:00:00", queue="gpu",
+        account="proj42", job_extra=["--qos=high"], python="/opt/venv/bin/python",
+    )  # fmt: skip
+    lines = script.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    for expected in (
+        "#SBATCH -J bigdecon-worker",
+        "#SBATCH -p gpu",
+        "#SBATCH -A proj42",
+        "#SBATCH -n 1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16G",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --qos=high",
+    ):
+        assert expected in lines, (expected, script)
+    assert not any("gres" in line for line in lines)
+    cmd = shlex.split(_worker_command(script))
+    assert cmd[:3] == ["/opt/venv/bin/python", "-m", "distributed.cli.dask_worker"]
+    assert cmd[3] == hpc.PLACEHOLDER_SCHEDULER
+    assert cmd[cmd.index("--nthreads") + 1] == "1"
+    assert "--nanny" in cmd
+    # Dask gets 90 % of the job's memory
+    assert cmd[cmd.index("--memory-limit") + 1] == "14.40GiB"
+
+
+def test_slurm_script_gpu_uses_dask_cuda() -> None:
+    script = hpc.job_script("slurm", cores=16, memory="64GiB", gpus_per_worker=2)
+    assert "#SBATCH --gres=gpu:2" in script.splitlines()
+    assert "#SBATCH --cpus-per-task=16" in script.splitlines()
+    cmd = shlex.split(_worker_command(script))
+    assert cmd[1:5] == ["-m", "dask", "cuda", "worker"]
+    assert cmd[cmd.index("--nthreads") + 1] == "1"
+    # one worker per GPU shares the job's memory
+    assert cmd[cmd.index("--memory-limit") + 1] == "28.80GiB"
+
+
+def test_pbs_and_lsf_scripts() -> None:
+    pbs = hpc.job_script("pbs", cores=8, memory="32GiB", queue="q", account="a", gpus_per_worker=1)
+    assert "#PBS -l select=1:ncpus=8:ngpus=1:mem=32GB" in pbs.splitlines()
+    assert "#PBS -q q" in pbs and "#PBS -A a" in pbs
+    assert "#PBS -l walltime=01:00:00" in pbs
+    lsf = hpc.job_script("lsf", cores=8, memory="32GiB", walltime="02:30:00", account="p")
+    lines = lsf.splitlines()
+    assert "#BSUB -n 8" in lines and "#BSUB -W 02:30" in lines and '#BSUB -P "p"' in lines
+    assert "distributed.cli.dask_worker" in _worker_command(lsf)
+    with pytest.raises(ValueError, match="unknown batch system"):
+        hpc.job_script("sge", cores=1, memory="1GiB")  # type: ignore[arg-type]
+    assert [hpc.submit_program(k) for k in ("slurm", "pbs", "lsf")] == ["sbatch", "qsub", "bsub"]
+
+
+def test_job_script_equals_cluster_job_script() -> None:
+    options = dict(cores=4, memory="8GiB", queue="short", account="acct", job_extra=["--exclusive"])
+    cluster = hpc.make_jobqueue_cluster(
+        "slurm", workers=0, scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
+        **options,
+    )  # fmt: skip
+    try:
+        expected = cluster.job_script()
+        address = cluster.scheduler_address
+    finally:
+        cluster.close()
+    assert address.startswith("tcp://127.0.0.1:")
+    assert hpc.job_script("slurm", scheduler_address=address, **options) == expected
+
+
+def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> None:
+    port, dash = _free_port(), _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    script = hpc.job_script(
+        "slurm", cores=2, memory="2GiB", scheduler_address=address, python=sys.executable
+    )
+    # Listening options are the only additions: bind to loopback only.
+    worker_argv = shlex.split(_worker_command(script)) + [
+        "--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{_free_port()}",
+    ]  # fmt: skip
+    scheduler_argv = [
+        sys.executable, "-m", "distributed.cli.dask_scheduler",
+        "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", f"127.0.0.1:{dash}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    procs: list[subprocess.Popen] = []
+    logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
+    try:
+        for argv, log in zip((scheduler_argv, worker_argv), logs):
+            procs.append(
+                subprocess.Popen(
+                    argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True,
+                )  # fmt: skip
+            )
+            if argv is scheduler_argv:
+                _wait_for_port(port, procs[0], log)
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            (worker,) = client.scheduler_info(n_workers=-1)["workers"].values()
+            assert worker["name"] == "dummy-name"
+            assert worker["nthreads"] == 1
+            assert worker["memory_limit"] == int(2 * 2**30 * 0.9)
+    except BaseException:
+        for log in logs:
+            if log.exists():
+                print(log.name, log.read_text(errors="replace"), sep="\n")
+        raise
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+                p.wait(timeout=10)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"scheduler exited early:\n{log.read_text()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"port {port} never opened:\n{log.read_text()}")
+
+
+def test_cli_slurm_dry_run_prints_script(capsys: pytest.CaptureFixture[str]) -> None:
+    cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
+    rc = cli.main([
+        "submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm",
+        "--queue", "gpu", "--account", "proj", "--cores", "4", "--memory", "16GiB",
+        "--gpus-per-worker", "1", "--dry-run",
+    ])  # fmt: skip
+    assert rc in (0, None)
+    out = capsys.readouterr().out
+    assert "#SBATCH -p gpu" in out and "#SBATCH --gres=gpu:1" in out
+    assert "dask cuda worker" in out
+
+
+def test_cli_slurm_without_sbatch_fails_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no sbatch
+    rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "sbatch" in err and "\n" not in err
