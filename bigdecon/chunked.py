@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._backend import get_xp
 from .errors import InputError, ProcessingError
 from .params import Params
 from .pipeline import check_image, deconv_stage, is_coupled, output_psf, preprocess, sparse_stage
@@ -322,22 +323,26 @@ def _embed(block: np.ndarray, layout: Layout) -> np.ndarray:
     return block
 
 
-def _preprocess_block(raw: np.ndarray, scale: float, mean: float, params: Params) -> np.ndarray:
-    return preprocess(raw, scale, mean, params) if scale > 0 else np.zeros(
-        raw.shape[:-2] + tuple(s * (2 if params.up_sample else 1) for s in raw.shape[-2:]), np.float32
-    )
+def _preprocess_block(raw, scale: float, mean: float, params: Params):
+    """Steps 1-3 on whole planes (NumPy or CuPy)."""
+    if scale <= 0:
+        factor = 2 if params.up_sample else 1
+        return get_xp(raw).zeros(raw.shape[:-2] + tuple(s * factor for s in raw.shape[-2:]), np.float32)
+    return preprocess(raw, scale, mean, params)
 
 
-def _sparse_block(h: np.ndarray, norm: float, params: Params, coupled: bool, interior) -> np.ndarray:
+def _sparse_block(h, norm: float, params: Params, coupled: bool, interior):
     """Step 4 on a block with its halo; returns the interior, clipped at 0."""
+    xp = get_xp(h)
     if norm <= 0:
-        return np.zeros(h[interior].shape, np.float32)
-    return np.ascontiguousarray(sparse_stage(h, norm, params, coupled)[interior])
+        return xp.zeros(h[interior].shape, np.float32)
+    return xp.ascontiguousarray(sparse_stage(h, norm, params, coupled)[interior])
 
 
-def _final_block(g: np.ndarray, norm: float, scale: float, params: Params, psf) -> np.ndarray:
+def _final_block(g, norm: float, scale: float, params: Params, psf):
+    """Steps 5-6 on whole planes (or volumes)."""
     if norm <= 0 or scale <= 0:
-        return np.zeros(g.shape, np.float32)
+        return get_xp(g).zeros(g.shape, np.float32)
     return deconv_stage(g, norm, scale, params, psf)
 
 
@@ -515,6 +520,21 @@ def _write_work(path: str, region, ndim: int, block: np.ndarray) -> None:
     zarr.open_array(path, mode="r+")[_region_slices(region, ndim)] = block
 
 
+def _device(job: dict) -> str:
+    """Where this worker runs the solvers: its GPU when it has one (``device="auto"``)."""
+    from ._backend import gpu_available
+
+    wanted = job.get("device", "auto")
+    return "gpu" if wanted == "gpu" or (wanted == "auto" and gpu_available()) else "cpu"
+
+
+def _solve(fn, block: np.ndarray, job: dict, *args):
+    """Move a block to the worker's device once, run every step there, bring the result back."""
+    from ._backend import to_device, to_numpy
+
+    return to_numpy(fn(to_device(block, _device(job)), *args))
+
+
 def _task_preprocess(job: dict, region) -> dict:
     os.environ.setdefault("BIGDECON_THREADS", "1")
     lay, params = job["layout"], job["params"]
@@ -524,7 +544,7 @@ def _task_preprocess(job: dict, region) -> dict:
         raw_region[lay.x] = (0, lay.shape[lay.x])
     raw = _read_source(job["source"], job["selection"], raw_region, len(lay.axes))
     c = lay.channel_of(tuple(region[a][0] for a in lay.outer))
-    h = _embed(_preprocess_block(_solver_view(raw, lay), job["scale"][c], job["mean"][c], params), lay)
+    h = _embed(_solve(_preprocess_block, _solver_view(raw, lay), job, job["scale"][c], job["mean"][c], params), lay)
     _write_work(job["h"], region, len(lay.axes), h)
     return {"max": float(h.max())}
 
@@ -544,7 +564,7 @@ def _task_sparse(job: dict, region) -> dict:
         for a in range(ndim)
         if a not in lay.outer
     )
-    g = _embed(_sparse_block(_solver_view(h, lay).astype(np.float32, copy=False), norm, params, plan.coupled, interior), lay)
+    g = _embed(_solve(_sparse_block, _solver_view(h, lay).astype(np.float32, copy=False), job, norm, params, plan.coupled, interior), lay)
     _write_work(job["g"], region, ndim, g)
     return {"max": float(g.max()) if g.size else 0.0}
 
@@ -562,7 +582,7 @@ def _task_final(job: dict, region) -> dict:
         g, norm = _read_work(job["h"], region, ndim), job["h_max"][c]
     else:
         g, norm = _read_source(job["source"], job["selection"], region, ndim), job["scale"][c]
-    out = _final_block(_solver_view(g, lay).astype(np.float32, copy=False), norm, job["scale"][c], params, job["psf"])
+    out = _solve(_final_block, _solver_view(g, lay).astype(np.float32, copy=False), job, norm, job["scale"][c], params, job["psf"])
     write_block(job["output"], _region_slices(region, ndim), _embed(out, lay))
     return {"max": float(out.max())}
 
@@ -776,6 +796,7 @@ def deconvolve(
     progress: Callable[[int, int], None] | None = None,
     config: dict | None = None,
     task_memory: int | None = None,
+    device: str = "auto",
 ) -> dict:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
 
@@ -814,6 +835,9 @@ def deconvolve(
         ``progress(done, total)`` as blocks finish.
     config : dict, optional
         The resolved configuration to record in the output's attributes.
+    device : {"auto", "cpu", "gpu"}
+        Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
+        when it has one. A block moves to the GPU once; only the result returns.
 
     Returns
     -------
@@ -833,6 +857,8 @@ def deconvolve(
              chunks=chunks, depth=depth, task_memory=task_memory),
     )
     layout, params, the_plan = job["layout"], job["params"], job["plan"]
+    if device not in ("auto", "cpu", "gpu"):
+        raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
     if ngff_version not in ("0.4", "0.5"):
         raise InputError(f"ngff_version must be 0.4 or 0.5, got {ngff_version!r}")
     try:
@@ -899,6 +925,7 @@ def deconvolve(
         "dtype": str(dtype),
         "psf": output_psf(params, 3 if layout.k is not None else 2),
         "run_id": f"{os.getpid()}-{time.monotonic_ns()}",
+        "device": device,
     }
     plane_tasks = the_plan.plane_tasks()
     sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []

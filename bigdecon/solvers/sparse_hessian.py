@@ -168,6 +168,51 @@ def sparse_hessian_terms(tcontinuity: float, coupled: bool) -> list[tuple[str, t
     return terms
 
 
+class _DCT:
+    """3-D DCT-II and its inverse for a ``(k, y, x)`` block.
+
+    y and x go through ``dctn``; a short k axis (the usual time-lapse block)
+    is transformed by a small matrix product instead, which reads memory once
+    where a strided length-5 transform costs as much as the whole y/x part.
+    """
+
+    _MATMUL_MAX = 32
+
+    def __init__(self, shape, xp: ModuleType):
+        self.xp = xp
+        self.fft = fft_module(xp)
+        self.kw = fft_workers(xp)
+        n = shape[0]
+        self.k_axis = n > 1
+        self.matrix = None
+        if 1 < n <= self._MATMUL_MAX:
+            i = np.arange(n)
+            # scipy's unnormalised DCT-II: y_k = 2 sum_n x_n cos(pi k (2n + 1) / 2N)
+            c = 2.0 * np.cos(np.pi * np.outer(i, 2 * i + 1) / (2 * n))
+            self.matrix = xp.asarray(c.astype(np.float32))
+            self.inverse_matrix = xp.asarray(np.linalg.inv(c).astype(np.float32))
+
+    def _along_k(self, a, m):
+        n = a.shape[0]
+        return (m @ a.reshape(n, -1)).reshape(a.shape)
+
+    def forward(self, a):
+        spec = self.fft.dctn(a, type=2, axes=(1, 2), **self.kw)
+        if not self.k_axis:
+            return spec
+        if self.matrix is not None:
+            return self._along_k(spec, self.matrix)
+        return self.fft.dct(spec, type=2, axis=0, **self.kw)
+
+    def inverse(self, spec):
+        if self.k_axis:
+            if self.matrix is not None:
+                spec = self._along_k(spec, self.inverse_matrix)
+            else:
+                spec = self.fft.idct(spec, type=2, axis=0, **self.kw)
+        return self.fft.idctn(spec, type=2, axes=(1, 2), **self.kw)
+
+
 def _dct_eigenvalues(n: int, xp: ModuleType):
     """Eigenvalues ``2 - 2 cos(pi k / n)`` of ``-bwd(fwd(.))`` under the DCT-II."""
     k = np.arange(n, dtype=np.float64)
@@ -263,10 +308,7 @@ def sparse_hessian(
     if coupled is None:
         coupled = f.shape[0] >= 3
     terms = sparse_hessian_terms(tcontinuity, coupled and f.shape[0] > 1)
-    fft = fft_module(xp)
-    kw = fft_workers(xp)
-    # Transform only the axes longer than 1 (a lone plane has nothing along k).
-    axes = tuple(a for a in range(3) if f.shape[a] > 1) or (2,)
+    dct = _DCT(f.shape, xp)
     inv_denom = _denominator(f.shape, terms, fidelity, sparsity, xp)
 
     g = f.copy()
@@ -276,9 +318,9 @@ def sparse_hessian(
     rhs = xp.empty_like(f)
     for it in range(iterations):
         if it > 0:
-            spec = fft.dctn(rhs, type=2, axes=axes, **kw)
+            spec = dct.forward(rhs)
             spec *= inv_denom
-            g = fft.idctn(spec, type=2, axes=axes, **kw)
+            g = dct.inverse(spec)
             del spec
             if it == iterations - 1:
                 break  # the auxiliaries after the last solve are never used

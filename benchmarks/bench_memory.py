@@ -1,0 +1,135 @@
+"""Out-of-core run: peak worker memory depends on the chunk size, not on the data size.
+
+    python benchmarks/bench_memory.py            # ~3 min on 2 cores
+    python benchmarks/bench_memory.py --small    # a quicker, smaller run
+
+Writes two generated time-lapses as OME-Zarr, the second 4x longer than the
+first (so 4x more chunks of the same size), the larger several times bigger
+than the worker's memory limit, and runs ``bigdecon.deconvolve`` on each with
+one single-threaded worker. Prints the peak RSS of the worker process (sampled
+every 20 ms), throughput, and the ratio of the two peaks (target <= 1.3).
+The solver's iteration counts are cut (3 + 3) to keep the run short: a task's
+working set does not depend on them, only its duration does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+
+def write_timelapse(path: str, shape: tuple[int, int, int], chunk_t: int) -> None:
+    """A drifting texture of filament-like ridges, written plane group by plane group."""
+    from scipy.ndimage import gaussian_filter
+
+    from bigdecon.io import OmeZarrWriter, write_block
+
+    t, h, w = shape
+    rng = np.random.default_rng(0)
+    tile = np.zeros((256, 256), np.float32)
+    for _ in range(40):
+        y0, amp, period = rng.uniform(0, 256), rng.uniform(3, 12), rng.uniform(40, 120)
+        xs = np.arange(256)
+        ys = (y0 + amp * np.sin(2 * np.pi * xs / period)).astype(int) % 256
+        tile[ys, xs] += 1.0
+    tile = gaussian_filter(tile, 1.3, mode="wrap") * 800 + 50
+    big = np.tile(tile, (h // 256 + 1, w // 256 + 1))
+    writer = OmeZarrWriter(path, shape=shape, axes="tyx", chunks=(chunk_t, 256, 256), dtype="float32")
+    for t0 in range(0, t, chunk_t):
+        n = min(chunk_t, t - t0)
+        block = np.stack([np.roll(big, k + t0, axis=1)[:h, :w] for k in range(n)])
+        block = block + rng.normal(0, 5, block.shape).astype(np.float32)
+        write_block(path, (slice(t0, t0 + n), slice(None), slice(None)), block.astype(np.float32))
+    writer.finalize(pyramid=False)
+
+
+class PeakRSS:
+    """Sample a process's resident memory in a thread; keep the maximum."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except Exception:
+                return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_case(client, src: str, dst: str, chunks: dict) -> tuple[float, float, int]:
+    import bigdecon
+
+    pid = list(client.run(os.getpid).values())[0]
+    client.run(lambda: __import__("gc").collect())
+    with PeakRSS(pid) as rss:
+        t = time.perf_counter()
+        summary = bigdecon.deconvolve(
+            src, dst, fwhm=3, sparse_iters=3, deconv_iters=3, background=0, chunks=chunks, client=client, overwrite=True
+        )
+        seconds = time.perf_counter() - t
+    return rss.peak, seconds, summary["voxels"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true", help="smaller data (quicker)")
+    ap.add_argument("--memory-limit", default="1GiB", help="the worker's memory limit")
+    args = ap.parse_args()
+    from dask.utils import parse_bytes
+    from distributed import Client, LocalCluster
+
+    h = w = 512 if args.small else 1024
+    t_small = 16 if args.small else 32
+    chunks = {"t": 16, "y": 256, "x": 256}
+    limit = parse_bytes(args.memory_limit)
+    root = tempfile.mkdtemp(prefix="bigdecon-bench-")
+    try:
+        cases = []
+        for factor in (1, 4):
+            shape = (t_small * factor, h, w)
+            path = os.path.join(root, f"in{factor}.zarr")
+            write_timelapse(path, shape, 16)
+            cases.append((factor, shape, path))
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit=limit,
+                          dashboard_address=":0", env={"BIGDECON_THREADS": "1"}) as cluster, Client(cluster) as client:
+            # Warm the worker once (imports, JIT) so both cases start from the same state.
+            run_case(client, cases[0][2], os.path.join(root, "warm.zarr"), chunks)
+            results = []
+            for factor, shape, path in cases:
+                peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks)
+                results.append((factor, shape, peak, seconds, voxels))
+        print(f"worker memory limit {limit / 2**20:.0f} MiB, chunks {chunks}, 1 worker x 1 thread")
+        print(f"{'data':>22} {'size':>9} {'x limit':>8} {'peak RSS':>10} {'time':>8} {'Mvox/s':>8}")
+        for factor, shape, peak, seconds, voxels in results:
+            size = voxels * 4
+            print(f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / limit:8.1f} {peak / 2**20:8.0f}Mi "
+                  f"{seconds:7.1f}s {voxels / seconds / 1e6:8.2f}")
+        ratio = results[1][2] / results[0][2]
+        print(f"peak RSS ratio, 4x the chunks: {ratio:.2f} (target <= 1.30)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
