@@ -259,7 +259,7 @@ def make_plan(
             raise InputError(f"depth must be >= 0, got {depth!r}")
     K, Y, X = layout.n_planes, out_shape[layout.y], out_shape[layout.x]
     d = {"k": min(d["k"], K), "y": min(d["y"], Y), "x": min(d["x"], X)}
-    block = {"k": min(K, 32), "y": min(Y, 512), "x": min(X, 512)}
+    block = {"k": min(K, 32), "y": min(Y, 256), "x": min(X, 256)}
     if chunks is not None:
         named = _named_chunks(layout, chunks)
         for name in ("y", "x"):

@@ -33,6 +33,12 @@ def available() -> bool:
     return numba is not None
 
 
+def use_threads(n: int) -> None:
+    """Cap the kernels' threads (per calling thread), e.g. to 1 inside a Dask task."""
+    if numba is not None:
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
 if numba is not None:
 
     @njit(parallel=True, cache=True, nogil=True)

@@ -7,7 +7,7 @@ from types import ModuleType
 
 import numpy as np
 
-from .._backend import fft_module, fft_workers, get_xp
+from .._backend import cpu_threads, fft_module, fft_workers, get_xp
 from . import _fused_cpu
 
 __all__ = ["sparse_hessian", "sparse_hessian_terms"]
@@ -133,6 +133,8 @@ class _ShrinkStep:
         self.terms = list(terms) + [("sparse", None, float(sparsity))]
         self.bregman = [xp.zeros_like(f) for _ in self.terms]
         self.fused = xp is np and _fused_cpu.available() and f.size > 4096
+        if self.fused:
+            _fused_cpu.use_threads(cpu_threads())
         self.t = xp.empty_like(f)
         self.tmp = None if self.fused else xp.empty_like(f)
 
