@@ -887,6 +887,14 @@ def deconvolve(
     channels_meta = src.channels
     if channels is not None and src.channels:
         channels_meta = [src.channels[c] for c in job["selection"][layout.axes.index("c")] if c < len(src.channels)]
+    # The data set's statistics (and its NaN/inf check) come before anything is
+    # written, so bad pixels leave no output behind; a resumed run reuses its own.
+    stats = None
+    if resume:
+        stats = Ledger(os.path.join(os.fspath(destination), ".bigdecon-work")).get("stats")
+    if stats is None:
+        scale, mean = _source_stats(job["data"], layout)
+        stats = {"scale": scale, "mean": mean}
     writer = OmeZarrWriter(
         destination,
         shape=the_plan.out_shape,
@@ -906,11 +914,7 @@ def deconvolve(
     ledger = Ledger(work)
     import zarr
 
-    stats = ledger.get("stats")
-    if stats is None:
-        scale, mean = _source_stats(job["data"], layout)
-        stats = {"scale": scale, "mean": mean}
-        ledger.put("stats", stats)
+    ledger.put("stats", stats)
     task = {
         "layout": layout,
         "params": params,

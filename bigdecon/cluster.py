@@ -1,0 +1,283 @@
+"""Start (or connect to) the Dask cluster a run uses.
+
+With no options, :func:`make_client` starts a local cluster sized to the
+machine: worker *processes* (the solvers hold the GIL in places, and a crashed
+or over-memory worker is restarted without taking the run down), as many as
+there are cores divided by threads per worker, each allowed 90% of the RAM
+divided by the number of workers. With NVIDIA GPUs and dask-cuda installed it
+starts one worker per GPU instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["make_client", "close", "describe", "dashboard_available", "peak_worker_memory", "SCHEDULER_TIMEOUT"]
+
+# Seconds to wait for an existing scheduler before giving up with a one-line error.
+SCHEDULER_TIMEOUT = 10
+# Fraction of the machine's memory the local workers may use together.
+MEMORY_FRACTION = 0.9
+DEFAULT_DASHBOARD = ":8787"
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _total_memory() -> int:
+    # distributed's figure honours cgroup (container) limits, psutil's does not.
+    try:
+        from distributed.system import MEMORY_LIMIT
+
+        return int(MEMORY_LIMIT)
+    except Exception:  # pragma: no cover - distributed always provides it
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def _dashboard(address: str | None) -> str | None:
+    """The default dashboard port, a random one when 8787 is taken, or none without bokeh."""
+    if address is not None:
+        return address
+    if not dashboard_available():
+        return None  # distributed would only warn that it cannot serve one
+    return DEFAULT_DASHBOARD if _port_free(8787) else ":0"
+
+
+def dashboard_available() -> bool:
+    """Whether the Dask dashboard can be served (it needs bokeh >= 3.1)."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _memory_bytes(limit: str | int | float | None) -> int | None:
+    if limit is None:
+        return None
+    from dask.utils import parse_bytes
+
+    try:
+        value = parse_bytes(limit) if isinstance(limit, str) else int(limit)
+    except (ValueError, TypeError):
+        raise InputError(f"memory limit {limit!r} is not a size like '8GB' or '8GiB'") from None
+    if value <= 0:
+        raise InputError(f"memory limit must be > 0, got {limit!r}")
+    return value
+
+
+def _connect(address: str) -> Any:
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{SCHEDULER_TIMEOUT}s")
+    except (OSError, TimeoutError) as exc:
+        # Refused connections and timeouts: distributed retries until the timeout.
+        raise InputError(
+            f"no Dask scheduler answered at {address} within {SCHEDULER_TIMEOUT} s ({type(exc).__name__})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001
+        # A malformed address (ValueError), or something that answers but is not a
+        # Dask scheduler (a proxy's bytes read as a frame length: MemoryError...).
+        raise InputError(
+            f"no Dask scheduler at {address}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from None
+
+
+def _gpu_cluster(workers: int | None, memory_limit: int | None, dashboard: str | None) -> Any:
+    try:
+        import cupy  # noqa: F401
+        from dask_cuda import LocalCUDACluster
+    except ImportError as exc:
+        raise InputError(
+            f"--gpus needs dask-cuda and CuPy ({exc.name or exc} is missing): pip install 'bigdecon[gpu]'"
+        ) from None
+    from ._backend import gpu_available
+
+    if not gpu_available():
+        raise InputError("--gpus given, but CuPy sees no CUDA device")
+    kwargs: dict[str, Any] = {"threads_per_worker": 1, "dashboard_address": dashboard}
+    if workers:
+        kwargs["n_workers"] = workers
+    if memory_limit:
+        kwargs["memory_limit"] = memory_limit
+    return LocalCUDACluster(**kwargs)
+
+
+def make_client(
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | int | None = None,
+    gpus: bool | None = False,
+    scheduler: str | None = None,
+    dashboard_address: str | None = None,
+    *,
+    task_memory: int | None = None,
+) -> tuple[Any, Any | None]:
+    """Connect to a Dask scheduler, or start a local cluster sized to this machine.
+
+    Parameters
+    ----------
+    workers
+        Worker processes (default: cores // threads_per_worker, fewer if a task
+        would not fit in a worker's share of memory; with GPUs: one per GPU).
+    threads_per_worker
+        Threads per worker (default 1, or cores // workers when ``workers`` is given).
+    memory_limit
+        Memory per worker, bytes or a string like ``'8GiB'`` (default: 90% of
+        the machine's memory divided by the number of workers).
+    gpus
+        ``True``: one worker per GPU with dask-cuda (error when it or CuPy is
+        missing); ``None``: GPUs when they are present and dask-cuda is
+        installed; ``False``: CPU workers.
+    scheduler
+        Address of a running scheduler (``tcp://host:8786``): connect to it
+        and start nothing. An address that does not answer within
+        :data:`SCHEDULER_TIMEOUT` seconds raises :class:`InputError`.
+    dashboard_address
+        Where the local cluster serves its dashboard (default ``:8787``, or a
+        free port when that one is taken).
+    task_memory
+        Estimated peak memory of one task in bytes (``plan()['memory_per_task_bytes']``);
+        used to keep the default number of workers low enough for it to fit.
+
+    Returns
+    -------
+    client, cluster
+        ``cluster`` is ``None`` when connected to an existing scheduler; close
+        both when done (:func:`contextlib.closing` or ``client.close(); cluster.close()``).
+
+    Raises
+    ------
+    InputError
+        Bad sizes, an unreachable scheduler, or ``gpus=True`` without dask-cuda/CuPy/GPU.
+    """
+    for name, value in (("workers", workers), ("threads per worker", threads_per_worker)):
+        if value is not None and (isinstance(value, bool) or int(value) < 1):
+            raise InputError(f"{name} must be >= 1, got {value!r}")
+    if scheduler:
+        return _connect(scheduler), None
+    from distributed import Client, LocalCluster
+
+    mem = _memory_bytes(memory_limit)
+    dashboard = _dashboard(dashboard_address)
+    if gpus is None:
+        from ._backend import gpu_available
+
+        gpus = gpu_available() and _has_dask_cuda()
+    if gpus:
+        cluster = _gpu_cluster(workers, mem, dashboard)
+        return Client(cluster), cluster
+
+    cores = _cores()
+    if workers is None:
+        threads = int(threads_per_worker or 1)
+        workers = max(1, cores // threads)
+        if task_memory and mem is None:
+            # Each thread runs one task at a time: keep a worker's share >= its tasks' peak.
+            fit = int(MEMORY_FRACTION * _total_memory() // max(1, threads * task_memory))
+            workers = max(1, min(workers, fit))
+    else:
+        threads = int(threads_per_worker or max(1, cores // int(workers)))
+    workers = int(workers)
+    if mem is None:
+        mem = int(MEMORY_FRACTION * _total_memory() / workers)
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        memory_limit=mem,
+        dashboard_address=dashboard,
+        silence_logs=logging.ERROR,
+    )
+    return Client(cluster), cluster
+
+
+def _has_dask_cuda() -> bool:
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def describe(client: Any, cluster: Any | None = None) -> str:
+    """One line: where the work runs, how many workers/threads/memory, and the dashboard."""
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed: no n_workers argument
+        info = client.scheduler_info()
+    except Exception:
+        info = {}
+    workers = list((info.get("workers") or {}).values())
+    kind = "local cluster" if cluster is not None else f"scheduler {client.scheduler.address}"
+    if workers:
+        threads = sorted({int(w.get("nthreads", 0)) for w in workers})
+        mem = min(int(w.get("memory_limit") or 0) for w in workers)
+        text = (f"Dask {kind}: {len(workers)} worker(s) x {'/'.join(map(str, threads))} thread(s)"
+                + (f", {_gib(mem)} each" if mem else ""))  # fmt: skip
+    else:
+        text = f"Dask {kind}: no workers yet (tasks wait until workers join)"
+    if cluster is not None and not dashboard_available():
+        return text + "; dashboard off (pip install 'bokeh>=3.1' to get it)"
+    link = getattr(client, "dashboard_link", None)
+    return text + (f"; dashboard {link}" if link else "")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def peak_worker_memory(client: Any) -> int | None:
+    """Highest peak resident memory of any worker process so far, in bytes.
+
+    Asks each worker for its own high-water mark (``ru_maxrss``); falls back on
+    the scheduler's current memory metric where that is unavailable.
+    """
+
+    def maxrss() -> int:
+        import resource
+        import sys
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss if sys.platform == "darwin" else rss * 1024)  # kB on Linux
+
+    with contextlib.suppress(Exception):
+        values = client.run(maxrss)
+        if values:
+            return max(int(v) for v in values.values())
+    with contextlib.suppress(Exception):
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        values = [int(w["metrics"]["memory"]) for w in workers]
+        return max(values) if values else None
+    return None
+
+
+def close(client: Any, cluster: Any | None) -> None:
+    """Close the client and a cluster we started, quietly."""
+    with contextlib.suppress(Exception):
+        client.close()
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close()
+
