@@ -246,8 +246,14 @@ def make_plan(
     chunks: dict[str, int] | Sequence[int] | None = None,
     depth: dict[str, int] | int | None = None,
     task_memory: int = 512 * 2**20,
+    min_tasks: int = 1,
 ) -> Plan:
-    """Choose block sizes, halo depths and output chunks for a data set."""
+    """Choose block sizes, halo depths and output chunks for a data set.
+
+    Without explicit ``chunks``, step-4 blocks are 32 planes x 256 x 256 px,
+    halved (y/x first, not below 64 px; then k, not below the halo) until
+    there are at least ``min_tasks`` of them, so every worker has work.
+    """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
     if depth is not None:
@@ -260,6 +266,20 @@ def make_plan(
     K, Y, X = layout.n_planes, out_shape[layout.y], out_shape[layout.x]
     d = {"k": min(d["k"], K), "y": min(d["y"], Y), "x": min(d["x"], X)}
     block = {"k": min(K, 32), "y": min(Y, 256), "x": min(X, 256)}
+    n_outer = math.prod(layout.shape[i] for i in layout.outer)
+
+    def n_blocks(b):
+        return n_outer * math.prod(-(-n // b[a]) for n, a in ((K, "k"), (Y, "y"), (X, "x")))
+
+    if chunks is None:
+        while n_blocks(block) < min_tasks:
+            if max(block["y"], block["x"]) > 64:
+                axis = "y" if block["y"] >= block["x"] else "x"
+                block[axis] = max(64, -(-block[axis] // 2))
+            elif block["k"] > max(1, d["k"]):
+                block["k"] = max(1, d["k"], -(-block["k"] // 2))
+            else:
+                break
     if chunks is not None:
         named = _named_chunks(layout, chunks)
         for name in ("y", "x"):
@@ -274,6 +294,9 @@ def make_plan(
     # Planes per whole-plane task: enough to fill the task's memory, at most a k block.
     plane_bytes = 4 * Y * X * (1 + 2 / 6) ** 2 * WORKSET_FACTOR
     group = max(1, min(block["k"], int(task_memory // max(plane_bytes, 1))))
+    if chunks is None:
+        while group > 1 and n_outer * -(-K // group) < min_tasks:
+            group = -(-group // 2)
     out_chunks = []
     for i, ax in enumerate(layout.axes):
         if i in layout.outer:
@@ -683,7 +706,7 @@ def plan(source, **kwargs) -> dict:
     return summary
 
 
-_RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory"}
+_RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory", "min_tasks"}
 
 
 def _prepare(src, kwargs: dict) -> dict:
@@ -722,7 +745,7 @@ def _prepare(src, kwargs: dict) -> dict:
     solver_shape = tuple(layout.shape[i] for i in (layout.k, layout.y, layout.x) if i is not None)
     check_image(_Shape(solver_shape, data.dtype), params)
     the_plan = make_plan(layout, params, chunks=run.get("chunks"), depth=run.get("depth"),
-                         task_memory=run.get("task_memory") or 512 * 2**20)
+                         task_memory=run.get("task_memory") or 512 * 2**20, min_tasks=run.get("min_tasks") or 1)
     return {"layout": layout, "params": params, "plan": the_plan, "selection": selection, "data": data, "src": src}
 
 
@@ -767,6 +790,27 @@ def _fwhm_from_resolution(resolution, src) -> list[float]:
             raise InputError(f"resolution needs the pixel size along {name}, which the input's metadata does not give: use fwhm")
         sizes.append(size)
     return [v / s for v, s in zip(values, sizes)]
+
+
+def _stored_config(destination) -> dict:
+    """The run configuration recorded in an unfinished output ({} if none)."""
+    import zarr
+
+    try:
+        info = zarr.open_group(os.fspath(destination), mode="r").attrs.asdict().get("bigdecon", {})
+    except Exception:
+        return {}
+    return info.get("config") or {} if isinstance(info, dict) else {}
+
+
+def _cluster_threads(client) -> int:
+    """Worker threads of a cluster (1 without one), to size the default blocks."""
+    if client is None:
+        return 1
+    try:
+        return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
+    except Exception:
+        return 1
 
 
 def deconvolve(
@@ -849,12 +893,17 @@ def deconvolve(
     t0 = time.perf_counter()
     src = open_image(source)
     check_output_path(source, destination)
+    # Default blocks are sized so every worker thread has work; a resumed run
+    # keeps the sizing of the run it continues, whatever cluster it has now.
+    min_tasks = _cluster_threads(client) * 2
+    if resume:
+        min_tasks = _stored_config(destination).get("min_tasks", min_tasks)
     job = _prepare(
         src,
         dict(fwhm=fwhm, resolution=resolution, psf=psf, sparse_iters=sparse_iters, fidelity=fidelity,
              sparsity=sparsity, tcontinuity=tcontinuity, background=background, deconv_iters=deconv_iters,
              deconv_type=deconv_type, up_sample=up_sample, channels=channels, timepoints=timepoints,
-             chunks=chunks, depth=depth, task_memory=task_memory),
+             chunks=chunks, depth=depth, task_memory=task_memory, min_tasks=min_tasks),
     )
     layout, params, the_plan = job["layout"], job["params"], job["plan"]
     if device not in ("auto", "cpu", "gpu"):
@@ -878,6 +927,7 @@ def deconvolve(
         "depth": the_plan.depth,
         "output_dtype": str(dtype),
         "source": os.fspath(source),
+        "min_tasks": min_tasks,
     }
     scale_meta = dict(src.scale)
     if params.up_sample:

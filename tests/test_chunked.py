@@ -179,3 +179,16 @@ def test_output_validates_as_ngff_05(tmp_path, data):
     assert open_image(out_path).data.shape == (6, 72, 80)
     with pytest.raises(bigdecon.InputError, match="output exists"):
         bigdecon.deconvolve(src, out_path, fwhm=3, sparse_iters=10)
+
+
+def test_default_blocks_give_every_worker_work():
+    from bigdecon.chunked import Layout, make_plan
+
+    layout = Layout(("t", "y", "x"), (12, 256, 256))
+    params = Params.from_kwargs(fwhm=3)
+    assert len(make_plan(layout, params).sparse_tasks()) == 1
+    plan = make_plan(layout, params, min_tasks=8)
+    assert len(plan.sparse_tasks()) >= 8 and min(plan.sparse_block.values()) >= 1
+    assert len(plan.plane_tasks()) >= 8
+    # Explicit chunks win.
+    assert len(make_plan(layout, params, chunks=(12, 256, 256), min_tasks=8).sparse_tasks()) == 1
