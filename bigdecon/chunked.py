@@ -229,7 +229,7 @@ class Plan:
             "shape": list(lay.shape),
             "output_shape": list(self.out_shape),
             "solver_axes": ("k=" + lay.axes[lay.k] + ", " if lay.k is not None else "") + "y, x",
-            "depth": {("k" if n == "k" else n): v for n, v in self.depth.items()} if self.params.sparse_iters else {},
+            "depth": dict(self.depth) if self.params.sparse_iters else {},
             "sparse_block": dict(self.sparse_block),
             "planes_per_task": self.plane_group,
             "chunks": list(self.out_chunks),

@@ -31,7 +31,6 @@ def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0, noise=True):
     rng = np.random.default_rng(seed)
     t, h, w = shape
     truth = np.zeros(shape, np.float32)
-    yy = np.arange(h)
     for _ in range(max(3, (h * w) // 1500)):
         y0, amp, period, phase = rng.uniform(0, h), rng.uniform(3, 12), rng.uniform(30, 120), rng.uniform(0, 6.3)
         bright = rng.uniform(0.5, 1.0)
@@ -46,7 +45,6 @@ def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0, noise=True):
         return blurred * 1000 + 0, truth
     photons = rng.poisson(np.clip(blurred * 400 + 20, 0, None)).astype(np.float32)
     raw = photons + rng.normal(0, 3, shape).astype(np.float32)
-    del yy
     return np.clip(raw, 0, None).astype(np.float32), truth
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .._backend import get_xp
-from .richardson_lucy import FLOOR, _Convolver, _crop, _pad_widths, pad_edges
+from .richardson_lucy import FLOOR, padded_problem
 
 __all__ = ["landweber"]
 
@@ -52,14 +52,9 @@ def landweber(image, psf, iterations: int = 7, *, pad: int | None = None):
     True
     """
     xp = get_xp(image)
-    f = xp.asarray(image, dtype=xp.float32)
-    psf = xp.asarray(psf, dtype=xp.float32)
     if iterations <= 0:
-        return f.copy()
-    axes = tuple(range(f.ndim - psf.ndim, f.ndim))
-    widths = _pad_widths(f.shape, axes, pad)
-    padded = pad_edges(f, widths, axes)
-    conv = _Convolver(padded.shape, psf, xp)
+        return xp.asarray(image, dtype=xp.float32).copy()
+    padded, conv, crop = padded_problem(image, psf, pad)
     floor = xp.float32(FLOOR)
     x_prev = padded
     y = padded
@@ -72,5 +67,4 @@ def landweber(image, psf, iterations: int = 7, *, pad: int | None = None):
         y = x + xp.float32((t - 1.0) / t_next) * (x - x_prev)
         xp.maximum(y, floor, out=y)
         x_prev, t = x, t_next
-    crop = _crop(f.shape, axes, widths)
     return xp.maximum(x_prev[crop], 0).astype(xp.float32, copy=False)

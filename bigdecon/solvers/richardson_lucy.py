@@ -50,6 +50,22 @@ def pad_edges(image, pad: int | tuple[int, ...], axes: tuple[int, ...]):
     return xp.pad(image, spec, mode="edge")
 
 
+def padded_problem(image, psf, pad):
+    """Shared set-up of the iterative deconvolutions: float32 data padded by the
+    edge rule, its convolver, and the index that crops the padding off again."""
+    xp = get_xp(image)
+    f = xp.asarray(image, dtype=xp.float32)
+    psf = xp.asarray(psf, dtype=xp.float32)
+    if psf.ndim > f.ndim:
+        raise ValueError(f"a {psf.ndim}-D PSF cannot deconvolve a {f.ndim}-D image")
+    axes = tuple(range(f.ndim - psf.ndim, f.ndim))
+    widths = _pad_widths(f.shape, axes, pad)
+    padded = pad_edges(f, widths, axes)
+    if any(p > s for p, s in zip(psf.shape, padded.shape[-psf.ndim :])):
+        raise ValueError(f"PSF of shape {tuple(psf.shape)} is larger than the image {tuple(f.shape)}")
+    return padded, _Convolver(padded.shape, psf, xp), _crop(f.shape, axes, widths)
+
+
 class _Convolver:
     """``H`` and ``H^T`` for a PSF over the last ``psf.ndim`` axes (periodic, real FFTs)."""
 
@@ -137,18 +153,9 @@ def richardson_lucy(image, psf, iterations: int = 7, accelerate: bool = True, *,
     True
     """
     xp = get_xp(image)
-    f = xp.asarray(image, dtype=xp.float32)
-    psf = xp.asarray(psf, dtype=xp.float32)
     if iterations <= 0:
-        return f.copy()
-    if psf.ndim > f.ndim:
-        raise ValueError(f"a {psf.ndim}-D PSF cannot deconvolve a {f.ndim}-D image")
-    axes = tuple(range(f.ndim - psf.ndim, f.ndim))
-    widths = _pad_widths(f.shape, axes, pad)
-    padded = pad_edges(f, widths, axes)
-    if any(p > s for p, s in zip(psf.shape, padded.shape[-psf.ndim :])):
-        raise ValueError(f"PSF of shape {tuple(psf.shape)} is larger than the image {tuple(f.shape)}")
-    conv = _Convolver(padded.shape, psf, xp)
+        return xp.asarray(image, dtype=xp.float32).copy()
+    padded, conv, crop = padded_problem(image, psf, pad)
     floor = xp.float32(FLOOR)
 
     y = padded
@@ -176,6 +183,5 @@ def richardson_lucy(image, psf, iterations: int = 7, accelerate: bool = True, *,
             y += x
             xp.maximum(y, floor, out=y)
         x_prev, v_prev = x, v
-    crop = _crop(f.shape, axes, widths)
     out = y[crop]
     return xp.maximum(out, 0).astype(xp.float32, copy=False)
