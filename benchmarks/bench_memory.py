@@ -1,6 +1,6 @@
 """Out-of-core run: peak worker memory depends on the chunk size, not on the data size.
 
-    python benchmarks/bench_memory.py            # ~3 min on 2 cores
+    python benchmarks/bench_memory.py            # ~8 min on 2 cores
     python benchmarks/bench_memory.py --small    # a quicker, smaller run
 
 Writes two generated time-lapses as OME-Zarr, the second 4x longer than the
@@ -85,7 +85,8 @@ def run_case(client, src: str, dst: str, chunks: dict) -> tuple[float, float, in
     with PeakRSS(pid) as rss:
         t = time.perf_counter()
         summary = bigdecon.deconvolve(
-            src, dst, fwhm=3, sparse_iters=3, deconv_iters=3, background=0, chunks=chunks, client=client, overwrite=True
+            src, dst, fwhm=3, sparse_iters=3, deconv_iters=3, background=0, chunks=chunks, client=client,
+            overwrite=True, task_memory=64 * 2**20,  # one plane per whole-plane task
         )
         seconds = time.perf_counter() - t
     return rss.peak, seconds, summary["voxels"]
@@ -94,14 +95,14 @@ def run_case(client, src: str, dst: str, chunks: dict) -> tuple[float, float, in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="smaller data (quicker)")
-    ap.add_argument("--memory-limit", default="1GiB", help="the worker's memory limit")
+    ap.add_argument("--memory-limit", default="400MiB", help="the worker's memory limit")
     args = ap.parse_args()
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
     h = w = 512 if args.small else 1024
     t_small = 16 if args.small else 32
-    chunks = {"t": 16, "y": 256, "x": 256}
+    chunks = {"t": 8, "y": 128, "x": 128}
     limit = parse_bytes(args.memory_limit)
     root = tempfile.mkdtemp(prefix="bigdecon-bench-")
     try:
