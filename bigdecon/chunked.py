@@ -268,6 +268,16 @@ def make_plan(
     block = {"k": min(K, 32), "y": min(Y, 256), "x": min(X, 256)}
     n_outer = math.prod(layout.shape[i] for i in layout.outer)
 
+    def block_bytes(b):
+        return 4 * WORKSET_FACTOR * math.prod(min(n, b[a] + 2 * d[a]) for n, a in ((K, "k"), (Y, "y"), (X, "x")))
+
+    if chunks is None:
+        # A large memory budget (a GPU worker's card) takes larger blocks: less halo per voxel.
+        while block_bytes({**block, "y": 2 * block["y"], "x": 2 * block["x"]}) <= task_memory and (
+            block["y"] < Y or block["x"] < X
+        ):
+            block["y"], block["x"] = min(Y, 2 * block["y"]), min(X, 2 * block["x"])
+
     def n_blocks(b):
         return n_outer * math.prod(-(-n // b[a]) for n, a in ((K, "k"), (Y, "y"), (X, "x")))
 
@@ -803,6 +813,24 @@ def _stored_config(destination) -> dict:
     return info.get("config") or {} if isinstance(info, dict) else {}
 
 
+def _gpu_task_memory(client) -> int | None:
+    """Bytes a task may use on the workers' GPUs (40% of the smallest card), or None."""
+    def probe():
+        from ._backend import gpu_available
+
+        if not gpu_available():
+            return 0
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[1])
+
+    try:
+        sizes = list(client.run(probe).values()) if client is not None else [probe()]
+    except Exception:
+        return None
+    return int(0.4 * min(sizes)) if sizes and min(sizes) > 0 else None
+
+
 def _cluster_threads(client) -> int:
     """Worker threads of a cluster (1 without one), to size the default blocks."""
     if client is None:
@@ -896,6 +924,8 @@ def deconvolve(
     # Default blocks are sized so every worker thread has work; a resumed run
     # keeps the sizing of the run it continues, whatever cluster it has now.
     min_tasks = _cluster_threads(client) * 2
+    if task_memory is None and chunks is None and device != "cpu":
+        task_memory = _gpu_task_memory(client)  # chunk size from the card's memory
     if resume:
         min_tasks = _stored_config(destination).get("min_tasks", min_tasks)
     job = _prepare(

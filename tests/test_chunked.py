@@ -192,3 +192,15 @@ def test_default_blocks_give_every_worker_work():
     assert len(plan.plane_tasks()) >= 8
     # Explicit chunks win.
     assert len(make_plan(layout, params, chunks=(12, 256, 256), min_tasks=8).sparse_tasks()) == 1
+
+
+def test_block_size_follows_the_memory_budget():
+    from bigdecon.chunked import WORKSET_FACTOR, Layout, make_plan
+
+    layout = Layout(("t", "y", "x"), (64, 2048, 2048))
+    params = Params.from_kwargs(fwhm=3)
+    cpu = make_plan(layout, params)
+    gpu = make_plan(layout, params, task_memory=32 * 2**30)  # 40% of an 80 GB card
+    assert cpu.sparse_block["y"] == 256 and gpu.sparse_block["y"] >= 1024
+    k, y, x = (gpu.sparse_block[a] + 2 * gpu.depth[a] for a in ("k", "y", "x"))
+    assert 4 * WORKSET_FACTOR * k * y * x <= 32 * 2**30
