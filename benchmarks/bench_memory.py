@@ -96,12 +96,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="smaller data (quicker)")
     ap.add_argument("--memory-limit", default="400MiB", help="the worker's memory limit")
+    ap.add_argument("--frames", type=int, default=None, help="frames of the smaller data set (the larger has 4x)")
     args = ap.parse_args()
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
     h = w = 512 if args.small else 1024
-    t_small = 16 if args.small else 32
+    t_small = args.frames or (16 if args.small else 32)
     chunks = {"t": 8, "y": 128, "x": 128}
     limit = parse_bytes(args.memory_limit)
     root = tempfile.mkdtemp(prefix="bigdecon-bench-")
@@ -112,10 +113,12 @@ def main() -> None:
             path = os.path.join(root, f"in{factor}.zarr")
             write_timelapse(path, shape, 16)
             cases.append((factor, shape, path))
+        warm = os.path.join(root, "warm-in.zarr")
+        write_timelapse(warm, (16, h, w), 16)
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit=limit,
                           dashboard_address=":0", env={"BIGDECON_THREADS": "1"}) as cluster, Client(cluster) as client:
             # Warm the worker once (imports, JIT) so both cases start from the same state.
-            run_case(client, cases[0][2], os.path.join(root, "warm.zarr"), chunks)
+            run_case(client, warm, os.path.join(root, "warm.zarr"), chunks)
             results = []
             for factor, shape, path in cases:
                 peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks)

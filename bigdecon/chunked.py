@@ -568,8 +568,22 @@ def _solve(fn, block: np.ndarray, job: dict, *args):
     return to_numpy(fn(to_device(block, _device(job)), *args))
 
 
-def _task_preprocess(job: dict, region) -> dict:
+def _one_thread_per_task() -> None:
+    """Inside a Dask worker, a task's solvers use one thread: tasks fill the cores.
+
+    Run in this process (no cluster), the solvers keep all cores.
+    """
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return
     os.environ.setdefault("BIGDECON_THREADS", "1")
+
+
+def _task_preprocess(job: dict, region) -> dict:
+    _one_thread_per_task()
     lay, params = job["layout"], job["params"]
     raw_region = dict(region)
     if params.up_sample:
@@ -583,7 +597,7 @@ def _task_preprocess(job: dict, region) -> dict:
 
 
 def _task_sparse(job: dict, region) -> dict:
-    os.environ.setdefault("BIGDECON_THREADS", "1")
+    _one_thread_per_task()
     lay, params, plan = job["layout"], job["params"], job["plan"]
     grown = plan.halo(region)
     ndim = len(lay.axes)
@@ -605,7 +619,7 @@ def _task_sparse(job: dict, region) -> dict:
 def _task_final(job: dict, region) -> dict:
     from .io import write_block
 
-    os.environ.setdefault("BIGDECON_THREADS", "1")
+    _one_thread_per_task()
     lay, params, plan = job["layout"], job["params"], job["plan"]
     ndim = len(lay.axes)
     c = lay.channel_of(tuple(region[a][0] for a in lay.outer))
