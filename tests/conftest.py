@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +54,32 @@ def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0, noise=True):
 @pytest.fixture(scope="session")
 def stack():
     return filaments()[0]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Wait until something listens on 127.0.0.1:port; fail with the process's log if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"process exited early:\n{log.read_text()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"port {port} never opened:\n{log.read_text()}")
+
+
+def stop_process_groups(procs: list[subprocess.Popen]) -> None:
+    """End processes started with ``start_new_session=True``, children included."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, 15)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait(timeout=10)

@@ -8,7 +8,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ import pytest
 pytest.importorskip("dask_jobqueue")
 
 from bigdecon import hpc  # noqa: E402
+
+from conftest import stop_process_groups, wait_for_port  # noqa: E402
 
 
 def _free_port() -> int:
@@ -123,7 +124,7 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
                 )  # fmt: skip
             )
             if argv is scheduler_argv:
-                _wait_for_port(port, procs[0], log)
+                wait_for_port(port, procs[0], log)
         from distributed import Client
 
         with Client(address, timeout=30) as client:
@@ -138,27 +139,7 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
                 print(log.name, log.read_text(errors="replace"), sep="\n")
         raise
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, 15)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait(timeout=10)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"scheduler exited early:\n{log.read_text()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"port {port} never opened:\n{log.read_text()}")
+        stop_process_groups(procs)
 
 
 def test_cli_slurm_dry_run_prints_script(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import pytest
 import yaml
 
 from bigdecon import k8s
+
+from conftest import stop_process_groups, wait_for_port
 
 pytest.importorskip("kubernetes")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -393,33 +394,6 @@ def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, 15)
-            except ProcessLookupError:
-                pass
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, 9)
-            p.wait(timeout=10)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"process exited early:\n{log.read_text()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"port {port} never opened:\n{log.read_text()}")
-
-
 def _bin_env() -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -440,7 +414,7 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
     procs: list[subprocess.Popen] = []
     try:
         procs.append(_start(sched, tmp_path / "scheduler.log", env))
-        _wait_for_port(port, procs[0], tmp_path / "scheduler.log")
+        wait_for_port(port, procs[0], tmp_path / "scheduler.log")
         for i in range(2):
             wenv = {**env, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
             argv = _substitute(_args(m, "worker"), wenv)
@@ -456,7 +430,7 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
             assert all(w["nthreads"] == 1 for w in info)
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
     finally:
-        _stop(procs)
+        stop_process_groups(procs)
 
 
 def _write_input(path: Path) -> tuple[int, ...]:
@@ -493,7 +467,7 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
     procs: list[subprocess.Popen] = []
     try:
         procs.append(_start(sched, tmp_path / "scheduler.log", env))
-        _wait_for_port(port, procs[0], tmp_path / "scheduler.log")
+        wait_for_port(port, procs[0], tmp_path / "scheduler.log")
         for i in range(2):
             wenv = {**env, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
             argv = _substitute(_args(m, "worker"), wenv)
@@ -506,7 +480,7 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
         )  # fmt: skip
         assert job.returncode == 0, job.stdout + job.stderr
     finally:
-        _stop(procs)
+        stop_process_groups(procs)
 
     import zarr
 
