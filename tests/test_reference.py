@@ -54,3 +54,15 @@ def test_published_periodic_time_axis_differs_at_the_ends(reference):
     ours = bigdecon.sparse_deconvolve(raw, **CASES[2][2])
     per_frame = [relative_rms(ours[k : k + 1], expected[k : k + 1], frames=0)[0] for k in range(raw.shape[0])]
     assert max(per_frame[2:-2]) < min(per_frame[0], per_frame[-1])
+
+
+def test_committed_copy_is_the_shared_reference():
+    """tests/data/reference is a copy of ../shared/reference: it must not drift from it."""
+    from conftest import REFERENCE, SHARED_REFERENCE
+
+    if not SHARED_REFERENCE.is_dir():
+        pytest.skip(f"no {SHARED_REFERENCE} beside this checkout to compare with")
+    shared = sorted(p.name for p in SHARED_REFERENCE.glob("*.npy"))
+    assert shared == sorted(p.name for p in REFERENCE.glob("*.npy"))
+    for name in shared:
+        assert (SHARED_REFERENCE / name).read_bytes() == (REFERENCE / name).read_bytes(), name
