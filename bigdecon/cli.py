@@ -162,6 +162,18 @@ def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str]:
     return conv
 
 
+def _positive(name: str) -> Callable[[Any], float]:
+    one = _float(name)
+
+    def conv(v: Any) -> float:
+        value = one(v)
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a number of seconds > 0, got {v!r}")
+        return value
+
+    return conv
+
+
 def _text(v: Any) -> str:
     return str(v)
 
@@ -217,6 +229,8 @@ OPTIONS: dict[str, Option] = {
         Option("resume", False, _flag("resume")),
         Option("overwrite", False, _flag("overwrite")),
         Option("debug", False, _flag("debug")),
+        # Not a cluster option: `submit` forwards it to the job that connects.
+        Option("scheduler_timeout", 10.0, _positive("scheduler_timeout")),
         Option("workers", None, _int("workers"), cluster=True),
         Option("threads_per_worker", None, _int("threads_per_worker"), cluster=True),
         Option("memory_limit", None, _text, cluster=True),
@@ -244,12 +258,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser, *, connect: bool = True) -> None:
     """Add every ``bigdecon run`` processing option (not the cluster ones) to ``parser``.
 
     Values are kept as given (``None`` when absent) so that a ``--config`` file
     can fill in what the command line leaves out; :func:`resolve_options`
-    converts and checks them.
+    converts and checks them. ``connect=False`` leaves out
+    ``--scheduler-timeout`` (for commands that start no cluster).
     """
     psf = parser.add_argument_group("PSF (give one of --fwhm, --resolution, --psf)")
     psf.add_argument("--fwhm", nargs="+", metavar="PX",
@@ -293,6 +308,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                           "e.g. sparse_iters = 50); command-line options win")  # fmt: skip
     gen.add_argument("--debug", action="store_true", default=None,
                      help="show tracebacks and Dask's log messages")  # fmt: skip
+    if connect:
+        gen.add_argument("--scheduler-timeout", metavar="SECONDS",
+                         help="how long to wait for the --scheduler to answer; refused connections are "
+                              "retried until then (default 10; e.g. 600 for a scheduler still starting)")  # fmt: skip
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -338,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the plan of a run with the given options (overlap, tasks, memory per task).",
     )  # fmt: skip
     info.add_argument("path", metavar="PATH", help="OME-Zarr or TIFF")
-    add_run_options(info)
+    add_run_options(info, connect=False)
     info.set_defaults(func=_cmd_info)
 
     demo = sub.add_parser(
@@ -588,7 +607,7 @@ def _quiet_dask(args: argparse.Namespace, debug: bool) -> None:
 
 
 def _client_for(resolved: dict[str, Any], task_memory: int | None = None) -> tuple[Any, Any]:
-    from .cluster import make_client
+    from .cluster import SCHEDULER_TIMEOUT, make_client
 
     return make_client(
         workers=resolved["workers"],
@@ -598,6 +617,7 @@ def _client_for(resolved: dict[str, Any], task_memory: int | None = None) -> tup
         scheduler=resolved["scheduler"],
         dashboard_address=resolved["dashboard_address"],
         task_memory=task_memory,
+        scheduler_timeout=resolved.get("scheduler_timeout") or SCHEDULER_TIMEOUT,
     )
 
 

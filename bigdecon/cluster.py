@@ -20,7 +20,7 @@ from .errors import InputError
 
 __all__ = ["make_client", "close", "describe", "dashboard_available", "peak_worker_memory", "SCHEDULER_TIMEOUT"]
 
-# Seconds to wait for an existing scheduler before giving up with a one-line error.
+# Seconds to wait for an existing scheduler (--scheduler-timeout) before a one-line error.
 SCHEDULER_TIMEOUT = 10
 # Fraction of the machine's memory the local workers may use together.
 MEMORY_FRACTION = 0.9
@@ -86,22 +86,97 @@ def _memory_bytes(limit: str | int | float | None) -> int | None:
     return value
 
 
-def _connect(address: str) -> Any:
-    from distributed import Client
+def _identify(address: str, timeout: float) -> float:
+    """Wait until a Dask scheduler answers at ``address``; :class:`InputError` after ``timeout`` seconds.
+
+    ``Client(timeout=...)`` bounds only the TCP connect: a port that accepts and
+    then says nothing (a dashboard, an HTTP server, a half-started pod) would
+    hang the handshake forever. Here every step runs under the overall
+    deadline, and refused or dropped connections are retried until it (a
+    Kubernetes job pod may start before its scheduler listens).
+    """
+    import asyncio
+    import time
+
+    from distributed.comm import connect, parse_address
+
+    deadline = time.monotonic() + timeout
 
     try:
-        return Client(address, timeout=f"{SCHEDULER_TIMEOUT}s")
-    except (OSError, TimeoutError) as exc:
-        # Refused connections and timeouts: distributed retries until the timeout.
-        raise InputError(
-            f"no Dask scheduler answered at {address} within {SCHEDULER_TIMEOUT} s ({type(exc).__name__})"
-        ) from None
-    except Exception as exc:  # noqa: BLE001
-        # A malformed address (ValueError), or something that answers but is not a
-        # Dask scheduler (a proxy's bytes read as a frame length: MemoryError...).
-        raise InputError(
-            f"no Dask scheduler at {address}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        ) from None
+        parse_address(address)
+    except Exception as exc:  # noqa: BLE001 - a malformed address
+        raise InputError(f"not a Dask scheduler address: {address} ({_short(exc)})") from None
+    try:
+        from distributed.security import Security
+
+        connection_args = Security().get_connection_args("client")
+    except Exception:  # noqa: BLE001 - no TLS configured: plain TCP
+        connection_args = {}
+
+    async def once(left: float) -> dict:
+        comm = await asyncio.wait_for(connect(address, timeout=left, **connection_args), left)
+        try:
+            await asyncio.wait_for(comm.write({"op": "identity", "n_workers": 0, "reply": True}), left)
+            return await asyncio.wait_for(comm.read(), left)
+        finally:
+            comm.abort()
+
+    async def until_deadline() -> str:
+        why = "nothing answered"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return why
+            try:
+                reply = await once(left)
+            except (asyncio.TimeoutError, TimeoutError):
+                why = "it accepted the connection but did not answer as a Dask scheduler"
+            except Exception as exc:  # noqa: BLE001 - refused, reset, or not Dask's protocol
+                why = _reason(exc)
+            else:
+                if isinstance(reply, dict) and reply.get("type") == "Scheduler":
+                    return ""
+                why = f"it answered as {reply.get('type') if isinstance(reply, dict) else type(reply).__name__}, not a scheduler"
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    why = asyncio.run(until_deadline())
+    if why:
+        raise InputError(f"no Dask scheduler answered at {address} within {_seconds(timeout)} ({why})")
+    return deadline
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, ConnectionRefusedError) or "refused" in text or (cause and "refused" in str(cause).lower()):
+        return "connection refused"
+    if "timed out" in text:
+        return "connection timed out" if not (cause and "refused" in str(cause).lower()) else "connection refused"
+    return _short(exc)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}".rstrip(": ")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _connect(address: str, timeout: float = SCHEDULER_TIMEOUT) -> Any:
+    """A client of the scheduler at ``address``, or :class:`InputError` within ``timeout`` seconds."""
+    import time
+
+    from distributed import Client
+
+    if not timeout > 0:
+        raise InputError(f"scheduler timeout must be > 0 seconds, got {timeout!r}")
+    deadline = _identify(address, float(timeout))
+    left = max(1.0, deadline - time.monotonic())
+    try:
+        return Client(address, timeout=f"{left}s")
+    except Exception as exc:  # noqa: BLE001 - it answered a moment ago: report what went wrong
+        raise InputError(f"no Dask scheduler answered at {address} within {_seconds(float(timeout))} ({_reason(exc)})") from None
 
 
 def _gpu_cluster(workers: int | None, memory_limit: int | None, dashboard: str | None) -> Any:
@@ -133,6 +208,7 @@ def make_client(
     dashboard_address: str | None = None,
     *,
     task_memory: int | None = None,
+    scheduler_timeout: float = SCHEDULER_TIMEOUT,
 ) -> tuple[Any, Any | None]:
     """Connect to a Dask scheduler, or start a local cluster sized to this machine.
 
@@ -152,14 +228,18 @@ def make_client(
         installed; ``False``: CPU workers.
     scheduler
         Address of a running scheduler (``tcp://host:8786``): connect to it
-        and start nothing. An address that does not answer within
-        :data:`SCHEDULER_TIMEOUT` seconds raises :class:`InputError`.
+        and start nothing. An address where no Dask scheduler answers within
+        ``scheduler_timeout`` seconds raises :class:`InputError`.
     dashboard_address
         Where the local cluster serves its dashboard (default ``:8787``, or a
         free port when that one is taken).
     task_memory
         Estimated peak memory of one task in bytes (``plan()['memory_per_task_bytes']``);
         used to keep the default number of workers low enough for it to fit.
+    scheduler_timeout
+        Seconds to wait for ``scheduler`` to answer (default
+        :data:`SCHEDULER_TIMEOUT`); refused connections are retried until then,
+        so a long value waits for a scheduler that is still starting.
 
     Returns
     -------
@@ -176,7 +256,7 @@ def make_client(
         if value is not None and (isinstance(value, bool) or int(value) < 1):
             raise InputError(f"{name} must be >= 1, got {value!r}")
     if scheduler:
-        return _connect(scheduler), None
+        return _connect(scheduler, scheduler_timeout), None
     from distributed import Client, LocalCluster
 
     mem = _memory_bytes(memory_limit)

@@ -6,11 +6,14 @@ traceback, and no output that opens as an image.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +92,7 @@ def test_help_lists_commands_and_options():
                    "--tcontinuity", "--background", "--deconv-iters", "--deconv-type", "--up-sample",
                    "--channels", "--timepoints", "--chunks", "--depth", "--workers", "--threads-per-worker",
                    "--memory-limit", "--gpus", "--scheduler", "--resume", "--overwrite", "--output-dtype",
-                   "--ngff-version", "--dashboard-address", "--debug", "--config"):  # fmt: skip
+                   "--ngff-version", "--dashboard-address", "--debug", "--config", "--scheduler-timeout"):  # fmt: skip
         assert option in run.stdout, option
 
 
@@ -288,13 +291,40 @@ def test_read_only_output_folder(small, tmp_path):
         folder.chmod(0o755)
 
 
-def test_scheduler_that_does_not_answer(small, tmp_path):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+@pytest.fixture
+def silent_server():
+    """A port that accepts connections and never says anything (like a proxy or a dashboard)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_scheduler_that_does_not_answer(small, tmp_path, kind, request):
+    if kind == "silent":
+        port = request.getfixturevalue("silent_server")
+    else:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     out = tmp_path / "out.ome.zarr"
-    proc = cli("run", small, out, *FAST, "--scheduler", f"tcp://127.0.0.1:{port}", timeout=60)
-    assert_usage_error(proc, "scheduler", str(port))
+    start = time.monotonic()
+    proc = cli("run", small, out, *FAST, "--scheduler", f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "2",
+               timeout=60)  # fmt: skip
+    assert time.monotonic() - start < 2 + 8
+    assert_usage_error(proc, f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 2 s")
     assert_no_image(out)
 
 
@@ -346,6 +376,9 @@ def test_run_argv_round_trip(tmp_path):
                               "--scheduler", "tcp://h:8786"])  # fmt: skip
     argv = run_argv_from_args(args)
     assert argv == ["--fwhm", "3", "--sparse-iters", "50", "--channels", "0,2", "--chunks", "t=8,y=512", "--resume"]
+    # --scheduler-timeout travels with the run options (submit's job pod waits for its scheduler).
+    args = parser.parse_args(["run", "in.zarr", "out.zarr", "--fwhm", "3", "--scheduler-timeout", "600"])
+    assert run_argv_from_args(args) == ["--fwhm", "3", "--scheduler-timeout", "600"]
     # Fed back to the parser, it resolves to the same options.
     again = parser.parse_args(["run", "in.zarr", "out.zarr", *argv])
     assert run_argv_from_args(again) == argv
