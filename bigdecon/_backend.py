@@ -17,7 +17,16 @@ try:  # CuPy is optional: the CPU path never needs it.
 except Exception:  # ImportError, or a CuPy without a usable CUDA runtime
     _cupy = None
 
-__all__ = ["get_xp", "fft_module", "gpu_available", "to_numpy", "to_device", "fft_workers", "cpu_threads"]
+__all__ = [
+    "get_xp",
+    "fft_module",
+    "gpu_available",
+    "to_numpy",
+    "to_device",
+    "fft_workers",
+    "cpu_threads",
+    "release_device_memory",
+]
 
 
 def gpu_available() -> bool:
@@ -79,3 +88,19 @@ def to_device(array: Any, device: str) -> Any:
             raise RuntimeError("device='gpu' needs CuPy: pip install 'bigdecon[gpu]'")
         return _cupy.asarray(array)
     return to_numpy(array)
+
+
+def release_device_memory() -> None:
+    """Return CuPy's pooled GPU memory and cached FFT plans to the card (no-op without CuPy).
+
+    A long-lived worker runs blocks of several shapes; without this, the pool
+    and cuFFT's plan cache keep the work areas of every shape it has seen.
+    """
+    if _cupy is None:
+        return
+    _cupy.get_default_memory_pool().free_all_blocks()
+    _cupy.get_default_pinned_memory_pool().free_all_blocks()
+    try:
+        _cupy.fft.config.get_plan_cache().clear()
+    except Exception:  # older CuPy without a per-device plan cache
+        pass

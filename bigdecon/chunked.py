@@ -42,6 +42,7 @@ rounded up (in output pixels when up-sampling), and never more than the axis.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -49,7 +50,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -158,6 +159,7 @@ class Plan:
     out_chunks: tuple[int, ...]
     coupled: bool
     needs_preprocess: bool
+    volumetric: bool = False  # step 5 is 3-D: its tasks take whole volumes
     itemsize: int = 4
     extra: dict = field(default_factory=dict)
 
@@ -166,11 +168,11 @@ class Plan:
         for idx in self.layout.outer_indices():
             yield {ax: (i, i + 1) for ax, i in zip(self.layout.outer, idx)}
 
-    def plane_tasks(self) -> list[dict[int, tuple[int, int]]]:
-        """Whole-plane tasks (steps 1-3 and 5-6). With a 3-D PSF: whole volumes."""
+    def plane_tasks(self, whole_volumes: bool = False) -> list[dict[int, tuple[int, int]]]:
+        """Whole-plane tasks of ``plane_group`` planes (steps 1-3); whole volumes on request."""
         lay = self.layout
         tasks = []
-        group = lay.n_planes if (self.params.volumetric and self.params.deconvolves) else self.plane_group
+        group = lay.n_planes if whole_volumes else self.plane_group
         for base in self._outer_regions():
             spans = [(0, 1)] if lay.k is None else _spans(lay.n_planes, group)
             for span in spans:
@@ -181,6 +183,10 @@ class Plan:
                 region[lay.x] = (0, self.out_shape[lay.x])
                 tasks.append(region)
         return tasks
+
+    def final_tasks(self) -> list[dict[int, tuple[int, int]]]:
+        """Tasks of steps 5-6: whole planes, or whole volumes for a 3-D PSF."""
+        return self.plane_tasks(whole_volumes=self.volumetric and self.params.deconvolves)
 
     def sparse_tasks(self) -> list[dict[int, tuple[int, int]]]:
         lay = self.layout
@@ -220,10 +226,12 @@ class Plan:
         block[2] = min(block[2], self.out_shape[lay.x])
         plane_vox = self.out_shape[lay.y] * self.out_shape[lay.x]
         pad = 1 + 2 / 6  # the published one-sixth edge padding of step 5
-        plane_task = plane_vox * pad * pad * (self.plane_group if not self.params.volumetric else lay.n_planes)
+        final_planes = lay.n_planes + 2 * self.extra.get("psf_z", 0) if self.volumetric else self.plane_group
+        plane_task = plane_vox * pad * pad * final_planes
         mem = WORKSET_FACTOR * 4 * max(math.prod(block) if self.params.sparse_iters else 0, plane_task)
         n_sparse = len(self.sparse_tasks()) if self.params.sparse_iters else 0
         n_plane = len(self.plane_tasks())
+        n_final = len(self.final_tasks())
         return {
             "axes": "".join(lay.axes),
             "shape": list(lay.shape),
@@ -234,7 +242,7 @@ class Plan:
             "planes_per_task": self.plane_group,
             "chunks": list(self.out_chunks),
             "coupled_k": self.coupled,
-            "n_tasks": n_sparse + n_plane * (2 if self.needs_preprocess else 1),
+            "n_tasks": n_sparse + n_final + (n_plane if self.needs_preprocess else 0),
             "memory_per_task_bytes": int(mem),
         }
 
@@ -258,7 +266,7 @@ def make_plan(
     d = default_depth(params)
     if depth is not None:
         if isinstance(depth, dict):
-            d.update({("k" if a in ("t", "z") else a): int(v) for a, v in depth.items()})
+            d.update({("k" if a == _k_name(layout) else a): int(v) for a, v in _solver_axes_only(layout, depth, "depth").items()})
         else:
             d = {"k": int(depth), "y": int(depth), "x": int(depth)}
         if min(d.values()) < 0:
@@ -292,12 +300,13 @@ def make_plan(
                 break
     if chunks is not None:
         named = _named_chunks(layout, chunks)
+        if isinstance(chunks, dict):
+            named = _solver_axes_only(layout, named, "chunks")
         for name in ("y", "x"):
             if name in named:
                 block[name] = named[name]
-        for name in ("t", "z"):
-            if name in named and layout.k is not None and layout.axes[layout.k] == name:
-                block["k"] = named[name]
+        if _k_name(layout) in named:
+            block["k"] = named[_k_name(layout)]
         if min(block.values()) < 1:
             raise InputError(f"chunk sizes must be >= 1, got {chunks!r}")
         block = {"k": min(K, block["k"]), "y": min(Y, block["y"]), "x": min(X, block["x"])}
@@ -325,7 +334,31 @@ def make_plan(
         out_chunks=tuple(out_chunks),
         coupled=is_coupled(K, params) if layout.k is not None else False,
         needs_preprocess=bool(params.background or params.up_sample),
+        volumetric=params.volumetric,
+        extra={"psf_z": int(output_psf(params, 3).shape[0])} if params.volumetric and params.deconvolves else {},
     )
+
+
+def _k_name(layout: Layout) -> str | None:
+    """The name of the third solver axis (z, or t without z), None for single planes."""
+    return layout.axes[layout.k] if layout.k is not None else None
+
+
+def _solver_axes_only(layout: Layout, sizes: dict, what: str) -> dict:
+    """Reject names that are not solver axes of this data set, with the reason."""
+    allowed = [a for a in (_k_name(layout), "y", "x") if a]
+    out = {}
+    for name, value in sizes.items():
+        name = str(name)
+        if name == "k" and _k_name(layout):
+            name = _k_name(layout)
+        if name not in allowed:
+            if name in layout.axes:
+                why = "channels are processed one at a time" if name == "c" else f"each {name} is a separate problem here"
+                raise InputError(f"{what} along {name} cannot be set: {why} (solver axes: {', '.join(allowed)})")
+            raise InputError(f"{what} names axis {name!r}, which the input ({''.join(layout.axes)}) does not have")
+        out[name] = value
+    return out
 
 
 def _named_chunks(layout: Layout, chunks) -> dict[str, int]:
@@ -472,73 +505,111 @@ def _region_key(region: dict[int, tuple[int, int]]) -> str:
 
 
 class Ledger:
-    """Completion records of one run, as small files written by atomic rename.
+    """The run's work folder inside the output: completion records, statistics, PSFs.
 
     A record holds the block's own results (its maximum), so a resumed run
     needs neither the block's data nor a recomputation to finish a reduction.
+    Local folders are written by atomic rename; object stores (``s3://``...)
+    through fsspec, where a single PUT is atomic.
     """
 
     def __init__(self, root: str):
-        self.root = root
+        from .io.omezarr import _fs, _normalize
 
-    def _path(self, stage: str, key: str) -> str:
-        return os.path.join(self.root, "ledger", stage, key + ".json")
+        self.root, self.local = _normalize(root)
+        self.fs = None if self.local else _fs(self.root)
 
-    def record(self, stage: str, key: str, value: dict) -> None:
-        path = self._path(stage, key)
+    def path(self, *parts: str) -> str:
+        """Location of an entry (for the work arrays: local path or URL)."""
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def _write(self, path: str, data: bytes) -> None:
+        if not self.local:
+            self.fs.pipe_file(path, data)
+            return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(value, fh)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)  # a record exists only once the block is fully written
+        os.replace(tmp, path)  # an entry exists only once it is fully written
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            if self.local:
+                with open(path, "rb") as fh:
+                    return fh.read()
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    def record(self, stage: str, key: str, value: dict) -> None:
+        self._write(self.path("ledger", stage, key + ".json"), json.dumps(value).encode())
 
     def done(self, stage: str) -> dict[str, dict]:
-        folder = os.path.join(self.root, "ledger", stage)
-        if not os.path.isdir(folder):
+        folder = self.path("ledger", stage)
+        if self.local:
+            names = [n for n in os.listdir(folder) if n.endswith(".json")] if os.path.isdir(folder) else []
+            return {n[: -len(".json")]: json.loads(self._read(os.path.join(folder, n))) for n in names}
+        if not self.fs.exists(folder):
             return {}
-        out = {}
-        for name in os.listdir(folder):
-            if name.endswith(".json"):
-                with open(os.path.join(folder, name)) as fh:
-                    out[name[: -len(".json")]] = json.load(fh)
-        return out
+        paths = [p for p in self.fs.ls(folder, detail=False) if p.endswith(".json")]
+        blobs = self.fs.cat(paths) if paths else {}
+        return {p.rsplit("/", 1)[-1][: -len(".json")]: json.loads(b) for p, b in blobs.items()}
 
     def get(self, key: str) -> dict | None:
-        path = os.path.join(self.root, key + ".json")
-        if not os.path.exists(path):
-            return None
-        with open(path) as fh:
-            return json.load(fh)
+        data = self._read(self.path(key + ".json"))
+        return None if data is None else json.loads(data)
 
     def put(self, key: str, value: dict) -> None:
-        os.makedirs(self.root, exist_ok=True)
-        tmp = os.path.join(self.root, key + ".json.tmp")
-        with open(tmp, "w") as fh:
-            json.dump(value, fh)
-        os.replace(tmp, os.path.join(self.root, key + ".json"))
+        self._write(self.path(key + ".json"), json.dumps(value).encode())
+
+    def put_array(self, name: str, array: np.ndarray) -> str:
+        """Store an array (a PSF) for the workers; returns where it is."""
+        import io as _io
+
+        buf = _io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array))
+        path = self.path(name + ".npy")
+        self._write(path, buf.getvalue())
+        return path
+
+    def remove(self) -> None:
+        if self.local:
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
 
 
-def _read_source(path: str, selection: dict[int, Any], region: dict[int, tuple[int, int]], ndim: int) -> np.ndarray:
-    """Read a region of the (selected) input from its store, inside a worker."""
-    from .io import open_image
+@functools.lru_cache(maxsize=16)
+def _load_array(path: str, token: str) -> np.ndarray:
+    """An array stored by :meth:`Ledger.put_array`, read once per worker and run."""
+    import io as _io
 
-    data = open_image(path).data
-    index = []
-    for i in range(ndim):
-        a, b = region.get(i, (0, data.shape[i]))
+    root = os.path.dirname(path) if "://" not in path else path.rsplit("/", 1)[0]
+    data = Ledger(root)._read(path)
+    if data is None:
+        raise ProcessingError(f"work file missing: {path} (was the output deleted during the run?)")
+    return np.load(_io.BytesIO(data))
+
+
+def _read_source(job: dict, region: dict[int, tuple[int, int]]) -> np.ndarray:
+    """Read a region of the (selected) input straight from its store, inside a worker."""
+    from .io import read_region
+
+    selection, lay = job["selection"], job["layout"]
+    index: list[Any] = []
+    for i in range(len(lay.axes)):
+        a, b = region.get(i, (0, lay.shape[i]))
         sel = selection.get(i)
         if sel is None:
             index.append(slice(a, b))
-        elif isinstance(sel, list):
+        elif isinstance(sel, list):  # chosen channels
             index.append(sel[a:b])
         else:  # an offset (time points a:b)
             index.append(slice(sel + a, sel + b))
-    block = data
-    for axis, idx in enumerate(index):  # list indices one axis at a time (dask's rule)
-        block = block[(slice(None),) * axis + (idx,)]
-    return np.asarray(block.compute(scheduler="sync"))
+    return read_region(job["level"], index, token=job["run_id"])
 
 
 def _read_work(path: str, region, ndim: int) -> np.ndarray:
@@ -553,6 +624,20 @@ def _write_work(path: str, region, ndim: int, block: np.ndarray) -> None:
     zarr.open_array(path, mode="r+")[_region_slices(region, ndim)] = block
 
 
+def _work_array(path: str, shape: tuple[int, ...], chunks: Sequence[int]) -> None:
+    """Create an intermediate float32 array, or keep the one a resumed run left."""
+    import zarr
+
+    chunks = tuple(int(c) for c in chunks)
+    try:
+        arr = zarr.open_array(path, mode="r")
+        if tuple(arr.shape) == tuple(shape) and tuple(arr.chunks) == chunks:
+            return
+    except Exception:  # missing (or unreadable): make it anew
+        pass
+    zarr.create_array(path, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0, zarr_format=3, overwrite=True)
+
+
 def _device(job: dict) -> str:
     """Where this worker runs the solvers: its GPU when it has one (``device="auto"``)."""
     from ._backend import gpu_available
@@ -563,15 +648,24 @@ def _device(job: dict) -> str:
 
 def _solve(fn, block: np.ndarray, job: dict, *args):
     """Move a block to the worker's device once, run every step there, bring the result back."""
-    from ._backend import to_device, to_numpy
+    from ._backend import release_device_memory, to_device, to_numpy
 
-    return to_numpy(fn(to_device(block, _device(job)), *args))
+    device = _device(job)
+    try:
+        return to_numpy(fn(to_device(block, device), *args))
+    finally:
+        if device == "gpu":
+            # Blocks of other shapes follow (edge blocks, whole-plane tasks): hand the
+            # pool's blocks and cached FFT plans back so they never pile up on the card.
+            release_device_memory()
 
 
 def _one_thread_per_task() -> None:
     """Inside a Dask worker, a task's solvers use one thread: tasks fill the cores.
 
-    Run in this process (no cluster), the solvers keep all cores.
+    Run in this process (no cluster), the solvers keep all cores. A worker
+    started with ``BIGDECON_THREADS`` set (a pod or batch job with several
+    cores per Dask thread) keeps its value.
     """
     try:
         from distributed import get_worker
@@ -582,6 +676,12 @@ def _one_thread_per_task() -> None:
     os.environ.setdefault("BIGDECON_THREADS", "1")
 
 
+def _channel(job: dict, region) -> int:
+    """Position of a region's channel among the processed channels."""
+    lay = job["layout"]
+    return lay.channel_of(tuple(region[a][0] for a in lay.outer))
+
+
 def _task_preprocess(job: dict, region) -> dict:
     _one_thread_per_task()
     lay, params = job["layout"], job["params"]
@@ -589,8 +689,8 @@ def _task_preprocess(job: dict, region) -> dict:
     if params.up_sample:
         raw_region[lay.y] = (0, lay.shape[lay.y])
         raw_region[lay.x] = (0, lay.shape[lay.x])
-    raw = _read_source(job["source"], job["selection"], raw_region, len(lay.axes))
-    c = lay.channel_of(tuple(region[a][0] for a in lay.outer))
+    raw = _read_source(job, raw_region)
+    c = _channel(job, region)
     h = _embed(_solve(_preprocess_block, _solver_view(raw, lay), job, job["scale"][c], job["mean"][c], params), lay)
     _write_work(job["h"], region, len(lay.axes), h)
     return {"max": float(h.max())}
@@ -601,11 +701,11 @@ def _task_sparse(job: dict, region) -> dict:
     lay, params, plan = job["layout"], job["params"], job["plan"]
     grown = plan.halo(region)
     ndim = len(lay.axes)
-    c = lay.channel_of(tuple(region[a][0] for a in lay.outer))
+    c = _channel(job, region)
     if plan.needs_preprocess:
         h, norm = _read_work(job["h"], grown, ndim), job["h_max"][c]
     else:
-        h, norm = _read_source(job["source"], job["selection"], grown, ndim), job["scale"][c]
+        h, norm = _read_source(job, grown), job["scale"][c]
     interior = tuple(
         slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0])
         for a in range(ndim)
@@ -622,14 +722,15 @@ def _task_final(job: dict, region) -> dict:
     _one_thread_per_task()
     lay, params, plan = job["layout"], job["params"], job["plan"]
     ndim = len(lay.axes)
-    c = lay.channel_of(tuple(region[a][0] for a in lay.outer))
+    c = _channel(job, region)
     if params.sparse_iters:
         g, norm = _read_work(job["g"], region, ndim), job["g_max"][c]
     elif plan.needs_preprocess:
         g, norm = _read_work(job["h"], region, ndim), job["h_max"][c]
     else:
-        g, norm = _read_source(job["source"], job["selection"], region, ndim), job["scale"][c]
-    out = _solve(_final_block, _solver_view(g, lay).astype(np.float32, copy=False), job, norm, job["scale"][c], params, job["psf"])
+        g, norm = _read_source(job, region), job["scale"][c]
+    psf = _load_array(job["psf"][c], job["run_id"]) if job["psf"][c] else None
+    out = _solve(_final_block, _solver_view(g, lay).astype(np.float32, copy=False), job, norm, job["scale"][c], params, psf)
     write_block(job["output"], _region_slices(region, ndim), _embed(out, lay))
     return {"max": float(out.max())}
 
@@ -648,6 +749,7 @@ def _run_tasks(
     done = ledger.done(stage)
     todo = [r for r in regions if _region_key(r) not in done]
     counter["done"] += len(regions) - len(todo)
+    counter["resumed"] = counter.get("resumed", 0) + len(regions) - len(todo)
     if progress:
         progress(counter["done"], counter["total"])
 
@@ -667,7 +769,9 @@ def _run_tasks(
     from distributed import as_completed
 
     # Tasks are idempotent (each writes only the chunks it owns), so a retry
-    # after a worker dies rewrites the same bytes.
+    # after a worker dies rewrites the same bytes. The job is a few kB (the
+    # PSFs travel through the work folder), so sending it with every task
+    # keeps the scheduler's memory proportional to the number of tasks only.
     futures = {}
     for region in todo:
         fut = client.submit(fn, job, region, key=f"bigdecon-{stage}-{_region_key(region)}-{job['run_id']}", retries=3, pure=False)
@@ -716,9 +820,22 @@ def _source_stats(data, layout: Layout) -> tuple[list[float], list[float]]:
 def plan(source, **kwargs) -> dict:
     """What :func:`deconvolve` would do with ``source``: block grid, overlap, tasks, memory.
 
-    Takes the same keyword arguments as :func:`deconvolve`; returns a dict with
-    ``axes``, ``shape``, ``dtype``, ``chunks``, ``depth``, ``n_tasks``,
-    ``memory_per_task_bytes`` and ``output_shape``.
+    Takes the same keyword arguments as :func:`deconvolve` (plus ``min_tasks``
+    and ``task_memory``, which a run derives from its cluster); returns a dict
+    with ``axes``, ``shape``, ``dtype``, ``chunks``, ``depth``, ``n_tasks``,
+    ``memory_per_task_bytes``, ``output_shape`` and ``fwhm_px`` (the PSF FWHM
+    in input pixels per processed channel, ``None`` for a measured PSF).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import bigdecon
+    >>> from bigdecon.io import write_image
+    >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((40, 600, 600), np.uint16), "tyx")
+    >>> summary = bigdecon.plan(path, fwhm=3)
+    >>> summary["depth"], summary["n_tasks"]
+    ({'k': 8, 'y': 16, 'x': 16}, 24)
     """
     from .io import open_image
 
@@ -727,35 +844,57 @@ def plan(source, **kwargs) -> dict:
     summary = job["plan"].summary()
     summary["dtype"] = str(src.data.dtype)
     summary["input_chunks"] = [int(c[0]) for c in src.data.chunks]
+    summary["fwhm_px"] = [list(p.fwhm) if p.fwhm is not None else None for p in job["channel_params"]]
     return summary
 
 
 _RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory", "min_tasks"}
+_PER_CHANNEL_KEYS = ("fwhm", "resolution", "psf")
+
+
+def _channel_values(name: str, value, n_channels: int, ids: list[int], has_c: bool) -> list:
+    """One value of a per-channel option for every processed channel.
+
+    ``value`` is one value for all channels, or a dict from the input's channel
+    index to that channel's value.
+    """
+    if not isinstance(value, dict):
+        return [value] * len(ids)
+    try:
+        table = {int(k): v for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise InputError(f"{name} per channel needs channel numbers as keys, got {sorted(value, key=str)}") from None
+    if not has_c and set(table) - {0}:
+        raise InputError(f"{name} is given per channel, but the input has no c axis (only channel 0 exists)")
+    bad = sorted(k for k in table if not 0 <= k < n_channels)
+    if bad:
+        raise InputError(f"{name} names channel(s) {bad}, but the input has channels 0-{n_channels - 1}")
+    return [table.get(c) for c in ids]
 
 
 def _prepare(src, kwargs: dict) -> dict:
-    """Resolve parameters, selections and the plan for an opened source."""
+    """Resolve parameters (per channel), selections and the plan for an opened source."""
     kwargs = dict(kwargs)
     run = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_KEYS}
-    resolution = run.get("resolution")
-    if resolution is not None:
-        if kwargs.get("fwhm") is not None:
-            raise InputError("give either fwhm (pixels) or resolution (physical units), not both")
-        kwargs["fwhm"] = _fwhm_from_resolution(resolution, src)
-    params = Params.from_kwargs(**kwargs)
     data = src.data
     axes = tuple(src.axes)
     selection: dict[int, Any] = {}
+    has_c = "c" in axes
+    n_in_channels = data.shape[axes.index("c")] if has_c else 1
+    channel_ids = list(range(n_in_channels))
     channels = run.get("channels")
     if channels is not None:
-        if "c" not in axes:
+        if not has_c:
             raise InputError("channels given, but the input has no c axis")
         ci = axes.index("c")
         channels = [int(c) for c in ([channels] if np.ndim(channels) == 0 else channels)]
         bad = [c for c in channels if not 0 <= c < data.shape[ci]]
         if bad or not channels:
             raise InputError(f"channels {bad or channels} out of range 0-{data.shape[ci] - 1}")
+        if len(set(channels)) != len(channels):
+            raise InputError(f"channels {channels} name a channel twice")
         selection[ci] = channels
+        channel_ids = channels
         data = data[(slice(None),) * ci + (channels,)]
     timepoints = run.get("timepoints")
     if timepoints is not None:
@@ -766,11 +905,47 @@ def _prepare(src, kwargs: dict) -> dict:
         selection[ti] = a
         data = data[(slice(None),) * ti + (slice(a, b),)]
     layout = Layout(axes, tuple(int(s) for s in data.shape))
+
+    # Per-channel PSF sizes: one Params per processed channel, the rest shared.
+    if run.get("resolution") is not None and kwargs.get("fwhm") is not None:
+        raise InputError("give either fwhm (pixels) or resolution (physical units), not both")
+    per = {k: _channel_values(k, kwargs.pop(k, None) if k != "resolution" else run.get(k), n_in_channels, channel_ids, has_c)
+           for k in _PER_CHANNEL_KEYS}
+    channel_params = []
+    for i, c in enumerate(channel_ids):
+        fwhm = per["fwhm"][i]
+        if per["resolution"][i] is not None:
+            fwhm = _fwhm_from_resolution(per["resolution"][i], src)
+        try:
+            channel_params.append(Params.from_kwargs(fwhm=fwhm, psf=per["psf"][i], **kwargs))
+        except InputError as e:
+            raise InputError(f"channel {c}: {e}" if len(channel_ids) > 1 else str(e)) from None
+    params = channel_params[0]
+    if len({p.volumetric for p in channel_params}) > 1:
+        raise InputError("every channel needs the same kind of PSF: all 2-D (y, x) or all 3-D (z, y, x)")
+    if params.volumetric and params.deconvolves and _k_name(layout) != "z":
+        raise InputError(
+            f"a 3-D PSF (3-value fwhm or 3-D psf) deconvolves along z, but the input's axes are {''.join(axes)}: "
+            "give the PSF size in y and x only"
+        )
     solver_shape = tuple(layout.shape[i] for i in (layout.k, layout.y, layout.x) if i is not None)
-    check_image(_Shape(solver_shape, data.dtype), params)
+    for p in channel_params:
+        check_image(_Shape(solver_shape, data.dtype), p)
     the_plan = make_plan(layout, params, chunks=run.get("chunks"), depth=run.get("depth"),
                          task_memory=run.get("task_memory") or 512 * 2**20, min_tasks=run.get("min_tasks") or 1)
-    return {"layout": layout, "params": params, "plan": the_plan, "selection": selection, "data": data, "src": src}
+    return {"layout": layout, "params": params, "channel_params": channel_params, "channel_ids": channel_ids,
+            "plan": the_plan, "selection": selection, "data": data, "src": src}
+
+
+def _params_record(channel_params: list[Params], channel_ids: list[int]) -> dict:
+    """The parameters as recorded in the output: one dict, per-channel PSFs by channel number."""
+    records = [p.to_dict() for p in channel_params]
+    out = dict(records[0])
+    for key in ("fwhm", "psf_shape", "psf_sha256"):
+        values = [r[key] for r in records]
+        if any(v != values[0] for v in values):
+            out[key] = {str(c): v for c, v in zip(channel_ids, values)}
+    return out
 
 
 @dataclass
@@ -794,7 +969,11 @@ def _parse_span(span, n: int) -> tuple[int, int]:
         b = int(parts[1]) if parts[1] else n
     else:
         a, b = (int(v) for v in span)
-    if not (0 <= a < b <= n):
+    # Negative ends count from the last time point, as in Python slicing.
+    a, b = (a + n if a < 0 else a), (b + n if b < 0 else b)
+    if a >= b:
+        raise InputError(f"timepoints {span if isinstance(span, str) else f'{a}:{b}'} select nothing (empty or reversed range; the input has 0:{n})")
+    if not (0 <= a and b <= n):
         raise InputError(f"timepoints {a}:{b} outside 0:{n}")
     return a, b
 
@@ -813,18 +992,43 @@ def _fwhm_from_resolution(resolution, src) -> list[float]:
         if not size or size == 1.0 and name not in src.units:
             raise InputError(f"resolution needs the pixel size along {name}, which the input's metadata does not give: use fwhm")
         sizes.append(size)
-    return [v / s for v, s in zip(values, sizes)]
+    fwhm = [v / s for v, s in zip(values, sizes)]
+    small = [(n, f, s) for n, f, s in zip(names, fwhm, sizes) if f < 0.5]
+    if small:
+        n, f, s = small[0]
+        unit = src.units.get(n, "the metadata's unit")
+        raise InputError(
+            f"resolution {resolution} gives a FWHM of {f:.3g} px along {n} (pixel size {s:g} {unit}): "
+            f"give the resolution in {unit}"
+        )
+    return fwhm
 
 
 def _stored_config(destination) -> dict:
     """The run configuration recorded in an unfinished output ({} if none)."""
     import zarr
 
+    from .io.omezarr import _normalize
+
     try:
-        info = zarr.open_group(os.fspath(destination), mode="r").attrs.asdict().get("bigdecon", {})
+        info = zarr.open_group(_normalize(destination)[0], mode="r").attrs.asdict().get("bigdecon", {})
     except Exception:
         return {}
     return info.get("config") or {} if isinstance(info, dict) else {}
+
+
+# Seconds a run waits for the first worker of a cluster it was given (pods and
+# batch jobs may still be starting) before it sizes blocks from the workers.
+WORKER_WAIT = 300
+
+
+def _wait_for_workers(client) -> None:
+    if client is None:
+        return
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT)
+    except (TimeoutError, OSError) as e:
+        raise ProcessingError(f"no Dask worker joined the scheduler within {WORKER_WAIT} s ({type(e).__name__})") from None
 
 
 def _gpu_task_memory(client) -> int | None:
@@ -895,20 +1099,23 @@ def deconvolve(
     Parameters
     ----------
     source, destination : str or path
-        Input OME-Zarr (NGFF 0.4/0.5) or TIFF; output OME-Zarr path.
+        Input OME-Zarr (NGFF 0.4/0.5; local path or fsspec URL) or TIFF;
+        output OME-Zarr path or URL.
     fwhm, resolution, psf
         PSF size in input pixels, or in the metadata's physical units, or a
-        measured PSF array.
+        measured PSF array. Each may be one value for every channel or a dict
+        from the input's channel number to that channel's value, e.g.
+        ``fwhm={0: 3.0, 1: (4.2, 4.2)}``.
     sparse_iters, fidelity, sparsity, tcontinuity, background, deconv_iters, deconv_type, up_sample
         As in :func:`bigdecon.sparse_deconvolve`.
     channels : int or list of int, optional
         Channels to process (default all).
     timepoints : str or (int, int), optional
-        ``"a:b"``: time points a to b-1.
+        ``"a:b"``: time points a to b-1 (negative ends count from the last).
     chunks : dict or sequence, optional
-        Step-4 block size, e.g. ``{"t": 16, "y": 512, "x": 512}``.
+        Step-4 block size per solver axis, e.g. ``{"t": 16, "y": 512, "x": 512}``.
     depth : dict or int, optional
-        Step-4 halo per axis, overriding :func:`default_depth`.
+        Step-4 halo per solver axis, overriding :func:`default_depth`.
     output_dtype : str
         ``float32`` (default) or an integer dtype, clipped to its range.
     ngff_version : {"0.5", "0.4"}
@@ -921,6 +1128,9 @@ def deconvolve(
         ``progress(done, total)`` as blocks finish.
     config : dict, optional
         The resolved configuration to record in the output's attributes.
+    task_memory : int, optional
+        Bytes one task may use; by default 40% of the workers' GPU memory, or
+        512 MiB on CPUs. Sizes the default blocks.
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
@@ -928,28 +1138,26 @@ def deconvolve(
     Returns
     -------
     dict
-        ``output``, ``shape``, ``seconds``, ``voxels``, ``chunks``, ``stats``.
+        ``output``, ``shape``, ``seconds``, ``voxels``, ``chunks`` (tasks in
+        all), ``resumed`` (tasks an earlier run had finished), ``stats``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import bigdecon
+    >>> from bigdecon.data import filaments_timelapse
+    >>> from bigdecon.io import write_image
+    >>> folder = tempfile.mkdtemp()
+    >>> raw, truth = filaments_timelapse((4, 64, 64), fwhm=3.0, seed=1)
+    >>> path = write_image(os.path.join(folder, "raw.ome.zarr"), raw, "tyx")
+    >>> info = bigdecon.deconvolve(path, os.path.join(folder, "out.ome.zarr"), fwhm=3, sparse_iters=10)
+    >>> info["shape"]
+    [4, 64, 64]
     """
     from .io import OmeZarrWriter, check_output_path, open_image
+    from .io.omezarr import _normalize
 
     t0 = time.perf_counter()
-    src = open_image(source)
-    check_output_path(source, destination)
-    # Default blocks are sized so every worker thread has work; a resumed run
-    # keeps the sizing of the run it continues, whatever cluster it has now.
-    min_tasks = _cluster_threads(client) * 2
-    if task_memory is None and chunks is None and device != "cpu":
-        task_memory = _gpu_task_memory(client)  # chunk size from the card's memory
-    if resume:
-        min_tasks = _stored_config(destination).get("min_tasks", min_tasks)
-    job = _prepare(
-        src,
-        dict(fwhm=fwhm, resolution=resolution, psf=psf, sparse_iters=sparse_iters, fidelity=fidelity,
-             sparsity=sparsity, tcontinuity=tcontinuity, background=background, deconv_iters=deconv_iters,
-             deconv_type=deconv_type, up_sample=up_sample, channels=channels, timepoints=timepoints,
-             chunks=chunks, depth=depth, task_memory=task_memory, min_tasks=min_tasks),
-    )
-    layout, params, the_plan = job["layout"], job["params"], job["plan"]
     if device not in ("auto", "cpu", "gpu"):
         raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
     if ngff_version not in ("0.4", "0.5"):
@@ -960,9 +1168,32 @@ def deconvolve(
         raise InputError(f"output_dtype {output_dtype!r} is not a NumPy dtype") from None
     if not (dtype == np.float32 or dtype == np.float64 or np.issubdtype(dtype, np.integer)):
         raise InputError(f"output_dtype must be float32 or an integer type, got {dtype}")
+    src = open_image(source)
+    check_output_path(source, destination)
+    source_id = _normalize(source)[0]
+    # Default blocks are sized so every worker has work, from the card's memory
+    # on GPU workers; a resumed run keeps the sizing of the run it continues,
+    # whatever cluster it has now.
+    _wait_for_workers(client)
+    stored = _stored_config(destination) if resume else {}
+    min_tasks = stored.get("min_tasks", _cluster_threads(client) * 2)
+    if "task_memory" in stored:
+        task_memory = stored["task_memory"]
+    elif task_memory is None and chunks is None and device != "cpu":
+        task_memory = _gpu_task_memory(client)
+    job = _prepare(
+        src,
+        dict(fwhm=fwhm, resolution=resolution, psf=psf, sparse_iters=sparse_iters, fidelity=fidelity,
+             sparsity=sparsity, tcontinuity=tcontinuity, background=background, deconv_iters=deconv_iters,
+             deconv_type=deconv_type, up_sample=up_sample, channels=channels, timepoints=timepoints,
+             chunks=chunks, depth=depth, task_memory=task_memory, min_tasks=min_tasks),
+    )
+    layout, params, the_plan = job["layout"], job["params"], job["plan"]
+    channel_params = job["channel_params"]
+    params_record = _params_record(channel_params, job["channel_ids"])
 
     run_record = {
-        "params": params.to_dict(),
+        "params": params_record,
         "channels": channels,
         "timepoints": timepoints,
         "shape": list(the_plan.out_shape),
@@ -970,22 +1201,28 @@ def deconvolve(
         "sparse_block": the_plan.sparse_block,
         "depth": the_plan.depth,
         "output_dtype": str(dtype),
-        "source": os.fspath(source),
+        "source": source_id,
         "min_tasks": min_tasks,
+        "task_memory": task_memory,
     }
     scale_meta = dict(src.scale)
     if params.up_sample:
         for ax in ("y", "x"):
             if ax in scale_meta:
                 scale_meta[ax] = scale_meta[ax] / 2
+    translation = dict(src.translation)
+    if timepoints is not None:  # output t = 0 is input time point a
+        translation["t"] = translation.get("t", 0.0) + job["selection"][layout.axes.index("t")] * src.scale.get("t", 1.0)
     channels_meta = src.channels
     if channels is not None and src.channels:
         channels_meta = [src.channels[c] for c in job["selection"][layout.axes.index("c")] if c < len(src.channels)]
+    if channels_meta and len(channels_meta) != layout.n_channels:
+        channels_meta = []  # metadata that does not match the data: napari gets defaults
     # The data set's statistics (and its NaN/inf check) come before anything is
     # written, so bad pixels leave no output behind; a resumed run reuses its own.
     stats = None
     if resume:
-        stats = Ledger(os.path.join(os.fspath(destination), ".bigdecon-work")).get("stats")
+        stats = Ledger(_work_root(destination)).get("stats")
     if stats is None:
         scale, mean = _source_stats(job["data"], layout)
         stats = {"scale": scale, "mean": mean}
@@ -997,65 +1234,69 @@ def deconvolve(
         dtype=str(dtype),
         scale=scale_meta,
         units=src.units,
-        translation=src.translation,
+        translation=translation,
         channels=channels_meta,
         ngff_version=ngff_version,
         overwrite=overwrite,
         resume=resume,
         run_config=run_record,
     )
-    work = os.path.join(writer.path, ".bigdecon-work")
-    ledger = Ledger(work)
-    import zarr
-
+    ledger = Ledger(_work_root(writer.path))
     ledger.put("stats", stats)
+    run_id = f"{os.getpid()}-{time.monotonic_ns()}"
+    ndim = len(layout.axes)
+    psf_paths = []
+    for i, p in enumerate(channel_params):
+        kernel = output_psf(p, 3 if layout.k is not None else 2)
+        psf_paths.append(ledger.put_array(f"psf-{i}", kernel) if kernel is not None else None)
+    # What every task carries: a few kB. The PSFs stay in the work folder, and
+    # the parameters lose their measured PSF (the tasks read the kernel instead).
+    lean = replace(params, psf=None)
     task = {
         "layout": layout,
-        "params": params,
-        "plan": the_plan,
-        "source": os.fspath(source),
+        "params": lean,
+        "plan": replace(the_plan, params=lean),
+        "level": src.level,
         "selection": job["selection"],
         "scale": stats["scale"],
         "mean": stats["mean"],
-        "h": os.path.join(work, "h.zarr"),
-        "g": os.path.join(work, "g.zarr"),
+        "h": ledger.path("h.zarr"),
+        "g": ledger.path("g.zarr"),
         "output": writer.path,
         "dtype": str(dtype),
-        "psf": output_psf(params, 3 if layout.k is not None else 2),
-        "run_id": f"{os.getpid()}-{time.monotonic_ns()}",
+        "psf": psf_paths,
+        "run_id": run_id,
         "device": device,
     }
-    plane_tasks = the_plan.plane_tasks()
+    pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
     sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
-    total = len(plane_tasks) * (2 if the_plan.needs_preprocess else 1) + len(sparse_tasks)
-    counter = {"done": 0, "total": total}
-    ndim = len(layout.axes)
+    final_tasks = the_plan.final_tasks()
+    total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
+    counter = {"done": 0, "total": total, "resumed": 0}
+    blk = the_plan.sparse_block
 
-    def work_array(path: str, chunk_shape) -> None:
-        if not os.path.exists(path):
-            zarr.create_array(path, shape=the_plan.out_shape, chunks=tuple(int(c) for c in chunk_shape), dtype="float32", fill_value=0.0, zarr_format=3)
-
-    if the_plan.needs_preprocess:
+    def work_chunks(k_size: int) -> list[int]:
+        # Intermediates are chunked like the step-4 blocks in y/x, so a block
+        # reads little beyond its halo; in k like the tasks that write them.
         chunk = [1] * ndim
         if layout.k is not None:
-            chunk[layout.k] = plane_tasks[0][layout.k][1] - plane_tasks[0][layout.k][0]
-        chunk[layout.y], chunk[layout.x] = the_plan.out_shape[layout.y], the_plan.out_shape[layout.x]
-        work_array(task["h"], chunk)
-        records = _run_tasks(_task_preprocess, task, plane_tasks, "preprocess", ledger, client, progress, counter)
-        task["h_max"] = _per_channel_max(records, plane_tasks, layout)
-    if params.sparse_iters:
-        chunk = [1] * ndim
-        if layout.k is not None:
-            chunk[layout.k] = the_plan.sparse_block["k"]
-        chunk[layout.y], chunk[layout.x] = the_plan.sparse_block["y"], the_plan.sparse_block["x"]
-        work_array(task["g"], chunk)
+            chunk[layout.k] = k_size
+        chunk[layout.y], chunk[layout.x] = blk["y"], blk["x"]
+        return chunk
+
+    if pre_tasks:
+        _work_array(task["h"], the_plan.out_shape, work_chunks(the_plan.plane_group))
+        records = _run_tasks(_task_preprocess, task, pre_tasks, "preprocess", ledger, client, progress, counter)
+        task["h_max"] = _per_channel_max(records, pre_tasks, layout)
+    if sparse_tasks:
+        _work_array(task["g"], the_plan.out_shape, work_chunks(blk["k"]))
         records = _run_tasks(_task_sparse, task, sparse_tasks, "sparse", ledger, client, progress, counter)
         task["g_max"] = _per_channel_max(records, sparse_tasks, layout)
-    records = _run_tasks(_task_final, task, plane_tasks, "final", ledger, client, progress, counter)
+    _run_tasks(_task_final, task, final_tasks, "final", ledger, client, progress, counter)
     seconds = time.perf_counter() - t0
     attrs = {
         "version": __version__,
-        "parameters": params.to_dict(),
+        "parameters": params_record,
         "statistics": {"raw_max": stats["scale"], "raw_mean_normalised": stats["mean"],
                        "max_after_preprocess": task.get("h_max"), "max_after_sparse": task.get("g_max")},
         "depth": the_plan.depth,
@@ -1063,13 +1304,21 @@ def deconvolve(
         "seconds": round(seconds, 3),
     }
     writer.finalize(attrs=attrs)
-    shutil.rmtree(work, ignore_errors=True)
+    ledger.remove()
     voxels = int(np.prod(layout.shape))
     return {
-        "output": os.fspath(destination),
+        "output": writer.path,
         "shape": list(the_plan.out_shape),
         "seconds": time.perf_counter() - t0,
         "voxels": voxels,
         "chunks": total,
+        "resumed": counter["resumed"],
         "stats": attrs["statistics"],
     }
+
+
+def _work_root(destination) -> str:
+    """The work folder of a run: inside its output, removed when the output is complete."""
+    from .io.omezarr import _join, _normalize
+
+    return _join(_normalize(destination)[0], ".bigdecon-work")

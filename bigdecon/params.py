@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,8 @@ class Params:
         unknown = set(kwargs) - {f for f in cls.__dataclass_fields__ if f not in ("fwhm", "psf")}
         if unknown:
             raise InputError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        if fwhm is not None and psf is not None:
+            raise InputError("give either fwhm (a Gaussian PSF's size) or psf (a measured PSF), not both")
         if fwhm is not None:
             values = [fwhm] if np.ndim(fwhm) == 0 else list(np.ravel(fwhm))
             try:
@@ -100,11 +103,12 @@ class Params:
         return self.fwhm is not None and len(self.fwhm) == 3
 
     def to_dict(self) -> dict:
-        """JSON-friendly record of the parameters (a measured PSF by its shape)."""
-        d = asdict(self)
-        d.pop("psf")
+        """JSON-friendly record of the parameters (a measured PSF by its shape and checksum)."""
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "psf"}
         d["fwhm"] = list(self.fwhm) if self.fwhm is not None else None
         d["psf_shape"] = list(np.shape(self.psf)) if self.psf is not None else None
+        # The checksum tells two measured PSFs of one shape apart (a resume must not mix them).
+        d["psf_sha256"] = hashlib.sha256(np.ascontiguousarray(self.psf, dtype=np.float32).tobytes()).hexdigest() if self.psf is not None else None
         return d
 
 

@@ -9,7 +9,7 @@ import dask.array as da
 
 import bigdecon
 from bigdecon.chunked import default_depth
-from bigdecon.io import OmeZarrWriter, open_image, write_block
+from bigdecon.io import open_image, write_image
 from bigdecon.params import Params
 from bigdecon.pipeline import deconv_stage, output_psf, preprocess, sparse_stage
 
@@ -97,24 +97,14 @@ def test_default_depth_follows_the_solver():
 
 
 def write_input(path, array, axes, chunks, ngff="0.5", channels=None):
-    writer = OmeZarrWriter(
-        path,
-        shape=array.shape,
-        axes=axes,
-        chunks=chunks,
-        dtype=str(array.dtype),
-        scale={"y": 0.065, "x": 0.065, "z": 0.2, "t": 2.0},
-        units={"y": "micrometer", "x": "micrometer", "z": "micrometer", "t": "second"},
-        channels=channels,
-        ngff_version=ngff,
-    )
-    write_block(path, tuple(slice(None) for _ in array.shape), array)
-    writer.finalize()
-    return path
+    scale = {"y": 0.065, "x": 0.065, "z": 0.2, "t": 2.0}
+    units = {"y": "micrometer", "x": "micrometer", "z": "micrometer", "t": "second"}
+    return write_image(path, array, axes, chunks=chunks, scale=scale, units=units, channels=channels, ngff_version=ngff)
 
 
-@pytest.mark.parametrize("mode", ["defaults", "sparse_only", "fourier_x2"])
+@pytest.mark.parametrize("mode", list(MODES), ids=list(MODES))
 def test_deconvolve_omezarr_equals_whole(tmp_path, data, mode):
+    """Out of core (tasks reading their halos from stores) equals the whole-array result, every mode."""
     params = MODES[mode]
     src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (3, 32, 32))
     summary = bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), chunks={"t": 4, "y": 40, "x": 32}, **params)
@@ -204,3 +194,167 @@ def test_block_size_follows_the_memory_budget():
     assert cpu.sparse_block["y"] == 256 and gpu.sparse_block["y"] >= 1024
     k, y, x = (gpu.sparse_block[a] + 2 * gpu.depth[a] for a in ("k", "y", "x"))
     assert 4 * WORKSET_FACTOR * k * y * x <= 32 * 2**30
+
+
+@pytest.mark.parametrize(
+    "chunks", [{"t": 1, "y": 72, "x": 80}, {"t": 2, "y": 9, "x": 80}, {"t": 7, "y": 71, "x": 13}],
+    ids=["one-plane", "thinner-than-halo", "prime"],
+)
+def test_deconvolve_awkward_chunkings(tmp_path, data, chunks):
+    src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (5, 36, 40))
+    bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), chunks=chunks, fwhm=3, sparse_iters=40)
+    whole = bigdecon.sparse_deconvolve(data, fwhm=3, sparse_iters=40)
+    assert seam_error(open_image(str(tmp_path / "out.zarr")).data.compute(), whole) <= TOLERANCE
+
+
+def test_deconvolve_2d_images_and_psfs(tmp_path, data):
+    """A (y, x) image; a (z, y, x) volume with a 3-value fwhm and with a measured 3-D PSF; a measured 2-D PSF."""
+    plane = data[0]
+    src = write_input(str(tmp_path / "plane.zarr"), plane, "yx", (36, 40))
+    bigdecon.deconvolve(src, str(tmp_path / "plane-out.zarr"), chunks={"y": 24, "x": 20}, fwhm=3, sparse_iters=40)
+    whole = bigdecon.sparse_deconvolve(plane, fwhm=3, sparse_iters=40)
+    assert seam_error(open_image(str(tmp_path / "plane-out.zarr")).data.compute(), whole) <= TOLERANCE
+
+    vol = np.concatenate([data, data[::-1]])  # 20 planes for a z FWHM of 4
+    src = write_input(str(tmp_path / "vol.zarr"), vol, "zyx", (5, 36, 40))
+    rng = np.random.default_rng(0)
+    measured_3d = bigdecon.gaussian_psf((4, 3, 3))[1:-1] * rng.uniform(0.8, 1.2, (17, 15, 15))
+    measured_2d = bigdecon.gaussian_psf(3.5)[2:-2, 2:-2]
+    cases = {
+        "fwhm3": dict(fwhm=(4, 3, 3)),
+        "psf3": dict(psf=measured_3d),
+        "psf2": dict(psf=measured_2d),
+    }
+    for name, psf_args in cases.items():
+        params = dict(sparse_iters=30, background=0, **psf_args)
+        out = str(tmp_path / f"vol-{name}.zarr")
+        bigdecon.deconvolve(src, out, chunks={"z": 6, "y": 36, "x": 40}, **params)
+        whole = bigdecon.sparse_deconvolve(vol, **params)
+        assert seam_error(open_image(out).data.compute(), whole) <= TOLERANCE, name
+        recorded = open_image(out).attrs["bigdecon"]["parameters"]
+        if "psf" in psf_args:
+            assert recorded["psf_shape"] == list(psf_args["psf"].shape) and len(recorded["psf_sha256"]) == 64
+
+
+def test_3d_psf_keeps_whole_plane_steps_small():
+    """Only step 5 needs whole volumes: the background/up-sampling tasks stay plane-sized."""
+    from bigdecon.chunked import Layout, make_plan
+
+    layout = Layout(("z", "y", "x"), (64, 512, 512))
+    plan = make_plan(layout, Params.from_kwargs(fwhm=(4, 3, 3), up_sample=1))
+    assert len(plan.final_tasks()) == 1 and plan.final_tasks()[0][0] == (0, 64)
+    assert len(plan.plane_tasks()) > 1 and max(b - a for a, b in (t[0] for t in plan.plane_tasks())) < 64
+
+
+def test_per_channel_psf_sizes(tmp_path):
+    """Each channel deconvolved with its own FWHM (and its own statistics)."""
+    a = filaments((6, 40, 48), seed=1)[0]
+    b = filaments((6, 40, 48), seed=2, fwhm=4.5)[0] * 3
+    src = write_input(str(tmp_path / "in.zarr"), np.stack([a, b]), "czyx", (1, 3, 40, 48))
+    fwhm = {0: 3.0, 1: (4.5, 4.5)}
+    out = str(tmp_path / "out.zarr")
+    bigdecon.deconvolve(src, out, fwhm=fwhm, sparse_iters=30, chunks={"z": 3, "y": 24, "x": 24})
+    got = open_image(out)
+    for c, (image, w) in enumerate(((a, 3.0), (b, 4.5))):
+        whole = bigdecon.sparse_deconvolve(image, fwhm=w, sparse_iters=30)
+        assert seam_error(got.data[c].compute(), whole) <= TOLERANCE
+    assert got.attrs["bigdecon"]["parameters"]["fwhm"] == {"0": [3.0, 3.0], "1": [4.5, 4.5]}
+    # Only the chosen channels need a value; a channel without one is named.
+    with pytest.raises(bigdecon.InputError, match="channel 1: fwhm"):
+        bigdecon.plan(src, fwhm={0: 3.0})
+    assert bigdecon.plan(src, fwhm={1: 4.5}, channels=[1])["fwhm_px"] == [[4.5, 4.5]]
+    with pytest.raises(bigdecon.InputError, match=r"channel\(s\) \[5\]"):
+        bigdecon.plan(src, fwhm={0: 3, 5: 3})
+
+
+def test_resume_refuses_another_psf_of_the_same_shape(tmp_path, data, monkeypatch):
+    src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (5, 72, 80))
+    out = str(tmp_path / "out.zarr")
+    psf_a = bigdecon.gaussian_psf(3.0)
+    psf_b = np.zeros_like(psf_a)
+    psf_b[psf_b.shape[0] // 2, psf_b.shape[1] // 2] = 1
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done >= 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        bigdecon.deconvolve(src, out, psf=psf_a, sparse_iters=10, chunks={"t": 2}, progress=stop_after_two)
+    with pytest.raises(bigdecon.InputError, match=r"params\.psf_sha256"):
+        bigdecon.deconvolve(src, out, psf=psf_b, sparse_iters=10, chunks={"t": 2}, resume=True)
+    with pytest.raises(bigdecon.InputError, match=r"params\.fidelity: stored 150\.0, requested 100"):
+        bigdecon.deconvolve(src, out, psf=psf_a, sparse_iters=10, chunks={"t": 2}, fidelity=100, resume=True)
+    # The same PSF resumes, from a relative spelling of the same source too.
+    monkeypatch.chdir(tmp_path)
+    bigdecon.deconvolve("in.zarr", out, psf=psf_a, sparse_iters=10, chunks={"t": 2}, resume=True)
+    assert open_image(out).attrs["bigdecon"]["status"] == "complete"
+
+
+def test_object_store_output_and_resume(data):
+    """An fsspec URL output (here memory://) keeps its work folder in the store and resumes."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    src = write_input("memory://bucket/in.ome.zarr", data, "tyx", (5, 36, 40))
+    params = dict(fwhm=3, sparse_iters=20, background=1, chunks={"t": 5, "y": 36, "x": 40})
+    bigdecon.deconvolve(src, "memory://bucket/ref.ome.zarr", **params)
+    expected = open_image("memory://bucket/ref.ome.zarr").data.compute()
+    assert not fs.exists("/bucket/ref.ome.zarr/.bigdecon-work")  # intermediates gone from the bucket
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        if done >= 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        bigdecon.deconvolve(src, "memory://bucket/out.ome.zarr", progress=stop, **params)
+    assert fs.exists("/bucket/out.ome.zarr/.bigdecon-work/ledger")
+    result = bigdecon.deconvolve(src, "memory://bucket/out.ome.zarr", resume=True, **params)
+    assert result["resumed"] >= 5
+    assert np.array_equal(open_image("memory://bucket/out.ome.zarr").data.compute(), expected)
+    fs.rm("/bucket", recursive=True)
+
+
+def test_timepoints_shift_the_time_origin(tmp_path, data):
+    src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (5, 72, 80))
+    out = str(tmp_path / "out.zarr")
+    bigdecon.deconvolve(src, out, fwhm=3, sparse_iters=10, timepoints="2:-1")
+    got = open_image(out)
+    assert got.shape == (7, 72, 80) and got.translation["t"] == pytest.approx(2 * 2.0)
+    whole = bigdecon.sparse_deconvolve(data[2:9], fwhm=3, sparse_iters=10)
+    assert seam_error(got.data.compute(), whole) <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(chunks={"q": 2}), "chunks names axis 'q'"),
+        (dict(chunks={"c": 1}), "chunks along c cannot be set"),
+        (dict(depth={"t": 1}), "depth along t cannot be set: each t is a separate problem"),
+        (dict(fwhm=(2, 3, 3), axes="tyx"), "needs a z axis|deconvolves along z"),
+        (dict(channels=[0, 0]), "name a channel twice"),
+        (dict(psf=np.ones((3, 3))), "either fwhm .* or psf"),
+        (dict(timepoints="4:2"), "empty or reversed"),
+    ],
+    ids=["unknown-axis", "channel-axis", "outer-axis-depth", "3d-psf-on-t", "duplicate-channel", "fwhm-and-psf", "reversed-time"],
+)
+def test_impossible_requests_are_named(tmp_path, kwargs, message):
+    kwargs = dict(kwargs)
+    axes = kwargs.pop("axes", "tczyx")
+    shape = {"tyx": (4, 32, 32), "tczyx": (2, 1, 4, 32, 32)}[axes]
+    src = write_input(str(tmp_path / "in.zarr"), np.ones(shape, np.float32), axes, shape)
+    kwargs.setdefault("fwhm", 3)
+    with pytest.raises(bigdecon.InputError, match=message):
+        bigdecon.plan(src, **kwargs)
+
+
+def test_resolution_in_the_wrong_unit_is_caught(tmp_path):
+    src = write_input(str(tmp_path / "in.zarr"), np.ones((4, 32, 32), np.float32), "tyx", (4, 32, 32))
+    assert bigdecon.plan(src, resolution=0.26)["fwhm_px"] == [[4.0, 4.0]]  # 0.26 um / 0.065 um
+    with pytest.raises(bigdecon.InputError, match="gives a FWHM of 0.0154 px .* give the resolution in micrometer"):
+        bigdecon.plan(src, resolution=0.001)

@@ -84,6 +84,10 @@ class ImageSource:
         Where the image was read from.
     attrs
         The raw group attributes of an OME-Zarr image, ``{}`` for TIFF.
+    level
+        Where the full-resolution pixels are stored, for workers that read
+        regions of it directly: ``("zarr", url_of_level_array)`` or
+        ``("tiff", path, mtime_ns)``. See :func:`bigdecon.io.read_region`.
     """
 
     data: da.Array
@@ -95,6 +99,7 @@ class ImageSource:
     ngff_version: str | None = None
     path: str = ""
     attrs: dict = field(default_factory=dict)
+    level: tuple = ()
 
     @property
     def shape(self) -> tuple[int, ...]:

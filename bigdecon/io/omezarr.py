@@ -47,6 +47,7 @@ __all__ = [
     "open_omezarr",
     "write_block",
     "write_dask",
+    "write_image",
 ]
 
 _DONE_DIR = ".bigdecon/done"
@@ -160,6 +161,7 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         ngff_version=meta["version"],
         path=where,
         attrs=attrs,
+        level=("zarr", _join(where, meta["dataset"])),
     )
 
 
@@ -196,12 +198,15 @@ def cast_block(block: np.ndarray, dtype: Any) -> np.ndarray:
         src = np.iinfo(block.dtype) if block.dtype.kind != "b" else np.iinfo(np.uint8)
         lo, hi = max(info.min, src.min), min(info.max, src.max)
         return np.clip(block, lo, hi).astype(dt)
-    # float64 holds every value up to 2**53 exactly; the 64-bit maxima are not
-    # representable, so clip just below them instead of overflowing on the cast.
+    # float32 holds every integer up to 2**24 exactly, so 8- and 16-bit targets
+    # round and clip in float32 (no float64 copy of the block); wider ones need
+    # float64, which holds every value up to 2**53. The 64-bit maxima are not
+    # representable: clip just below them instead of overflowing on the cast.
+    work_dtype = np.float32 if dt.itemsize <= 2 and block.dtype.itemsize <= 4 else np.float64
     hi_f = float(info.max)
     if int(hi_f) > info.max:
         hi_f = float(np.nextafter(hi_f, -np.inf))
-    out = np.array(block, dtype=np.float64)
+    out = np.array(block, dtype=work_dtype)
     np.nan_to_num(out, copy=False, nan=0.0, posinf=hi_f, neginf=float(info.min))
     np.rint(out, out=out)
     np.clip(out, float(info.min), hi_f, out=out)
@@ -628,10 +633,10 @@ class OmeZarrWriter:
         ]
         for what, stored, wanted in checks:
             if stored != wanted:
-                raise InputError(
-                    f"cannot resume {self.path}: {what} differ (stored {stored}, requested {wanted}); "
-                    "use --overwrite to start again"
+                detail = _differences(stored, wanted) if isinstance(stored, Mapping) and isinstance(wanted, Mapping) else (
+                    f"stored {stored}, requested {wanted}"
                 )
+                raise InputError(f"cannot resume {self.path}: {what} differ ({detail}); use --overwrite to start again")
 
     # ------------------------------------------------------------------ blocks
 
@@ -757,6 +762,21 @@ class OmeZarrWriter:
                 fs.rm(base, recursive=True)
 
 
+def _differences(stored: Mapping, wanted: Mapping, prefix: str = "") -> str:
+    """The keys two nested dicts disagree on, e.g. ``params.fidelity: stored 150, requested 120``."""
+    out = []
+    for key in sorted(set(stored) | set(wanted), key=str):
+        a, b = stored.get(key), wanted.get(key)
+        if a == b:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.append(_differences(a, b, prefix=f"{name}."))
+        else:
+            out.append(f"{name}: stored {a!r}, requested {b!r}")
+    return "; ".join(out)
+
+
 def _mean2(block: np.ndarray, *, yx: tuple[int, ...]) -> np.ndarray:
     """2x2 mean over the ``yx`` axes; an odd edge repeats its last row/column."""
     work = block.astype(np.float64 if block.dtype == np.float64 else np.float32)
@@ -789,3 +809,62 @@ def _channel_windows(arr: zarr.Array, axes: tuple[str, ...], budget: int = 1 << 
         key = tuple(ch if a == "c" else slice(None, None, steps[i]) for i, a in enumerate(axes))
         windows.append(display_window(arr[key]))
     return windows
+
+
+def write_image(
+    path: str | os.PathLike,
+    array: Any,
+    axes: str | Sequence[str],
+    *,
+    scale: Mapping[str, float] | None = None,
+    units: Mapping[str, str] | None = None,
+    chunks: Sequence[int] | None = None,
+    channels: Sequence[Mapping[str, Any]] | None = None,
+    ngff_version: str = "0.5",
+    overwrite: bool = False,
+) -> str:
+    """Write an in-memory array as a finished OME-Zarr image (pyramid included).
+
+    Parameters
+    ----------
+    path
+        Output location (local path or fsspec URL).
+    array
+        The pixels, any real dtype, one axis per entry of ``axes``.
+    axes
+        Axis names, e.g. ``"tyx"`` or ``("c", "z", "y", "x")``.
+    scale, units
+        Pixel size and unit per axis (e.g. ``{"y": 0.065}``, ``{"y": "micrometer"}``).
+    chunks
+        Zarr chunk shape; default 1 along t and c, up to 32 along z, 512 in y/x.
+    channels
+        OMERO channel dicts (``label``, ``color``).
+    ngff_version
+        ``"0.5"`` (zarr v3, default) or ``"0.4"`` (zarr v2).
+    overwrite
+        Replace an existing image.
+
+    Returns
+    -------
+    str
+        The path written (absolute for local paths).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from bigdecon.io import open_image, write_image
+    >>> path = write_image(os.path.join(tempfile.mkdtemp(), "a.ome.zarr"), np.ones((3, 64, 64), np.uint16), "zyx")
+    >>> open_image(path).axes
+    ('z', 'y', 'x')
+    """
+    array = np.asarray(array)
+    axes = tuple(axes)
+    if chunks is None:
+        limits = {"t": 1, "c": 1, "z": 32, "y": 512, "x": 512}
+        chunks = tuple(min(n, limits.get(a, n)) for a, n in zip(axes, array.shape))
+    writer = OmeZarrWriter(path, shape=array.shape, axes=axes, chunks=chunks, dtype=str(array.dtype), scale=scale,
+                           units=units, channels=channels, ngff_version=ngff_version, overwrite=overwrite)
+    write_block(writer.path, tuple(slice(None) for _ in array.shape), array)
+    writer.finalize()
+    return writer.path

@@ -120,6 +120,7 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
         ngff_version=None,
         path=p,
         attrs={},
+        level=("tiff", p, mtime),
     )
 
 
