@@ -65,9 +65,9 @@ def gaussian_psf(
     >>> from bigdecon import gaussian_psf
     >>> psf = gaussian_psf(3.0)
     >>> psf.shape, round(float(psf.sum()), 6)
-    ((11, 11), 1.0)
+    ((15, 15), 1.0)
     >>> gaussian_psf((6.0, 3.0, 3.0)).shape
-    (19, 11, 11)
+    (25, 15, 15)
     """
     widths = [float(fwhm)] * 2 if np.ndim(fwhm) == 0 else [float(w) for w in fwhm]
     if len(widths) not in (2, 3):

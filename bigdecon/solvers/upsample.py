@@ -35,7 +35,7 @@ def fourier_upsample(image, factor: int = 2, *, pad: int | None = None):
     >>> yy, xx = np.mgrid[:32, :32]
     >>> image = np.cos(2 * np.pi * xx / 16).astype(np.float32)
     >>> up = fourier_upsample(image)
-    >>> up.shape, bool(abs(float(up[10, 2]) - 1.0) < 0.05)
+    >>> up.shape, bool(np.allclose(up[::2, ::2], image, atol=1e-5))  # the input's samples are kept
     ((64, 64), True)
     """
     xp = get_xp(image)
