@@ -602,7 +602,8 @@ def _quiet_dask(args: argparse.Namespace, debug: bool) -> None:
     if debug:
         return
     for name in ("distributed", "dask", "bokeh", "tornado"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        # Failures reach the user once, as the one-line error main() prints.
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore")
 
 
@@ -618,6 +619,7 @@ def _client_for(resolved: dict[str, Any], task_memory: int | None = None) -> tup
         dashboard_address=resolved["dashboard_address"],
         task_memory=task_memory,
         scheduler_timeout=resolved.get("scheduler_timeout") or SCHEDULER_TIMEOUT,
+        log_level=logging.WARNING if resolved.get("debug") else logging.CRITICAL,
     )
 
 
@@ -782,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(exc, bool(getattr(args, "debug", False)))
         return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted (continue later with --resume)", file=sys.stderr, flush=True)
+        print(f"{PROG}: interrupted (continue later with --resume)", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - anything unexpected: one line, exit 1
         _report(exc, bool(getattr(args, "debug", False)))

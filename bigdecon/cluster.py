@@ -179,7 +179,31 @@ def _connect(address: str, timeout: float = SCHEDULER_TIMEOUT) -> Any:
         raise InputError(f"no Dask scheduler answered at {address} within {_seconds(float(timeout))} ({_reason(exc)})") from None
 
 
-def _gpu_cluster(workers: int | None, memory_limit: int | None, dashboard: str | None) -> Any:
+# Run in every local worker process as it starts (a distributed "preload" given as
+# the text of a module): worker processes ignore Ctrl-C, which a terminal sends to
+# the whole process group (the client process tears them down), and log only at
+# LEVEL, so a failing task is reported once, by the client, not by every retry.
+_WORKER_SETUP = """
+import logging
+import signal
+
+
+def dask_setup(worker):
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to do
+        pass
+    for name in ("distributed", "dask", "bokeh", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel({level})
+"""
+
+
+def _worker_options(log_level: int) -> dict[str, Any]:
+    """LocalCluster keyword arguments that make its worker processes quiet (see :data:`_WORKER_SETUP`)."""
+    return {"silence_logs": log_level, "preload": [_WORKER_SETUP.format(level=int(log_level))]}
+
+
+def _gpu_cluster(workers: int | None, memory_limit: int | None, dashboard: str | None, log_level: int) -> Any:
     try:
         import cupy  # noqa: F401
         from dask_cuda import LocalCUDACluster
@@ -191,7 +215,7 @@ def _gpu_cluster(workers: int | None, memory_limit: int | None, dashboard: str |
 
     if not gpu_available():
         raise InputError("--gpus given, but CuPy sees no CUDA device")
-    kwargs: dict[str, Any] = {"threads_per_worker": 1, "dashboard_address": dashboard}
+    kwargs: dict[str, Any] = {"threads_per_worker": 1, "dashboard_address": dashboard, **_worker_options(log_level)}
     if workers:
         kwargs["n_workers"] = workers
     if memory_limit:
@@ -209,6 +233,7 @@ def make_client(
     *,
     task_memory: int | None = None,
     scheduler_timeout: float = SCHEDULER_TIMEOUT,
+    log_level: int = logging.ERROR,
 ) -> tuple[Any, Any | None]:
     """Connect to a Dask scheduler, or start a local cluster sized to this machine.
 
@@ -240,6 +265,11 @@ def make_client(
         Seconds to wait for ``scheduler`` to answer (default
         :data:`SCHEDULER_TIMEOUT`); refused connections are retried until then,
         so a long value waits for a scheduler that is still starting.
+    log_level
+        Level of the local cluster's log messages, in this process and in the
+        worker processes (``logging.CRITICAL`` leaves failures to the caller
+        to report). Local worker processes also ignore SIGINT: Ctrl-C reaches
+        the whole process group, and closing the cluster stops them.
 
     Returns
     -------
@@ -266,7 +296,7 @@ def make_client(
 
         gpus = gpu_available() and _has_dask_cuda()
     if gpus:
-        cluster = _gpu_cluster(workers, mem, dashboard)
+        cluster = _gpu_cluster(workers, mem, dashboard, log_level)
         return Client(cluster), cluster
 
     cores = _cores()
@@ -288,7 +318,7 @@ def make_client(
         processes=True,
         memory_limit=mem,
         dashboard_address=dashboard,
-        silence_logs=logging.ERROR,
+        **_worker_options(log_level),
     )
     return Client(cluster), cluster
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 
 from bigdecon import data
 from bigdecon.io import OmeZarrWriter, open_image, write_block
+from conftest import stop_process_groups
 
 # One small worker process: cluster start-up dominates these runs.
 CLUSTER = ["--workers", "1", "--threads-per-worker", "2"]
@@ -343,6 +346,49 @@ def test_bad_config_file(small, tmp_path, text, words):
 def test_missing_config_file(small, tmp_path):
     proc = cli("run", small, tmp_path / "out.ome.zarr", "--fwhm", "3", "--config", tmp_path / "nope.yaml")
     assert_usage_error(proc, "config file not found")
+
+
+def test_processing_failure_is_one_line(small, tmp_path):
+    """A corrupt chunk of the input fails inside a worker: one line from the client, exit 1, no output."""
+    broken = tmp_path / "broken.ome.zarr"
+    shutil.copytree(small, broken)
+    chunk = next(p for p in sorted((broken / "s0").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(os.urandom(300))
+    out = tmp_path / "out.ome.zarr"
+    proc = cli("run", broken, out, *FAST, *CLUSTER)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bigdecon: error:"), proc.stderr  # no worker log lines
+    assert_no_image(out)
+
+
+def test_ctrl_c_then_resume(tmp_path):
+    """Ctrl-C reaches the whole process group, workers too: exit 130, no tracebacks; --resume finishes."""
+    raw, _ = data.filaments_timelapse((12, 128, 128), seed=3)
+    src = write_ome(tmp_path / "in.ome.zarr", raw, chunks=(6, 64, 64))
+    out = tmp_path / "out.ome.zarr"
+    args = ["run", src, out, *FAST, "--chunks", "t=6,y=64,x=64", *CLUSTER]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "bigdecon.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)  # fmt: skip
+    try:
+        ledger = out / ".bigdecon-work" / "ledger"
+        deadline = time.monotonic() + 120
+        while not any(ledger.rglob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # some tasks done: the progress shows work
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        stop_process_groups([proc])
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "bigdecon: interrupted (continue later with --resume)"
+    assert_no_image(out)
+    again = cli("run", *args[1:], "--resume")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert open_image(out).shape == (12, 128, 128)
 
 
 def test_debug_shows_the_traceback(tmp_path):
