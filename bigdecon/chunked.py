@@ -843,7 +843,7 @@ def plan(source, **kwargs) -> dict:
     job = _prepare(src, kwargs)
     summary = job["plan"].summary()
     summary["dtype"] = str(src.data.dtype)
-    summary["input_chunks"] = [int(c[0]) for c in src.data.chunks]
+    summary["input_chunks"] = list(src.stored_chunks)
     summary["fwhm_px"] = [list(p.fwhm) if p.fwhm is not None else None for p in job["channel_params"]]
     return summary
 

@@ -86,7 +86,7 @@ def test_round_trip_pyramid_metadata(tmp_path, version):
     assert src.scale == {"c": 1.0, "z": 0.4, "y": 0.1, "x": 0.1}
     assert src.units == {"z": "micrometer", "y": "micrometer", "x": "micrometer"}
     assert src.translation["z"] == 2.0
-    assert src.data.chunks[2][0] == 16 and src.data.dtype == np.float32
+    assert src.stored_chunks[2] == 16 and src.data.chunks[2][0] in (16, 32, 64, src.shape[2]) and src.data.dtype == np.float32
     np.testing.assert_array_equal(src.data.compute(), data)
     assert [c["label"] for c in src.channels] == ["DAPI", "GFP"]
     assert [c["color"] for c in src.channels] == ["0000FF", "00FF00"]
@@ -467,3 +467,14 @@ def test_parallel_writes_from_worker_processes(tmp_path):
     np.testing.assert_allclose(group["s1"][:], np.pad(expected * 2, ((0, 0), (0, 0), (0, 0)))
                                .reshape(6, 50, 2, 45, 2).mean(axis=(2, 4)), rtol=1e-6)
     _validate(out, "0.5")
+
+
+def test_reading_tasks_are_whole_stored_chunks_of_about_64_mib():
+    """A terabyte-sized array with small stored chunks still reduces in few, aligned tasks."""
+    from bigdecon.io._meta import task_chunks
+
+    chunks = task_chunks((1000, 4096, 4096), (1, 64, 64), 2)
+    assert all(c % u == 0 or c == n for c, u, n in zip(chunks, (1, 64, 64), (1000, 4096, 4096)))
+    assert 16 * 2**20 < 2 * np.prod(chunks) <= 64 * 2**20
+    n_tasks = np.prod([-(-n // c) for n, c in zip((1000, 4096, 4096), chunks)])
+    assert n_tasks < 1e5  # (versus 4 million stored chunks)

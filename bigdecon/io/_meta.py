@@ -88,6 +88,10 @@ class ImageSource:
         Where the full-resolution pixels are stored, for workers that read
         regions of it directly: ``("zarr", url_of_level_array)`` or
         ``("tiff", path, mtime_ns)``. See :func:`bigdecon.io.read_region`.
+    stored_chunks
+        The chunk (or shard) shape on disk. :attr:`data` is chunked in whole
+        multiples of it, about 64 MiB a block, so a reduction over a terabyte
+        data set stays a graph of thousands of tasks, not millions.
     """
 
     data: da.Array
@@ -100,6 +104,7 @@ class ImageSource:
     path: str = ""
     attrs: dict = field(default_factory=dict)
     level: tuple = ()
+    stored_chunks: tuple = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -110,6 +115,16 @@ class ImageSource:
     def dtype(self) -> np.dtype:
         """Dtype of :attr:`data`."""
         return self.data.dtype
+
+
+def task_chunks(shape, unit, itemsize: int, target: int = 64 * 2**20) -> tuple[int, ...]:
+    """Dask chunks for reading a stored array: whole multiples of ``unit`` (its
+    chunks or shards), grown x first, then y, z, c, t, to about ``target`` bytes."""
+    chunks = [max(1, min(int(u), int(n))) for u, n in zip(unit, shape)]
+    for axis in reversed(range(len(chunks))):
+        while chunks[axis] < shape[axis] and math.prod(chunks) * itemsize * 2 <= target:
+            chunks[axis] = min(int(shape[axis]), 2 * chunks[axis])
+    return tuple(chunks)
 
 
 def check_axes(axes: Iterable[str], where: str | os.PathLike = "") -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from bigdecon.io._meta import (
     normalize_unit,
     omero_metadata,
     parse_image_attrs,
+    task_chunks,
 )
 
 __all__ = [
@@ -151,8 +152,9 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
             f"broken OME-Zarr image: {where} (level {meta['dataset']!r} does not have "
             f"{len(meta['axes'])} dimensions {''.join(meta['axes'])})"
         )
+    unit = tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
     return ImageSource(
-        data=da.from_zarr(arr),
+        data=da.from_zarr(arr, chunks=task_chunks(arr.shape, unit, arr.dtype.itemsize)),
         axes=meta["axes"],
         scale=meta["scale"],
         units=meta["units"],
@@ -162,6 +164,7 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         path=where,
         attrs=attrs,
         level=("zarr", _join(where, meta["dataset"])),
+        stored_chunks=unit,
     )
 
 

@@ -14,7 +14,7 @@ import zarr
 from dask.base import tokenize
 
 from bigdecon.errors import InputError
-from bigdecon.io._meta import ImageSource, check_axes, normalize_unit
+from bigdecon.io._meta import ImageSource, check_axes, normalize_unit, task_chunks
 
 __all__ = ["open_tiff", "is_tiff"]
 
@@ -103,9 +103,10 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
     if tuple(view.shape) != shape:  # tifffile and its zarr view should agree; be safe
         raise InputError(f"cannot read TIFF: {p} (series shape {shape} but pixel data {view.shape})")
     lazy = _LazyTiff(p, mtime, shape, dtype)
+    unit = tuple(int(c) for c in view.chunks)
     data = da.from_array(
         lazy,
-        chunks=tuple(int(c) for c in view.chunks),
+        chunks=task_chunks(shape, unit, dtype.itemsize),
         name=f"tiff-{tokenize(p, mtime)}",
         meta=np.empty((0,) * len(shape), dtype=dtype),
         lock=False,
@@ -121,6 +122,7 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
         path=p,
         attrs={},
         level=("tiff", p, mtime),
+        stored_chunks=unit,
     )
 
 
