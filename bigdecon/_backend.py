@@ -57,20 +57,35 @@ def fft_module(xp: ModuleType) -> ModuleType:
     return cupyx.scipy.fft
 
 
-def cpu_threads() -> int:
+# Voxels per solver thread on the CPU. Below this a second thread costs more
+# (start-up of 13 short parallel loops and two transforms per iteration, a
+# shared cache) than it gives: measured on the 2-core development VM, a
+# 5x256x256 sparse-Hessian step ran 0.45-0.6 s on one thread and 0.85-1.3 s
+# on two (benchmarks/bench_solvers.py prints both).
+THREAD_GRAIN = 2**20
+
+
+def cpu_threads(size: int | None = None) -> int:
     """Threads one solver call may use on the CPU.
 
     ``BIGDECON_THREADS`` overrides; inside a Dask worker the chunked layer sets
     it to 1 per task so that tasks, not threads within a task, fill the cores.
+    Otherwise all cores, but one per :data:`THREAD_GRAIN` voxels of an array of
+    ``size`` voxels at most.
     """
     n = int(os.environ.get("BIGDECON_THREADS", "0") or 0)
-    return n if n > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if n > 0:
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if size is None:
+        return cores
+    return max(1, min(cores, int(size) // THREAD_GRAIN))
 
 
-def fft_workers(xp: ModuleType) -> dict:
+def fft_workers(xp: ModuleType, size: int | None = None) -> dict:
     """Keyword arguments giving scipy.fft its threads (CuPy takes none)."""
     if xp is np:
-        return {"workers": cpu_threads()}
+        return {"workers": cpu_threads(size)}
     return {}
 
 

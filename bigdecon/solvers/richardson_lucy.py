@@ -72,7 +72,7 @@ class _Convolver:
     def __init__(self, shape, psf, xp):
         self.xp = xp
         self.fft = fft_module(xp)
-        self.kw = fft_workers(xp)
+        self.kw = fft_workers(xp, int(np.prod(shape)))
         self.axes = tuple(range(len(shape) - psf.ndim, len(shape)))
         self.shape = tuple(shape[a] for a in self.axes)
         self.otf = psf_to_otf(psf, self.shape, xp)

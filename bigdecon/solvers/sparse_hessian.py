@@ -134,7 +134,7 @@ class _ShrinkStep:
         self.bregman = [xp.zeros_like(f) for _ in self.terms]
         self.fused = xp is np and _fused_cpu.available() and f.size > 4096
         if self.fused:
-            _fused_cpu.use_threads(cpu_threads())
+            _fused_cpu.use_threads(cpu_threads(f.size))
         self.t = xp.empty_like(f)
         self.tmp = None if self.fused else xp.empty_like(f)
 
@@ -183,7 +183,7 @@ class _DCT:
     def __init__(self, shape, xp: ModuleType):
         self.xp = xp
         self.fft = fft_module(xp)
-        self.kw = fft_workers(xp)
+        self.kw = fft_workers(xp, math.prod(shape))
         n = shape[0]
         self.k_axis = n > 1
         self.matrix = None

@@ -40,7 +40,7 @@ def fourier_upsample(image, factor: int = 2, *, pad: int | None = None):
     """
     xp = get_xp(image)
     fft = fft_module(xp)
-    kw = fft_workers(xp)
+    kw = fft_workers(xp, 4 * int(image.size))
     f = xp.asarray(image, dtype=xp.float32)
     h, w = f.shape[-2:]
     p = max(8, min(h, w) // 4) if pad is None else int(pad)
