@@ -3,6 +3,9 @@
 Each batch job runs one worker process per GPU (``dask cuda worker``) or, for
 CPU jobs, one single-threaded ``python -m distributed.cli.dask_worker``
 process: bigdecon's chunk tasks are large and use threaded FFTs internally.
+The job script exports ``BIGDECON_THREADS`` = the job's cores per Dask thread,
+so each task's solver uses every core the job asked for (inside a Dask worker
+bigdecon otherwise uses one thread per task).
 The batch resource request (CPUs, memory, GPUs) is set explicitly so that it is
 independent of how many Dask threads run in the job.
 
@@ -19,6 +22,7 @@ __all__ = [
     "Kind",
     "JOB_CLASSES",
     "jobqueue_kwargs",
+    "solver_threads",
     "make_jobqueue_cluster",
     "slurm_cluster",
     "job_script",
@@ -61,6 +65,11 @@ def _lsf_walltime(walltime: str) -> str:
     return ":".join(parts[:2]) if len(parts) == 3 else walltime
 
 
+def solver_threads(cores: int, processes: int = 1, threads_per_worker: int = 1) -> int:
+    """``BIGDECON_THREADS`` of a batch job: its cores per Dask thread, at least 1."""
+    return max(1, int(cores) // (max(processes, 1) * max(threads_per_worker, 1)))
+
+
 def jobqueue_kwargs(
     kind: Kind,
     *,
@@ -99,9 +108,11 @@ def jobqueue_kwargs(
     python
         Python executable on the compute nodes (default: this interpreter).
     threads_per_worker
-        Dask threads per worker process.
+        Dask threads per worker process. Each task's solver gets ``cores`` /
+        (processes x threads) threads (``export BIGDECON_THREADS=...``).
     job_script_prologue
-        Shell lines run before the worker (``module load ...``, ``source venv``).
+        Shell lines run before the worker (``module load ...``, ``source venv``),
+        after the ``BIGDECON_THREADS`` export (so they may override it).
     local_directory, log_directory
         Worker scratch directory and batch log directory.
     job_name
@@ -132,7 +143,10 @@ def jobqueue_kwargs(
         queue=queue,
         python=python,
         job_name=job_name,
-        job_script_prologue=list(job_script_prologue),
+        job_script_prologue=[
+            f"export BIGDECON_THREADS={solver_threads(cores, processes, threads_per_worker)}",
+            *job_script_prologue,
+        ],
         local_directory=local_directory,
         log_directory=log_directory,
     )

@@ -12,8 +12,15 @@ templates built from one image:
 
 The operator injects ``DASK_SCHEDULER_ADDRESS`` (job and workers) and
 ``DASK_WORKER_NAME`` (workers) into the containers' environment, and Kubernetes
-expands ``$(VAR)`` references to them in ``args``.  None of the pods need the
-Kubernetes API, so their service-account token is not mounted.
+expands ``$(VAR)`` references to them in ``args``; every user-given value in
+``args`` is escaped (``$`` -> ``$$``) so that it reaches the program verbatim.
+None of the pods need the Kubernetes API, so their service-account token is not
+mounted.
+
+Worker containers get ``BIGDECON_THREADS`` = the pod's CPUs per Dask thread, so
+a single-threaded Dask worker's solver still uses every CPU the pod was given
+(inside a Dask worker bigdecon defaults it to 1, and ``os.sched_getaffinity``
+does not see a pod's CPU limit).
 
 This module also registers the ``submit``, ``status`` and ``logs`` CLI
 subcommands (see :func:`add_submit_parser`).
@@ -22,7 +29,10 @@ subcommands (see :func:`add_submit_parser`).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
+import math
+import posixpath
 import re
 import shutil
 import sys
@@ -39,9 +49,12 @@ __all__ = [
     "SCHEDULER_PORT",
     "DASHBOARD_PORT",
     "WORKER_DASHBOARD_PORT",
+    "JOB_SCHEDULER_TIMEOUT",
     "scheduler_args",
     "worker_args",
+    "worker_threads",
     "job_args",
+    "k8s_escape",
     "default_job_name",
     "build_daskjob",
     "rbac_manifests",
@@ -49,6 +62,10 @@ __all__ = [
     "create_daskjob",
     "daskjob_status",
     "daskjob_logs",
+    "EXPLICIT_RUN_OPTIONS",
+    "psf_paths",
+    "pod_path_problems",
+    "looks_like_gpu_image",
     "add_submit_parser",
     "submit_command",
     "status_command",
@@ -61,6 +78,9 @@ DASKJOB_PLURAL = "daskjobs"
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 WORKER_DASHBOARD_PORT = 8788
+# The operator starts the job runner right after the DaskCluster, before the
+# scheduler pod is up (image pull, scheduling): the runner keeps retrying this long.
+JOB_SCHEDULER_TIMEOUT = 600.0
 
 # Fraction of the pod memory limit handed to Dask: the nanny restarts a worker
 # before the kernel OOM-kills the whole pod.
@@ -92,7 +112,8 @@ def worker_args(memory_limit: str, gpus_per_worker: int = 1) -> list[str]:
         Dask memory limit of each worker process (``dask`` byte string).
     gpus_per_worker
         GPUs in the pod; ``> 0`` uses ``dask cuda worker``, which starts one
-        single-threaded worker per GPU.
+        single-threaded worker per GPU (the image must have dask-cuda: use
+        ``0`` with the CPU image).
 
     Returns
     -------
@@ -101,22 +122,69 @@ def worker_args(memory_limit: str, gpus_per_worker: int = 1) -> list[str]:
         ``$(DASK_WORKER_NAME)`` references Kubernetes expands.
     """
     prog = ["dask", "cuda", "worker"] if gpus_per_worker > 0 else ["dask", "worker"]
+    # Several worker processes in one pod cannot share one dashboard port: with
+    # more than one GPU each picks a free port (the scheduler links to them).
+    dashboard = str(WORKER_DASHBOARD_PORT) if gpus_per_worker <= 1 else ":0"
     return [
         *prog,
         "$(DASK_SCHEDULER_ADDRESS)",
         "--nthreads", "1",
         "--memory-limit", memory_limit,
         "--name", "$(DASK_WORKER_NAME)",
-        "--dashboard-address", str(WORKER_DASHBOARD_PORT),
+        "--dashboard-address", dashboard,
     ]  # fmt: skip
 
 
-def job_args(input: str, output: str, run_argv: Sequence[str]) -> list[str]:
-    """Command line of the job-runner container."""
+def worker_threads(worker_cpu: int | str, processes: int = 1, threads_per_process: int = 1) -> int:
+    """``BIGDECON_THREADS`` for a worker pod: its CPUs per Dask thread, at least 1.
+
+    Parameters
+    ----------
+    worker_cpu
+        The pod's CPU limit as a Kubernetes quantity (``8``, ``"7.5"``, ``"500m"``).
+    processes
+        Dask worker processes in the pod (one per GPU, else 1).
+    threads_per_process
+        Dask threads per worker process.
+    """
+    from kubernetes.utils import parse_quantity
+
+    cpus = parse_quantity(str(worker_cpu))
+    return max(1, math.floor(cpus / (max(processes, 1) * max(threads_per_process, 1))))
+
+
+def k8s_escape(value: str) -> str:
+    """Escape ``value`` for a container's ``args``: Kubernetes expands ``$(VAR)``
+    and turns ``$$`` into ``$``, so doubling every ``$`` passes it through verbatim."""
+    return str(value).replace("$", "$$")
+
+
+def job_args(
+    input: str,
+    output: str,
+    run_argv: Sequence[str],
+    scheduler_timeout: float | None = JOB_SCHEDULER_TIMEOUT,
+) -> list[str]:
+    """Command line of the job-runner container.
+
+    ``--scheduler-timeout scheduler_timeout`` is added unless ``run_argv``
+    has one (``None`` adds none): the runner pod is started before the
+    scheduler is ready and is not restarted. User values are escaped with
+    :func:`k8s_escape`; only ``$(DASK_SCHEDULER_ADDRESS)`` is expanded.
+    """
+    argv = [str(a) for a in run_argv]
+    if scheduler_timeout is not None and "--scheduler-timeout" not in argv:
+        argv += ["--scheduler-timeout", _fmt_number(scheduler_timeout)]
     return [
-        "bigdecon", "run", str(input), str(output), *map(str, run_argv),
+        "bigdecon", "run", k8s_escape(input), k8s_escape(output), *map(k8s_escape, argv),
         "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
     ]  # fmt: skip
+
+
+def _fmt_number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 # --------------------------------------------------------------------------
@@ -166,6 +234,7 @@ def _container(
     ports: list[dict[str, Any]] | None = None,
     storage_secret: str | None = None,
     volume_mounts: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     c: dict[str, Any] = {
         "name": name,
@@ -176,6 +245,9 @@ def _container(
     }
     if ports:
         c["ports"] = ports
+    if env:
+        # ``env`` wins over ``envFrom`` keys of the same name.
+        c["env"] = [{"name": k, "value": str(v)} for k, v in env.items()]
     if storage_secret:
         c["envFrom"] = [{"secretRef": {"name": storage_secret}}]
     if volume_mounts:
@@ -228,6 +300,7 @@ def build_daskjob(
     service_account: str | None = None,
     pvc: str | None = None,
     pvc_mount: str = "/data",
+    scheduler_timeout: float | None = JOB_SCHEDULER_TIMEOUT,
 ) -> dict[str, Any]:
     """Build a ``DaskJob`` manifest running ``bigdecon run`` on a Dask cluster.
 
@@ -241,6 +314,8 @@ def build_daskjob(
         under ``pvc_mount``).
     run_argv
         ``bigdecon run`` options, without INPUT/OUTPUT and ``--scheduler``.
+        Give every parameter explicitly (``bigdecon submit`` does) so that the
+        result does not depend on the defaults of the bigdecon in the image.
     image
         Container image with bigdecon installed (used by every pod).
     workers
@@ -250,7 +325,8 @@ def build_daskjob(
     namespace
         Namespace of the DaskJob.
     worker_memory, worker_cpu
-        Requests and limits of each worker pod.
+        Requests and limits of each worker pod. The workers' solvers use
+        ``worker_cpu`` / GPUs threads (``BIGDECON_THREADS``).
     storage_secret
         Secret whose keys become environment variables (``envFrom``) of the job
         and worker containers, e.g. ``AWS_ACCESS_KEY_ID``.
@@ -261,6 +337,9 @@ def build_daskjob(
     pvc, pvc_mount
         Optional PersistentVolumeClaim mounted at ``pvc_mount`` in the job and
         worker pods, for data on a shared file system.
+    scheduler_timeout
+        Seconds the runner keeps trying to reach the scheduler (see
+        :func:`job_args`).
 
     Returns
     -------
@@ -293,35 +372,41 @@ def build_daskjob(
         ],
     )
     health = {"httpGet": {"path": "/health", "port": "http-dashboard"}}
-    scheduler["readinessProbe"] = {**health, "initialDelaySeconds": 5, "periodSeconds": 10}
-    scheduler["livenessProbe"] = {**health, "initialDelaySeconds": 15, "periodSeconds": 20}
+    # Separate copies: a shared dict would become a YAML anchor/alias.
+    scheduler["readinessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 5, "periodSeconds": 10}
+    scheduler["livenessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 15, "periodSeconds": 20}
 
     cpu = str(worker_cpu)
     worker_limits: dict[str, Any] = {"cpu": cpu, "memory": worker_memory}
     if gpus_per_worker > 0:
         worker_limits["nvidia.com/gpu"] = str(gpus_per_worker)
+    processes = max(gpus_per_worker, 1)
     worker = _container(
         "worker",
         image,
-        worker_args(_dask_memory_limit(worker_memory, gpus_per_worker or 1), gpus_per_worker),
+        worker_args(_dask_memory_limit(worker_memory, processes), gpus_per_worker),
         {"requests": {"cpu": cpu, "memory": worker_memory}, "limits": worker_limits},
+        # One process: a fixed dashboard port; several pick free ports (see worker_args).
         ports=[
             {"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}
-        ],
+        ]
+        if processes == 1
+        else None,
         storage_secret=storage_secret,
-        volume_mounts=volume_mounts,
+        volume_mounts=copy.deepcopy(volume_mounts),
+        env={"BIGDECON_THREADS": str(worker_threads(worker_cpu, processes))},
     )
 
     job = _container(
         "job",
         image,
-        job_args(input, output, run_argv),
+        job_args(input, output, run_argv, scheduler_timeout),
         {
             "requests": {"cpu": "1", "memory": job_memory},
             "limits": {"memory": job_memory},
         },
         storage_secret=storage_secret,
-        volume_mounts=volume_mounts,
+        volume_mounts=copy.deepcopy(volume_mounts),
     )
 
     return {
@@ -339,7 +424,7 @@ def build_daskjob(
                 "spec": _pod_spec(
                     [job],
                     service_account=service_account,
-                    volumes=volumes,
+                    volumes=copy.deepcopy(volumes),
                     restart_policy="Never",
                 ),
             },
@@ -351,7 +436,7 @@ def build_daskjob(
                         "spec": _pod_spec(
                             [worker],
                             service_account=service_account,
-                            volumes=volumes,
+                            volumes=copy.deepcopy(volumes),
                             gpu=gpus_per_worker > 0,
                         ),
                     },
@@ -459,9 +544,18 @@ def rbac_manifests(
     ]
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes a shared object out again instead of an anchor/alias (some tools reject them)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(manifest: dict[str, Any] | Sequence[dict[str, Any]]) -> str:
-    """YAML text of one manifest, or of several as a multi-document stream."""
-    dump = lambda m: yaml.safe_dump(m, sort_keys=False, default_flow_style=False)  # noqa: E731
+    """YAML text of one manifest, or of several as a multi-document stream (no anchors)."""
+    dump = lambda m: yaml.dump(  # noqa: E731
+        m, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False
+    )
     if isinstance(manifest, dict):
         return dump(manifest)
     return "---\n".join(dump(m) for m in manifest)
@@ -573,12 +667,18 @@ def add_submit_parser(
     p.add_argument("input", metavar="INPUT", help="input OME-Zarr (as the workers see it)")
     p.add_argument("output", metavar="OUTPUT", help="output OME-Zarr (as the workers see it)")
     add_run_options(p)
+    for action in p._actions:
+        if action.dest == "scheduler_timeout":
+            # The runner pod starts before the scheduler is up and is not restarted.
+            action.help = (f"how long the job keeps trying to reach its scheduler (default "
+                           f"{_fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)")  # fmt: skip
 
     g = p.add_argument_group("cluster")
     g.add_argument("--workers", type=int, default=1, help="worker pods / batch jobs (default 1)")
     g.add_argument(
         "--gpus-per-worker", type=int, default=None, metavar="G",
-        help="GPUs per worker, one Dask worker per GPU (default: 1 on Kubernetes, 0 on HPC)",
+        help="GPUs per worker, one Dask worker per GPU (default: 1 on Kubernetes, 0 on HPC); "
+             "use 0 with a CPU image (GPU workers need the CUDA image's dask-cuda)",
     )  # fmt: skip
     g.add_argument("--worker-memory", default="32Gi", help="memory per worker (default 32Gi)")
     g.add_argument("--worker-cpu", default="8", help="CPUs per worker (default 8)")
@@ -634,19 +734,190 @@ def _error(cmd: str, exc: BaseException) -> int:
     return 1
 
 
-def _run_argv(args: argparse.Namespace) -> list[str]:
-    from bigdecon.cli import run_argv_from_args
+# Parameters every submitted job states explicitly, even at their defaults, so that
+# the result does not depend on the defaults of the bigdecon installed in the image.
+EXPLICIT_RUN_OPTIONS = (
+    "sparse_iters", "fidelity", "sparsity", "tcontinuity", "background",
+    "deconv_iters", "deconv_type", "up_sample", "output_dtype", "ngff_version",
+)  # fmt: skip
 
-    return list(run_argv_from_args(args))
+
+def _given(args: argparse.Namespace, key: str) -> bool:
+    """Whether run option ``key`` was given on the command line or in ``--config``."""
+    if getattr(args, key, None) is not None:
+        return True
+    path = getattr(args, "config", None)
+    if not path:
+        return False
+    from bigdecon.cli import load_config
+
+    return key in {str(k).replace("-", "_") for k in load_config(path)}
+
+
+def _run_argv(args: argparse.Namespace) -> list[str]:
+    """The ``bigdecon run`` options of ``args``, every pipeline parameter included.
+
+    :func:`bigdecon.cli.run_argv_from_args` writes only the options that differ
+    from this machine's defaults; the parameters in :data:`EXPLICIT_RUN_OPTIONS`
+    (and ``--scheduler-timeout`` when it was given) are added at their resolved
+    values, in the option table's order.
+    """
+    from bigdecon.cli import OPTIONS, resolve_options, run_argv_from_args
+
+    resolved = resolve_options(args, cluster=False)
+    groups: dict[str, list[str]] = {}
+    current = None
+    for token in run_argv_from_args(args):
+        if token.startswith("--"):
+            current = token
+            groups[current] = []
+        elif current is not None:
+            groups[current].append(token)
+    argv: list[str] = []
+    for key, opt in OPTIONS.items():
+        if key not in resolved:
+            continue
+        if opt.flag in groups:
+            argv += [opt.flag, *groups.pop(opt.flag)]
+        elif resolved[key] is not None and (
+            key in EXPLICIT_RUN_OPTIONS or (key == "scheduler_timeout" and _given(args, key))
+        ):
+            argv += [opt.flag, _fmt_number(resolved[key])]
+    for flag, values in groups.items():  # anything the option table does not name
+        argv += [flag, *values]
+    return argv
+
+
+def _check_parameters(resolved: dict[str, Any]) -> None:
+    """The checks ``bigdecon run`` makes of the parameters before it starts (raises InputError).
+
+    A measured PSF is checked only for being given: the file is read in the job pod.
+    """
+    import numpy as np
+
+    from bigdecon.errors import InputError
+    from bigdecon.params import Params
+
+    kwargs = {k: resolved[k] for k in EXPLICIT_RUN_OPTIONS[:8] if resolved.get(k) is not None}
+    size = resolved.get("fwhm") or resolved.get("resolution")
+    if kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 7) and not (size or resolved.get("psf")):
+        raise InputError("give the PSF size: --fwhm PIXELS, --resolution in physical units, or "
+                         "--psf FILE (or --deconv-type 0 to skip the final deconvolution)")  # fmt: skip
+    Params.from_kwargs(
+        fwhm=size, psf=np.ones((3, 3), np.float32) if resolved.get("psf") else None, **kwargs
+    )
+
+
+def psf_paths(value: Any) -> list[str]:
+    """File paths in a ``--psf`` value: ``PATH``, per-channel ``C=PATH`` tokens, or a dict."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        items = [str(v) for v in value.values()]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        text = str(value)
+        tokens = text.split()
+        per_channel = len(tokens) > 1 and all(re.match(r"^\d+=", t) for t in tokens)
+        items = tokens if per_channel else [text]
+    out = []
+    for item in items:
+        m = re.match(r"^\s*\d+\s*=(.*)$", item)
+        out.append(m.group(1).strip() if m else item)
+    return out
+
+
+def _local_path(path: str) -> str | None:
+    """The file-system path of ``path``; ``None`` for a URL (``s3://``, ``gs://``...)."""
+    text = str(path)
+    if text.startswith("file://"):
+        return text[len("file://"):]
+    return None if "://" in text else text
+
+
+def pod_path_problems(
+    paths: Sequence[tuple[str, str]], pvc: str | None, pvc_mount: str = "/data"
+) -> tuple[list[str], list[str]]:
+    """Paths the pods will not see, as ``(errors, warnings)``.
+
+    Parameters
+    ----------
+    paths
+        ``(label, path)`` pairs, e.g. ``("INPUT", "s3://b/in.zarr")``; a label
+        starting with ``PSF`` is a measured PSF, which ``bigdecon run`` reads
+        from a file of the job pod (not from object storage).
+    pvc, pvc_mount
+        The claim mounted in the pods, and where.
+
+    Returns
+    -------
+    errors, warnings
+        Errors are certainly wrong (a relative path with ``--pvc``: the pods'
+        working directory is not on the claim); warnings may be right (a path
+        inside the image, say).
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    mount = posixpath.normpath(pvc_mount or "/")
+    for label, path in paths:
+        local = _local_path(path)
+        is_psf = label.startswith("PSF")
+        if local is None:
+            if is_psf:
+                warnings.append(f"{label} {path!r} is a URL: 'bigdecon run' reads --psf from a file "
+                                "the job pod sees (put it on the --pvc volume)")  # fmt: skip
+            continue
+        if not pvc:
+            # Pods don't see the submitting machine's files.
+            where = "put it on a volume (--pvc)" if is_psf else "use object storage or --pvc"
+            warnings.append(f"{label} {path!r} is not a URL; the pods must see it ({where})")
+            continue
+        if not local.startswith("/"):
+            errors.append(f"{label} {path!r} is a relative path; with --pvc give the path the pods "
+                          f"see, under --pvc-mount {pvc_mount}")  # fmt: skip
+            continue
+        norm = posixpath.normpath(local)
+        if norm != mount and not norm.startswith(mount.rstrip("/") + "/"):
+            warnings.append(f"{label} {path!r} is outside --pvc-mount {pvc_mount}; the pods see "
+                            "only their image's files there")  # fmt: skip
+    return errors, warnings
+
+
+def looks_like_gpu_image(image: str) -> bool:
+    """Whether an image reference names CUDA or a GPU (``...:0.1.0-cuda``, ``.../bigdecon-gpu``)."""
+    return re.search(r"cuda|gpu", str(image), re.IGNORECASE) is not None
+
+
+def _warn(message: str) -> None:
+    print(f"bigdecon submit: warning: {message}", file=sys.stderr)
+
+
+def _refuse(message: str) -> int:
+    print(f"bigdecon submit: error: {message}", file=sys.stderr)
+    return 2
 
 
 def submit_command(args: argparse.Namespace) -> int:
     """Handler of ``bigdecon submit``."""
+    from bigdecon.cli import resolve_options
+
+    resolved = resolve_options(args, cluster=False)
+    try:
+        _check_parameters(resolved)
+    except ValueError as exc:  # InputError is a ValueError too
+        return _refuse(str(exc))
     if getattr(args, "hpc", None):
         return _submit_hpc(args)
     if not args.image:
-        print("bigdecon submit: error: --image is required for Kubernetes", file=sys.stderr)
-        return 2
+        return _refuse("--image is required for Kubernetes")
+    gpus = 1 if args.gpus_per_worker is None else args.gpus_per_worker
+    paths = [("INPUT", args.input), ("OUTPUT", args.output)]
+    psfs = psf_paths(resolved.get("psf"))
+    paths += [("PSF" if len(psfs) == 1 else f"PSF {i + 1}", p) for i, p in enumerate(psfs)]
+    errors, warnings = pod_path_problems(paths, args.pvc, args.pvc_mount)
+    if errors:
+        return _refuse(errors[0])
     try:
         manifest = build_daskjob(
             args.name,
@@ -655,7 +926,7 @@ def submit_command(args: argparse.Namespace) -> int:
             _run_argv(args),
             image=args.image,
             workers=args.workers,
-            gpus_per_worker=1 if args.gpus_per_worker is None else args.gpus_per_worker,
+            gpus_per_worker=gpus,
             namespace=args.namespace,
             worker_memory=args.worker_memory,
             worker_cpu=args.worker_cpu,
@@ -667,13 +938,15 @@ def submit_command(args: argparse.Namespace) -> int:
             pvc_mount=args.pvc_mount,
         )
     except ValueError as exc:
-        print(f"bigdecon submit: error: {exc}", file=sys.stderr)
-        return 2
-    for label, path in (("INPUT", args.input), ("OUTPUT", args.output)):
-        if "://" not in str(path) and not args.pvc:
-            # Pods don't see the submitting machine's files.
-            print(f"bigdecon submit: warning: {label} {path!r} is not a URL; the pods must "
-                  "see it (use object storage or --pvc)", file=sys.stderr)  # fmt: skip
+        return _refuse(str(exc))
+    for message in warnings:
+        _warn(message)
+    if gpus > 0 and not looks_like_gpu_image(args.image):
+        # 'dask cuda worker' is only in the CUDA image: CPU-image workers would crash-loop.
+        default = " (the default on Kubernetes)" if args.gpus_per_worker is None else ""
+        _warn(f"{gpus} GPU(s) per worker{default} with image {args.image!r}, "
+              "whose name has no 'cuda' or 'gpu': GPU workers run 'dask cuda worker', which "
+              "only the CUDA image has; use --gpus-per-worker 0 with a CPU image")  # fmt: skip
     if args.dry_run:
         sys.stdout.write(to_yaml(manifest))
         return 0

@@ -49,6 +49,9 @@ def test_slurm_script_cpu() -> None:
     ):
         assert expected in lines, (expected, script)
     assert not any("gres" in line for line in lines)
+    # one single-threaded worker: its solver gets the job's 4 cores
+    assert "export BIGDECON_THREADS=4" in lines
+    assert lines.index("export BIGDECON_THREADS=4") < len(lines) - 1
     cmd = shlex.split(_worker_command(script))
     assert cmd[:3] == ["/opt/venv/bin/python", "-m", "distributed.cli.dask_worker"]
     assert cmd[3] == hpc.PLACEHOLDER_SCHEDULER
@@ -62,6 +65,8 @@ def test_slurm_script_gpu_uses_dask_cuda() -> None:
     script = hpc.job_script("slurm", cores=16, memory="64GiB", gpus_per_worker=2)
     assert "#SBATCH --gres=gpu:2" in script.splitlines()
     assert "#SBATCH --cpus-per-task=16" in script.splitlines()
+    # two GPU workers share 16 cores: 8 for each one's host-side steps
+    assert "export BIGDECON_THREADS=8" in script.splitlines()
     cmd = shlex.split(_worker_command(script))
     assert cmd[1:5] == ["-m", "dask", "cuda", "worker"]
     assert cmd[cmd.index("--nthreads") + 1] == "1"
@@ -78,9 +83,28 @@ def test_pbs_and_lsf_scripts() -> None:
     lines = lsf.splitlines()
     assert "#BSUB -n 8" in lines and "#BSUB -W 02:30" in lines and '#BSUB -P "p"' in lines
     assert "distributed.cli.dask_worker" in _worker_command(lsf)
+    assert "export BIGDECON_THREADS=8" in pbs.splitlines() and "export BIGDECON_THREADS=8" in lines
     with pytest.raises(ValueError, match="unknown batch system"):
         hpc.job_script("sge", cores=1, memory="1GiB")  # type: ignore[arg-type]
     assert [hpc.submit_program(k) for k in ("slurm", "pbs", "lsf")] == ["sbatch", "qsub", "bsub"]
+
+
+@pytest.mark.parametrize(
+    "cores, gpus, threads, expected", [(8, 0, 1, 8), (8, 0, 2, 4), (16, 2, 1, 8), (2, 4, 1, 1), (3, 2, 1, 1)]
+)
+def test_solver_threads(cores: int, gpus: int, threads: int, expected: int) -> None:
+    assert hpc.solver_threads(cores, max(gpus, 1), threads) == expected
+    script = hpc.job_script("slurm", cores=cores, memory="8GiB", gpus_per_worker=gpus,
+                            threads_per_worker=threads)  # fmt: skip
+    assert f"export BIGDECON_THREADS={expected}" in script.splitlines()
+
+
+def test_prologue_runs_after_the_export() -> None:
+    script = hpc.job_script("slurm", cores=4, memory="8GiB",
+                            job_script_prologue=["module load cuda", "export BIGDECON_THREADS=2"])  # fmt: skip
+    lines = script.splitlines()
+    assert lines.index("export BIGDECON_THREADS=4") < lines.index("module load cuda")
+    assert lines.index("export BIGDECON_THREADS=2") < len(lines) - 1
 
 
 def test_job_script_equals_cluster_job_script() -> None:
@@ -102,12 +126,17 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
     port, dash = _free_port(), _free_port()
     address = f"tcp://127.0.0.1:{port}"
     script = hpc.job_script(
-        "slurm", cores=2, memory="2GiB", scheduler_address=address, python=sys.executable
+        "slurm", cores=3, memory="2GiB", scheduler_address=address, python=sys.executable
     )
-    # Listening options are the only additions: bind to loopback only.
-    worker_argv = shlex.split(_worker_command(script)) + [
-        "--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{_free_port()}",
-    ]  # fmt: skip
+    # The whole job script runs, as the batch system would run it; listening
+    # options on the worker command are the only additions (loopback only).
+    lines = script.rstrip("\n").splitlines()
+    lines[-1] += " " + shlex.join(
+        ["--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{_free_port()}"]
+    )
+    job_file = tmp_path / "job.sh"
+    job_file.write_text("\n".join(lines) + "\n")
+    worker_argv = ["bash", str(job_file)]
     scheduler_argv = [
         sys.executable, "-m", "distributed.cli.dask_scheduler",
         "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", f"127.0.0.1:{dash}",
@@ -133,6 +162,23 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
             assert worker["name"] == "dummy-name"
             assert worker["nthreads"] == 1
             assert worker["memory_limit"] == int(2 * 2**30 * 0.9)
+
+            # (nested functions: pickled by value, the worker can't import this module)
+            def getenv(name: str) -> str | None:
+                import os
+
+                return os.environ.get(name)
+
+            def task_solver_threads() -> int:
+                from bigdecon import chunked
+                from bigdecon._backend import cpu_threads
+
+                chunked._one_thread_per_task()  # what every chunk task runs first
+                return cpu_threads()
+
+            # the script's export reaches the worker, and a chunk task's solver uses it
+            assert list(client.run(getenv, "BIGDECON_THREADS").values()) == ["3"]
+            assert client.submit(task_solver_threads, pure=False).result(timeout=30) == 3
     except BaseException:
         for log in logs:
             if log.exists():
@@ -145,7 +191,7 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
 def test_cli_slurm_dry_run_prints_script(capsys: pytest.CaptureFixture[str]) -> None:
     cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
     rc = cli.main([
-        "submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm",
+        "submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm",
         "--queue", "gpu", "--account", "proj", "--cores", "4", "--memory", "16GiB",
         "--gpus-per-worker", "1", "--dry-run",
     ])  # fmt: skip
@@ -160,6 +206,13 @@ def test_cli_slurm_without_sbatch_fails_in_one_line(
 ) -> None:
     cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no sbatch
-    rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm"])
+    rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "sbatch" in err and "\n" not in err
+
+
+def test_cli_slurm_checks_parameters_first(capsys: pytest.CaptureFixture[str]) -> None:
+    cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
+    rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "give the PSF size" in err and "\n" not in err

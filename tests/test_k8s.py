@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import itertools
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,49 @@ def _args(manifest: dict[str, Any], which: str) -> list[str]:
     return list(container["args"])
 
 
+def _env(manifest: dict[str, Any], which: str) -> dict[str, str]:
+    """The container's literal ``env`` entries."""
+    spec = manifest["spec"]
+    pod_spec = {
+        "job": spec["job"]["spec"],
+        "worker": spec["cluster"]["spec"]["worker"]["spec"],
+    }[which]
+    (container,) = pod_spec["containers"]
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def _kubelet_expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' expansion of ``$(VAR)`` in container args, step by step as the
+    kubelet does it (k8s third_party/forked/golang/expansion): ``$$`` -> ``$``,
+    ``$(NAME)`` -> its value when NAME is defined, anything else verbatim."""
+    out: list[str] = []
+    checkpoint = cursor = 0
+    while cursor < len(text):
+        if text[cursor] == "$" and cursor + 1 < len(text):
+            out.append(text[checkpoint:cursor])
+            rest = text[cursor + 1 :]
+            if rest[0] == "$":
+                read, is_var, advance = "$", False, 1
+            elif rest[0] == "(":
+                close = rest.find(")", 1)
+                if close < 0:
+                    read, is_var, advance = "$(", False, 1
+                else:
+                    read, is_var, advance = rest[1:close], True, close + 1
+            else:
+                read, is_var, advance = "$" + rest[0], False, 1
+            out.append((env[read] if read in env else f"$({read})") if is_var else read)
+            cursor += advance
+            checkpoint = cursor + 1
+        cursor += 1
+    return "".join(out) + text[checkpoint:]
+
+
+def _container_env(manifest: dict[str, Any], which: str, injected: dict[str, str]) -> dict[str, str]:
+    """The process environment of a container: ours, the operator's variables, its ``env``."""
+    return {**_bin_env(), **injected, **_env(manifest, which)}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,6 +194,11 @@ def _cli_main():
     if not hasattr(cli, "main"):
         pytest.skip("bigdecon.cli has no main yet")
     return cli
+
+
+def _run_default(key: str) -> Any:
+    """Default of a ``bigdecon run`` option on this machine."""
+    return _cli_main().OPTIONS[key].default
 
 
 def _has_run_command() -> bool:
@@ -230,9 +280,14 @@ def test_manifest_contents_cpu() -> None:
     assert w[w.index("--dashboard-address") + 1] == "8788"
     # 90 % of 32Gi, leaving head room under the pod limit
     assert w[w.index("--memory-limit") + 1] == f"{int(32 * 1024 * 0.9)}MiB"
+    # one single-threaded Dask worker: its solver gets all 8 CPUs of the pod
+    assert _env(m, "worker") == {"BIGDECON_THREADS": "8"}
+    assert _env(m, "job") == {}
+    # the runner waits up to 600 s for a scheduler that is still starting
     assert _args(m, "job") == [
         "bigdecon", "run", "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr",
-        "--deconv-iters", "5", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
+        "--deconv-iters", "5", "--scheduler-timeout", "600",
+        "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
     ]  # fmt: skip
     job = m["spec"]["job"]["spec"]
     assert job["restartPolicy"] == "Never"
@@ -263,7 +318,12 @@ def test_manifest_contents_gpu() -> None:
     assert w[:4] == ["dask", "cuda", "worker", "$(DASK_SCHEDULER_ADDRESS)"]
     # one worker per GPU: the pod memory is split between them
     assert w[w.index("--memory-limit") + 1] == f"{int(64 * 1024 * 0.9 / 2)}MiB"
+    # two worker processes cannot share one dashboard port: each picks a free one
+    assert w[w.index("--dashboard-address") + 1] == ":0"
     spec = m["spec"]["cluster"]["spec"]["worker"]["spec"]
+    assert "ports" not in spec["containers"][0]
+    # 16 CPUs for 2 GPU workers: 8 threads for each one's host-side steps
+    assert _env(m, "worker") == {"BIGDECON_THREADS": "8"}
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert spec["containers"][0]["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
     assert spec["serviceAccountName"] == "bigdecon"
@@ -285,6 +345,64 @@ def test_to_yaml_round_trips() -> None:
     objs = k8s.rbac_manifests()
     assert list(yaml.safe_load_all(k8s.to_yaml(objs))) == objs
 
+
+def test_yaml_has_no_anchors_or_aliases() -> None:
+    for manifest in (_cpu_manifest(), _gpu_manifest()):
+        text = k8s.to_yaml(manifest)
+        events = list(yaml.parse(text))
+        assert not any(isinstance(e, yaml.AliasEvent) for e in events)
+        assert not any(getattr(e, "anchor", None) for e in events)
+        assert yaml.safe_load(text) == manifest
+    # also when the caller's manifest shares an object (to_yaml writes it out twice)
+    shared = {"path": "/health"}
+    text = k8s.to_yaml({"a": shared, "b": shared})
+    assert "&" not in text and "*" not in text and yaml.safe_load(text) == {"a": shared, "b": shared}
+    committed = (REPO / "deploy/daskjob-example.yaml").read_text()
+    assert not any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None)
+                   for e in yaml.parse(committed))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "cpu, processes, expected",
+    [(8, 1, 8), ("16", 2, 8), ("7.5", 2, 3), ("500m", 1, 1), ("2", 4, 1), ("64", 8, 8)],
+)
+def test_worker_threads_from_cpu_quantity(cpu: Any, processes: int, expected: int) -> None:
+    assert k8s.worker_threads(cpu, processes) == expected
+    m = _cpu_manifest(worker_cpu=cpu, gpus_per_worker=processes if processes > 1 else 0)
+    assert _env(m, "worker") == {"BIGDECON_THREADS": str(expected)}
+
+
+def test_dollar_escaping_round_trips_through_kubelet_expansion() -> None:
+    env = {"a": "EXPANDED", "DASK_SCHEDULER_ADDRESS": "tcp://x:1", "HOME": "/root"}
+    # the expansion helper is Kubernetes' own rules
+    assert _kubelet_expand("$(a)-$$(a)-$(b)-$x-$", env) == "EXPANDED-$(a)-$(b)-$x-$"
+    # every string over these characters, up to 6 long, comes back verbatim
+    for n in range(7):
+        for chars in itertools.product("$()a", repeat=n):
+            text = "".join(chars)
+            assert _kubelet_expand(k8s.k8s_escape(text), env) == text, text
+    tricky = ["s3://b/$(HOME)/in.zarr", "/data/a$$(a)b", "/data/cost$5", "$(DASK_SCHEDULER_ADDRESS)"]
+    m = k8s.build_daskjob("esc", tricky[0], tricky[1], ["--psf", tricky[2], "--chunks", tricky[3]],
+                          image="i", workers=1, gpus_per_worker=0)  # fmt: skip
+    job = _substitute(_args(m, "job"), env)
+    assert job[2:4] == tricky[:2]
+    assert job[job.index("--psf") + 1] == tricky[2]
+    assert job[job.index("--chunks") + 1] == tricky[3]
+    # only the operator's reference is expanded
+    assert job[-2:] == ["--scheduler", "tcp://x:1"]
+
+
+def test_job_args_scheduler_timeout() -> None:
+    base = ["bigdecon", "run", "i", "o"]
+    tail = ["--scheduler", "$(DASK_SCHEDULER_ADDRESS)"]
+    assert k8s.job_args("i", "o", []) == base + ["--scheduler-timeout", "600"] + tail
+    assert k8s.job_args("i", "o", ["--scheduler-timeout", "30"]) == (
+        base + ["--scheduler-timeout", "30"] + tail
+    )
+    assert k8s.job_args("i", "o", [], scheduler_timeout=None) == base + tail
+    assert k8s.job_args("i", "o", [], scheduler_timeout=90.5) == (
+        base + ["--scheduler-timeout", "90.5"] + tail
+    )
 
 # --------------------------------------------------------------------------
 # API calls against an unreachable server (real client, real sockets)
@@ -318,8 +436,8 @@ def test_api_errors_raise(dead_kubeconfig: str) -> None:
 def test_cli_dry_run_prints_valid_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     cli = _cli_main()
     rc = cli.main([
-        "submit", "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr",
-        "--image", "img:1", "--workers", "2", "--gpus-per-worker", "1",
+        "submit", "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr", "--fwhm", "2",
+        "--image", "img:1-cuda", "--workers", "2", "--gpus-per-worker", "1",
         "--storage-secret", "s3", "--namespace", "imaging", "--dry-run",
     ])  # fmt: skip
     assert rc in (0, None)
@@ -336,7 +454,7 @@ def test_cli_submit_status_logs_errors_are_one_line(
 ) -> None:
     cli = _cli_main()
     for argv in (
-        ["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--image", "img:1"],
+        ["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--image", "img:1-cuda"],
         ["status", "decon-test"],
         ["logs", "decon-test"],
     ):
@@ -348,8 +466,153 @@ def test_cli_submit_status_logs_errors_are_one_line(
 
 def test_cli_submit_requires_image(capsys: pytest.CaptureFixture[str]) -> None:
     cli = _cli_main()
-    assert cli.main(["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--dry-run"]) == 2
+    assert cli.main(["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--dry-run"]) == 2
     assert "--image" in capsys.readouterr().err
+
+
+def _dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict | None, str]:
+    cli = _cli_main()
+    rc = cli.main(["submit", *argv, "--dry-run"])
+    out, err = capsys.readouterr()
+    return rc, (yaml.safe_load(out) if rc == 0 else None), err
+
+
+def test_cli_job_states_every_parameter(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The job's command gives the same parameters to an image with other defaults."""
+    import dataclasses
+
+    cli = _cli_main()
+    config = tmp_path / "run.toml"
+    config.write_text("fidelity = 200\nbackground = 2\n")
+    rc, m, _ = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "3", "3.5",
+                        "--deconv-iters", "9", "--chunks", "t=8,y=256,x=256",
+                        "--config", str(config), "--image", "img:1-cuda")  # fmt: skip
+    assert rc == 0
+    job = _args(m, "job")
+    for key in k8s.EXPLICIT_RUN_OPTIONS:
+        assert cli.OPTIONS[key].flag in job, key
+    submitted = cli.resolve_options(cli.build_parser().parse_args(
+        ["run", "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "3", "3.5", "--deconv-iters", "9",
+         "--chunks", "t=8,y=256,x=256", "--config", str(config)]), cluster=False)  # fmt: skip
+    assert submitted["fidelity"] == 200 and submitted["background"] == 2  # from the file
+
+    # The runner parses the job's command with its own parser: with every default
+    # different from this machine's, it still resolves the submitted parameters.
+    other = {"sparse_iters": 50, "fidelity": 99.0, "sparsity": 3.0, "tcontinuity": 0.1,
+             "background": 4, "deconv_iters": 2, "deconv_type": 2, "up_sample": 1,
+             "output_dtype": "uint16", "ngff_version": "0.4"}  # fmt: skip
+    options = dict(cli.OPTIONS)
+    for key, value in other.items():
+        options[key] = dataclasses.replace(options[key], default=value)
+    monkeypatch.setattr(cli, "OPTIONS", options)
+    runner = cli.resolve_options(cli.build_parser().parse_args(job[1:]), cluster=False)
+    for key in (*k8s.EXPLICIT_RUN_OPTIONS, "fwhm", "chunks"):
+        assert runner[key] == submitted[key], key
+    assert runner["scheduler_timeout"] == 600
+    assert "--config" not in job  # expanded: the pods do not see the file
+
+
+def test_cli_scheduler_timeout_default_and_override(capsys: pytest.CaptureFixture[str]) -> None:
+    common = ("s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "3", "--image", "img:1-cuda")
+
+    def timeouts(*extra: str) -> list[str]:
+        rc, m, _ = _dry_run(capsys, *common, *extra)
+        assert rc == 0
+        job = _args(m, "job")
+        return [job[i + 1] for i, a in enumerate(job) if a == "--scheduler-timeout"]
+
+    assert timeouts() == ["600"]
+    assert timeouts("--scheduler-timeout", "45") == ["45"]
+    # the run default, given explicitly, is kept too
+    assert timeouts("--scheduler-timeout", str(_run_default("scheduler_timeout"))) == ["10"]
+
+
+def test_psf_paths_forms() -> None:
+    assert k8s.psf_paths(None) == []
+    assert k8s.psf_paths("/data/psf.tif") == ["/data/psf.tif"]
+    assert k8s.psf_paths(["0=/data/a.tif", "1=b.npy"]) == ["/data/a.tif", "b.npy"]
+    assert k8s.psf_paths("0=/data/a.tif 1=/data/b.npy") == ["/data/a.tif", "/data/b.npy"]
+    assert k8s.psf_paths({0: "/data/a.tif", "1": "s3://b/p.npy"}) == ["/data/a.tif", "s3://b/p.npy"]
+    assert k8s.psf_paths("/data/x=1.npy") == ["/data/x=1.npy"]  # not a channel token
+
+
+@pytest.mark.parametrize(
+    "argv, rc, message",
+    [
+        # relative paths with --pvc: certainly not on the claim
+        (["in.zarr", "/data/out.zarr", "--pvc", "c"], 2, "INPUT 'in.zarr' is a relative path"),
+        (["/data/in.zarr", "out/x.zarr", "--pvc", "c"], 2, "OUTPUT 'out/x.zarr' is a relative path"),
+        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "psf.npy"], 2,
+         "PSF 'psf.npy' is a relative path"),
+        # outside the mount, or a local file without --pvc: warned
+        (["/data/in.zarr", "/scratch/o.zarr", "--pvc", "c"], 0, "OUTPUT '/scratch/o.zarr' is outside --pvc-mount /data"),
+        (["/mnt/x/../in.zarr", "/mnt/x/o.zarr", "--pvc", "c", "--pvc-mount", "/mnt/x"], 0,
+         "INPUT '/mnt/x/../in.zarr' is outside --pvc-mount /mnt/x"),
+        (["s3://b/in.zarr", "s3://b/o.zarr", "--psf", "/home/me/psf.npy"], 0,
+         "PSF '/home/me/psf.npy' is not a URL; the pods must see it"),
+        (["s3://b/in.zarr", "s3://b/o.zarr", "--psf", "s3://b/psf.npy"], 0, "PSF 's3://b/psf.npy' is a URL"),
+        (["s3://b/in.zarr", "s3://b/o.zarr", "--fwhm", "3"], 0, None),
+        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "/data/p.tif"], 0, None),
+        (["file:///data/in.zarr", "/data/o.zarr", "--pvc", "c", "--fwhm", "3"], 0, None),
+    ],
+)
+def test_cli_paths_the_pods_cannot_see(
+    capsys: pytest.CaptureFixture[str], argv: list[str], rc: int, message: str | None
+) -> None:
+    if "--psf" not in argv and "--fwhm" not in argv:
+        argv = [*argv, "--fwhm", "3"]
+    got, m, err = _dry_run(capsys, *argv, "--image", "img:1-cuda")
+    assert got == rc, err
+    if message is None:
+        assert err == ""
+    else:
+        assert message in err and err.count("\n") == 1, err
+        assert err.startswith("bigdecon submit: " + ("error" if rc else "warning"))
+    if rc == 0 and "--psf" in argv:
+        job = _args(m, "job")
+        assert job[job.index("--psf") + 1] == argv[argv.index("--psf") + 1]
+
+
+def test_psf_tokens_checked_per_channel() -> None:
+    errors, warnings = k8s.pod_path_problems(
+        [(f"PSF {i}", p) for i, p in enumerate(k8s.psf_paths(["0=/data/a.tif", "1=b.npy", "2=/x/c.npy"]))],
+        pvc="c", pvc_mount="/data",
+    )  # fmt: skip
+    assert errors == ["PSF 1 'b.npy' is a relative path; with --pvc give the path the pods see, "
+                      "under --pvc-mount /data"]  # fmt: skip
+    assert warnings == ["PSF 2 '/x/c.npy' is outside --pvc-mount /data; the pods see only their "
+                        "image's files there"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "image, gpus, warned",
+    [("reg/bigdecon:0.1.0", None, True), ("reg/bigdecon:0.1.0", "2", True),
+     ("reg/bigdecon:0.1.0", "0", False), ("reg/bigdecon:0.1.0-cuda", None, False),
+     ("reg/bigdecon-gpu:1", "1", False)],
+)  # fmt: skip
+def test_cli_warns_gpu_workers_on_a_cpu_image(
+    capsys: pytest.CaptureFixture[str], image: str, gpus: str | None, warned: bool
+) -> None:
+    extra = ["--gpus-per-worker", gpus] if gpus else []
+    rc, m, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--image", image, *extra)
+    assert rc == 0
+    assert ("--gpus-per-worker 0" in err) is warned, err
+    assert ("(the default on Kubernetes)" in err) is (warned and gpus is None)
+    prog = _args(m, "worker")[:3]
+    assert prog == (["dask", "worker", "$(DASK_SCHEDULER_ADDRESS)"] if gpus == "0" else ["dask", "cuda", "worker"])
+
+
+def test_cli_submit_checks_parameters_before_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--image", "img:1-cuda")
+    assert rc == 2 and "give the PSF size" in err
+    rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--background",
+                          "9", "--image", "img:1-cuda")  # fmt: skip
+    assert rc == 2 and "background" in err
+    rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--deconv-type", "0",
+                          "--image", "img:1-cuda")  # fmt: skip
+    assert rc == 0, err
 
 
 def test_committed_example_matches_dry_run() -> None:
@@ -371,13 +634,7 @@ def test_committed_example_matches_dry_run() -> None:
 # --------------------------------------------------------------------------
 def _substitute(args: list[str], env: dict[str, str]) -> list[str]:
     """Expand $(VAR) references the way the kubelet does."""
-    out = []
-    for a in args:
-        for key, value in env.items():
-            a = a.replace(f"$({key})", value)
-        assert "$(" not in a, a
-        out.append(a)
-    return out
+    return [_kubelet_expand(a, env) for a in args]
 
 
 def _set_option(args: list[str], option: str, value: str) -> list[str]:
@@ -416,7 +673,8 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
         procs.append(_start(sched, tmp_path / "scheduler.log", env))
         wait_for_port(port, procs[0], tmp_path / "scheduler.log")
         for i in range(2):
-            wenv = {**env, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
+            injected = {"DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
+            wenv = _container_env(m, "worker", injected)
             argv = _substitute(_args(m, "worker"), wenv)
             argv = _set_option(argv, "--dashboard-address", f"127.0.0.1:{_free_port()}")
             procs.append(_start(argv + ["--host", "127.0.0.1"], tmp_path / f"w{i}.log", wenv))
@@ -429,8 +687,28 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
             assert sorted(w["name"] for w in info) == ["w0", "w1"]
             assert all(w["nthreads"] == 1 for w in info)
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+            # The worker processes carry the pod's BIGDECON_THREADS, and a chunk
+            # task's solver uses that many threads (not bigdecon's 1 per task).
+            # (nested functions: pickled by value, the workers can't import this module)
+            def getenv(name: str) -> str | None:
+                import os
+
+                return os.environ.get(name)
+
+            def task_solver_threads(_: int) -> int:
+                from bigdecon import chunked
+                from bigdecon._backend import cpu_threads
+
+                chunked._one_thread_per_task()  # what every chunk task runs first
+                return cpu_threads()
+
+            assert set(client.run(getenv, "BIGDECON_THREADS").values()) == {"8"}
+            threads = [client.submit(task_solver_threads, i, pure=False) for i in range(4)]
+            assert client.gather(threads) == [8] * 4
     finally:
         stop_process_groups(procs)
+
+
 
 
 def _write_input(path: Path) -> tuple[int, ...]:
@@ -452,12 +730,14 @@ def _write_input(path: Path) -> tuple[int, ...]:
 @pytest.mark.skipif(not _has_run_command(), reason="bigdecon.cli has no 'run' subcommand yet")
 def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
     """Scheduler, two workers and the job runner, each from the manifest's args."""
-    inp, out = tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr"
+    # "$(DASK_SCHEDULER_ADDRESS)" in the output's name: defined in the pods, so it
+    # would be expanded if the manifest did not escape it.
+    inp, out = tmp_path / "in.ome.zarr", tmp_path / "out$(DASK_SCHEDULER_ADDRESS).ome.zarr"
     shape = _write_input(inp)
     m = k8s.build_daskjob(
         "e2e", str(inp), str(out),
         ["--fwhm", "2.0", "--sparse-iters", "3", "--deconv-iters", "3"],
-        image="unused", workers=2, gpus_per_worker=0, worker_memory="2Gi",
+        image="unused", workers=2, gpus_per_worker=0, worker_memory="2Gi", worker_cpu="2",
     )  # fmt: skip
     port, dash = _free_port(), _free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -465,20 +745,24 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
     sched = _set_option(_args(m, "scheduler"), "--port", str(port))
     sched = _set_option(sched, "--dashboard-address", f"127.0.0.1:{dash}") + ["--host", "127.0.0.1"]
     procs: list[subprocess.Popen] = []
+    job_log = tmp_path / "job.log"
     try:
+        # Like the operator: the runner starts first and the scheduler only later,
+        # here after longer than `bigdecon run`'s own default connect timeout.
+        jenv = _container_env(m, "job", {"DASK_SCHEDULER_ADDRESS": address})
+        job = _start(_substitute(_args(m, "job"), jenv), job_log, jenv)
+        procs.append(job)
+        time.sleep(_run_default("scheduler_timeout") + 2)
+        assert job.poll() is None, job_log.read_text()
         procs.append(_start(sched, tmp_path / "scheduler.log", env))
-        wait_for_port(port, procs[0], tmp_path / "scheduler.log")
+        wait_for_port(port, procs[-1], tmp_path / "scheduler.log")
         for i in range(2):
-            wenv = {**env, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
+            injected = {"DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
+            wenv = _container_env(m, "worker", injected)
             argv = _substitute(_args(m, "worker"), wenv)
             argv = _set_option(argv, "--dashboard-address", f"127.0.0.1:{_free_port()}")
             procs.append(_start(argv + ["--host", "127.0.0.1"], tmp_path / f"w{i}.log", wenv))
-        jenv = {**env, "DASK_SCHEDULER_ADDRESS": address}
-        job = subprocess.run(
-            _substitute(_args(m, "job"), jenv), env=jenv, capture_output=True, text=True,
-            timeout=120,
-        )  # fmt: skip
-        assert job.returncode == 0, job.stdout + job.stderr
+        assert job.wait(timeout=180) == 0, job_log.read_text()
     finally:
         stop_process_groups(procs)
 
