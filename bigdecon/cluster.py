@@ -18,13 +18,18 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["make_client", "close", "describe", "dashboard_available", "peak_worker_memory", "SCHEDULER_TIMEOUT"]
+__all__ = [
+    "make_client", "close", "describe", "dashboard_available", "peak_worker_memory", "worker_choice",
+    "expected_threads", "SCHEDULER_TIMEOUT",
+]  # fmt: skip
 
 # Seconds to wait for an existing scheduler (--scheduler-timeout) before a one-line error.
 SCHEDULER_TIMEOUT = 10
 # Fraction of the machine's memory the local workers may use together.
 MEMORY_FRACTION = 0.9
 DEFAULT_DASHBOARD = ":8787"
+# Memory of an idle worker process (Python, NumPy, Numba, Dask) on top of its tasks.
+WORKER_BASELINE = 256 * 2**20
 
 
 def _cores() -> int:
@@ -72,18 +77,80 @@ def dashboard_available() -> bool:
     return True
 
 
+def expected_threads(workers: int | None = None, threads_per_worker: int | None = None) -> int:
+    """Worker threads of the local cluster :func:`make_client` would start (before any memory fit)."""
+    cores = _cores()
+    if workers is None:
+        threads = int(threads_per_worker or 1)
+        return max(1, cores // threads) * threads
+    return int(workers) * int(threads_per_worker or max(1, cores // int(workers)))
+
+
+def worker_choice(gpus: bool | None, device: str = "auto", scheduler: str | None = None) -> tuple[bool, str, str | None]:
+    """Which local workers to start and where their tasks compute.
+
+    Parameters
+    ----------
+    gpus
+        ``True``: GPU workers (dask-cuda); ``False``: CPU workers computing on
+        the CPU (unless ``device="gpu"``); ``None``: GPU workers when CuPy sees
+        a GPU and dask-cuda is installed.
+    device
+        ``auto``, ``cpu`` or ``gpu``, as given to :func:`bigdecon.deconvolve`.
+    scheduler
+        With an existing scheduler nothing is started and ``device`` is kept.
+
+    Returns
+    -------
+    gpus, device, note
+        Whether to start GPU workers, the device for the tasks, and a line to
+        show the user (or ``None``). With GPUs but no dask-cuda, CPU worker
+        processes would all pick GPU 0 with blocks sized for the card: such a
+        run computes on the CPU, unless ``device="gpu"`` asks for the GPU.
+    """
+    if scheduler:
+        return False, device, None
+    if gpus is not None:
+        return bool(gpus), ("cpu" if gpus is False and device == "auto" else device), None
+    if device == "cpu":
+        return False, "cpu", None
+    from ._backend import gpu_available
+
+    if not gpu_available():
+        return False, device, None
+    if _has_dask_cuda():
+        return True, device, None
+    if device == "gpu":
+        return False, "gpu", None
+    return False, "cpu", ("note: CuPy sees GPUs but dask-cuda is not installed, so this run uses the CPU "
+                          "(pip install dask-cuda for one worker per GPU, or --device gpu)")  # fmt: skip
+
+
 def _memory_bytes(limit: str | int | float | None) -> int | None:
     if limit is None:
         return None
     from dask.utils import parse_bytes
 
     try:
-        value = parse_bytes(limit) if isinstance(limit, str) else int(limit)
+        value = int(parse_bytes(limit) if isinstance(limit, str) else int(limit))
     except (ValueError, TypeError):
         raise InputError(f"memory limit {limit!r} is not a size like '8GB' or '8GiB'") from None
     if value <= 0:
         raise InputError(f"memory limit must be > 0, got {limit!r}")
     return value
+
+
+def _check_memory(mem: int, task_memory: int | None, label: str) -> None:
+    """A worker below one task's need (plus the process itself) never finishes: refuse it."""
+    from .progress import format_bytes
+
+    need = WORKER_BASELINE + int(task_memory or 0)
+    if mem < need:
+        raise InputError(
+            f"{label}: {format_bytes(mem)} per worker is less than one task needs "
+            f"(~{format_bytes(task_memory or 0)} plus ~{format_bytes(WORKER_BASELINE)} for the worker process): "
+            f"give at least {format_bytes(need)}, or smaller --chunks"
+        )
 
 
 def _identify(address: str, timeout: float) -> float:
@@ -250,7 +317,8 @@ def make_client(
     gpus
         ``True``: one worker per GPU with dask-cuda (error when it or CuPy is
         missing); ``None``: GPUs when they are present and dask-cuda is
-        installed; ``False``: CPU workers.
+        installed; ``False``: CPU workers (see :func:`worker_choice` for
+        where their tasks compute).
     scheduler
         Address of a running scheduler (``tcp://host:8786``): connect to it
         and start nothing. An address where no Dask scheduler answers within
@@ -280,7 +348,8 @@ def make_client(
     Raises
     ------
     InputError
-        Bad sizes, an unreachable scheduler, or ``gpus=True`` without dask-cuda/CuPy/GPU.
+        Bad sizes, a memory limit below one task's need, an unreachable
+        scheduler, or ``gpus=True`` without dask-cuda/CuPy/GPU.
     """
     for name, value in (("workers", workers), ("threads per worker", threads_per_worker)):
         if value is not None and (isinstance(value, bool) or int(value) < 1):
@@ -290,6 +359,8 @@ def make_client(
     from distributed import Client, LocalCluster
 
     mem = _memory_bytes(memory_limit)
+    if mem is not None:
+        _check_memory(mem, task_memory, "memory limit")
     dashboard = _dashboard(dashboard_address)
     if gpus is None:
         from ._backend import gpu_available
@@ -312,6 +383,7 @@ def make_client(
     workers = int(workers)
     if mem is None:
         mem = int(MEMORY_FRACTION * _total_memory() / workers)
+        _check_memory(mem, task_memory, f"this machine's memory shared by {workers} workers")
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
@@ -339,23 +411,21 @@ def describe(client: Any, cluster: Any | None = None) -> str:
         info = client.scheduler_info()
     except Exception:
         info = {}
+    from .progress import format_bytes
+
     workers = list((info.get("workers") or {}).values())
     kind = "local cluster" if cluster is not None else f"scheduler {client.scheduler.address}"
     if workers:
         threads = sorted({int(w.get("nthreads", 0)) for w in workers})
         mem = min(int(w.get("memory_limit") or 0) for w in workers)
         text = (f"Dask {kind}: {len(workers)} worker(s) x {'/'.join(map(str, threads))} thread(s)"
-                + (f", {_gib(mem)} each" if mem else ""))  # fmt: skip
+                + (f", {format_bytes(mem)} each" if mem else ""))  # fmt: skip
     else:
         text = f"Dask {kind}: no workers yet (tasks wait until workers join)"
     if cluster is not None and not dashboard_available():
         return text + "; dashboard off (pip install 'bokeh>=3.1' to get it)"
     link = getattr(client, "dashboard_link", None)
     return text + (f"; dashboard {link}" if link else "")
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
 
 
 def peak_worker_memory(client: Any) -> int | None:
