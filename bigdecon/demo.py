@@ -117,7 +117,9 @@ def _figure(path: str, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def run_demo(output_dir: str | os.PathLike, client: Any = None, log: Callable[[str], Any] = print) -> dict:
+def run_demo(
+    output_dir: str | os.PathLike, client: Any = None, log: Callable[[str], Any] = print, device: str = "auto"
+) -> dict:
     """Make synthetic samples, deconvolve them out of core, and report how close they get to the truth.
 
     Parameters
@@ -132,6 +134,8 @@ def run_demo(output_dir: str | os.PathLike, client: Any = None, log: Callable[[s
         block in scripts: worker processes re-import the main module.
     log
         Where progress messages go (``print`` by default).
+    device
+        Where the workers compute (``auto``, ``cpu``, ``gpu``; see :func:`bigdecon.deconvolve`).
 
     Returns
     -------
@@ -159,7 +163,8 @@ def run_demo(output_dir: str | os.PathLike, client: Any = None, log: Callable[[s
         rows = []
         results: dict[str, dict[str, float]] = {}
         for s in samples:
-            log(f"{s['title']}: {'x'.join(map(str, s['raw'].shape))} ({s['axes']}), PSF FWHM {s['fwhm']} px")
+            fwhm = " x ".join(f"{v:g}" for v in s["fwhm"])
+            log(f"{s['title']}: {'x'.join(map(str, s['raw'].shape))} ({s['axes']}), PSF FWHM {fwhm} px")
             raw_path = _write_input(os.path.join(out, f"{s['name']}_raw.ome.zarr"), s["raw"], s["axes"],
                                     s["scale"], s["units"], "raw")  # fmt: skip
             truth_path = _write_input(os.path.join(out, f"{s['name']}_truth.ome.zarr"), s["truth"], s["axes"],
@@ -170,7 +175,7 @@ def run_demo(output_dir: str | os.PathLike, client: Any = None, log: Callable[[s
                                      ("sparse", {}, "sparse deconvolution (defaults)")):  # fmt: skip
                 t = time.perf_counter()
                 dst = os.path.join(out, f"{s['name']}_{key}.ome.zarr")
-                deconvolve(raw_path, dst, fwhm=list(s["fwhm"]), overwrite=True, client=client,
+                deconvolve(raw_path, dst, fwhm=list(s["fwhm"]), overwrite=True, client=client, device=device,
                            config={"demo": s["name"], "fwhm": list(s["fwhm"]), **extra}, **extra)  # fmt: skip
                 outputs[f"{s['name']}_{key}"] = dst
                 arrays[key] = _read(dst)

@@ -7,8 +7,10 @@ traceback, and no output that opens as an image.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -106,8 +108,12 @@ def test_run_end_to_end(small, tmp_path):
     assert "Traceback" not in proc.stderr
     # The resolved configuration comes first, as reusable TOML.
     assert "sparse_iters = 10" in proc.stdout and "fwhm = [3.0]" in proc.stdout
-    assert "chunks" in proc.stderr  # progress lines (not a TTY: plain lines)
+    assert "tasks (" in proc.stderr  # progress lines (not a TTY: plain lines)
     assert "voxel/s" in proc.stdout and f"napari --plugin napari-ome-zarr {out}" in proc.stdout
+    # The plan printed before the run is the one that runs: one task count everywhere.
+    planned = re.search(r"^Plan: (\d+) tasks", proc.stdout, re.M).group(1)
+    assert f" {planned}/{planned} tasks (100%)" in proc.stderr
+    assert re.search(rf"^Finished in .*, {planned} tasks$", proc.stdout, re.M), proc.stdout
     img = open_image(out)
     assert img.shape == (6, 64, 64) and img.axes == ("t", "y", "x")
     assert img.scale["y"] == pytest.approx(0.065)
@@ -166,6 +172,109 @@ def test_info_on_tiff_without_fwhm(tmp_path):
     assert "TIFF" in proc.stdout and "uint16" in proc.stdout and "no --fwhm" in proc.stdout
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["--fwhm", "3", "SMALL"], "PSF FWHM:         3 x 3 px"),  # options before INPUT: --fwhm takes only numbers
+    (["--fwhm", "2", "3", "SMALL"], "PSF FWHM:         2 x 3 px"),
+    (["SMALL", "--fwhm", "2,3"], "PSF FWHM:         2 x 3 px"),
+    (["SMALL", "--resolution", "0.13"], "PSF FWHM:         2 x 2 px (from --resolution and the pixel size)"),
+    (["SMALL", "--fwhm", "3", "--timepoints", "-2:"], "output shape:     2x64x64"),  # the last two time points
+    (["SMALL", "--fwhm", "3", "--timepoints", "1:-1"], "output shape:     4x64x64"),
+])  # fmt: skip
+def test_info_argument_forms(small, argv, expected):
+    proc = cli("info", *[small if a == "SMALL" else a for a in argv])
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout, proc.stdout
+
+
+def test_resolution_needs_pixel_sizes(tmp_path):
+    import tifffile
+
+    path = tmp_path / "no-sizes.tif"
+    tifffile.imwrite(path, np.ones((5, 32, 32), np.uint16), metadata={"axes": "ZYX"})
+    assert_usage_error(cli("info", path, "--resolution", "0.2"), "resolution", "pixel size")
+
+
+def test_tiff_run_relative_output_then_info(tmp_path):
+    """A TIFF in, a relative OUTPUT: the summary names it absolutely; `info` describes the result."""
+    import tifffile
+
+    raw, _ = data.filaments_timelapse((6, 48, 48), seed=1)
+    tifffile.imwrite(tmp_path / "in.tif", (raw * 100).astype(np.uint16), metadata={"axes": "TYX"})
+    proc = cli("run", "in.tif", "out.ome.zarr", *FAST, *CLUSTER, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = (tmp_path / "out.ome.zarr").resolve()
+    assert f"Output: {out} (shape 6x48x48)" in proc.stdout, proc.stdout
+    info = cli("info", out)
+    assert info.returncode == 0, info.stderr
+    assert "made by:     bigdecon" in info.stdout and "PSF FWHM 3 x 3 px" in info.stdout, info.stdout
+
+
+@pytest.fixture(scope="module")
+def two_channels(tmp_path_factory) -> Path:
+    a, _ = data.filaments_timelapse((4, 48, 48), seed=4)
+    b, _ = data.filaments_timelapse((4, 48, 48), fwhm=4.2, seed=5)
+    return write_ome(tmp_path_factory.mktemp("c2") / "two.ome.zarr", np.stack([a, b], axis=1), axes="tcyx")
+
+
+def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path):
+    out = tmp_path / "out.ome.zarr"
+    proc = cli("run", two_channels, out, "--fwhm", "0=3", "1=4.2,4.2", "--sparse-iters", "5", "--deconv-iters", "2",
+               *CLUSTER)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fwhm = {0 = [3.0], 1 = [4.2, 4.2]}" in proc.stdout
+    config = stored_config(out)
+    assert config["fwhm"] == {"0": [3.0], "1": [4.2, 4.2]}
+    assert open_image(out).attrs["bigdecon"]["parameters"]["fwhm"] == {"0": [3.0, 3.0], "1": [4.2, 4.2]}
+    # The printed configuration is a valid --config file with the same per-channel sizes.
+    printed = proc.stdout.split("# configuration (reusable with --config)\n", 1)[1].split("\n\n", 1)[0]
+    (tmp_path / "printed.toml").write_text(printed)
+    info = cli("info", two_channels, "--config", tmp_path / "printed.toml")
+    assert info.returncode == 0, info.stderr
+    assert "channel 0: 3 x 3 px; channel 1: 4.2 x 4.2 px" in info.stdout, info.stdout
+    # A channel the input does not have is bad input.
+    assert_usage_error(cli("info", two_channels, "--fwhm", "0=3", "5=4"), "fwhm", "5")
+
+
+def test_no_arguments_and_version():
+    proc = cli()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("bigdecon: error:") and "\n" not in proc.stderr.strip()
+    version = cli("--version")
+    assert version.returncode == 0 and re.fullmatch(r"bigdecon \d+\.\d+\.\d+\S*", version.stdout.strip())
+
+
+def test_stdout_closed_early(small):
+    """`bigdecon info X | head -1`: no error message, the exit status of a tool stopped by the pipe."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bigdecon.cli", "info", str(small)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("url, package, words", [
+    ("gs://bigdecon-test-bucket/raw.ome.zarr", "gcsfs", ["gs:// needs gcsfs", "pip install gcsfs"]),
+    ("s3://bigdecon-test-bucket/raw.ome.zarr", "s3fs", ["cannot open s3://bigdecon-test-bucket/raw.ome.zarr",
+                                                        "no credentials"]),
+])  # fmt: skip
+def test_remote_store_problems_are_bad_input(url, package, words, tmp_path, monkeypatch):
+    if package == "gcsfs" and importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed")
+    if package == "s3fs" and importlib.util.find_spec("s3fs") is None:
+        pytest.skip("s3fs is not installed")
+    for name in list(os.environ):
+        if name.startswith("AWS_") and name != "AWS_CA_BUNDLE":
+            monkeypatch.delenv(name)
+    # No credentials anywhere, and no instance-metadata lookup: fails fast, offline.
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert_usage_error(cli("info", url, timeout=60), *words)
+
+
 @pytest.mark.slow
 def test_demo(tmp_path):
     out = tmp_path / "demo-output"
@@ -215,6 +324,11 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     }})  # fmt: skip
     group.create_array("s0", shape=(4, 8), dtype="f4")
     np.save(root / "big_psf.npy", np.ones((201, 201), np.float32))
+    np.save(root / "psf_1d.npy", np.ones(9, np.float32))
+    nan_psf = np.ones((9, 9), np.float32)
+    nan_psf[4, 4] = np.nan
+    np.save(root / "psf_nan.npy", nan_psf)
+    np.save(root / "psf.npy", np.ones((9, 9), np.float32))
     return {p.name: p for p in root.iterdir()}
 
 
@@ -239,6 +353,22 @@ BAD_INPUTS = {
     "PSF file missing": ("SMALL", ["--psf", "BAD/nope.npy"], ["PSF", "nope.npy"]),
     "bad chunks": ("SMALL", ["--fwhm", "3", "--chunks", "q=4"], ["chunks"]),
     "timepoints out of range": ("SMALL", ["--fwhm", "3", "--timepoints", "4:99"], ["timepoints"]),
+    "timepoints reversed": ("SMALL", ["--fwhm", "3", "--timepoints", "5:2"], ["timepoints 5:2", "empty or reversed"]),
+    "timepoints empty": ("SMALL", ["--fwhm", "3", "--timepoints", "3:3"], ["timepoints 3:3", "empty or reversed"]),
+    "timepoints not a range": ("SMALL", ["--fwhm", "3", "--timepoints", "2-4"], ["timepoints", "A:B"]),
+    "chunks of 0": ("SMALL", ["--fwhm", "3", "--chunks", "t=0,y=32,x=32"], ["chunks", ">= 1"]),
+    "negative chunks": ("SMALL", ["--fwhm", "3", "--chunks", "y=-4"], ["chunks", ">= 1"]),
+    "1-D PSF file": ("SMALL", ["--psf", "BAD/psf_1d.npy"], ["psf_1d.npy", "2-D or 3-D"]),
+    "NaN in PSF file": ("SMALL", ["--psf", "BAD/psf_nan.npy"], ["psf_nan.npy", "NaN"]),
+    "PSF file and fwhm": ("SMALL", ["--psf", "BAD/psf.npy", "--fwhm", "3"], ["one of --fwhm, --resolution or --psf"]),
+    "fwhm and resolution": ("SMALL", ["--fwhm", "3", "--resolution", "0.2"], ["one of --fwhm, --resolution or --psf"]),
+    "output dtype not a dtype": ("SMALL", ["--fwhm", "3", "--output-dtype", "bogus"], ["output_dtype", "bogus"]),
+    "output dtype complex": ("SMALL", ["--fwhm", "3", "--output-dtype", "complex64"], ["output_dtype", "complex64"]),
+    "NGFF 0.3": ("SMALL", ["--fwhm", "3", "--ngff-version", "0.3"], ["ngff_version", "0.3"]),
+    "memory limit 4 bytes": ("SMALL", ["--fwhm", "3", "--memory-limit", "4"], ["memory limit", "4 B", "less than"]),
+    "memory limit 1kB": ("SMALL", ["--fwhm", "3", "--memory-limit", "1kB"], ["memory limit", "1000 B", "less than"]),
+    "per-channel fwhm mixed with one value": ("SMALL", ["--fwhm", "3", "1=4"], ["fwhm", "C=VALUES"]),
+    "scheduler timeout 0": ("SMALL", ["--fwhm", "3", "--scheduler-timeout", "0"], ["scheduler_timeout", "> 0"]),
     "channels without c axis": ("SMALL", ["--fwhm", "3", "--channels", "1"], ["channels"]),
     "unknown option": ("SMALL", ["--fwhm", "3", "--bogus"], ["--bogus"]),
 }
@@ -265,11 +395,12 @@ def test_non_finite_pixels(name, bad, tmp_path):
     assert_no_image(out)
 
 
-def test_output_inside_input(small):
-    out = small / "result.ome.zarr"
-    proc = cli("run", small, out, *FAST, *CLUSTER)
-    assert_usage_error(proc, "inside")
-    assert not out.exists()
+@pytest.mark.parametrize("where, words", [("inside", ["inside"]), ("same", ["is the input"])])
+def test_output_is_or_inside_input(small, where, words):
+    out = small / "result.ome.zarr" if where == "inside" else small
+    proc = cli("run", small, out, *FAST, *CLUSTER, "--overwrite")
+    assert_usage_error(proc, *words)
+    assert not (small / "result.ome.zarr").exists()
     assert open_image(small).shape == (6, 64, 64)
 
 
@@ -282,8 +413,17 @@ def test_unwritable_output(small, tmp_path):
     assert not os.path.exists(out)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
-def test_read_only_output_folder(small, tmp_path):
+@pytest.mark.parametrize("kind", ["read-only folder", "/proc"])
+def test_read_only_output_folder(small, tmp_path, kind):
+    if kind == "/proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc")
+        # Nobody, root included, can create folders in /proc.
+        proc = cli("run", small, "/proc/bigdecon-test/out.ome.zarr", *FAST, *CLUSTER)
+        assert_usage_error(proc, "cannot write output", "/proc")
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("root can write to a read-only folder (the /proc case covers root)")
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
@@ -292,6 +432,16 @@ def test_read_only_output_folder(small, tmp_path):
         assert_usage_error(proc, "cannot write output")
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("where", ["/proc/bigdecon-demo", "FILE/demo-output"])
+def test_demo_output_unwritable(tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    start = time.monotonic()
+    proc = cli("demo", where.replace("FILE", str(blocker)), timeout=60)
+    assert_usage_error(proc, "cannot write demo output")
+    assert time.monotonic() - start < 20  # refused before any cluster starts
 
 
 @pytest.fixture
@@ -388,6 +538,7 @@ def test_ctrl_c_then_resume(tmp_path):
     assert_no_image(out)
     again = cli("run", *args[1:], "--resume")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "resumed from an earlier run" in again.stdout, again.stdout
     assert open_image(out).shape == (12, 128, 128)
 
 
@@ -435,6 +586,73 @@ def test_run_argv_round_trip(tmp_path):
     assert run_argv_from_args(args) == ["--fwhm", "3", "--fidelity", "200"]
 
 
+def test_per_channel_options_from_command_line_and_config_files(tmp_path):
+    from bigdecon.cli import build_parser, format_config, resolve_options, run_argv_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--fwhm", "0=3", "1=4.2,4.2", "in.zarr", "out.zarr", "--psf-missing"][:-1])
+    resolved = resolve_options(args, cluster=False)
+    assert resolved["fwhm"] == {0: [3.0], 1: [4.2, 4.2]}
+    assert run_argv_from_args(args) == ["--fwhm", "0=3", "1=4.2,4.2"]
+    # The same from TOML (keys arrive as strings) and YAML (keys as ints), and the printed form round-trips.
+    for name, text in (("c.toml", "fwhm = {0 = 3.0, 1 = [4.2, 4.2]}\n"), ("c.yaml", "fwhm: {0: 3, 1: [4.2, 4.2]}\n"),
+                       ("printed.toml", format_config(resolved) + "\n")):  # fmt: skip
+        (tmp_path / name).write_text(text)
+        from_file = resolve_options(parser.parse_args(["run", "i", "o", "--config", str(tmp_path / name)]), cluster=False)
+        assert from_file["fwhm"] == {0: [3.0], 1: [4.2, 4.2]}, name
+    args = parser.parse_args(["run", "i", "o", "--psf", "0=a.tif", "1=b.npy", "--resolution", "0=0.25", "1=0.3"])
+    resolved = resolve_options(args, cluster=False)
+    assert resolved["psf"] == {0: "a.tif", 1: "b.npy"} and resolved["resolution"] == {0: [0.25], 1: [0.3]}
+    assert parser.parse_args(["run", "--psf", "my psf.tif", "i", "o"]).psf == ["my psf.tif"]
+
+
+def test_config_file_format_is_sniffed(tmp_path):
+    from bigdecon.cli import load_config
+
+    (tmp_path / "options.cfg").write_text("fwhm = 3\nsparse_iters = 50\n")  # TOML without .toml
+    assert load_config(tmp_path / "options.cfg") == {"fwhm": 3, "sparse_iters": 50}
+    (tmp_path / "options.conf").write_text("fwhm: 3\nsparse_iters: 50\n")
+    assert load_config(tmp_path / "options.conf") == {"fwhm": 3, "sparse_iters": 50}
+
+
+def test_worker_choice():
+    from bigdecon.cluster import worker_choice
+
+    assert worker_choice(False, "auto") == (False, "cpu", None)  # --no-gpus: CPU workers on the CPU
+    assert worker_choice(False, "gpu") == (False, "gpu", None)
+    assert worker_choice(None, "cpu") == (False, "cpu", None)  # --device cpu never starts GPU workers
+    assert worker_choice(None, "auto", "tcp://h:8786") == (False, "auto", None)  # remote workers decide
+
+
+def test_progress_counts_resumed_tasks_apart():
+    from bigdecon.progress import ProgressReporter
+
+    now = [0.0]
+    stream = io.StringIO()
+    report = ProgressReporter(2000, stream=stream, tty=False, interval=0.0, clock=lambda: now[0])
+    report(15, 20)  # a resumed run: an earlier one had finished 15 tasks
+    for done in range(16, 21):
+        now[0] += 1.0
+        report(done, 20)
+    lines = stream.getvalue().splitlines()
+    assert "15 resumed" in lines[0] and "voxel/s" not in lines[0]
+    assert "100 voxel/s" in lines[2]  # 2 new tasks of 20 (200 voxels) in 2 s, not 17 tasks in 2 s
+    summary = "\n".join(report.summary({"output": "o.zarr", "shape": [4], "seconds": 5.0, "voxels": 2000,
+                                         "chunks": 20}))  # fmt: skip
+    assert "500 voxels, 100 voxel/s, 20 tasks (15 resumed from an earlier run)" in summary
+    assert f"Output: {os.path.abspath('o.zarr')}" in summary
+
+
+def test_notebook_progress_outside_jupyter(capsys):
+    from bigdecon.progress import NotebookProgress
+
+    bar = NotebookProgress(1000, interval=0.0)
+    for done in range(4):
+        bar(done, 3)
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("bigdecon: 3/3 tasks (100%)") and "done" in out
+
+
 def test_progress_plain_lines_are_throttled():
     from bigdecon.progress import ProgressReporter
 
@@ -448,7 +666,7 @@ def test_progress_plain_lines_are_throttled():
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
     assert 4 <= len(lines) <= 7  # 10 s of updates, one line per ~2 s, plus the last
-    assert lines[-1].startswith("[####################] 20/20 chunks (100%)") and "done" in lines[-1]
+    assert lines[-1].startswith("[####################] 20/20 tasks (100%)") and "done" in lines[-1]
     assert "voxel/s" in lines[-2] and "ETA" in lines[-2]
 
 
