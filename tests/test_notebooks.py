@@ -102,3 +102,10 @@ def test_notebook_runs(path, tmp_path, record_property):
     # Every code cell ran, and the figures were drawn.
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
     assert any("image/png" in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.outputs)
+    if path.name == "02_large_volume.ipynb":
+        # The progress is one live display (updated in place, ending at 100%), not printed lines.
+        html = [out["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for out in c.outputs
+                if "text/html" in out.get("data", {}) and "<progress" in out["data"]["text/html"]]  # fmt: skip
+        widgets = [out for c in nb.cells if c.cell_type == "code" for out in c.outputs
+                   if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]  # fmt: skip
+        assert widgets or (len(html) == 1 and "tasks (100%)" in html[0]), html
