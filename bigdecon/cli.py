@@ -7,7 +7,12 @@ so it can be saved and reused) and stored with the output.
 
 Exit codes: 0 success; 2 bad usage or bad input (one line on stderr naming the
 problem); 1 a failure while processing (one line; ``--debug`` adds the traceback);
-130 interrupted.
+130 interrupted (Ctrl-C; continue with ``--resume``); 141 stdout closed early
+(``bigdecon info X | head -1``), quietly.
+
+Values of ``--fwhm``, ``--resolution`` and ``--psf`` are separated by spaces or
+commas and stop at the first token that is not one (so ``--fwhm 3 IN OUT``
+works); ``C=VALUES`` tokens give one channel's value (``--fwhm 0=3 1=4.2,4.2``).
 """
 
 from __future__ import annotations
@@ -980,8 +985,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "planned run:" + note,
         f"  output shape:     {_shape(plan['output_shape'])} ({plan['axes']}), {resolved['output_dtype']}",
         f"  overlap per axis: {overlap}",
-        f"  tasks:            {plan['n_tasks']} (on a local cluster of this machine's {threads} "
-        f"thread{'s' if threads != 1 else ''}; other clusters split into 2 per worker thread)",
+        f"  tasks:            {plan['n_tasks']} (for a local cluster of this machine's {threads} worker "
+        f"thread{'s' if threads != 1 else ''}: blocks are split until each thread has two)",
         f"  memory per task:  ~{format_bytes(plan['memory_per_task_bytes'])}",
     )
     fwhm_px = plan.get("fwhm_px") or []
@@ -1086,7 +1091,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         141 stdout closed early (a pipe into ``head``).
     """
     parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))  # --help, --version print here
+    except BrokenPipeError:
+        return _stdout_gone()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:

@@ -97,7 +97,8 @@ def test_help_lists_commands_and_options():
                    "--tcontinuity", "--background", "--deconv-iters", "--deconv-type", "--up-sample",
                    "--channels", "--timepoints", "--chunks", "--depth", "--workers", "--threads-per-worker",
                    "--memory-limit", "--gpus", "--scheduler", "--resume", "--overwrite", "--output-dtype",
-                   "--ngff-version", "--dashboard-address", "--debug", "--config", "--scheduler-timeout"):  # fmt: skip
+                   "--ngff-version", "--dashboard-address", "--debug", "--config", "--scheduler-timeout",
+                   "--device", "--no-gpus"):  # fmt: skip
         assert option in run.stdout, option
 
 
@@ -368,6 +369,7 @@ BAD_INPUTS = {
     "memory limit 4 bytes": ("SMALL", ["--fwhm", "3", "--memory-limit", "4"], ["memory limit", "4 B", "less than"]),
     "memory limit 1kB": ("SMALL", ["--fwhm", "3", "--memory-limit", "1kB"], ["memory limit", "1000 B", "less than"]),
     "per-channel fwhm mixed with one value": ("SMALL", ["--fwhm", "3", "1=4"], ["fwhm", "C=VALUES"]),
+    "unknown device": ("SMALL", ["--fwhm", "3", "--device", "tpu"], ["device", "tpu"]),
     "scheduler timeout 0": ("SMALL", ["--fwhm", "3", "--scheduler-timeout", "0"], ["scheduler_timeout", "> 0"]),
     "channels without c axis": ("SMALL", ["--fwhm", "3", "--channels", "1"], ["channels"]),
     "unknown option": ("SMALL", ["--fwhm", "3", "--bogus"], ["--bogus"]),
