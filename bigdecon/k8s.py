@@ -63,6 +63,7 @@ __all__ = [
     "daskjob_status",
     "daskjob_logs",
     "EXPLICIT_RUN_OPTIONS",
+    "psf_files",
     "psf_paths",
     "pod_path_problems",
     "looks_like_gpu_image",
@@ -803,29 +804,36 @@ def _check_parameters(resolved: dict[str, Any]) -> None:
     if kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 7) and not (size or resolved.get("psf")):
         raise InputError("give the PSF size: --fwhm PIXELS, --resolution in physical units, or "
                          "--psf FILE (or --deconv-type 0 to skip the final deconvolution)")  # fmt: skip
-    Params.from_kwargs(
-        fwhm=size, psf=np.ones((3, 3), np.float32) if resolved.get("psf") else None, **kwargs
-    )
+    psf = np.ones((3, 3), np.float32) if resolved.get("psf") else None
+    # One size for every channel, or {channel: size} (--fwhm 0=3 1=4.2,4.2).
+    for value in size.values() if isinstance(size, dict) else [size]:
+        Params.from_kwargs(fwhm=value, psf=psf, **kwargs)
 
 
-def psf_paths(value: Any) -> list[str]:
-    """File paths in a ``--psf`` value: ``PATH``, per-channel ``C=PATH`` tokens, or a dict."""
+def psf_files(value: Any) -> list[tuple[int | None, str]]:
+    """``(channel or None, path)`` of each file in a ``--psf`` value: ``PATH``,
+    per-channel ``C=PATH`` tokens, or a ``{channel: path}`` dict."""
     if value is None or value == "":
         return []
     if isinstance(value, dict):
-        items = [str(v) for v in value.values()]
-    elif isinstance(value, (list, tuple)):
-        items = [str(v) for v in value]
+        pairs = [(str(k), str(v)) for k, v in value.items()]
     else:
-        text = str(value)
-        tokens = text.split()
-        per_channel = len(tokens) > 1 and all(re.match(r"^\d+=", t) for t in tokens)
-        items = tokens if per_channel else [text]
-    out = []
-    for item in items:
-        m = re.match(r"^\s*\d+\s*=(.*)$", item)
-        out.append(m.group(1).strip() if m else item)
-    return out
+        if isinstance(value, (list, tuple)):
+            items = [str(v) for v in value]
+        else:
+            tokens = str(value).split()
+            per_channel = len(tokens) > 1 and all(re.match(r"^\d+=", t) for t in tokens)
+            items = tokens if per_channel else [str(value)]
+        pairs = []
+        for item in items:
+            m = re.match(r"^\s*(\d+)\s*=(.*)$", item)
+            pairs.append((m.group(1), m.group(2).strip()) if m else (None, item))
+    return [(int(c) if c is not None and c.strip().isdigit() else None, p) for c, p in pairs]
+
+
+def psf_paths(value: Any) -> list[str]:
+    """The file paths in a ``--psf`` value (see :func:`psf_files`)."""
+    return [path for _channel, path in psf_files(value)]
 
 
 def _local_path(path: str) -> str | None:
@@ -913,8 +921,7 @@ def submit_command(args: argparse.Namespace) -> int:
         return _refuse("--image is required for Kubernetes")
     gpus = 1 if args.gpus_per_worker is None else args.gpus_per_worker
     paths = [("INPUT", args.input), ("OUTPUT", args.output)]
-    psfs = psf_paths(resolved.get("psf"))
-    paths += [("PSF" if len(psfs) == 1 else f"PSF {i + 1}", p) for i, p in enumerate(psfs)]
+    paths += [("PSF" if c is None else f"PSF of channel {c}", p) for c, p in psf_files(resolved.get("psf"))]
     errors, warnings = pod_path_problems(paths, args.pvc, args.pvc_mount)
     if errors:
         return _refuse(errors[0])

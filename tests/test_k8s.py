@@ -514,6 +514,19 @@ def test_cli_job_states_every_parameter(
     assert "--config" not in job  # expanded: the pods do not see the file
 
 
+def test_cli_per_channel_sizes_pass_through(capsys: pytest.CaptureFixture[str]) -> None:
+    cli = _cli_main()
+    rc, m, err = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "0=3", "1=4.2,4.2",
+                          "--image", "img:1-cuda")  # fmt: skip
+    assert rc == 0, err
+    job = _args(m, "job")
+    runner = cli.resolve_options(cli.build_parser().parse_args(job[1:]), cluster=False)
+    assert runner["fwhm"] == {0: [3.0], 1: [4.2, 4.2]}
+    rc, _, err = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "0=3", "1=-1",
+                          "--image", "img:1-cuda")  # fmt: skip
+    assert rc == 2 and "fwhm" in err
+
+
 def test_cli_scheduler_timeout_default_and_override(capsys: pytest.CaptureFixture[str]) -> None:
     common = ("s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "3", "--image", "img:1-cuda")
 
@@ -536,6 +549,8 @@ def test_psf_paths_forms() -> None:
     assert k8s.psf_paths("0=/data/a.tif 1=/data/b.npy") == ["/data/a.tif", "/data/b.npy"]
     assert k8s.psf_paths({0: "/data/a.tif", "1": "s3://b/p.npy"}) == ["/data/a.tif", "s3://b/p.npy"]
     assert k8s.psf_paths("/data/x=1.npy") == ["/data/x=1.npy"]  # not a channel token
+    assert k8s.psf_files({1: "/b", 0: "/a"}) == [(1, "/b"), (0, "/a")]
+    assert k8s.psf_files(["2=/c.tif"]) == [(2, "/c.tif")] and k8s.psf_files("/p.npy") == [(None, "/p.npy")]
 
 
 @pytest.mark.parametrize(
@@ -556,6 +571,12 @@ def test_psf_paths_forms() -> None:
         (["s3://b/in.zarr", "s3://b/o.zarr", "--fwhm", "3"], 0, None),
         (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "/data/p.tif"], 0, None),
         (["file:///data/in.zarr", "/data/o.zarr", "--pvc", "c", "--fwhm", "3"], 0, None),
+        # per-channel PSF files: each one is checked
+        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=b.npy"], 2,
+         "PSF of channel 1 'b.npy' is a relative path"),
+        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=/x/b.npy"], 0,
+         "PSF of channel 1 '/x/b.npy' is outside --pvc-mount /data"),
+        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=/data/b.npy"], 0, None),
     ],
 )
 def test_cli_paths_the_pods_cannot_see(
@@ -572,7 +593,8 @@ def test_cli_paths_the_pods_cannot_see(
         assert err.startswith("bigdecon submit: " + ("error" if rc else "warning"))
     if rc == 0 and "--psf" in argv:
         job = _args(m, "job")
-        assert job[job.index("--psf") + 1] == argv[argv.index("--psf") + 1]
+        given = argv[argv.index("--psf") + 1 :]
+        assert job[job.index("--psf") + 1 : job.index("--psf") + 1 + len(given)] == given
 
 
 def test_psf_tokens_checked_per_channel() -> None:
