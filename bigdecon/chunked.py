@@ -61,7 +61,7 @@ from .errors import InputError, ProcessingError
 from .params import Params
 from .pipeline import check_image, deconv_stage, is_coupled, output_psf, preprocess, sparse_stage
 
-__all__ = ["deconvolve", "plan", "sparse_deconvolve_dask", "default_depth", "Layout"]
+__all__ = ["deconvolve", "plan", "run_sizing", "sparse_deconvolve_dask", "default_depth", "Layout"]
 
 # Bytes of working memory per voxel of a block, measured by benchmarks/bench_solvers.py
 # (peak RSS / float32 input size): sparse Hessian ~13x, Richardson-Lucy on padded planes ~12x.
@@ -796,18 +796,23 @@ def _per_channel_max(records: dict[str, dict], regions, layout: Layout) -> list[
     return out
 
 
-def _source_stats(data, layout: Layout) -> tuple[list[float], list[float]]:
+def _source_stats(data, layout: Layout, where: str = "the input") -> tuple[list[float], list[float]]:
     """Raw maximum and mean per channel, and the check for NaN/inf: one pass."""
     import dask
     import dask.array as da
 
     c_axis = layout.axes.index("c") if "c" in layout.axes else None
     red = tuple(i for i in range(data.ndim) if i != c_axis)
-    finite, mx, total = dask.compute(
-        da.isfinite(data).all() if np.issubdtype(data.dtype, np.floating) else True,
-        data.max(axis=red),
-        data.sum(axis=red, dtype=np.float64),
-    )
+    try:
+        finite, mx, total = dask.compute(
+            da.isfinite(data).all() if np.issubdtype(data.dtype, np.floating) else True,
+            data.max(axis=red),
+            data.sum(axis=red, dtype=np.float64),
+        )
+    except (InputError, ProcessingError):
+        raise
+    except Exception as e:  # a corrupt chunk, a store that went away
+        raise ProcessingError(f"reading {where} failed: {type(e).__name__}: {e}") from e
     if not finite:
         raise InputError("input contains NaN or infinite pixels")
     mx = np.atleast_1d(np.asarray(mx, dtype=np.float64))
@@ -1031,6 +1036,23 @@ def _wait_for_workers(client) -> None:
         raise ProcessingError(f"no Dask worker joined the scheduler within {WORKER_WAIT} s ({type(e).__name__})") from None
 
 
+def run_sizing(client, destination, *, resume: bool = False, chunks=None, device: str = "auto") -> dict:
+    """``min_tasks`` and ``task_memory`` of a run on ``client``, as :func:`deconvolve` derives them.
+
+    Default blocks are sized so every worker thread has two of them, and from
+    the card's memory on GPU workers; a resumed run keeps the sizing of the
+    run it continues, whatever cluster it has now. Waits for a first worker.
+    Call it to print the plan that will run (``plan(..., **run_sizing(...))``)
+    and pass the same values to :func:`deconvolve`.
+    """
+    _wait_for_workers(client)
+    stored = _stored_config(destination) if resume else {}
+    task_memory = stored.get("task_memory")
+    if "task_memory" not in stored and chunks is None and device != "cpu":
+        task_memory = _gpu_task_memory(client)
+    return {"min_tasks": stored.get("min_tasks", _cluster_threads(client) * 2), "task_memory": task_memory}
+
+
 def _gpu_task_memory(client) -> int | None:
     """Bytes a task may use on the workers' GPUs (40% of the smallest card), or None."""
     def probe():
@@ -1086,6 +1108,7 @@ def deconvolve(
     progress: Callable[[int, int], None] | None = None,
     config: dict | None = None,
     task_memory: int | None = None,
+    min_tasks: int | None = None,
     device: str = "auto",
 ) -> dict:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
@@ -1128,9 +1151,10 @@ def deconvolve(
         ``progress(done, total)`` as blocks finish.
     config : dict, optional
         The resolved configuration to record in the output's attributes.
-    task_memory : int, optional
-        Bytes one task may use; by default 40% of the workers' GPU memory, or
-        512 MiB on CPUs. Sizes the default blocks.
+    task_memory, min_tasks : int, optional
+        Bytes one task may use (by default 40% of the workers' GPU memory, or
+        512 MiB on CPUs) and the fewest step-4 blocks (by default two per worker
+        thread): they size the default blocks. See :func:`run_sizing`.
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
@@ -1171,16 +1195,10 @@ def deconvolve(
     src = open_image(source)
     check_output_path(source, destination)
     source_id = _normalize(source)[0]
-    # Default blocks are sized so every worker has work, from the card's memory
-    # on GPU workers; a resumed run keeps the sizing of the run it continues,
-    # whatever cluster it has now.
-    _wait_for_workers(client)
-    stored = _stored_config(destination) if resume else {}
-    min_tasks = stored.get("min_tasks", _cluster_threads(client) * 2)
-    if "task_memory" in stored:
-        task_memory = stored["task_memory"]
-    elif task_memory is None and chunks is None and device != "cpu":
-        task_memory = _gpu_task_memory(client)
+    if min_tasks is None:  # what the caller did not size, the cluster does
+        sizing = run_sizing(client, destination, resume=resume, chunks=chunks, device=device)
+        min_tasks = sizing["min_tasks"]
+        task_memory = sizing["task_memory"] if task_memory is None else task_memory
     job = _prepare(
         src,
         dict(fwhm=fwhm, resolution=resolution, psf=psf, sparse_iters=sparse_iters, fidelity=fidelity,
@@ -1224,7 +1242,7 @@ def deconvolve(
     if resume:
         stats = Ledger(_work_root(destination)).get("stats")
     if stats is None:
-        scale, mean = _source_stats(job["data"], layout)
+        scale, mean = _source_stats(job["data"], layout, where=source_id)
         stats = {"scale": scale, "mean": mean}
     writer = OmeZarrWriter(
         destination,

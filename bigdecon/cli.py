@@ -827,26 +827,11 @@ def _client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpu
 
 
 def _sizing(client: Any, resolved: dict[str, Any], output: str, device: str) -> dict[str, Any]:
-    """``min_tasks`` and ``task_memory`` exactly as :func:`bigdecon.deconvolve` will derive them.
+    """``min_tasks`` and ``task_memory`` of this run, passed to both ``plan`` and ``deconvolve``,
+    so that the plan printed before the run (``N tasks``) is the one that runs."""
+    from .chunked import run_sizing
 
-    So that the plan printed before the run (``N tasks``) is the one that runs:
-    blocks are split until every worker thread has two tasks, a resumed run
-    keeps the sizing of the run it continues, and GPU workers size blocks
-    from the card's memory.
-    """
-    from . import chunked
-
-    stored = {}
-    if resolved["resume"]:
-        with contextlib.suppress(Exception):
-            stored = chunked._stored_config(output) or {}
-    chunked._wait_for_workers(client)  # deconvolve waits too: count the threads that will run
-    sizing: dict[str, Any] = {"min_tasks": stored.get("min_tasks", chunked._cluster_threads(client) * 2)}
-    if "task_memory" in stored:
-        sizing["task_memory"] = stored["task_memory"]
-    elif resolved["chunks"] is None and device != "cpu":
-        sizing["task_memory"] = chunked._gpu_task_memory(client)
-    return sizing
+    return run_sizing(client, output, resume=resolved["resume"], chunks=resolved["chunks"], device=device)
 
 
 def _check_cheap(resolved: dict[str, Any]) -> None:
@@ -898,7 +883,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=reporter,
             config=record,
             device=device,
-            **({"task_memory": sizing["task_memory"]} if sizing.get("task_memory") else {}),
+            **sizing,
         )
         reporter.close()
         _print(*reporter.summary(result, peak_memory=peak_worker_memory(client)))
