@@ -101,8 +101,14 @@ def to_device(array: Any, device: str) -> Any:
     if device == "gpu":
         if _cupy is None:
             raise RuntimeError("device='gpu' needs CuPy: pip install 'bigdecon[gpu]'")
+        if isinstance(array, np.ndarray) and not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))  # CuPy takes native byte order only
         return _cupy.asarray(array)
     return to_numpy(array)
+
+
+# cuFFT plans kept per device between blocks (CuPy's default is 16, each with its work area).
+PLAN_CACHE_SIZE = 4
 
 
 def release_device_memory() -> None:
@@ -116,6 +122,10 @@ def release_device_memory() -> None:
     _cupy.get_default_memory_pool().free_all_blocks()
     _cupy.get_default_pinned_memory_pool().free_all_blocks()
     try:
-        _cupy.fft.config.get_plan_cache().clear()
+        # Keep the plans of the few shapes a run repeats (its interior blocks and
+        # whole-plane tasks), not one per edge-block shape it ever met.
+        cache = _cupy.fft.config.get_plan_cache()
+        if cache.get_size() > PLAN_CACHE_SIZE:
+            cache.set_size(PLAN_CACHE_SIZE)
     except Exception:  # older CuPy without a per-device plan cache
         pass

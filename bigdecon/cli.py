@@ -710,20 +710,29 @@ def run_argv_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def _load_psf(path: str) -> Any:
+    import io
+
     import numpy as np
 
-    if not os.path.isfile(path):
-        raise InputError(f"PSF file not found: {path}")
     lower = path.lower()
+    if not lower.endswith((".npy", ".tif", ".tiff")):
+        raise InputError(f"PSF file must be .npy or .tif, got {path}")
     try:
+        if _is_url(path):  # e.g. s3://bucket/psf.tif, beside the data a cluster reads
+            import fsspec
+
+            with fsspec.open(path, "rb") as fh:
+                raw: Any = io.BytesIO(fh.read())
+        elif os.path.isfile(path):
+            raw = path
+        else:
+            raise InputError(f"PSF file not found: {path}")
         if lower.endswith(".npy"):
-            psf = np.load(path, allow_pickle=False)
-        elif lower.endswith((".tif", ".tiff")):
+            psf = np.load(raw, allow_pickle=False)
+        else:
             import tifffile
 
-            psf = tifffile.imread(path)
-        else:
-            raise InputError(f"PSF file must be .npy or .tif, got {path}")
+            psf = tifffile.imread(raw)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file

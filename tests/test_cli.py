@@ -693,3 +693,20 @@ def test_summary_lines():
     text = "\n".join(lines)
     assert "12.3 kvoxel/s" in text and "3.0 GiB" in text
     assert "napari --plugin napari-ome-zarr /data/out.ome.zarr" in text
+
+
+def test_psf_file_from_an_object_store():
+    """--psf may name a URL (beside the data a cluster reads); here the in-process memory:// store."""
+    import io
+
+    import fsspec
+    import numpy as np
+
+    from bigdecon.cli import _load_psf
+
+    psf = np.outer(np.hanning(9), np.hanning(9)).astype(np.float32)
+    buf = io.BytesIO()
+    np.save(buf, psf)
+    fsspec.filesystem("memory").pipe_file("/psfs/a.npy", buf.getvalue())
+    loaded = _load_psf("memory://psfs/a.npy")
+    assert loaded.shape == (9, 9) and np.allclose(loaded / loaded.sum(), psf / psf.sum())

@@ -111,9 +111,6 @@ def test_whole_pipeline_float32_in_and_out(cp, f) -> None:
     _same(bigdecon.sparse_deconvolve(cp.asarray(raw), fwhm=3), cpu, cp)
 
 
-@pytest.mark.xfail(reason="cupy.asarray rejects non-native byte order; to_device should "
-                          "convert big-endian blocks first (reported to the chunked layer)",
-                   strict=False)  # fmt: skip
 def test_big_endian_block_to_device(cp) -> None:
     """Zarr may hand out big-endian blocks ('>u2', '>f4'); they must reach the GPU intact."""
     from bigdecon._backend import to_device
