@@ -362,18 +362,16 @@ def main() -> None:
 
 def cpu_report(quick: bool) -> None:
     results = {}
-    default_threads = os.environ.get("BIGDECON_THREADS")
-    for label, threads in (("all cores", default_threads), ("1 thread", "1")):
+    saved = os.environ.get("BIGDECON_THREADS")
+    cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    # default: bigdecon's own choice (one thread per 2**20 voxels, at most every core).
+    for label, threads in (("default", None), ("1 thread", "1"), (f"{cores} threads", cores)):
         if threads is None:
             os.environ.pop("BIGDECON_THREADS", None)
         else:
             os.environ["BIGDECON_THREADS"] = threads
         print(f"\n[{label}]", end="")
         results[label] = steps((5, 256, 256), repeat=3)
-    if default_threads is None:
-        os.environ.pop("BIGDECON_THREADS", None)
-    else:
-        os.environ["BIGDECON_THREADS"] = default_threads
     print("\nreference point (issue #2): 5x256x256, default parameters, background 0")
     print(f"  published Python code      {PUBLISHED_SECONDS:6.2f} s   sparse step {PUBLISHED_RATE:.2e} vox-it/s")
     for label, (sparse_rate, sparse_mem, total_s, total_mem) in results.items():
@@ -381,8 +379,18 @@ def cpu_report(quick: bool) -> None:
               f"speed-up {PUBLISHED_SECONDS / total_s:5.1f}x pipeline, {sparse_rate / PUBLISHED_RATE:5.1f}x sparse step "
               f"(target >= 20x); peak {sparse_mem:.1f}x / {total_mem:.1f}x input (target <= 20x)")
     if not quick:
-        steps((256, 256, 256), repeat=1)
-        steps((5, 1024, 1024), repeat=1)
+        for shape in ((256, 256, 256), (5, 1024, 1024)):
+            for label, threads in (("default", None), ("1 thread", "1")):
+                if threads is None:
+                    os.environ.pop("BIGDECON_THREADS", None)
+                else:
+                    os.environ["BIGDECON_THREADS"] = threads
+                print(f"\n[{label}]", end="")
+                steps(shape, repeat=1)
+    if saved is None:
+        os.environ.pop("BIGDECON_THREADS", None)
+    else:
+        os.environ["BIGDECON_THREADS"] = saved
 
 
 if __name__ == "__main__":
