@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -86,3 +87,18 @@ def stop_process_groups(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, 9)
             p.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def stopped_at_exit(procs: list[subprocess.Popen], logs: list[Path]):
+    """Around a test that starts processes: their logs are printed if it fails, and
+    their process groups are stopped however it ends."""
+    try:
+        yield
+    except BaseException:
+        for log in logs:
+            if log.exists():
+                print(log.name, log.read_text(errors="replace"), sep="\n")
+        raise
+    finally:
+        stop_process_groups(procs)

@@ -551,7 +551,6 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_gpus_without_dask_cuda(small, tmp_path):
-    pytest.importorskip("distributed")
     try:
         import cupy  # noqa: F401
         import dask_cuda  # noqa: F401

@@ -20,7 +20,7 @@ import pytest
 import bigdecon
 from bigdecon._backend import gpu_available
 
-from conftest import filaments, stop_process_groups, wait_for_port
+from conftest import filaments, stopped_at_exit, wait_for_port
 
 pytestmark = [
     pytest.mark.gpu,
@@ -193,7 +193,7 @@ def test_k8s_gpu_worker_command_registers(tmp_path: Path) -> None:
              "--port", str(port), "--dashboard-address", f"127.0.0.1:{dash}"]  # fmt: skip
     logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
     procs: list[subprocess.Popen] = []
-    try:
+    with stopped_at_exit(procs, logs):
         procs.append(subprocess.Popen(sched, stdout=logs[0].open("wb"), stderr=subprocess.STDOUT,
                                       env=env, start_new_session=True))  # fmt: skip
         wait_for_port(port, procs[0], logs[0])
@@ -213,10 +213,3 @@ def test_k8s_gpu_worker_command_registers(tmp_path: Path) -> None:
                 return os.environ.get("BIGDECON_THREADS")
 
             assert set(client.run(threads).values()) == {"4"}  # 8 CPUs / 2 GPU workers
-    except BaseException:
-        for log in logs:
-            if log.exists():
-                print(log.name, log.read_text(errors="replace"), sep="\n")
-        raise
-    finally:
-        stop_process_groups(procs)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("dask_jobqueue")
+import dask_jobqueue  # noqa: F401,E402  (the test extra)
 
 from bigdecon import hpc  # noqa: E402
 
-from conftest import stop_process_groups, wait_for_port  # noqa: E402
+from conftest import stopped_at_exit, wait_for_port  # noqa: E402
 
 
 def _free_port() -> int:
@@ -144,7 +144,7 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
     procs: list[subprocess.Popen] = []
     logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
-    try:
+    with stopped_at_exit(procs, logs):
         for argv, log in zip((scheduler_argv, worker_argv), logs):
             procs.append(
                 subprocess.Popen(
@@ -179,17 +179,10 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
             # the script's export reaches the worker, and a chunk task's solver uses it
             assert list(client.run(getenv, "BIGDECON_THREADS").values()) == ["3"]
             assert client.submit(task_solver_threads, pure=False).result(timeout=30) == 3
-    except BaseException:
-        for log in logs:
-            if log.exists():
-                print(log.name, log.read_text(errors="replace"), sep="\n")
-        raise
-    finally:
-        stop_process_groups(procs)
 
 
 def test_cli_slurm_dry_run_prints_script(capsys: pytest.CaptureFixture[str]) -> None:
-    cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
+    from bigdecon import cli
     rc = cli.main([
         "submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm",
         "--queue", "gpu", "--account", "proj", "--cores", "4", "--memory", "16GiB",
@@ -204,7 +197,7 @@ def test_cli_slurm_dry_run_prints_script(capsys: pytest.CaptureFixture[str]) -> 
 def test_cli_slurm_without_sbatch_fails_in_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
+    from bigdecon import cli
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no sbatch
     rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm"])
     err = capsys.readouterr().err.strip()
@@ -212,7 +205,7 @@ def test_cli_slurm_without_sbatch_fails_in_one_line(
 
 
 def test_cli_slurm_checks_parameters_first(capsys: pytest.CaptureFixture[str]) -> None:
-    cli = pytest.importorskip("bigdecon.cli", reason="bigdecon.cli not written yet")
+    from bigdecon import cli
     rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm", "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "give the PSF size" in err and "\n" not in err

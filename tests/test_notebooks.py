@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+import ipykernel  # noqa: F401,E402  (the test extra)
+import nbclient  # noqa: E402
+import nbformat  # noqa: E402
 
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict  # noqa: E402
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager  # noqa: E402
