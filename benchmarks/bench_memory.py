@@ -1,11 +1,11 @@
 """Out-of-core run: peak worker memory depends on the chunk size, not on the data size.
 
-    python benchmarks/bench_memory.py            # ~10 min on 2 cores
+    python benchmarks/bench_memory.py            # ~8 min on 2 cores
     python benchmarks/bench_memory.py --small    # a quicker, smaller run (~1 min)
 
 Writes two generated time-lapses as OME-Zarr, the second 4x longer than the
-first (so 4x more chunks of the same size), the larger 2.6x bigger than all
-the workers' memory limits together, and runs ``bigdecon.deconvolve`` on each
+first (so 4x more chunks of the same size), the larger 2.6x bigger than one
+worker's memory limit (1.3x both together), and runs ``bigdecon.deconvolve`` on each
 with two single-threaded worker processes, every pass included (background
 mode 1, so the whole-plane pass and its intermediate run too). Prints each
 case's peak worker RSS (sampled every 20 ms), the same minus the idle worker's
@@ -142,13 +142,12 @@ def main() -> None:
             for factor, shape, path in cases:
                 peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks)
                 results.append((factor, shape, peak, seconds, voxels))
-        total_limit = limit * args.workers
         print(f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; chunks {chunks}; "
               f"idle worker RSS {idle / 2**20:.0f} MiB")
-        print(f"{'data':>22} {'size':>9} {'x limits':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}")
+        print(f"{'data':>22} {'size':>9} {'x 1 limit':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}")
         for factor, shape, peak, seconds, voxels in results:
             size = voxels * 4
-            print(f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / total_limit:9.1f} {peak / 2**20:8.0f}Mi "
+            print(f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / limit:9.1f} {peak / 2**20:8.0f}Mi "
                   f"{(peak - idle) / 2**20:10.0f}Mi {seconds:7.1f}s {voxels / seconds / 1e6:8.2f}")
         ratio = results[1][2] / results[0][2]
         ws_ratio = (results[1][2] - idle) / max(results[0][2] - idle, 1)
