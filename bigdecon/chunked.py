@@ -226,7 +226,8 @@ class Plan:
         block[2] = min(block[2], self.out_shape[lay.x])
         plane_vox = self.out_shape[lay.y] * self.out_shape[lay.x]
         pad = 1 + 2 / 6  # the published one-sixth edge padding of step 5
-        final_planes = lay.n_planes + 2 * self.extra.get("psf_z", 0) if self.volumetric else self.plane_group
+        whole_volumes = self.volumetric and self.params.deconvolves
+        final_planes = lay.n_planes + 2 * self.extra.get("psf_z", 0) if whole_volumes else self.plane_group
         plane_task = plane_vox * pad * pad * final_planes
         mem = WORKSET_FACTOR * 4 * max(math.prod(block) if self.params.sparse_iters else 0, plane_task)
         n_sparse = len(self.sparse_tasks()) if self.params.sparse_iters else 0
@@ -587,8 +588,7 @@ def _load_array(path: str, token: str) -> np.ndarray:
     """An array stored by :meth:`Ledger.put_array`, read once per worker and run."""
     import io as _io
 
-    root = os.path.dirname(path) if "://" not in path else path.rsplit("/", 1)[0]
-    data = Ledger(root)._read(path)
+    data = Ledger(path.rsplit("/", 1)[0])._read(path)  # Ledger.path joins with "/" everywhere
     if data is None:
         raise ProcessingError(f"work file missing: {path} (was the output deleted during the run?)")
     return np.load(_io.BytesIO(data))
