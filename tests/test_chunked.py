@@ -267,22 +267,28 @@ def test_per_channel_psf_sizes(tmp_path):
         bigdecon.plan(src, fwhm={0: 3, 5: 3})
 
 
+class Stop(Exception):
+    """Raised by :func:`stop_after` to interrupt a run in this process."""
+
+
+def stop_after(n: int):
+    """A progress callback that interrupts the run once ``n`` tasks are done."""
+
+    def progress(done, total):
+        if done >= n:
+            raise Stop
+
+    return progress
+
+
 def test_resume_refuses_another_psf_of_the_same_shape(tmp_path, data, monkeypatch):
     src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (5, 72, 80))
     out = str(tmp_path / "out.zarr")
     psf_a = bigdecon.gaussian_psf(3.0)
     psf_b = np.zeros_like(psf_a)
     psf_b[psf_b.shape[0] // 2, psf_b.shape[1] // 2] = 1
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(done, total):
-        if done >= 2:
-            raise Stop
-
     with pytest.raises(Stop):
-        bigdecon.deconvolve(src, out, psf=psf_a, sparse_iters=10, chunks={"t": 2}, progress=stop_after_two)
+        bigdecon.deconvolve(src, out, psf=psf_a, sparse_iters=10, chunks={"t": 2}, progress=stop_after(2))
     with pytest.raises(bigdecon.InputError, match=r"params\.psf_sha256"):
         bigdecon.deconvolve(src, out, psf=psf_b, sparse_iters=10, chunks={"t": 2}, resume=True)
     with pytest.raises(bigdecon.InputError, match=r"params\.fidelity: stored 150\.0, requested 100"):
@@ -303,16 +309,8 @@ def test_object_store_output_and_resume(data):
     bigdecon.deconvolve(src, "memory://bucket/ref.ome.zarr", **params)
     expected = open_image("memory://bucket/ref.ome.zarr").data.compute()
     assert not fs.exists("/bucket/ref.ome.zarr/.bigdecon-work")  # intermediates gone from the bucket
-
-    class Stop(Exception):
-        pass
-
-    def stop(done, total):
-        if done >= 5:
-            raise Stop
-
     with pytest.raises(Stop):
-        bigdecon.deconvolve(src, "memory://bucket/out.ome.zarr", progress=stop, **params)
+        bigdecon.deconvolve(src, "memory://bucket/out.ome.zarr", progress=stop_after(5), **params)
     assert fs.exists("/bucket/out.ome.zarr/.bigdecon-work/ledger")
     result = bigdecon.deconvolve(src, "memory://bucket/out.ome.zarr", resume=True, **params)
     assert result["resumed"] >= 5
