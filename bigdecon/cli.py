@@ -73,16 +73,21 @@ def _float(name: str) -> Callable[[Any], float]:
     return conv
 
 
-def _items(v: Any) -> list[Any]:
-    """``'3,3'``, ``['3', '3']``, ``[3, 3]`` or ``3`` -> a flat list of items."""
+def _flatten(v: Any, split: Callable[[str], list[str]]) -> list[Any]:
+    """A string, a list of strings and values, or one value -> a flat list; strings cut by ``split``."""
     if isinstance(v, str):
-        return [p for p in v.replace(",", " ").split() if p]
+        return split(v)
     if isinstance(v, (list, tuple)):
         out: list[Any] = []
         for item in v:
-            out.extend(_items(item) if isinstance(item, str) else [item])
+            out.extend(split(item) if isinstance(item, str) else [item])
         return out
     return [v]
+
+
+def _items(v: Any) -> list[Any]:
+    """``'3,3'``, ``['3', '3']``, ``[3, 3]`` or ``3`` -> a flat list of items."""
+    return _flatten(v, lambda text: text.replace(",", " ").split())
 
 
 def _floats(name: str) -> Callable[[Any], list[float]]:
@@ -210,14 +215,7 @@ def _channel_key(name: str, key: Any) -> int:
 
 def _tokens(v: Any) -> list[Any]:
     """Whitespace-separated tokens (commas kept: they separate one channel's values)."""
-    if isinstance(v, str):
-        return v.split()
-    if isinstance(v, (list, tuple)):
-        out: list[Any] = []
-        for item in v:
-            out.extend(_tokens(item) if isinstance(item, str) else [item])
-        return out
-    return [v]
+    return _flatten(v, str.split)
 
 
 def _psf_size(name: str) -> Callable[[Any], Any]:
