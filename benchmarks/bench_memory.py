@@ -99,8 +99,16 @@ def run_case(client, src: str, dst: str, chunks: dict) -> tuple[float, float, in
     try:
         t = time.perf_counter()
         summary = bigdecon.deconvolve(
-            src, dst, fwhm=3, sparse_iters=3, deconv_iters=3, background=1, chunks=chunks, client=client,
-            overwrite=True, task_memory=64 * 2**20,  # one plane per whole-plane task
+            src,
+            dst,
+            fwhm=3,
+            sparse_iters=3,
+            deconv_iters=3,
+            background=1,
+            chunks=chunks,
+            client=client,
+            overwrite=True,
+            task_memory=64 * 2**20,  # one plane per whole-plane task
         )
         seconds = time.perf_counter() - t
     finally:
@@ -133,8 +141,17 @@ def main() -> None:
             cases.append((factor, shape, path))
         warm = os.path.join(root, "warm-in.zarr")
         write_timelapse(warm, (16, h, w), 16)
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, memory_limit=limit,
-                          dashboard_address=":0", env={"BIGDECON_THREADS": "1"}) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=limit,
+                dashboard_address=":0",
+                env={"BIGDECON_THREADS": "1"},
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             # Warm the workers once (imports, JIT) so both cases start from the same state.
             run_case(client, warm, os.path.join(root, "warm.zarr"), chunks)
             idle = worker_rss(client)
@@ -142,13 +159,19 @@ def main() -> None:
             for factor, shape, path in cases:
                 peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks)
                 results.append((factor, shape, peak, seconds, voxels))
-        print(f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; chunks {chunks}; "
-              f"idle worker RSS {idle / 2**20:.0f} MiB")
-        print(f"{'data':>22} {'size':>9} {'x 1 limit':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}")
-        for factor, shape, peak, seconds, voxels in results:
+        print(
+            f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; chunks {chunks}; "
+            f"idle worker RSS {idle / 2**20:.0f} MiB"
+        )
+        print(
+            f"{'data':>22} {'size':>9} {'x 1 limit':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}"
+        )
+        for _factor, shape, peak, seconds, voxels in results:
             size = voxels * 4
-            print(f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / limit:9.1f} {peak / 2**20:8.0f}Mi "
-                  f"{(peak - idle) / 2**20:10.0f}Mi {seconds:7.1f}s {voxels / seconds / 1e6:8.2f}")
+            print(
+                f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / limit:9.1f} {peak / 2**20:8.0f}Mi "
+                f"{(peak - idle) / 2**20:10.0f}Mi {seconds:7.1f}s {voxels / seconds / 1e6:8.2f}"
+            )
         ratio = results[1][2] / results[0][2]
         ws_ratio = (results[1][2] - idle) / max(results[0][2] - idle, 1)
         print(f"4x the chunks: peak RSS x{ratio:.2f}, working set x{ws_ratio:.2f} (target <= 1.30)")

@@ -39,8 +39,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "validation"))
 
-import bigdecon  # noqa: E402
 import reference_numpy as R  # noqa: E402
+
+import bigdecon  # noqa: E402
 
 PUBLISHED_SECONDS = 17.0
 PUBLISHED_RATE = 1.9e6
@@ -117,9 +118,13 @@ def rl_section(log) -> list[dict]:
     for label, img, psf, interior in cases:
         nvox = img.size
         repeat = 2
-        t_plain, plain = best_of(lambda: bigdecon.richardson_lucy(img, psf, RL_ITERS, accelerate=False, pad=0), repeat)
-        t_acc, acc = best_of(lambda: bigdecon.richardson_lucy(img, psf, RL_ITERS, accelerate=True, pad=0), repeat)
-        t_sk, sk = best_of(lambda: sk_rl(img, psf, num_iter=RL_ITERS, clip=False), 1)
+        t_plain, plain = best_of(
+            lambda img=img, psf=psf: bigdecon.richardson_lucy(img, psf, RL_ITERS, accelerate=False, pad=0), repeat
+        )
+        t_acc, acc = best_of(
+            lambda img=img, psf=psf: bigdecon.richardson_lucy(img, psf, RL_ITERS, accelerate=True, pad=0), repeat
+        )
+        t_sk, sk = best_of(lambda img=img, psf=psf: sk_rl(img, psf, num_iter=RL_ITERS, clip=False), 1)
         # A like-for-like correctness check: the same iteration in float64 NumPy (same start, f).
         if img.ndim == 2:
             ref = R.richardson_lucy_ref(img, psf.astype(np.float64), RL_ITERS, accelerate=False, pad=0)
@@ -127,17 +132,38 @@ def rl_section(log) -> list[dict]:
         else:
             ref_diff = None
         base = dict(case=label, iterations=RL_ITERS, voxels=nvox)
-        rows.append({**base, "method": "bigdecon richardson_lucy(accelerate=False)", "seconds": t_plain,
-                     "rel_diff": 0.0, "note": "reference result" + (f"; vs float64 NumPy RL: {ref_diff:.1e}" if ref_diff is not None else "")})
-        rows.append({**base, "method": "bigdecon richardson_lucy(accelerate=True)", "seconds": t_acc,
-                     "rel_diff": rel_diff(acc, plain, interior), "note": "a different (faster-converging) iteration"})
-        rows.append({**base, "method": "skimage.restoration.richardson_lucy(clip=False)", "seconds": t_sk,
-                     "rel_diff": rel_diff(sk, plain, interior), "note": "starts from 0.5 everywhere, bigdecon from the image"})
+        rows.append(
+            {
+                **base,
+                "method": "bigdecon richardson_lucy(accelerate=False)",
+                "seconds": t_plain,
+                "rel_diff": 0.0,
+                "note": "reference result" + (f"; vs float64 NumPy RL: {ref_diff:.1e}" if ref_diff is not None else ""),
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "method": "bigdecon richardson_lucy(accelerate=True)",
+                "seconds": t_acc,
+                "rel_diff": rel_diff(acc, plain, interior),
+                "note": "a different (faster-converging) iteration",
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "method": "skimage.restoration.richardson_lucy(clip=False)",
+                "seconds": t_sk,
+                "rel_diff": rel_diff(sk, plain, interior),
+                "note": "starts from 0.5 everywhere, bigdecon from the image",
+            }
+        )
         if img.ndim == 3:
             if rlf_ok:
                 import RedLionfishDeconv as rlf
 
-                def run_rlf():
+                def run_rlf(img=img, psf=psf):
                     return rlf.doRLDeconvolutionFromNpArrays(img, psf, niter=RL_ITERS, method="cpu", resAsUint8=False)
 
                 t_rlf, out_rlf = best_of(run_rlf, 1)
@@ -149,22 +175,32 @@ def rl_section(log) -> list[dict]:
                 aligned = np.roll(out_rlf, [-s for s in shift], axis=tuple(range(out_rlf.ndim)))
                 # RedLionfish normalises the data to max 1: bring it back by one factor.
                 k = float(np.vdot(aligned[interior], plain[interior]) / np.vdot(aligned[interior], aligned[interior]))
-                rows.append({**base, "method": "RedLionfish CPU (method='cpu')", "seconds": t_rlf,
-                             "rel_diff": rel_diff(k * aligned, plain, interior),
-                             "note": f"output shifted by {shift} voxels (undone here; {rel_diff(k * out_rlf, plain, interior):.2f} "
-                                     f"without); rescaled by {k:.3g} (it normalises to max 1)"})
+                rows.append(
+                    {
+                        **base,
+                        "method": "RedLionfish CPU (method='cpu')",
+                        "seconds": t_rlf,
+                        "rel_diff": rel_diff(k * aligned, plain, interior),
+                        "note": f"output shifted by {shift} voxels (undone here; {rel_diff(k * out_rlf, plain, interior):.2f} "
+                        f"without); rescaled by {k:.3g} (it normalises to max 1)",
+                    }
+                )
             else:
                 rows.append({**base, "method": "RedLionfish CPU", "seconds": None, "rel_diff": None, "note": rlf_note})
         for r in rows[-4:]:
             if r["case"] == label and r["seconds"] is not None:
-                log(f"  RL {label}: {r['method']}: {r['seconds']:.2f} s, rel. diff {r['rel_diff'] if r['rel_diff'] is not None else float('nan'):.2e}")
+                log(
+                    f"  RL {label}: {r['method']}: {r['seconds']:.2f} s, rel. diff {r['rel_diff'] if r['rel_diff'] is not None else float('nan'):.2e}"
+                )
     return rows
 
 
 def sparse_input(seed: int = 5) -> np.ndarray:
     from phantoms import add_noise, drifting_filaments
 
-    _truth, blurred = drifting_filaments(280.0 * 16 / 65.0, frames=SPARSE_SHAPE[0], n=SPARSE_SHAPE[1], count=20, seed=seed)
+    _truth, blurred = drifting_filaments(
+        280.0 * 16 / 65.0, frames=SPARSE_SHAPE[0], n=SPARSE_SHAPE[1], count=20, seed=seed
+    )
     return add_noise(blurred, 0.05, 200.0, seed=seed)
 
 
@@ -187,11 +223,15 @@ def sparse_section(log, one_thread: bool = True) -> tuple[list[dict], dict]:
     out = bd.pop("out")
     threads_all = bigdecon._backend.cpu_threads()
     rows.append({"method": f"bigdecon, {threads_all} threads (float32, DCT, fused Numba)", **bd})
-    log(f"  sparse bigdecon ({threads_all} threads): step 4 {bd['sparse_hessian_s']:.2f} s, total {bd['total_s']:.2f} s")
+    log(
+        f"  sparse bigdecon ({threads_all} threads): step 4 {bd['sparse_hessian_s']:.2f} s, total {bd['total_s']:.2f} s"
+    )
     if one_thread and threads_all > 1:
         env = dict(os.environ, BIGDECON_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-        code = ("import json,sys; sys.path.insert(0, %r); import bench_peers as b; r=b._bigdecon_times(1); "
-                "r.pop('out'); print('RESULT', json.dumps(r))") % str(HERE)
+        code = (
+            f"import json,sys; sys.path.insert(0, {str(HERE)!r}); import bench_peers as b; r=b._bigdecon_times(1); "
+            "r.pop('out'); print('RESULT', json.dumps(r))"
+        )
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if line:
@@ -204,11 +244,23 @@ def sparse_section(log, one_thread: bool = True) -> tuple[list[dict], dict]:
     t0 = time.perf_counter()
     ref = R.sparse_deconvolve_ref(img, fwhm=SPARSE_FWHM, timings=timings)
     t_ref = time.perf_counter() - t0
-    rows.append({"method": "NumPy float64 reference (complex FFT, periodic, 1 thread)", "threads": 1,
-                 "sparse_hessian_s": timings["sparse_hessian"], "total_s": t_ref})
+    rows.append(
+        {
+            "method": "NumPy float64 reference (complex FFT, periodic, 1 thread)",
+            "threads": 1,
+            "sparse_hessian_s": timings["sparse_hessian"],
+            "total_s": t_ref,
+        }
+    )
     log(f"  sparse reference: step 4 {timings['sparse_hessian']:.2f} s, total {t_ref:.2f} s")
-    rows.append({"method": "published Python code (issue's figure)", "threads": None,
-                 "sparse_hessian_s": PUBLISHED_SECONDS, "total_s": None})
+    rows.append(
+        {
+            "method": "published Python code (issue's figure)",
+            "threads": None,
+            "sparse_hessian_s": PUBLISHED_SECONDS,
+            "total_s": None,
+        }
+    )
     for r in rows:
         r["voxel_iters_per_s"] = voxel_iters / r["sparse_hessian_s"]
         r["speedup_vs_reference"] = timings["sparse_hessian"] / r["sparse_hessian_s"]
@@ -223,8 +275,10 @@ def sparse_section(log, one_thread: bool = True) -> tuple[list[dict], dict]:
 
 def print_tables(rl_rows, sp_rows, agree) -> str:
     L = []
-    L.append(f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-             f"NumPy {np.__version__}, bigdecon {bigdecon.__version__}\n")
+    L.append(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"NumPy {np.__version__}, bigdecon {bigdecon.__version__}\n"
+    )
     L.append(f"Richardson-Lucy, {RL_ITERS} iterations\n")
     L.append("| data | method | time (s) | voxel-iter/s | rel. diff to bigdecon plain RL | note |")
     L.append("|---|---|---|---|---|---|")
@@ -234,18 +288,26 @@ def print_tables(rl_rows, sp_rows, agree) -> str:
         d = "n/a" if r["rel_diff"] is None else f"{r['rel_diff']:.1e}"
         L.append(f"| {r['case']} | {r['method']} | {t} | {rate} | {d} | {r['note']} |")
     L.append("")
-    L.append(f"Sparse deconvolution, {'x'.join(map(str, SPARSE_SHAPE))}, defaults, background=0, "
-             f"FWHM {SPARSE_FWHM} px (100 split-Bregman iterations + 7 RL)\n")
-    L.append("| implementation | sparse-Hessian step (s) | whole pipeline (s) | voxel-iter/s (step 4) | "
-             "speed-up vs NumPy reference | speed-up vs published (17 s) |")
+    L.append(
+        f"Sparse deconvolution, {'x'.join(map(str, SPARSE_SHAPE))}, defaults, background=0, "
+        f"FWHM {SPARSE_FWHM} px (100 split-Bregman iterations + 7 RL)\n"
+    )
+    L.append(
+        "| implementation | sparse-Hessian step (s) | whole pipeline (s) | voxel-iter/s (step 4) | "
+        "speed-up vs NumPy reference | speed-up vs published (17 s) |"
+    )
     L.append("|---|---|---|---|---|---|")
     for r in sp_rows:
         tot = "n/a" if r["total_s"] is None else f"{r['total_s']:.2f}"
-        L.append(f"| {r['method']} | {r['sparse_hessian_s']:.2f} | {tot} | {r['voxel_iters_per_s']:.2e} | "
-                 f"{r['speedup_vs_reference']:.1f}x | {r['speedup_vs_published']:.1f}x |")
+        L.append(
+            f"| {r['method']} | {r['sparse_hessian_s']:.2f} | {tot} | {r['voxel_iters_per_s']:.2e} | "
+            f"{r['speedup_vs_reference']:.1f}x | {r['speedup_vs_published']:.1f}x |"
+        )
     L.append("")
-    L.append(f"bigdecon vs NumPy reference, away from the edges: relative RMS {agree['rel_rms']:.2e} "
-             f"after one factor {agree['factor']:.4f} (the boundary rules differ: mirror vs periodic).")
+    L.append(
+        f"bigdecon vs NumPy reference, away from the edges: relative RMS {agree['rel_rms']:.2e} "
+        f"after one factor {agree['factor']:.4f} (the boundary rules differ: mirror vs periodic)."
+    )
     text = "\n".join(L)
     print(text)
     return text

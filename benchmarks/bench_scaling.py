@@ -64,9 +64,16 @@ def make_input(path: str, shape=SHAPE, seed: int = 0) -> None:
     data = ndimage.gaussian_filter(data, (0, sigma, sigma))
     data = data / data.max() * 2000 + 100  # photons + a background
     data = rng.poisson(data).astype(np.uint16)
-    writer = OmeZarrWriter(path, shape=shape, axes="tyx", chunks=(1, h, w), dtype="uint16",
-                           scale={"t": 1.0, "y": 0.065, "x": 0.065}, units={"y": "micrometer", "x": "micrometer"},
-                           overwrite=True)
+    writer = OmeZarrWriter(
+        path,
+        shape=shape,
+        axes="tyx",
+        chunks=(1, h, w),
+        dtype="uint16",
+        scale={"t": 1.0, "y": 0.065, "x": 0.065},
+        units={"y": "micrometer", "x": "micrometer"},
+        overwrite=True,
+    )
     for k in range(t):
         write_block(path, (slice(k, k + 1), slice(0, h), slice(0, w)), data[k : k + 1])
     writer.finalize()
@@ -88,7 +95,14 @@ def run(src: str, dst: str, chunks: dict, client=None) -> dict:
     res = bigdecon.deconvolve(src, dst, fwhm=FWHM, chunks=chunks, client=client, overwrite=True, progress=rec)
     wall = time.perf_counter() - t0
     plan = bigdecon.plan(src, fwhm=FWHM, chunks=chunks)
-    return {"wall_s": wall, "voxels": res["voxels"], "tasks": res["chunks"], "events": rec.events, "t0": t0, "plan": plan}
+    return {
+        "wall_s": wall,
+        "voxels": res["voxels"],
+        "tasks": res["chunks"],
+        "events": rec.events,
+        "t0": t0,
+        "plan": plan,
+    }
 
 
 def stage_costs(r: dict) -> dict:
@@ -157,21 +171,40 @@ def main(argv=None) -> int:
     for size in (64, 128, 256):
         chunks = {"t": 8, "y": size, "x": size}
         r = run(src, dst, chunks)
-        rows.append({"setting": f"in process, blocks 8x{size}x{size}", "chunks": chunks, "workers": "none (2 threads)",
-                     "wall_s": r["wall_s"], "tasks": r["tasks"], "mvox_s": nvox / r["wall_s"] / 1e6,
-                     "depth": r["plan"]["depth"]})
+        rows.append(
+            {
+                "setting": f"in process, blocks 8x{size}x{size}",
+                "chunks": chunks,
+                "workers": "none (2 threads)",
+                "wall_s": r["wall_s"],
+                "tasks": r["tasks"],
+                "mvox_s": nvox / r["wall_s"] / 1e6,
+                "depth": r["plan"]["depth"],
+            }
+        )
         log(f"  {rows[-1]['setting']}: {r['wall_s']:.1f} s, {r['tasks']} tasks")
     from distributed import Client, LocalCluster
 
     costs = None
     for n in (1, 2):
         chunks = {"t": 8, "y": 128, "x": 128}
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
             client.run(lambda: __import__("bigdecon").sparse_hessian(np.ones((3, 32, 32), np.float32), iterations=3))
             r = run(src, dst, chunks, client=client)
-        rows.append({"setting": f"LocalCluster {n} worker(s) x 1 thread, blocks 8x128x128", "chunks": chunks,
-                     "workers": n, "wall_s": r["wall_s"], "tasks": r["tasks"], "mvox_s": nvox / r["wall_s"] / 1e6,
-                     "depth": r["plan"]["depth"]})
+        rows.append(
+            {
+                "setting": f"LocalCluster {n} worker(s) x 1 thread, blocks 8x128x128",
+                "chunks": chunks,
+                "workers": n,
+                "wall_s": r["wall_s"],
+                "tasks": r["tasks"],
+                "mvox_s": nvox / r["wall_s"] / 1e6,
+                "depth": r["plan"]["depth"],
+            }
+        )
         log(f"  {rows[-1]['setting']}: {r['wall_s']:.1f} s")
         if n == 1:
             costs = stage_costs(r)
@@ -179,16 +212,21 @@ def main(argv=None) -> int:
     for r in rows:
         if isinstance(r["workers"], int):
             r["speedup_vs_1_worker"] = one["wall_s"] / r["wall_s"]
-    proj = [{"workers": n, "projected_s": project(costs, n), "mvox_s": nvox / project(costs, n) / 1e6}
-            for n in (1, 2, 4, 8, 16, 32)]
+    proj = [
+        {"workers": n, "projected_s": project(costs, n), "mvox_s": nvox / project(costs, n) / 1e6}
+        for n in (1, 2, 4, 8, 16, 32)
+    ]
     # A larger data set with the same blocks: 100 frames x 2048 x 2048 (the per-task costs scale with the
     # number of blocks; whole-plane tasks with the plane area).
     big = (100, 2048, 2048)
     # Per-voxel work of each pass from the measured run, spread over the big data set's tasks:
     # one task per plane for the whole-plane passes, one per 8x128x128 block for the sparse pass.
     vox_big = float(np.prod(big))
-    n_big = {"preprocess": big[0], "final": big[0],
-             "sparse": math.ceil(big[0] / 8) * math.ceil(big[1] / 128) * math.ceil(big[2] / 128)}
+    n_big = {
+        "preprocess": big[0],
+        "final": big[0],
+        "sparse": math.ceil(big[0] / 8) * math.ceil(big[1] / 128) * math.ceil(big[2] / 128),
+    }
     big_costs = {
         "n": n_big,
         "mean_s": {k: costs["mean_s"][k] * costs["n"][k] / nvox * vox_big / n_big[k] for k in n_big},
@@ -196,17 +234,24 @@ def main(argv=None) -> int:
     }
     big_proj = [{"workers": n, "projected_s": project(big_costs, n)} for n in (1, 16, 64, 256)]
 
-    L = [f"Machine: {platform.machine()}, {os.cpu_count()} cores; bigdecon {bigdecon.__version__}; "
-         f"data {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (t, y, x), {nvox / 1e6:.2f} Mvoxel, defaults, FWHM {FWHM} px\n",
-         "| setting | tasks | wall (s) | Mvoxel/s | speed-up vs 1 worker |", "|---|---|---|---|---|"]
+    L = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; bigdecon {bigdecon.__version__}; "
+        f"data {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (t, y, x), {nvox / 1e6:.2f} Mvoxel, defaults, FWHM {FWHM} px\n",
+        "| setting | tasks | wall (s) | Mvoxel/s | speed-up vs 1 worker |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         sp = f"{r['speedup_vs_1_worker']:.2f}x" if "speedup_vs_1_worker" in r else ""
         L.append(f"| {r['setting']} | {r['tasks']} | {r['wall_s']:.1f} | {r['mvox_s']:.3f} | {sp} |")
     L.append("")
-    L.append("Measured per-task cost (1 worker, 1 thread, blocks 8x128x128, halo "
-             f"{rows[-1]['depth']}): " + ", ".join(f"{k} {costs['n'][k]} tasks x {costs['mean_s'][k]:.2f} s"
-                                                   for k in ("preprocess", "sparse", "final"))
-             + f"; serial remainder {costs['serial_s']:.1f} s\n")
+    L.append(
+        "Measured per-task cost (1 worker, 1 thread, blocks 8x128x128, halo "
+        f"{rows[-1]['depth']}): "
+        + ", ".join(
+            f"{k} {costs['n'][k]} tasks x {costs['mean_s'][k]:.2f} s" for k in ("preprocess", "sparse", "final")
+        )
+        + f"; serial remainder {costs['serial_s']:.1f} s\n"
+    )
     L.append("| workers (1 thread each, 1 per core) | projected wall (s) | projected Mvoxel/s |")
     L.append("|---|---|---|")
     for p in proj:
@@ -222,8 +267,11 @@ def main(argv=None) -> int:
     print(text)
     log(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "costs": costs, "projection": proj,
-                                               "big_projection": big_proj}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"rows": rows, "costs": costs, "projection": proj, "big_projection": big_proj}, indent=1, default=str
+            )
+        )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -251,8 +251,15 @@ def gpu_row(results, name, shape, iters, seconds, peak, traffic=None, bandwidth=
     rate = voxels * iters / seconds
     mult = peak / (voxels * 4)
     line = f"  {name:<34} {str(tuple(shape)):<18} {seconds:8.4f} s  {rate:10.3e} vox-it/s  peak {mult:5.1f}x input"
-    record = {"step": name, "shape": list(shape), "iterations": iters, "seconds": seconds,
-              "voxel_iterations_per_s": rate, "peak_gpu_bytes": int(peak), "peak_x_input": mult}
+    record = {
+        "step": name,
+        "shape": list(shape),
+        "iterations": iters,
+        "seconds": seconds,
+        "voxel_iterations_per_s": rate,
+        "peak_gpu_bytes": int(peak),
+        "peak_x_input": mult,
+    }
     if traffic:
         achieved = traffic / seconds
         line += f"  {achieved / 1e9:7.0f} GB/s"
@@ -306,13 +313,20 @@ def gpu_report(quick: bool, json_path: str | None, cpu_reference: bool) -> None:
     bandwidth, how = gpu_bandwidth()
     copy_bw = gpu_copy_bandwidth()
     info = {
-        "device": name, "memory_bytes": int(total), "free_bytes": int(free),
-        "cupy": cp.__version__, "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+        "device": name,
+        "memory_bytes": int(total),
+        "free_bytes": int(free),
+        "cupy": cp.__version__,
+        "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
         "cuda_driver": cp.cuda.runtime.driverGetVersion(),
-        "nominal_bandwidth": bandwidth, "nominal_bandwidth_from": how, "copy_bandwidth": copy_bw,
-    }  # fmt: skip
-    print(f"\nGPU: {name}, {total / 2**30:.1f} GiB, CuPy {cp.__version__}, CUDA runtime "
-          f"{info['cuda_runtime']}, driver {info['cuda_driver']}")  # fmt: skip
+        "nominal_bandwidth": bandwidth,
+        "nominal_bandwidth_from": how,
+        "copy_bandwidth": copy_bw,
+    }
+    print(
+        f"\nGPU: {name}, {total / 2**30:.1f} GiB, CuPy {cp.__version__}, CUDA runtime "
+        f"{info['cuda_runtime']}, driver {info['cuda_driver']}"
+    )
     nominal = f"{bandwidth / 1e9:.0f} GB/s = {how}" if bandwidth else how
     print(f"  memory bandwidth: nominal {nominal}; measured copy {copy_bw / 1e9:.0f} GB/s (read + write)")
 
@@ -326,8 +340,12 @@ def gpu_report(quick: bool, json_path: str | None, cpu_reference: bool) -> None:
         ref = sample((5, 256, 256))
         s_cpu, _, _ = measure(bigdecon.sparse_hessian, ref / ref.max(), repeat=1)
         p_cpu, _, _ = measure(bigdecon.sparse_deconvolve, ref, fwhm=3, background=0, repeat=1)
-        info["cpu_reference"] = {"shape": [5, 256, 256], "sparse_seconds": s_cpu, "pipeline_seconds": p_cpu,
-                                 "cpus": os.cpu_count()}  # fmt: skip
+        info["cpu_reference"] = {
+            "shape": [5, 256, 256],
+            "sparse_seconds": s_cpu,
+            "pipeline_seconds": p_cpu,
+            "cpus": os.cpu_count(),
+        }
         print(f"  CPU reference ({os.cpu_count()} CPUs, 5x256x256): sparse step {s_cpu:.3f} s, pipeline {p_cpu:.3f} s")
     shapes = [((5, 256, 256), 3)]
     if not quick:
@@ -339,16 +357,19 @@ def gpu_report(quick: bool, json_path: str | None, cpu_reference: bool) -> None:
         ref = info["cpu_reference"]
         sparse = next(r for r in results if r["shape"] == [5, 256, 256] and r["step"].startswith("sparse"))
         whole = next(r for r in results if r["shape"] == [5, 256, 256] and r["step"].startswith("whole"))
-        print(f"\nGPU vs CPU, 5x256x256: sparse step {ref['sparse_seconds'] / sparse['seconds']:.1f}x, "
-              f"whole pipeline {ref['pipeline_seconds'] / whole['seconds']:.1f}x")  # fmt: skip
+        print(
+            f"\nGPU vs CPU, 5x256x256: sparse step {ref['sparse_seconds'] / sparse['seconds']:.1f}x, "
+            f"whole pipeline {ref['pipeline_seconds'] / whole['seconds']:.1f}x"
+        )
     save()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only the 5x256x256 reference point")
-    ap.add_argument("--gpu-only", action="store_true",
-                    help="skip the CPU rows (one CPU reference line is kept for the speed-up)")  # fmt: skip
+    ap.add_argument(
+        "--gpu-only", action="store_true", help="skip the CPU rows (one CPU reference line is kept for the speed-up)"
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the GPU rows to PATH as JSON")
     args = ap.parse_args()
     print(f"bigdecon {bigdecon.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
@@ -375,9 +396,11 @@ def cpu_report(quick: bool) -> None:
     print("\nreference point (issue #2): 5x256x256, default parameters, background 0")
     print(f"  published Python code      {PUBLISHED_SECONDS:6.2f} s   sparse step {PUBLISHED_RATE:.2e} vox-it/s")
     for label, (sparse_rate, sparse_mem, total_s, total_mem) in results.items():
-        print(f"  bigdecon, {label:<10}      {total_s:6.2f} s   sparse step {sparse_rate:.2e} vox-it/s   "
-              f"speed-up {PUBLISHED_SECONDS / total_s:5.1f}x pipeline, {sparse_rate / PUBLISHED_RATE:5.1f}x sparse step "
-              f"(target >= 20x); peak {sparse_mem:.1f}x / {total_mem:.1f}x input (target <= 20x)")
+        print(
+            f"  bigdecon, {label:<10}      {total_s:6.2f} s   sparse step {sparse_rate:.2e} vox-it/s   "
+            f"speed-up {PUBLISHED_SECONDS / total_s:5.1f}x pipeline, {sparse_rate / PUBLISHED_RATE:5.1f}x sparse step "
+            f"(target >= 20x); peak {sparse_mem:.1f}x / {total_mem:.1f}x input (target <= 20x)"
+        )
     if not quick:
         for shape in ((256, 256, 256), (5, 1024, 1024)):
             for label, threads in (("default", None), ("1 thread", "1")):

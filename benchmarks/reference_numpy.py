@@ -78,8 +78,14 @@ def _symbol(shape, axis: int) -> np.ndarray:
     return s.reshape(view)
 
 
-def sparse_hessian_ref(f: np.ndarray, iterations: int = 100, fidelity: float = 150.0, sparsity: float = 10.0,
-                       tcontinuity: float = 0.5, mu: float = 1.0) -> np.ndarray:
+def sparse_hessian_ref(
+    f: np.ndarray,
+    iterations: int = 100,
+    fidelity: float = 150.0,
+    sparsity: float = 10.0,
+    tcontinuity: float = 0.5,
+    mu: float = 1.0,
+) -> np.ndarray:
     """Split-Bregman sparse-Hessian reconstruction of a (k, y, x) or (y, x) array; periodic FFT solve."""
     f = np.asarray(f, dtype=np.float64)
     squeeze = f.ndim == 2
@@ -132,8 +138,9 @@ def _otf(psf: np.ndarray, shape) -> np.ndarray:
     return np.fft.fft2(pad)
 
 
-def richardson_lucy_ref(plane: np.ndarray, psf: np.ndarray, iterations: int, accelerate: bool = True,
-                        pad: int | None = None) -> np.ndarray:
+def richardson_lucy_ref(
+    plane: np.ndarray, psf: np.ndarray, iterations: int, accelerate: bool = True, pad: int | None = None
+) -> np.ndarray:
     """Richardson-Lucy of one 2-D plane (Biggs-Andrews acceleration optional), edge padding
     ``floor(min(h, w) / 6)`` by default, complex FFTs, float64."""
     f0 = np.asarray(plane, dtype=np.float64)
@@ -162,9 +169,16 @@ def richardson_lucy_ref(plane: np.ndarray, psf: np.ndarray, iterations: int, acc
     return y[p : p + f0.shape[0], p : p + f0.shape[1]] if p else y
 
 
-def sparse_deconvolve_ref(image: np.ndarray, fwhm: float, sparse_iters: int = 100, fidelity: float = 150.0,
-                          sparsity: float = 10.0, tcontinuity: float = 0.5, deconv_iters: int = 7,
-                          timings: dict | None = None) -> np.ndarray:
+def sparse_deconvolve_ref(
+    image: np.ndarray,
+    fwhm: float,
+    sparse_iters: int = 100,
+    fidelity: float = 150.0,
+    sparsity: float = 10.0,
+    tcontinuity: float = 0.5,
+    deconv_iters: int = 7,
+    timings: dict | None = None,
+) -> np.ndarray:
     """The whole pipeline with ``background=0``: scale, sparse Hessian, rescale, RL per plane, unscale."""
     import time
 

@@ -218,8 +218,11 @@ class Plan:
 
     def summary(self) -> dict:
         lay = self.layout
-        block = [self.sparse_block["k"] + 2 * self.depth["k"] if lay.k is not None else 1,
-                 self.sparse_block["y"] + 2 * self.depth["y"], self.sparse_block["x"] + 2 * self.depth["x"]]
+        block = [
+            self.sparse_block["k"] + 2 * self.depth["k"] if lay.k is not None else 1,
+            self.sparse_block["y"] + 2 * self.depth["y"],
+            self.sparse_block["x"] + 2 * self.depth["x"],
+        ]
         if lay.k is not None:
             block[0] = min(block[0], lay.n_planes)
         block[1] = min(block[1], self.out_shape[lay.y])
@@ -267,7 +270,12 @@ def make_plan(
     d = default_depth(params)
     if depth is not None:
         if isinstance(depth, dict):
-            d.update({("k" if a == _k_name(layout) else a): int(v) for a, v in _solver_axes_only(layout, depth, "depth").items()})
+            d.update(
+                {
+                    ("k" if a == _k_name(layout) else a): int(v)
+                    for a, v in _solver_axes_only(layout, depth, "depth").items()
+                }
+            )
         else:
             d = {"k": int(depth), "y": int(depth), "x": int(depth)}
         if min(d.values()) < 0:
@@ -318,7 +326,7 @@ def make_plan(
         while group > 1 and n_outer * -(-K // group) < min_tasks:
             group = -(-group // 2)
     out_chunks = []
-    for i, ax in enumerate(layout.axes):
+    for i in range(len(layout.axes)):
         if i in layout.outer:
             out_chunks.append(1)
         elif i == layout.k:
@@ -355,7 +363,9 @@ def _solver_axes_only(layout: Layout, sizes: dict, what: str) -> dict:
             name = _k_name(layout)
         if name not in allowed:
             if name in layout.axes:
-                why = "channels are processed one at a time" if name == "c" else f"each {name} is a separate problem here"
+                why = (
+                    "channels are processed one at a time" if name == "c" else f"each {name} is a separate problem here"
+                )
                 raise InputError(f"{what} along {name} cannot be set: {why} (solver axes: {', '.join(allowed)})")
             raise InputError(f"{what} names axis {name!r}, which the input ({''.join(layout.axes)}) does not have")
         out[name] = value
@@ -457,7 +467,11 @@ def sparse_deconvolve_dask(
     if params.sparse_iters:
         blk = plan.sparse_block
         target = (blk["k"], blk["y"], blk["x"]) if image.ndim == 3 else (blk["y"], blk["x"])
-        dep = (plan.depth["k"], plan.depth["y"], plan.depth["x"]) if image.ndim == 3 else (plan.depth["y"], plan.depth["x"])
+        dep = (
+            (plan.depth["k"], plan.depth["y"], plan.depth["x"])
+            if image.ndim == 3
+            else (plan.depth["y"], plan.depth["x"])
+        )
         f = f.rechunk(target)
         # map_overlap needs chunks at least as deep as the halo: merge small edge chunks.
         f = _rechunk_for_depth(f, dep)
@@ -707,11 +721,20 @@ def _task_sparse(job: dict, region) -> dict:
     else:
         h, norm = _read_source(job, grown), job["scale"][c]
     interior = tuple(
-        slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0])
-        for a in range(ndim)
-        if a not in lay.outer
+        slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0]) for a in range(ndim) if a not in lay.outer
     )
-    g = _embed(_solve(_sparse_block, _solver_view(h, lay).astype(np.float32, copy=False), job, norm, params, plan.coupled, interior), lay)
+    g = _embed(
+        _solve(
+            _sparse_block,
+            _solver_view(h, lay).astype(np.float32, copy=False),
+            job,
+            norm,
+            params,
+            plan.coupled,
+            interior,
+        ),
+        lay,
+    )
     _write_work(job["g"], region, ndim, g)
     return {"max": float(g.max()) if g.size else 0.0}
 
@@ -730,7 +753,9 @@ def _task_final(job: dict, region) -> dict:
     else:
         g, norm = _read_source(job, region), job["scale"][c]
     psf = _load_array(job["psf"][c], job["run_id"]) if job["psf"][c] else None
-    out = _solve(_final_block, _solver_view(g, lay).astype(np.float32, copy=False), job, norm, job["scale"][c], params, psf)
+    out = _solve(
+        _final_block, _solver_view(g, lay).astype(np.float32, copy=False), job, norm, job["scale"][c], params, psf
+    )
     write_block(job["output"], _region_slices(region, ndim), _embed(out, lay))
     return {"max": float(out.max())}
 
@@ -774,7 +799,9 @@ def _run_tasks(
     # keeps the scheduler's memory proportional to the number of tasks only.
     futures = {}
     for region in todo:
-        fut = client.submit(fn, job, region, key=f"bigdecon-{stage}-{_region_key(region)}-{job['run_id']}", retries=3, pure=False)
+        fut = client.submit(
+            fn, job, region, key=f"bigdecon-{stage}-{_region_key(region)}-{job['run_id']}", retries=3, pure=False
+        )
         futures[fut] = region
     for fut in as_completed(futures):
         if fut.status == "error":
@@ -783,7 +810,9 @@ def _run_tasks(
                 other.cancel()
             if isinstance(exc, (InputError, ProcessingError)):
                 raise exc
-            raise ProcessingError(f"{stage} failed on block {_region_key(futures[fut])}: {type(exc).__name__}: {exc}") from exc
+            raise ProcessingError(
+                f"{stage} failed on block {_region_key(futures[fut])}: {type(exc).__name__}: {exc}"
+            ) from exc
         finish(futures[fut], fut.result())
     return done
 
@@ -914,8 +943,12 @@ def _prepare(src, kwargs: dict) -> dict:
     # Per-channel PSF sizes: one Params per processed channel, the rest shared.
     if run.get("resolution") is not None and kwargs.get("fwhm") is not None:
         raise InputError("give either fwhm (pixels) or resolution (physical units), not both")
-    per = {k: _channel_values(k, kwargs.pop(k, None) if k != "resolution" else run.get(k), n_in_channels, channel_ids, has_c)
-           for k in _PER_CHANNEL_KEYS}
+    per = {
+        k: _channel_values(
+            k, kwargs.pop(k, None) if k != "resolution" else run.get(k), n_in_channels, channel_ids, has_c
+        )
+        for k in _PER_CHANNEL_KEYS
+    }
     channel_params = []
     for i, c in enumerate(channel_ids):
         fwhm = per["fwhm"][i]
@@ -936,10 +969,24 @@ def _prepare(src, kwargs: dict) -> dict:
     solver_shape = tuple(layout.shape[i] for i in (layout.k, layout.y, layout.x) if i is not None)
     for p in channel_params:
         check_image(_Shape(solver_shape, data.dtype), p)
-    the_plan = make_plan(layout, params, chunks=run.get("chunks"), depth=run.get("depth"),
-                         task_memory=run.get("task_memory") or 512 * 2**20, min_tasks=run.get("min_tasks") or 1)
-    return {"layout": layout, "params": params, "channel_params": channel_params, "channel_ids": channel_ids,
-            "plan": the_plan, "selection": selection, "data": data, "src": src}
+    the_plan = make_plan(
+        layout,
+        params,
+        chunks=run.get("chunks"),
+        depth=run.get("depth"),
+        task_memory=run.get("task_memory") or 512 * 2**20,
+        min_tasks=run.get("min_tasks") or 1,
+    )
+    return {
+        "layout": layout,
+        "params": params,
+        "channel_params": channel_params,
+        "channel_ids": channel_ids,
+        "plan": the_plan,
+        "selection": selection,
+        "data": data,
+        "src": src,
+    }
 
 
 def _params_record(channel_params: list[Params], channel_ids: list[int]) -> dict:
@@ -977,7 +1024,9 @@ def _parse_span(span, n: int) -> tuple[int, int]:
     # Negative ends count from the last time point, as in Python slicing.
     a, b = (a + n if a < 0 else a), (b + n if b < 0 else b)
     if a >= b:
-        raise InputError(f"timepoints {span if isinstance(span, str) else f'{a}:{b}'} select nothing (empty or reversed range; the input has 0:{n})")
+        raise InputError(
+            f"timepoints {span if isinstance(span, str) else f'{a}:{b}'} select nothing (empty or reversed range; the input has 0:{n})"
+        )
     if not (0 <= a and b <= n):
         raise InputError(f"timepoints {a}:{b} outside 0:{n}")
     return a, b
@@ -995,7 +1044,9 @@ def _fwhm_from_resolution(resolution, src) -> list[float]:
     for name in names:
         size = src.scale.get(name)
         if not size or size == 1.0 and name not in src.units:
-            raise InputError(f"resolution needs the pixel size along {name}, which the input's metadata does not give: use fwhm")
+            raise InputError(
+                f"resolution needs the pixel size along {name}, which the input's metadata does not give: use fwhm"
+            )
         sizes.append(size)
     fwhm = [v / s for v, s in zip(values, sizes)]
     small = [(n, f, s) for n, f, s in zip(names, fwhm, sizes) if f < 0.5]
@@ -1033,7 +1084,9 @@ def _wait_for_workers(client) -> None:
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT)
     except (TimeoutError, OSError) as e:
-        raise ProcessingError(f"no Dask worker joined the scheduler within {WORKER_WAIT} s ({type(e).__name__})") from None
+        raise ProcessingError(
+            f"no Dask worker joined the scheduler within {WORKER_WAIT} s ({type(e).__name__})"
+        ) from None
 
 
 def run_sizing(client, destination, *, resume: bool = False, chunks=None, device: str = "auto") -> dict:
@@ -1055,6 +1108,7 @@ def run_sizing(client, destination, *, resume: bool = False, chunks=None, device
 
 def _gpu_task_memory(client) -> int | None:
     """Bytes a task may use on the workers' GPUs (40% of the smallest card), or None."""
+
     def probe():
         from ._backend import gpu_available
 
@@ -1201,10 +1255,25 @@ def deconvolve(
         task_memory = sizing["task_memory"] if task_memory is None else task_memory
     job = _prepare(
         src,
-        dict(fwhm=fwhm, resolution=resolution, psf=psf, sparse_iters=sparse_iters, fidelity=fidelity,
-             sparsity=sparsity, tcontinuity=tcontinuity, background=background, deconv_iters=deconv_iters,
-             deconv_type=deconv_type, up_sample=up_sample, channels=channels, timepoints=timepoints,
-             chunks=chunks, depth=depth, task_memory=task_memory, min_tasks=min_tasks),
+        dict(
+            fwhm=fwhm,
+            resolution=resolution,
+            psf=psf,
+            sparse_iters=sparse_iters,
+            fidelity=fidelity,
+            sparsity=sparsity,
+            tcontinuity=tcontinuity,
+            background=background,
+            deconv_iters=deconv_iters,
+            deconv_type=deconv_type,
+            up_sample=up_sample,
+            channels=channels,
+            timepoints=timepoints,
+            chunks=chunks,
+            depth=depth,
+            task_memory=task_memory,
+            min_tasks=min_tasks,
+        ),
     )
     layout, params, the_plan = job["layout"], job["params"], job["plan"]
     channel_params = job["channel_params"]
@@ -1230,7 +1299,9 @@ def deconvolve(
                 scale_meta[ax] = scale_meta[ax] / 2
     translation = dict(src.translation)
     if timepoints is not None:  # output t = 0 is input time point a
-        translation["t"] = translation.get("t", 0.0) + job["selection"][layout.axes.index("t")] * src.scale.get("t", 1.0)
+        translation["t"] = translation.get("t", 0.0) + job["selection"][layout.axes.index("t")] * src.scale.get(
+            "t", 1.0
+        )
     channels_meta = src.channels
     if channels is not None and src.channels:
         channels_meta = [src.channels[c] for c in job["selection"][layout.axes.index("c")] if c < len(src.channels)]
@@ -1315,8 +1386,12 @@ def deconvolve(
     attrs = {
         "version": __version__,
         "parameters": params_record,
-        "statistics": {"raw_max": stats["scale"], "raw_mean_normalised": stats["mean"],
-                       "max_after_preprocess": task.get("h_max"), "max_after_sparse": task.get("g_max")},
+        "statistics": {
+            "raw_max": stats["scale"],
+            "raw_mean_normalised": stats["mean"],
+            "max_after_preprocess": task.get("h_max"),
+            "max_after_sparse": task.get("g_max"),
+        },
         "depth": the_plan.depth,
         "config": config or {},
         "seconds": round(seconds, 3),

@@ -232,8 +232,10 @@ def _psf_size(name: str) -> Callable[[Any], Any]:
         if not keyed:
             return values(tokens)
         if len(keyed) != len(tokens):
-            raise InputError(f"{name}: give one value for all channels or C=VALUES for each channel "
-                             f"(e.g. 0=3 1=4.2,4.2), not both: {' '.join(map(str, tokens))}")  # fmt: skip
+            raise InputError(
+                f"{name}: give one value for all channels or C=VALUES for each channel "
+                f"(e.g. 0=3 1=4.2,4.2), not both: {' '.join(map(str, tokens))}"
+            )
         out: dict[int, list[float]] = {}
         for token in keyed:
             key, _, value = token.partition("=")
@@ -359,9 +361,21 @@ OPTIONS: dict[str, Option] = {
 
 # Keyword arguments of bigdecon.deconvolve / plan that come straight from options.
 _PIPELINE_KEYS = (
-    "fwhm", "resolution", "sparse_iters", "fidelity", "sparsity", "tcontinuity", "background",
-    "deconv_iters", "deconv_type", "up_sample", "channels", "timepoints", "chunks", "depth",
-)  # fmt: skip
+    "fwhm",
+    "resolution",
+    "sparse_iters",
+    "fidelity",
+    "sparsity",
+    "tcontinuity",
+    "background",
+    "deconv_iters",
+    "deconv_type",
+    "up_sample",
+    "channels",
+    "timepoints",
+    "chunks",
+    "depth",
+)
 _WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite")
 _PSF_KEYS = ("fwhm", "resolution", "psf")
 
@@ -380,8 +394,9 @@ def _more_values(token: str, kind: str) -> bool:
     if re.fullmatch(r"\d+=.*", token):
         return kind in ("numbers", "files")
     if kind == "numbers":
-        return all(re.fullmatch(_NUMBER, piece.strip(), re.IGNORECASE) for piece in token.split(",") if piece.strip()) \
-            and bool(token.strip(", "))
+        return all(
+            re.fullmatch(_NUMBER, piece.strip(), re.IGNORECASE) for piece in token.split(",") if piece.strip()
+        ) and bool(token.strip(", "))
     return False
 
 
@@ -433,68 +448,106 @@ def add_run_options(parser: argparse.ArgumentParser, *, connect: bool = True) ->
         "follow). Per channel, give C=VALUES with the input's channel numbers: --fwhm 0=3 1=4.2,4.2, "
         "--psf 0=a.tif 1=b.npy (every processed channel needs one).",
     )
-    psf.add_argument("--fwhm", nargs="+", action="extend", metavar="PX",
-                     help="PSF full width at half maximum in input pixels: one value (y and x), "
-                          "two (y x) or three (z y x: true 3-D deconvolution)")  # fmt: skip
-    psf.add_argument("--resolution", nargs="+", action="extend", metavar="R",
-                     help="PSF FWHM in the physical units of the metadata (e.g. 0.28 for 280 nm "
-                          "in micrometres); converted to pixels with the pixel size")  # fmt: skip
-    psf.add_argument("--psf", nargs="+", action="extend", metavar="FILE",
-                     help="measured PSF, 2-D or 3-D (.npy or .tif)")  # fmt: skip
+    psf.add_argument(
+        "--fwhm",
+        nargs="+",
+        action="extend",
+        metavar="PX",
+        help="PSF full width at half maximum in input pixels: one value (y and x), "
+        "two (y x) or three (z y x: true 3-D deconvolution)",
+    )
+    psf.add_argument(
+        "--resolution",
+        nargs="+",
+        action="extend",
+        metavar="R",
+        help="PSF FWHM in the physical units of the metadata (e.g. 0.28 for 280 nm "
+        "in micrometres); converted to pixels with the pixel size",
+    )
+    psf.add_argument(
+        "--psf", nargs="+", action="extend", metavar="FILE", help="measured PSF, 2-D or 3-D (.npy or .tif)"
+    )
 
     sp = parser.add_argument_group("sparse deconvolution (Zhao et al. 2022; published names and defaults)")
     sp.add_argument("--sparse-iters", metavar="N", help="split-Bregman iterations, 0 = Richardson-Lucy only (100)")
     sp.add_argument("--fidelity", metavar="F", help="weight of the data term; higher keeps more of the raw image (150)")
     sp.add_argument("--sparsity", metavar="S", help="weight of the sparsity (L1) prior (10)")
     sp.add_argument("--tcontinuity", metavar="C", help="continuity along t or z (0.5)")
-    sp.add_argument("--background", metavar="MODE",
-                    help="background removal 0-5: 0 none, 1 weak, 2 strong (high SNR), "
-                         "3/4/5 weak/medium/strong (low SNR) (1)")  # fmt: skip
+    sp.add_argument(
+        "--background",
+        metavar="MODE",
+        help="background removal 0-5: 0 none, 1 weak, 2 strong (high SNR), 3/4/5 weak/medium/strong (low SNR) (1)",
+    )
     sp.add_argument("--deconv-iters", metavar="N", help="iterations of the final deconvolution (7)")
-    sp.add_argument("--deconv-type", metavar="T", help="final deconvolution: 0 none, 1 Richardson-Lucy, 2 Landweber (1)")
+    sp.add_argument(
+        "--deconv-type", metavar="T", help="final deconvolution: 0 none, 1 Richardson-Lucy, 2 Landweber (1)"
+    )
     sp.add_argument("--up-sample", metavar="U", help="x2 up-sampling in y/x: 0 none, 1 Fourier, 2 spatial (0)")
 
     sel = parser.add_argument_group("data selection and chunking")
     sel.add_argument("--channels", metavar="LIST", help="channels to process, e.g. 0,2 (default all)")
-    sel.add_argument("--timepoints", metavar="A:B",
-                     help="time points A to B-1, e.g. 0:100, 50: or -10: (negative: from the end; default all)")  # fmt: skip
-    sel.add_argument("--chunks", metavar="SIZES",
-                     help="block size of the sparse step, e.g. t=8,y=512,x=512 or 8,512,512")  # fmt: skip
-    sel.add_argument("--depth", metavar="SIZES",
-                     help="overlap (halo) between blocks: one number, y,x, t|z,y,x or t=8,y=16 "
-                          "(default: measured safe value, see 'bigdecon info')")  # fmt: skip
+    sel.add_argument(
+        "--timepoints",
+        metavar="A:B",
+        help="time points A to B-1, e.g. 0:100, 50: or -10: (negative: from the end; default all)",
+    )
+    sel.add_argument(
+        "--chunks", metavar="SIZES", help="block size of the sparse step, e.g. t=8,y=512,x=512 or 8,512,512"
+    )
+    sel.add_argument(
+        "--depth",
+        metavar="SIZES",
+        help="overlap (halo) between blocks: one number, y,x, t|z,y,x or t=8,y=16 "
+        "(default: measured safe value, see 'bigdecon info')",
+    )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--output-dtype", metavar="DTYPE",
-                     help="float32 (default), float64 or an integer type such as uint16 (clipped to its range)")  # fmt: skip
+    out.add_argument(
+        "--output-dtype",
+        metavar="DTYPE",
+        help="float32 (default), float64 or an integer type such as uint16 (clipped to its range)",
+    )
     out.add_argument("--ngff-version", metavar="V", help="OME-Zarr version of the output: 0.4 or 0.5 (0.5)")
     out.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run")
     out.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
 
     gen = parser.add_argument_group("general")
-    gen.add_argument("--config", metavar="FILE",
-                     help="TOML or YAML file of options (keys as above with underscores, "
-                          "e.g. sparse_iters = 50); command-line options win")  # fmt: skip
-    gen.add_argument("--debug", action="store_true", default=None,
-                     help="show tracebacks and Dask's log messages")  # fmt: skip
+    gen.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML or YAML file of options (keys as above with underscores, "
+        "e.g. sparse_iters = 50); command-line options win",
+    )
+    gen.add_argument("--debug", action="store_true", default=None, help="show tracebacks and Dask's log messages")
     if connect:
-        gen.add_argument("--device", metavar="{auto,cpu,gpu}",
-                         help="where workers compute: auto (a worker's GPU when it has one), cpu, or gpu (CuPy) "
-                              "(default auto)")  # fmt: skip
-        gen.add_argument("--scheduler-timeout", metavar="SECONDS",
-                         help="how long to wait for the --scheduler to answer; refused connections are "
-                              "retried until then (default 10; e.g. 600 for a scheduler still starting)")  # fmt: skip
+        gen.add_argument(
+            "--device",
+            metavar="{auto,cpu,gpu}",
+            help="where workers compute: auto (a worker's GPU when it has one), cpu, or gpu (CuPy) (default auto)",
+        )
+        gen.add_argument(
+            "--scheduler-timeout",
+            metavar="SECONDS",
+            help="how long to wait for the --scheduler to answer; refused connections are "
+            "retried until then (default 10; e.g. 600 for a scheduler still starting)",
+        )
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Dask cluster (default: a local cluster sized to this machine)")
     g.add_argument("--workers", metavar="N", help="worker processes (default: cores / threads per worker)")
     g.add_argument("--threads-per-worker", metavar="N", help="threads per worker (default 1)")
-    g.add_argument("--memory-limit", metavar="SIZE", help="memory per worker, e.g. 8GiB (default: 90%% of RAM / workers)")
-    g.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
-                   help="--gpus: one worker per NVIDIA GPU (needs dask-cuda and CuPy: pip install 'bigdecon[gpu]'); "
-                        "--no-gpus: CPU workers computing on the CPU; default: GPUs when both are installed "
-                        "and a GPU is present")  # fmt: skip
+    g.add_argument(
+        "--memory-limit", metavar="SIZE", help="memory per worker, e.g. 8GiB (default: 90%% of RAM / workers)"
+    )
+    g.add_argument(
+        "--gpus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--gpus: one worker per NVIDIA GPU (needs dask-cuda and CuPy: pip install 'bigdecon[gpu]'); "
+        "--no-gpus: CPU workers computing on the CPU; default: GPUs when both are installed "
+        "and a GPU is present",
+    )
     g.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. tcp://host:8786")
     g.add_argument("--dashboard-address", metavar="ADDR", help="dashboard of the local cluster (default :8787)")
 
@@ -504,9 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Sparse deconvolution (Zhao et al. 2022) and Richardson-Lucy for OME-Zarr data "
-                    "larger than memory, on Dask.",
+        "larger than memory, on Dask.",
         epilog="Start with 'bigdecon demo demo-output'. Help on a command: bigdecon COMMAND --help",
-    )  # fmt: skip
+    )
     parser.add_argument("--version", action="version", version=f"bigdecon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -527,8 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
         "info",
         help="describe an image and what a run on it would do",
         description="Show axes, shape, dtype, chunks, pixel sizes, channels and NGFF version of PATH, "
-                    "and the plan of a run with the given options (overlap, tasks, memory per task).",
-    )  # fmt: skip
+        "and the plan of a run with the given options (overlap, tasks, memory per task).",
+    )
     info.add_argument("path", metavar="PATH", help="OME-Zarr or TIFF")
     add_run_options(info, connect=False)
     info.set_defaults(func=_cmd_info)
@@ -537,9 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="make synthetic data, deconvolve it and show the result",
         description="Write a synthetic time-lapse and volume with known ground truth to OUTPUT_DIR, "
-                    "deconvolve them (Richardson-Lucy only and sparse), report PSNR against the truth "
-                    "and save a side-by-side PNG. Takes about a minute.",
-    )  # fmt: skip
+        "deconvolve them (Richardson-Lucy only and sparse), report PSNR against the truth "
+        "and save a side-by-side PNG. Takes about a minute.",
+    )
     demo.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder for the demo's files")
     _add_cluster_options(demo)
     demo.add_argument("--debug", action="store_true", default=None, help="show tracebacks and Dask's log messages")
@@ -592,8 +645,10 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         hint = " (TOML needs a .toml name)" if " = " in raw.decode("utf-8", "replace") and kinds == ["yaml"] else ""
-        raise InputError(f"config file {path} must hold options as key = value (TOML) or key: value (YAML), "
-                         f"got a {type(data).__name__}{hint}")  # fmt: skip
+        raise InputError(
+            f"config file {path} must hold options as key = value (TOML) or key: value (YAML), "
+            f"got a {type(data).__name__}{hint}"
+        )
     return data
 
 
@@ -694,8 +749,9 @@ def run_argv_from_args(args: argparse.Namespace) -> list[str]:
         argv.append(opt.flag)
         if key in _PSF_KEYS and isinstance(value, dict):
             # Per channel: --fwhm 0=3 1=4.2,4.2 / --psf 0=a.tif 1=b.npy
-            argv.extend(f"{c}={','.join(_fmt_number(x) for x in v) if isinstance(v, list) else v}"
-                        for c, v in value.items())  # fmt: skip
+            argv.extend(
+                f"{c}={','.join(_fmt_number(x) for x in v) if isinstance(v, list) else v}" for c, v in value.items()
+            )
         elif key in ("fwhm", "resolution"):
             argv.extend(_fmt_number(v) for v in value)
         elif isinstance(value, dict):
@@ -756,8 +812,10 @@ def _pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
         kwargs["psf"] = {c: _load_psf(f) for c, f in psf.items()} if isinstance(psf, dict) else _load_psf(psf)
     deconvolves = kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 7)
     if deconvolves and not any(k in kwargs for k in _PSF_KEYS):
-        raise InputError("give the PSF size: --fwhm PIXELS, --resolution in physical units, or --psf FILE "
-                         "(or --deconv-type 0 to skip the final deconvolution)")  # fmt: skip
+        raise InputError(
+            "give the PSF size: --fwhm PIXELS, --resolution in physical units, or --psf FILE "
+            "(or --deconv-type 0 to skip the final deconvolution)"
+        )
     return kwargs
 
 
@@ -775,7 +833,7 @@ def _check_output(input_path: str, output: str, resolved: dict[str, Any]) -> Non
     check_output_path(input_path, output)
     if _is_url(output):
         return
-    local = os.path.abspath(os.path.expanduser(output[len("file://"):] if output.startswith("file://") else output))
+    local = os.path.abspath(os.path.expanduser(output[len("file://") :] if output.startswith("file://") else output))
     if os.path.lexists(local) and not (resolved["resume"] or resolved["overwrite"]):
         if not os.path.isdir(local) or os.listdir(local):
             raise InputError(f"output exists: {local} (use --overwrite to replace it or --resume to continue it)")
@@ -794,8 +852,9 @@ def _check_writable(local: str, what: str) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".bigdecon-write-check-", dir=parent))
     except OSError as exc:
-        raise InputError(f"cannot write {what}: {local} (cannot create folders in {parent}: "
-                         f"{exc.strerror or type(exc).__name__})") from None  # fmt: skip
+        raise InputError(
+            f"cannot write {what}: {local} (cannot create folders in {parent}: {exc.strerror or type(exc).__name__})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -859,8 +918,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _quiet_dask(args, resolved["debug"])
     _check_cheap(resolved)
     record = {"input": args.input, "output": args.output, **{k: v for k, v in resolved.items() if k != "debug"}}
-    _print(f"bigdecon {__version__}: {args.input} -> {args.output}",
-           "# configuration (reusable with --config)", format_config(record), "")  # fmt: skip
+    _print(
+        f"bigdecon {__version__}: {args.input} -> {args.output}",
+        "# configuration (reusable with --config)",
+        format_config(record),
+        "",
+    )
     kwargs = _pipeline_kwargs(resolved)
     # Everything about the input and the output is checked before any cluster starts;
     # the memory estimate assumes the blocks a local cluster of this size would get.
@@ -868,8 +931,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     plan = bigdecon.plan(args.input, **kwargs, min_tasks=2 * threads)
     _check_output(args.input, args.output, resolved)
     gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
-    _print(f"Input {plan['axes']} {_shape(plan['shape'])} {plan['dtype']} -> output "
-           f"{_shape(plan['output_shape'])} {resolved['output_dtype']}")  # fmt: skip
+    _print(
+        f"Input {plan['axes']} {_shape(plan['shape'])} {plan['dtype']} -> output "
+        f"{_shape(plan['output_shape'])} {resolved['output_dtype']}"
+    )
     if note:
         _print(note)
 
@@ -936,7 +1001,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if ax == "c":
             continue
         unit = src.units.get(ax)
-        sizes.append(f"{ax} {src.scale.get(ax, 1.0):g} {unit}" if unit else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)")
+        sizes.append(
+            f"{ax} {src.scale.get(ax, 1.0):g} {unit}" if unit else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
+        )
     _print(
         f"{src.path or args.path}",
         f"  format:      {fmt}",
@@ -956,10 +1023,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if isinstance(made, dict) and made.get("parameters"):
         params = made["parameters"]
         fwhm = params.get("fwhm")
-        what = (", ".join(f"channel {c}: {_fmt_size(v)} px" for c, v in fwhm.items()) if isinstance(fwhm, dict)
-                else f"{_fmt_size(fwhm)} px" if fwhm else "measured PSF" if params.get("psf_shape") else "none")  # fmt: skip
-        _print(f"  made by:     bigdecon {made.get('version', '?')} (sparse_iters {params.get('sparse_iters')}, "
-               f"PSF FWHM {what})")  # fmt: skip
+        what = (
+            ", ".join(f"channel {c}: {_fmt_size(v)} px" for c, v in fwhm.items())
+            if isinstance(fwhm, dict)
+            else f"{_fmt_size(fwhm)} px"
+            if fwhm
+            else "measured PSF"
+            if params.get("psf_shape")
+            else "none"
+        )
+        _print(
+            f"  made by:     bigdecon {made.get('version', '?')} (sparse_iters {params.get('sparse_iters')}, "
+            f"PSF FWHM {what})"
+        )
 
     kwargs = {k: resolved[k] for k in _PIPELINE_KEYS if resolved.get(k) is not None}
     if any(resolved.get(k) is not None for k in _PSF_KEYS):
@@ -988,7 +1064,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
             text = f"{_fmt_size(fwhm_px[0])} px"
         else:
             text = "; ".join(f"channel {c}: {_fmt_size(v)} px" for c, v in zip(ids, fwhm_px) if v is not None)
-        _print(f"  PSF FWHM:         {text}" + (" (from --resolution and the pixel size)" if "resolution" in kwargs else ""))
+        _print(
+            f"  PSF FWHM:         {text}"
+            + (" (from --resolution and the pixel size)" if "resolution" in kwargs else "")
+        )
     return 0
 
 
@@ -1032,17 +1111,27 @@ def _remote_problem(exc: BaseException, args: argparse.Namespace) -> InputError 
         return next((u for u in urls if u.split("://", 1)[0] in schemes), urls[0] if urls else "the store")
 
     if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
-        return InputError(f"cannot open {url_for('s3', 's3a')}: no credentials found (set AWS_ACCESS_KEY_ID and "
-                          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; for a public bucket set anon in fsspec's config)")  # fmt: skip
+        return InputError(
+            f"cannot open {url_for('s3', 's3a')}: no credentials found (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; for a public bucket set anon in fsspec's config)"
+        )
     if names & {"DefaultCredentialsError", "RefreshError"}:
-        return InputError(f"cannot open {url_for('gs', 'gcs')}: no Google Cloud credentials found "
-                          "(set GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default login')")  # fmt: skip
+        return InputError(
+            f"cannot open {url_for('gs', 'gcs')}: no Google Cloud credentials found "
+            "(set GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default login')"
+        )
     if isinstance(exc, ImportError):
         m = re.search(r"install (['\"]?)([A-Za-z0-9_.-]+)\1", text, re.IGNORECASE)
         if m and urls:
             package = m.group(2)
-            scheme = next((u.split("://", 1)[0] for u in urls if u.split("://", 1)[0] in text.lower()
-                           or package.lower().startswith(u.split("://", 1)[0][:2])), urls[0].split("://", 1)[0])  # fmt: skip
+            scheme = next(
+                (
+                    u.split("://", 1)[0]
+                    for u in urls
+                    if u.split("://", 1)[0] in text.lower() or package.lower().startswith(u.split("://", 1)[0][:2])
+                ),
+                urls[0].split("://", 1)[0],
+            )
             return InputError(f"{scheme}:// needs {package}: pip install {package}")
     if urls and ("AccessDenied" in text or "403" in text or isinstance(exc, PermissionError)):
         return InputError(f"cannot open {urls[0]}: access denied ({_one_line(exc)[:200]})")

@@ -19,9 +19,15 @@ from typing import Any
 from .errors import InputError
 
 __all__ = [
-    "make_client", "close", "describe", "dashboard_available", "peak_worker_memory", "worker_choice",
-    "expected_threads", "SCHEDULER_TIMEOUT",
-]  # fmt: skip
+    "make_client",
+    "close",
+    "describe",
+    "dashboard_available",
+    "peak_worker_memory",
+    "worker_choice",
+    "expected_threads",
+    "SCHEDULER_TIMEOUT",
+]
 
 # Seconds to wait for an existing scheduler (--scheduler-timeout) before a one-line error.
 SCHEDULER_TIMEOUT = 10
@@ -86,7 +92,9 @@ def expected_threads(workers: int | None = None, threads_per_worker: int | None 
     return int(workers) * int(threads_per_worker or max(1, cores // int(workers)))
 
 
-def worker_choice(gpus: bool | None, device: str = "auto", scheduler: str | None = None) -> tuple[bool, str, str | None]:
+def worker_choice(
+    gpus: bool | None, device: str = "auto", scheduler: str | None = None
+) -> tuple[bool, str, str | None]:
     """Which local workers to start and where their tasks compute.
 
     Parameters
@@ -122,8 +130,14 @@ def worker_choice(gpus: bool | None, device: str = "auto", scheduler: str | None
         return True, device, None
     if device == "gpu":
         return False, "gpu", None
-    return False, "cpu", ("note: CuPy sees GPUs but dask-cuda is not installed, so this run uses the CPU "
-                          "(pip install dask-cuda for one worker per GPU, or --device gpu)")  # fmt: skip
+    return (
+        False,
+        "cpu",
+        (
+            "note: CuPy sees GPUs but dask-cuda is not installed, so this run uses the CPU "
+            "(pip install dask-cuda for one worker per GPU, or --device gpu)"
+        ),
+    )
 
 
 def _memory_bytes(limit: str | int | float | None) -> int | None:
@@ -196,7 +210,7 @@ def _identify(address: str, timeout: float) -> float:
                 return why
             try:
                 reply = await once(left)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 why = "it accepted the connection but did not answer as a Dask scheduler"
             except Exception as exc:  # noqa: BLE001 - refused, reset, or not Dask's protocol
                 why = _reason(exc)
@@ -243,7 +257,9 @@ def _connect(address: str, timeout: float = SCHEDULER_TIMEOUT) -> Any:
     try:
         return Client(address, timeout=f"{left}s")
     except Exception as exc:  # noqa: BLE001 - it answered a moment ago: report what went wrong
-        raise InputError(f"no Dask scheduler answered at {address} within {_seconds(float(timeout))} ({_reason(exc)})") from None
+        raise InputError(
+            f"no Dask scheduler answered at {address} within {_seconds(float(timeout))} ({_reason(exc)})"
+        ) from None
 
 
 # Run in every local worker process as it starts (a distributed "preload" given as
@@ -418,8 +434,9 @@ def describe(client: Any, cluster: Any | None = None) -> str:
     if workers:
         threads = sorted({int(w.get("nthreads", 0)) for w in workers})
         mem = min(int(w.get("memory_limit") or 0) for w in workers)
-        text = (f"Dask {kind}: {len(workers)} worker(s) x {'/'.join(map(str, threads))} thread(s)"
-                + (f", {format_bytes(mem)} each" if mem else ""))  # fmt: skip
+        text = f"Dask {kind}: {len(workers)} worker(s) x {'/'.join(map(str, threads))} thread(s)" + (
+            f", {format_bytes(mem)} each" if mem else ""
+        )
     else:
         text = f"Dask {kind}: no workers yet (tasks wait until workers join)"
     if cluster is not None and not dashboard_available():
@@ -460,4 +477,3 @@ def close(client: Any, cluster: Any | None) -> None:
     if cluster is not None:
         with contextlib.suppress(Exception):
             cluster.close()
-

@@ -52,8 +52,9 @@ def _splat(coords: np.ndarray, weights: np.ndarray, shape: tuple[int, ...]) -> n
     return out.reshape(shape)
 
 
-def _image(truth: np.ndarray, sigma: Sequence[float], photons: float, background: float,
-           noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _image(
+    truth: np.ndarray, sigma: Sequence[float], photons: float, background: float, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalise ``truth`` to max 1, blur it, and add shot and read noise."""
     peak = truth.max()
     truth = truth / peak if peak > 0 else truth
@@ -183,16 +184,20 @@ def beads_volume(
     beads = rng.uniform(margin, hi, size=(nb, 3))
     bead_w = rng.uniform(0.5, 1.0, nb)
     # Rings: 64 samples per turn and radius, in the y-x plane at a sub-pixel z.
-    centres = rng.uniform(margin + [0, ring_radius[1], ring_radius[1]],
-                          hi - [0, ring_radius[1], ring_radius[1]], size=(nr, 3))
+    centres = rng.uniform(
+        margin + [0, ring_radius[1], ring_radius[1]], hi - [0, ring_radius[1], ring_radius[1]], size=(nr, 3)
+    )
     radii = rng.uniform(*ring_radius, nr)
     n_pts = 64 * int(math.ceil(ring_radius[1]))
     angle = np.linspace(0, 2 * np.pi, n_pts, endpoint=False)
-    ring_pts = np.stack([
-        np.broadcast_to(centres[:, :1], (nr, n_pts)),
-        centres[:, 1:2] + radii[:, None] * np.sin(angle),
-        centres[:, 2:3] + radii[:, None] * np.cos(angle),
-    ], axis=-1).reshape(-1, 3)  # fmt: skip
+    ring_pts = np.stack(
+        [
+            np.broadcast_to(centres[:, :1], (nr, n_pts)),
+            centres[:, 1:2] + radii[:, None] * np.sin(angle),
+            centres[:, 2:3] + radii[:, None] * np.cos(angle),
+        ],
+        axis=-1,
+    ).reshape(-1, 3)
     # A ring's total brightness ~ its circumference, bead-like per pixel of line.
     ring_w = np.repeat(rng.uniform(0.3, 0.6, nr) * 2 * np.pi * radii / n_pts, n_pts)
     truth = _splat(np.concatenate([beads, ring_pts]), np.concatenate([bead_w, ring_w]), (d, h, w))

@@ -86,9 +86,15 @@ def _figure(path: str, rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")  # no display needed, and never opens a window
     import matplotlib.pyplot as plt
 
-    names = [("raw", "raw"), ("rl", "Richardson-Lucy only"), ("sparse", "sparse deconvolution"), ("truth", "ground truth")]
-    fig, axes = plt.subplots(len(rows), 5, figsize=(20, 4.2 * len(rows)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.4]})  # fmt: skip
+    names = [
+        ("raw", "raw"),
+        ("rl", "Richardson-Lucy only"),
+        ("sparse", "sparse deconvolution"),
+        ("truth", "ground truth"),
+    ]
+    fig, axes = plt.subplots(
+        len(rows), 5, figsize=(20, 4.2 * len(rows)), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.4]}
+    )
     for r, row in enumerate(rows):
         y = row["profile_row"]
         for c, (key, title) in enumerate(names):
@@ -165,18 +171,35 @@ def run_demo(
         for s in samples:
             fwhm = " x ".join(f"{v:g}" for v in s["fwhm"])
             log(f"{s['title']}: {'x'.join(map(str, s['raw'].shape))} ({s['axes']}), PSF FWHM {fwhm} px")
-            raw_path = _write_input(os.path.join(out, f"{s['name']}_raw.ome.zarr"), s["raw"], s["axes"],
-                                    s["scale"], s["units"], "raw")  # fmt: skip
-            truth_path = _write_input(os.path.join(out, f"{s['name']}_truth.ome.zarr"), s["truth"], s["axes"],
-                                      s["scale"], s["units"], "ground truth")  # fmt: skip
+            raw_path = _write_input(
+                os.path.join(out, f"{s['name']}_raw.ome.zarr"), s["raw"], s["axes"], s["scale"], s["units"], "raw"
+            )
+            truth_path = _write_input(
+                os.path.join(out, f"{s['name']}_truth.ome.zarr"),
+                s["truth"],
+                s["axes"],
+                s["scale"],
+                s["units"],
+                "ground truth",
+            )
             outputs[f"{s['name']}_raw"], outputs[f"{s['name']}_truth"] = raw_path, truth_path
             arrays = {"raw": s["raw"], "truth": s["truth"]}
-            for key, extra, what in (("rl", {"sparse_iters": 0}, "Richardson-Lucy only"),
-                                     ("sparse", {}, "sparse deconvolution (defaults)")):  # fmt: skip
+            for key, extra, what in (
+                ("rl", {"sparse_iters": 0}, "Richardson-Lucy only"),
+                ("sparse", {}, "sparse deconvolution (defaults)"),
+            ):
                 t = time.perf_counter()
                 dst = os.path.join(out, f"{s['name']}_{key}.ome.zarr")
-                deconvolve(raw_path, dst, fwhm=list(s["fwhm"]), overwrite=True, client=client, device=device,
-                           config={"demo": s["name"], "fwhm": list(s["fwhm"]), **extra}, **extra)  # fmt: skip
+                deconvolve(
+                    raw_path,
+                    dst,
+                    fwhm=list(s["fwhm"]),
+                    overwrite=True,
+                    client=client,
+                    device=device,
+                    config={"demo": s["name"], "fwhm": list(s["fwhm"]), **extra},
+                    **extra,
+                )
                 outputs[f"{s['name']}_{key}"] = dst
                 arrays[key] = _read(dst)
                 log(f"  {what}: {time.perf_counter() - t:.1f} s -> {dst}")
@@ -185,8 +208,9 @@ def run_demo(
             log("  PSNR vs truth: " + ", ".join(f"{k} {v:.1f} dB" for k, v in scores.items()))
             view = s["view"]
             images = {k: view(v) for k, v in arrays.items()}
-            rows.append({"title": s["title"], "images": images, "psnr": scores,
-                         "profile_row": _profile_row(images["truth"])})  # fmt: skip
+            rows.append(
+                {"title": s["title"], "images": images, "psnr": scores, "profile_row": _profile_row(images["truth"])}
+            )
         png = os.path.join(out, "demo.png")
         _figure(png, rows)
     finally:

@@ -48,7 +48,7 @@ def _classes(kind: str) -> tuple[type, type]:
     try:
         job_name, cluster_name = JOB_CLASSES[kind]
     except KeyError:
-        raise ValueError(f"unknown batch system {kind!r}; use one of {sorted(JOB_CLASSES)}")
+        raise ValueError(f"unknown batch system {kind!r}; use one of {sorted(JOB_CLASSES)}") from None
     module = importlib.import_module(f"dask_jobqueue.{kind}")
     return getattr(module, job_name), getattr(module, cluster_name)
 
@@ -210,10 +210,17 @@ def make_jobqueue_cluster(
     """
     _, cluster_cls = _classes(kind)
     kw = jobqueue_kwargs(
-        kind, cores=cores, memory=memory, walltime=walltime, queue=queue,
-        account=account, gpus_per_worker=gpus_per_worker, job_extra=job_extra,
-        python=python, **kwargs,
-    )  # fmt: skip
+        kind,
+        cores=cores,
+        memory=memory,
+        walltime=walltime,
+        queue=queue,
+        account=account,
+        gpus_per_worker=gpus_per_worker,
+        job_extra=job_extra,
+        python=python,
+        **kwargs,
+    )
     cluster = cluster_cls(scheduler_options=dict(scheduler_options or {}), **kw)
     if workers:
         cluster.scale(jobs=workers)

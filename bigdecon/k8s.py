@@ -98,10 +98,13 @@ _PART_OF = {"app.kubernetes.io/part-of": "bigdecon"}
 def scheduler_args() -> list[str]:
     """Command line of the scheduler container."""
     return [
-        "dask", "scheduler",
-        "--port", str(SCHEDULER_PORT),
-        "--dashboard-address", f":{DASHBOARD_PORT}",
-    ]  # fmt: skip
+        "dask",
+        "scheduler",
+        "--port",
+        str(SCHEDULER_PORT),
+        "--dashboard-address",
+        f":{DASHBOARD_PORT}",
+    ]
 
 
 def worker_args(memory_limit: str, gpus_per_worker: int = 1) -> list[str]:
@@ -129,11 +132,15 @@ def worker_args(memory_limit: str, gpus_per_worker: int = 1) -> list[str]:
     return [
         *prog,
         "$(DASK_SCHEDULER_ADDRESS)",
-        "--nthreads", "1",
-        "--memory-limit", memory_limit,
-        "--name", "$(DASK_WORKER_NAME)",
-        "--dashboard-address", dashboard,
-    ]  # fmt: skip
+        "--nthreads",
+        "1",
+        "--memory-limit",
+        memory_limit,
+        "--name",
+        "$(DASK_WORKER_NAME)",
+        "--dashboard-address",
+        dashboard,
+    ]
 
 
 def worker_threads(worker_cpu: int | str, processes: int = 1, threads_per_process: int = 1) -> int:
@@ -177,9 +184,14 @@ def job_args(
     if scheduler_timeout is not None and "--scheduler-timeout" not in argv:
         argv += ["--scheduler-timeout", _fmt_number(scheduler_timeout)]
     return [
-        "bigdecon", "run", k8s_escape(input), k8s_escape(output), *map(k8s_escape, argv),
-        "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
-    ]  # fmt: skip
+        "bigdecon",
+        "run",
+        k8s_escape(input),
+        k8s_escape(output),
+        *map(k8s_escape, argv),
+        "--scheduler",
+        "$(DASK_SCHEDULER_ADDRESS)",
+    ]
 
 
 def _fmt_number(value: Any) -> str:
@@ -277,9 +289,7 @@ def _pod_spec(
         spec["volumes"] = volumes
     if gpu:
         # GPU node pools are commonly tainted so that only GPU pods land there.
-        spec["tolerations"] = [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-        ]
+        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return spec
 
 
@@ -388,9 +398,7 @@ def build_daskjob(
         worker_args(_dask_memory_limit(worker_memory, processes), gpus_per_worker),
         {"requests": {"cpu": cpu, "memory": worker_memory}, "limits": worker_limits},
         # One process: a fixed dashboard port; several pick free ports (see worker_args).
-        ports=[
-            {"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}
-        ]
+        ports=[{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}]
         if processes == 1
         else None,
         storage_secret=storage_secret,
@@ -603,9 +611,7 @@ def create_daskjob(manifest: dict[str, Any], kubeconfig: str | None = None) -> d
         )
 
 
-def daskjob_status(
-    name: str, namespace: str = "default", kubeconfig: str | None = None
-) -> dict[str, Any]:
+def daskjob_status(name: str, namespace: str = "default", kubeconfig: str | None = None) -> dict[str, Any]:
     """The DaskJob's ``status`` (``jobStatus``, ``jobRunnerPodName``, times)."""
     from kubernetes import client
 
@@ -671,27 +677,32 @@ def add_submit_parser(
     for action in p._actions:
         if action.dest == "scheduler_timeout":
             # The runner pod starts before the scheduler is up and is not restarted.
-            action.help = (f"how long the job keeps trying to reach its scheduler (default "
-                           f"{_fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)")  # fmt: skip
+            action.help = (
+                f"how long the job keeps trying to reach its scheduler (default "
+                f"{_fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)"
+            )
 
     g = p.add_argument_group("cluster")
     g.add_argument("--workers", type=int, default=1, help="worker pods / batch jobs (default 1)")
     g.add_argument(
-        "--gpus-per-worker", type=int, default=None, metavar="G",
+        "--gpus-per-worker",
+        type=int,
+        default=None,
+        metavar="G",
         help="GPUs per worker, one Dask worker per GPU (default: 1 on Kubernetes, 0 on HPC); "
-             "use 0 with a CPU image (GPU workers need the CUDA image's dask-cuda)",
-    )  # fmt: skip
+        "use 0 with a CPU image (GPU workers need the CUDA image's dask-cuda)",
+    )
     g.add_argument("--worker-memory", default="32Gi", help="memory per worker (default 32Gi)")
     g.add_argument("--worker-cpu", default="8", help="CPUs per worker (default 8)")
-    g.add_argument("--dry-run", action="store_true",
-                   help="print the DaskJob YAML (or the batch job script) and exit")  # fmt: skip
+    g.add_argument("--dry-run", action="store_true", help="print the DaskJob YAML (or the batch job script) and exit")
 
     k = p.add_argument_group("Kubernetes")
     k.add_argument("--image", help="container image with bigdecon (required for Kubernetes)")
     k.add_argument("--namespace", default="default", help="namespace (default 'default')")
     k.add_argument("--name", help="DaskJob name (default: derived from OUTPUT)")
-    k.add_argument("--storage-secret", metavar="NAME",
-                   help="Secret with object-storage credentials, exposed as env vars")  # fmt: skip
+    k.add_argument(
+        "--storage-secret", metavar="NAME", help="Secret with object-storage credentials, exposed as env vars"
+    )
     k.add_argument("--service-account", metavar="NAME", help="ServiceAccount for the pods")
     k.add_argument("--pvc", metavar="CLAIM", help="PersistentVolumeClaim to mount in job/workers")
     k.add_argument("--pvc-mount", default="/data", help="mount path of --pvc (default /data)")
@@ -702,15 +713,21 @@ def add_submit_parser(
     h = p.add_argument_group("HPC batch systems")
     kind = h.add_mutually_exclusive_group()
     for name in _HPC_KINDS:
-        kind.add_argument(f"--{name}", dest="hpc", action="store_const", const=name,
-                          help=f"start workers as {name.upper()} jobs")  # fmt: skip
+        kind.add_argument(
+            f"--{name}", dest="hpc", action="store_const", const=name, help=f"start workers as {name.upper()} jobs"
+        )
     h.add_argument("--queue", help="queue / partition")
     h.add_argument("--account", help="account / project to charge")
     h.add_argument("--walltime", default="01:00:00", help="walltime per job (default 01:00:00)")
     h.add_argument("--cores", type=int, help="cores per job (default: --worker-cpu)")
     h.add_argument("--memory", help="memory per job (default: --worker-memory)")
-    h.add_argument("--job-extra", action="append", default=[], metavar="DIRECTIVE",
-                   help="extra batch directive, repeatable (e.g. '--qos=high')")  # fmt: skip
+    h.add_argument(
+        "--job-extra",
+        action="append",
+        default=[],
+        metavar="DIRECTIVE",
+        help="extra batch directive, repeatable (e.g. '--qos=high')",
+    )
     p.set_defaults(func=submit_command)
 
     for cmd, func, text in (
@@ -738,9 +755,17 @@ def _error(cmd: str, exc: BaseException) -> int:
 # Parameters every submitted job states explicitly, even at their defaults, so that
 # the result does not depend on the defaults of the bigdecon installed in the image.
 EXPLICIT_RUN_OPTIONS = (
-    "sparse_iters", "fidelity", "sparsity", "tcontinuity", "background",
-    "deconv_iters", "deconv_type", "up_sample", "output_dtype", "ngff_version",
-)  # fmt: skip
+    "sparse_iters",
+    "fidelity",
+    "sparsity",
+    "tcontinuity",
+    "background",
+    "deconv_iters",
+    "deconv_type",
+    "up_sample",
+    "output_dtype",
+    "ngff_version",
+)
 
 
 def _given(args: argparse.Namespace, key: str) -> bool:
@@ -802,8 +827,10 @@ def _check_parameters(resolved: dict[str, Any]) -> None:
     kwargs = {k: resolved[k] for k in EXPLICIT_RUN_OPTIONS[:8] if resolved.get(k) is not None}
     size = resolved.get("fwhm") or resolved.get("resolution")
     if kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 7) and not (size or resolved.get("psf")):
-        raise InputError("give the PSF size: --fwhm PIXELS, --resolution in physical units, or "
-                         "--psf FILE (or --deconv-type 0 to skip the final deconvolution)")  # fmt: skip
+        raise InputError(
+            "give the PSF size: --fwhm PIXELS, --resolution in physical units, or "
+            "--psf FILE (or --deconv-type 0 to skip the final deconvolution)"
+        )
     psf = np.ones((3, 3), np.float32) if resolved.get("psf") else None
     # One size for every channel, or {channel: size} (--fwhm 0=3 1=4.2,4.2).
     for value in size.values() if isinstance(size, dict) else [size]:
@@ -840,7 +867,7 @@ def _local_path(path: str) -> str | None:
     """The file-system path of ``path``; ``None`` for a URL (``s3://``, ``gs://``...)."""
     text = str(path)
     if text.startswith("file://"):
-        return text[len("file://"):]
+        return text[len("file://") :]
     return None if "://" in text else text
 
 
@@ -873,8 +900,10 @@ def pod_path_problems(
         is_psf = label.startswith("PSF")
         if local is None:
             if is_psf:
-                warnings.append(f"{label} {path!r} is a URL: 'bigdecon run' reads --psf from a file "
-                                "the job pod sees (put it on the --pvc volume)")  # fmt: skip
+                warnings.append(
+                    f"{label} {path!r} is a URL: 'bigdecon run' reads --psf from a file "
+                    "the job pod sees (put it on the --pvc volume)"
+                )
             continue
         if not pvc:
             # Pods don't see the submitting machine's files.
@@ -882,13 +911,16 @@ def pod_path_problems(
             warnings.append(f"{label} {path!r} is not a URL; the pods must see it ({where})")
             continue
         if not local.startswith("/"):
-            errors.append(f"{label} {path!r} is a relative path; with --pvc give the path the pods "
-                          f"see, under --pvc-mount {pvc_mount}")  # fmt: skip
+            errors.append(
+                f"{label} {path!r} is a relative path; with --pvc give the path the pods "
+                f"see, under --pvc-mount {pvc_mount}"
+            )
             continue
         norm = posixpath.normpath(local)
         if norm != mount and not norm.startswith(mount.rstrip("/") + "/"):
-            warnings.append(f"{label} {path!r} is outside --pvc-mount {pvc_mount}; the pods see "
-                            "only their image's files there")  # fmt: skip
+            warnings.append(
+                f"{label} {path!r} is outside --pvc-mount {pvc_mount}; the pods see only their image's files there"
+            )
     return errors, warnings
 
 
@@ -951,9 +983,11 @@ def submit_command(args: argparse.Namespace) -> int:
     if gpus > 0 and not looks_like_gpu_image(args.image):
         # 'dask cuda worker' is only in the CUDA image: CPU-image workers would crash-loop.
         default = " (the default on Kubernetes)" if args.gpus_per_worker is None else ""
-        _warn(f"{gpus} GPU(s) per worker{default} with image {args.image!r}, "
-              "whose name has no 'cuda' or 'gpu': GPU workers run 'dask cuda worker', which "
-              "only the CUDA image has; use --gpus-per-worker 0 with a CPU image")  # fmt: skip
+        _warn(
+            f"{gpus} GPU(s) per worker{default} with image {args.image!r}, "
+            "whose name has no 'cuda' or 'gpu': GPU workers run 'dask cuda worker', which "
+            "only the CUDA image has; use --gpus-per-worker 0 with a CPU image"
+        )
     if args.dry_run:
         sys.stdout.write(to_yaml(manifest))
         return 0
@@ -992,8 +1026,7 @@ def _submit_hpc(args: argparse.Namespace) -> int:
     submit = hpc.submit_program(args.hpc)
     if shutil.which(submit) is None:
         # Without it jobqueue only logs the failure and the run would wait forever.
-        print(f"bigdecon submit: error: '{submit}' not found; run this on a {args.hpc} "
-              "login node", file=sys.stderr)  # fmt: skip
+        print(f"bigdecon submit: error: '{submit}' not found; run this on a {args.hpc} login node", file=sys.stderr)
         return 1
     try:
         cluster = hpc.make_jobqueue_cluster(args.hpc, workers=args.workers, **options)
@@ -1002,8 +1035,7 @@ def _submit_hpc(args: argparse.Namespace) -> int:
     try:
         from bigdecon.cli import main
 
-        rc = main(["run", args.input, args.output, *run_argv,
-                   "--scheduler", cluster.scheduler_address])  # fmt: skip
+        rc = main(["run", args.input, args.output, *run_argv, "--scheduler", cluster.scheduler_address])
         return int(rc or 0)
     finally:
         cluster.close()
@@ -1025,9 +1057,7 @@ def status_command(args: argparse.Namespace) -> int:
 def logs_command(args: argparse.Namespace) -> int:
     """Handler of ``bigdecon logs``."""
     try:
-        text = daskjob_logs(
-            args.name, args.namespace, kubeconfig=args.kubeconfig, tail_lines=args.tail
-        )
+        text = daskjob_logs(args.name, args.namespace, kubeconfig=args.kubeconfig, tail_lines=args.tail)
     except Exception as exc:  # noqa: BLE001
         return _error("logs", exc)
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")

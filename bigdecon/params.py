@@ -34,7 +34,7 @@ class Params:
     psf: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_kwargs(cls, fwhm=None, psf=None, **kwargs) -> "Params":
+    def from_kwargs(cls, fwhm=None, psf=None, **kwargs) -> Params:
         """Build and validate; every problem is an :class:`InputError` naming the parameter."""
         unknown = set(kwargs) - {f for f in cls.__dataclass_fields__ if f not in ("fwhm", "psf")}
         if unknown:
@@ -88,7 +88,9 @@ class Params:
             if not np.all(np.isfinite(psf)) or psf.min() < 0 or psf.sum() <= 0:
                 raise InputError("psf must be finite, non-negative and not all zero")
         if self.deconv_type and self.deconv_iters and self.fwhm is None and self.psf is None:
-            raise InputError("fwhm (PSF size in pixels) or psf is required for deconv_type 1 or 2 (or set deconv_type=0)")
+            raise InputError(
+                "fwhm (PSF size in pixels) or psf is required for deconv_type 1 or 2 (or set deconv_type=0)"
+            )
 
     @property
     def deconvolves(self) -> bool:
@@ -108,7 +110,11 @@ class Params:
         d["fwhm"] = list(self.fwhm) if self.fwhm is not None else None
         d["psf_shape"] = list(np.shape(self.psf)) if self.psf is not None else None
         # The checksum tells two measured PSFs of one shape apart (a resume must not mix them).
-        d["psf_sha256"] = hashlib.sha256(np.ascontiguousarray(self.psf, dtype=np.float32).tobytes()).hexdigest() if self.psf is not None else None
+        d["psf_sha256"] = (
+            hashlib.sha256(np.ascontiguousarray(self.psf, dtype=np.float32).tobytes()).hexdigest()
+            if self.psf is not None
+            else None
+        )
         return d
 
 

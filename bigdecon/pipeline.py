@@ -121,7 +121,9 @@ def deconv_stage(g, norm: float, scale: float, params: Params, psf):
 def check_image(image: Any, params: Params) -> None:
     """Shape checks at the public edge (values are checked where they are reduced)."""
     if image.ndim not in (2, 3):
-        raise InputError(f"image must be 2-D (y, x) or 3-D (t or z, y, x), got {image.ndim}-D with shape {tuple(image.shape)}")
+        raise InputError(
+            f"image must be 2-D (y, x) or 3-D (t or z, y, x), got {image.ndim}-D with shape {tuple(image.shape)}"
+        )
     if min(image.shape[-2:]) < 4:
         raise InputError(f"image planes must be at least 4x4 pixels, got {tuple(image.shape[-2:])}")
     if not np.issubdtype(np.dtype(image.dtype), np.number) or np.issubdtype(np.dtype(image.dtype), np.complexfloating):

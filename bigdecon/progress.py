@@ -312,8 +312,7 @@ class NotebookProgress(_Progress):
             except ImportError:
                 pass
             else:
-                self._bar = ipywidgets.IntProgress(value=0, min=0, max=max(1, self.total),
-                                                   description=self.description)  # fmt: skip
+                self._bar = ipywidgets.IntProgress(value=0, min=0, max=max(1, self.total), description=self.description)
                 self._label = ipywidgets.HTML()
                 display(ipywidgets.HBox([self._bar, self._label]))
                 return
@@ -321,9 +320,11 @@ class NotebookProgress(_Progress):
 
     def _bundle(self, text: str) -> dict[str, str]:
         plain = f"{self.description} {_bar(self.fraction)} {text}"
-        page = (f'<div style="font-family: monospace">{html.escape(self.description)} '
-                f'<progress value="{self.done}" max="{max(1, self.total)}" style="width: 40%"></progress> '
-                f"{html.escape(text)}</div>")  # fmt: skip
+        page = (
+            f'<div style="font-family: monospace">{html.escape(self.description)} '
+            f'<progress value="{self.done}" max="{max(1, self.total)}" style="width: 40%"></progress> '
+            f"{html.escape(text)}</div>"
+        )
         return {"text/plain": plain, "text/html": page}
 
 
@@ -363,7 +364,7 @@ def summary_lines(result: dict, *, peak_memory: int | None = None) -> list[str]:
 def _absolute(path: str) -> str:
     """Local paths made absolute (``file://`` dropped); URLs as they are."""
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     elif "://" in path or not path:
         return path
     return os.path.abspath(os.path.expanduser(path))
@@ -378,4 +379,3 @@ def _quote(path: str) -> str:
 def _bar(frac: float, width: int = 20) -> str:
     filled = int(round(max(0.0, min(1.0, frac)) * width))
     return "[" + "#" * filled + "." * (width - filled) + "]"
-

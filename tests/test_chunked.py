@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
-
-import dask.array as da
+from conftest import filaments
 
 import bigdecon
 from bigdecon.chunked import default_depth
 from bigdecon.io import open_image, write_image
 from bigdecon.params import Params
 from bigdecon.pipeline import deconv_stage, output_psf, preprocess, sparse_stage
-
-from conftest import filaments
 
 TOLERANCE = 1e-3  # of the image maximum, everywhere, edges included (ALGORITHM.md)
 
@@ -24,7 +22,9 @@ MODES = {
     "bg3": dict(fwhm=3, background=3),
     "bg4": dict(fwhm=3, background=4),
     "bg5": dict(fwhm=3, background=5),
-    "sparse_only": dict(fwhm=3, sparse_iters=50, fidelity=120, sparsity=8, tcontinuity=0.8, background=0, deconv_type=0),
+    "sparse_only": dict(
+        fwhm=3, sparse_iters=50, fidelity=120, sparsity=8, tcontinuity=0.8, background=0, deconv_type=0
+    ),
     "rl_only": dict(fwhm=3, sparse_iters=0),
     "landweber": dict(fwhm=3, deconv_type=2, background=0),
     "fourier_x2": dict(fwhm=3, up_sample=1, sparse_iters=30),
@@ -61,7 +61,9 @@ def test_lazy_chunked_equals_whole(data, mode):
 )
 def test_awkward_chunkings(data, chunks):
     whole = bigdecon.sparse_deconvolve(data, fwhm=3, sparse_iters=40)
-    chunked = bigdecon.sparse_deconvolve(da.from_array(data, chunks=(5, 33, 50)), fwhm=3, sparse_iters=40, chunks=chunks)
+    chunked = bigdecon.sparse_deconvolve(
+        da.from_array(data, chunks=(5, 33, 50)), fwhm=3, sparse_iters=40, chunks=chunks
+    )
     assert seam_error(chunked.compute(), whole) <= TOLERANCE
 
 
@@ -72,7 +74,9 @@ def test_2d_image_and_3d_psf(data):
     assert seam_error(chunked, whole) <= TOLERANCE
     vol = np.concatenate([data, data[::-1]])  # 20 planes for a z FWHM of 4
     whole = bigdecon.sparse_deconvolve(vol, fwhm=(4, 3, 3), sparse_iters=30, background=0)
-    chunked = bigdecon.sparse_deconvolve(da.from_array(vol), fwhm=(4, 3, 3), sparse_iters=30, background=0, chunks=(6, 36, 40))
+    chunked = bigdecon.sparse_deconvolve(
+        da.from_array(vol), fwhm=(4, 3, 3), sparse_iters=30, background=0, chunks=(6, 36, 40)
+    )
     assert seam_error(chunked.compute(), whole) <= TOLERANCE
 
 
@@ -80,7 +84,9 @@ def test_halo_depth_is_what_makes_it_exact(data):
     """A shallow halo leaves visible seams; the default depth does not."""
     params = dict(fwhm=3, background=0, deconv_type=0, sparse_iters=100)
     whole = bigdecon.sparse_deconvolve(data, **params)
-    shallow = bigdecon.sparse_deconvolve(da.from_array(data), chunks=(3, 24, 24), depth={"t": 1, "y": 1, "x": 1}, **params)
+    shallow = bigdecon.sparse_deconvolve(
+        da.from_array(data), chunks=(3, 24, 24), depth={"t": 1, "y": 1, "x": 1}, **params
+    )
     deep = bigdecon.sparse_deconvolve(da.from_array(data), chunks=(3, 24, 24), **params)
     assert seam_error(shallow.compute(), whole) > 3e-3
     assert seam_error(deep.compute(), whole) < 1e-4
@@ -155,7 +161,10 @@ def test_integer_output_and_ngff_04(tmp_path, data):
 
     Image.from_zarr(zarr.open_group(out_path, mode="r"))
     whole = bigdecon.sparse_deconvolve(data.round(), fwhm=3, sparse_iters=20)
-    assert np.abs(out.data.compute().astype(np.float32) - np.clip(np.round(whole), 0, 65535)).max() <= 1 + TOLERANCE * whole.max()
+    assert (
+        np.abs(out.data.compute().astype(np.float32) - np.clip(np.round(whole), 0, 65535)).max()
+        <= 1 + TOLERANCE * whole.max()
+    )
 
 
 def test_output_validates_as_ngff_05(tmp_path, data):
@@ -197,7 +206,8 @@ def test_block_size_follows_the_memory_budget():
 
 
 @pytest.mark.parametrize(
-    "chunks", [{"t": 1, "y": 72, "x": 80}, {"t": 2, "y": 9, "x": 80}, {"t": 7, "y": 71, "x": 13}],
+    "chunks",
+    [{"t": 1, "y": 72, "x": 80}, {"t": 2, "y": 9, "x": 80}, {"t": 7, "y": 71, "x": 13}],
     ids=["one-plane", "thinner-than-halo", "prime"],
 )
 def test_deconvolve_awkward_chunkings(tmp_path, data, chunks):
@@ -339,7 +349,15 @@ def test_timepoints_shift_the_time_origin(tmp_path, data):
         (dict(psf=np.ones((3, 3))), "either fwhm .* or psf"),
         (dict(timepoints="4:2"), "empty or reversed"),
     ],
-    ids=["unknown-axis", "channel-axis", "outer-axis-depth", "3d-psf-on-t", "duplicate-channel", "fwhm-and-psf", "reversed-time"],
+    ids=[
+        "unknown-axis",
+        "channel-axis",
+        "outer-axis-depth",
+        "3d-psf-on-t",
+        "duplicate-channel",
+        "fwhm-and-psf",
+        "reversed-time",
+    ],
 )
 def test_impossible_requests_are_named(tmp_path, kwargs, message):
     kwargs = dict(kwargs)

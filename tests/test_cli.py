@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stop_process_groups
 
 from bigdecon import data
 from bigdecon.io import OmeZarrWriter, open_image, write_block
-from conftest import stop_process_groups
 
 # One small worker process: cluster start-up dominates these runs.
 CLUSTER = ["--workers", "1", "--threads-per-worker", "2"]
@@ -37,8 +37,12 @@ def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     return subprocess.run(
         [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def write_ome(path: Path, array: np.ndarray, axes: str = "tyx", chunks=None) -> Path:
@@ -75,7 +79,7 @@ def assert_usage_error(proc: subprocess.CompletedProcess, *words: str) -> None:
 def assert_no_image(path: Path) -> None:
     if not os.path.lexists(path):
         return
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - any refusal to open it will do
         open_image(path)
 
 
@@ -93,12 +97,38 @@ def test_help_lists_commands_and_options():
         assert command in top.stdout
     run = cli("run", "--help")
     assert run.returncode == 0
-    for option in ("--fwhm", "--resolution", "--psf", "--sparse-iters", "--fidelity", "--sparsity",
-                   "--tcontinuity", "--background", "--deconv-iters", "--deconv-type", "--up-sample",
-                   "--channels", "--timepoints", "--chunks", "--depth", "--workers", "--threads-per-worker",
-                   "--memory-limit", "--gpus", "--scheduler", "--resume", "--overwrite", "--output-dtype",
-                   "--ngff-version", "--dashboard-address", "--debug", "--config", "--scheduler-timeout",
-                   "--device", "--no-gpus"):  # fmt: skip
+    for option in (
+        "--fwhm",
+        "--resolution",
+        "--psf",
+        "--sparse-iters",
+        "--fidelity",
+        "--sparsity",
+        "--tcontinuity",
+        "--background",
+        "--deconv-iters",
+        "--deconv-type",
+        "--up-sample",
+        "--channels",
+        "--timepoints",
+        "--chunks",
+        "--depth",
+        "--workers",
+        "--threads-per-worker",
+        "--memory-limit",
+        "--gpus",
+        "--scheduler",
+        "--resume",
+        "--overwrite",
+        "--output-dtype",
+        "--ngff-version",
+        "--dashboard-address",
+        "--debug",
+        "--config",
+        "--scheduler-timeout",
+        "--device",
+        "--no-gpus",
+    ):
         assert option in run.stdout, option
 
 
@@ -157,8 +187,19 @@ def test_info_reports_image_and_plan(small):
     proc = cli("info", small, "--fwhm", "3", "--chunks", "t=3,y=32,x=32")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for text in ("axes:        tyx", "6x64x64", "float32", "3x32x32", "y 0.065 micrometer", "t 2 second",
-                 "NGFF 0.5", "output shape", "overlap per axis", "tasks", "memory per task"):  # fmt: skip
+    for text in (
+        "axes:        tyx",
+        "6x64x64",
+        "float32",
+        "3x32x32",
+        "y 0.065 micrometer",
+        "t 2 second",
+        "NGFF 0.5",
+        "output shape",
+        "overlap per axis",
+        "tasks",
+        "memory per task",
+    ):
         assert text in out, (text, out)
     assert "t 6" in out and "y 16" in out  # the halo, named by axis
 
@@ -173,14 +214,17 @@ def test_info_on_tiff_without_fwhm(tmp_path):
     assert "TIFF" in proc.stdout and "uint16" in proc.stdout and "no --fwhm" in proc.stdout
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--fwhm", "3", "SMALL"], "PSF FWHM:         3 x 3 px"),  # options before INPUT: --fwhm takes only numbers
-    (["--fwhm", "2", "3", "SMALL"], "PSF FWHM:         2 x 3 px"),
-    (["SMALL", "--fwhm", "2,3"], "PSF FWHM:         2 x 3 px"),
-    (["SMALL", "--resolution", "0.13"], "PSF FWHM:         2 x 2 px (from --resolution and the pixel size)"),
-    (["SMALL", "--fwhm", "3", "--timepoints", "-2:"], "output shape:     2x64x64"),  # the last two time points
-    (["SMALL", "--fwhm", "3", "--timepoints", "1:-1"], "output shape:     4x64x64"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--fwhm", "3", "SMALL"], "PSF FWHM:         3 x 3 px"),  # options before INPUT: --fwhm takes only numbers
+        (["--fwhm", "2", "3", "SMALL"], "PSF FWHM:         2 x 3 px"),
+        (["SMALL", "--fwhm", "2,3"], "PSF FWHM:         2 x 3 px"),
+        (["SMALL", "--resolution", "0.13"], "PSF FWHM:         2 x 2 px (from --resolution and the pixel size)"),
+        (["SMALL", "--fwhm", "3", "--timepoints", "-2:"], "output shape:     2x64x64"),  # the last two time points
+        (["SMALL", "--fwhm", "3", "--timepoints", "1:-1"], "output shape:     4x64x64"),
+    ],
+)
 def test_info_argument_forms(small, argv, expected):
     proc = cli("info", *[small if a == "SMALL" else a for a in argv])
     assert proc.returncode == 0, proc.stderr
@@ -219,8 +263,9 @@ def two_channels(tmp_path_factory) -> Path:
 
 def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path):
     out = tmp_path / "out.ome.zarr"
-    proc = cli("run", two_channels, out, "--fwhm", "0=3", "1=4.2,4.2", "--sparse-iters", "5", "--deconv-iters", "2",
-               *CLUSTER)  # fmt: skip
+    proc = cli(
+        "run", two_channels, out, "--fwhm", "0=3", "1=4.2,4.2", "--sparse-iters", "5", "--deconv-iters", "2", *CLUSTER
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fwhm = {0 = [3.0], 1 = [4.2, 4.2]}" in proc.stdout
     config = stored_config(out)
@@ -249,18 +294,29 @@ def test_stdout_closed_early(small):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written
     try:
-        proc = subprocess.run([sys.executable, "-m", "bigdecon.cli", "info", str(small)], stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "bigdecon.cli", "info", str(small)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(write)
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
 
-@pytest.mark.parametrize("url, package, words", [
-    ("gs://bigdecon-test-bucket/raw.ome.zarr", "gcsfs", ["gs:// needs gcsfs", "pip install gcsfs"]),
-    ("s3://bigdecon-test-bucket/raw.ome.zarr", "s3fs", ["cannot open s3://bigdecon-test-bucket/raw.ome.zarr",
-                                                        "no credentials"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url, package, words",
+    [
+        ("gs://bigdecon-test-bucket/raw.ome.zarr", "gcsfs", ["gs:// needs gcsfs", "pip install gcsfs"]),
+        (
+            "s3://bigdecon-test-bucket/raw.ome.zarr",
+            "s3fs",
+            ["cannot open s3://bigdecon-test-bucket/raw.ome.zarr", "no credentials"],
+        ),
+    ],
+)
 def test_remote_store_problems_are_bad_input(url, package, words, tmp_path, monkeypatch):
     if package == "gcsfs" and importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed")
@@ -316,13 +372,24 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     inf = np.ones((6, 32, 32), np.float32)
     inf[1, 1, 1] = np.inf
     write_ome(root / "inf.ome.zarr", inf)
-    group = zarr.open_group(str(root / "noyx.ome.zarr"), mode="w", zarr_format=3, attributes={"ome": {
-        "version": "0.5",
-        "multiscales": [{
-            "axes": [{"name": "t", "type": "time"}, {"name": "z", "type": "space"}],
-            "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}],
-        }],
-    }})  # fmt: skip
+    group = zarr.open_group(
+        str(root / "noyx.ome.zarr"),
+        mode="w",
+        zarr_format=3,
+        attributes={
+            "ome": {
+                "version": "0.5",
+                "multiscales": [
+                    {
+                        "axes": [{"name": "t", "type": "time"}, {"name": "z", "type": "space"}],
+                        "datasets": [
+                            {"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}
+                        ],
+                    }
+                ],
+            }
+        },
+    )
     group.create_array("s0", shape=(4, 8), dtype="f4")
     np.save(root / "big_psf.npy", np.ones((201, 201), np.float32))
     np.save(root / "psf_1d.npy", np.ones(9, np.float32))
@@ -476,18 +543,22 @@ def test_scheduler_that_does_not_answer(small, tmp_path, kind, request):
             port = s.getsockname()[1]
     out = tmp_path / "out.ome.zarr"
     start = time.monotonic()
-    proc = cli("run", small, out, *FAST, "--scheduler", f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "2",
-               timeout=60)  # fmt: skip
+    proc = cli(
+        "run", small, out, *FAST, "--scheduler", f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "2", timeout=60
+    )
     assert time.monotonic() - start < 2 + 8
     assert_usage_error(proc, f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 2 s")
     assert_no_image(out)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("sparse_iters = [", ["cannot parse", "options.toml"]),
-    ("no_such_option = 1\n", ["unknown option", "no_such_option"]),
-    ("sparse_iters = 'many'\n", ["options.toml", "sparse_iters"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("sparse_iters = [", ["cannot parse", "options.toml"]),
+        ("no_such_option = 1\n", ["unknown option", "no_such_option"]),
+        ("sparse_iters = 'many'\n", ["options.toml", "sparse_iters"]),
+    ],
+)
 def test_bad_config_file(small, tmp_path, text, words):
     config = tmp_path / "options.toml"
     config.write_text(text)
@@ -522,8 +593,14 @@ def test_ctrl_c_then_resume(tmp_path):
     args = ["run", src, out, *FAST, "--chunks", "t=6,y=64,x=64", *CLUSTER]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "bigdecon.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         ledger = out / ".bigdecon-work" / "ledger"
         deadline = time.monotonic() + 120
@@ -569,9 +646,26 @@ def test_run_argv_round_trip(tmp_path):
     from bigdecon.cli import build_parser, run_argv_from_args
 
     parser = build_parser()
-    args = parser.parse_args(["run", "in.zarr", "out.zarr", "--fwhm", "3", "--sparse-iters", "50",
-                              "--channels", "0,2", "--chunks", "t=8,y=512", "--resume", "--workers", "4",
-                              "--scheduler", "tcp://h:8786"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "run",
+            "in.zarr",
+            "out.zarr",
+            "--fwhm",
+            "3",
+            "--sparse-iters",
+            "50",
+            "--channels",
+            "0,2",
+            "--chunks",
+            "t=8,y=512",
+            "--resume",
+            "--workers",
+            "4",
+            "--scheduler",
+            "tcp://h:8786",
+        ]
+    )
     argv = run_argv_from_args(args)
     assert argv == ["--fwhm", "3", "--sparse-iters", "50", "--channels", "0,2", "--chunks", "t=8,y=512", "--resume"]
     # --scheduler-timeout travels with the run options (submit's job pod waits for its scheduler).
@@ -596,10 +690,15 @@ def test_per_channel_options_from_command_line_and_config_files(tmp_path):
     assert resolved["fwhm"] == {0: [3.0], 1: [4.2, 4.2]}
     assert run_argv_from_args(args) == ["--fwhm", "0=3", "1=4.2,4.2"]
     # The same from TOML (keys arrive as strings) and YAML (keys as ints), and the printed form round-trips.
-    for name, text in (("c.toml", "fwhm = {0 = 3.0, 1 = [4.2, 4.2]}\n"), ("c.yaml", "fwhm: {0: 3, 1: [4.2, 4.2]}\n"),
-                       ("printed.toml", format_config(resolved) + "\n")):  # fmt: skip
+    for name, text in (
+        ("c.toml", "fwhm = {0 = 3.0, 1 = [4.2, 4.2]}\n"),
+        ("c.yaml", "fwhm: {0: 3, 1: [4.2, 4.2]}\n"),
+        ("printed.toml", format_config(resolved) + "\n"),
+    ):
         (tmp_path / name).write_text(text)
-        from_file = resolve_options(parser.parse_args(["run", "i", "o", "--config", str(tmp_path / name)]), cluster=False)
+        from_file = resolve_options(
+            parser.parse_args(["run", "i", "o", "--config", str(tmp_path / name)]), cluster=False
+        )
         assert from_file["fwhm"] == {0: [3.0], 1: [4.2, 4.2]}, name
     args = parser.parse_args(["run", "i", "o", "--psf", "0=a.tif", "1=b.npy", "--resolution", "0=0.25", "1=0.3"])
     resolved = resolve_options(args, cluster=False)
@@ -638,8 +737,9 @@ def test_progress_counts_resumed_tasks_apart():
     lines = stream.getvalue().splitlines()
     assert "15 resumed" in lines[0] and "voxel/s" not in lines[0]
     assert "100 voxel/s" in lines[2]  # 2 new tasks of 20 (200 voxels) in 2 s, not 17 tasks in 2 s
-    summary = "\n".join(report.summary({"output": "o.zarr", "shape": [4], "seconds": 5.0, "voxels": 2000,
-                                         "chunks": 20}))  # fmt: skip
+    summary = "\n".join(
+        report.summary({"output": "o.zarr", "shape": [4], "seconds": 5.0, "voxels": 2000, "chunks": 20})
+    )
     assert "500 voxels, 100 voxel/s, 20 tasks (15 resumed from an earlier run)" in summary
     assert f"Output: {os.path.abspath('o.zarr')}" in summary
 
@@ -687,8 +787,10 @@ def test_progress_tty_redraws_one_line():
 def test_summary_lines():
     from bigdecon.progress import summary_lines
 
-    lines = summary_lines({"output": "/data/out.ome.zarr", "shape": [6, 64, 64], "seconds": 2.0,
-                           "voxels": 24576, "chunks": 3}, peak_memory=3 * 2**30)  # fmt: skip
+    lines = summary_lines(
+        {"output": "/data/out.ome.zarr", "shape": [6, 64, 64], "seconds": 2.0, "voxels": 24576, "chunks": 3},
+        peak_memory=3 * 2**30,
+    )
     text = "\n".join(lines)
     assert "12.3 kvoxel/s" in text and "3.0 GiB" in text
     assert "napari --plugin napari-ome-zarr /data/out.ome.zarr" in text

@@ -98,11 +98,14 @@ def test_rings_pairs_are_separate_in_truth():
     assert len(peaks) >= 4
 
 
-@pytest.mark.parametrize("fn, shape", [
-    (data.filaments_timelapse, (16, 256, 256)),
-    (data.beads_volume, (32, 128, 128)),
-    (data.rings_image, (256, 256)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fn, shape",
+    [
+        (data.filaments_timelapse, (16, 256, 256)),
+        (data.beads_volume, (32, 128, 128)),
+        (data.rings_image, (256, 256)),
+    ],
+)
 def test_fast_at_demo_sizes(fn, shape):
     fn(shape=shape)  # warm caches
     t = time.perf_counter()

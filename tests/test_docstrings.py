@@ -22,6 +22,8 @@ def test_docstring_examples(name):
 
 def test_public_functions_have_examples():
     """The public API documents itself with runnable examples (scikit-image style)."""
-    public = [n for n in bigdecon.__all__ if callable(getattr(bigdecon, n)) and not isinstance(getattr(bigdecon, n), type)]
+    public = [
+        n for n in bigdecon.__all__ if callable(getattr(bigdecon, n)) and not isinstance(getattr(bigdecon, n), type)
+    ]
     missing = [n for n in public if ">>>" not in (getattr(bigdecon, n).__doc__ or "")]
     assert not missing, f"public functions without an Examples section: {missing}"

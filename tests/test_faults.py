@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import filaments
+from test_chunked import write_input
 
 import bigdecon
 from bigdecon.io import open_image
-
-from conftest import filaments
-from test_chunked import write_input
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +75,9 @@ def test_kill_and_resume_gives_the_identical_result(source, expected, tmp_path):
     with pytest.raises(bigdecon.InputError, match="exists"):
         bigdecon.deconvolve(source, str(out), chunks=CHUNKS, **PARAMS)
     seen = []
-    bigdecon.deconvolve(source, str(out), chunks=CHUNKS, resume=True, progress=lambda d, t: seen.append((d, t)), **PARAMS)
+    bigdecon.deconvolve(
+        source, str(out), chunks=CHUNKS, resume=True, progress=lambda d, t: seen.append((d, t)), **PARAMS
+    )
     # Only unfinished blocks ran: the sparse pass opened with the recorded ones done
     # (after the 2 preprocessed plane groups), then one update per remaining block.
     n_tasks = seen[-1][1]
@@ -93,9 +94,22 @@ def test_a_dead_worker_does_not_fail_or_corrupt_the_run(source, expected, tmp_pa
     env = dict(os.environ, BIGDECON_THREADS="1")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--dashboard-address", ":0", "--scheduler-file", str(sched_file)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     ]
     try:
@@ -106,10 +120,27 @@ def test_a_dead_worker_does_not_fail_or_corrupt_the_run(source, expected, tmp_pa
         for i in range(2):
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
-                     "--nthreads", "1", "--nworkers", "1", "--no-nanny", "--name", f"w{i}",
-                     "--host", "127.0.0.1", "--dashboard-address", ":0"],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-nanny",
+                        "--name",
+                        f"w{i}",
+                        "--host",
+                        "127.0.0.1",
+                        "--dashboard-address",
+                        ":0",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             )
         with Client(scheduler_file=str(sched_file), timeout=30) as client:

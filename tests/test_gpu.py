@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import filaments, stopped_at_exit, wait_for_port
 
 import bigdecon
 from bigdecon._backend import gpu_available
-
-from conftest import filaments, stopped_at_exit, wait_for_port
 
 pytestmark = [
     pytest.mark.gpu,
@@ -132,15 +131,17 @@ def test_out_of_core_on_dask_cuda_workers(cp, tmp_path: Path) -> None:
     from bigdecon.io import open_image, write_image
 
     raw = filaments((8, 96, 96), seed=4)[0]
-    src = write_image(str(tmp_path / "in.ome.zarr"), (raw * 20).astype(np.uint16), "tyx",
-                      chunks=(2, 48, 48))  # fmt: skip
+    src = write_image(str(tmp_path / "in.ome.zarr"), (raw * 20).astype(np.uint16), "tyx", chunks=(2, 48, 48))
     # 2 x 2 x 2 sparse blocks with halos, whole-plane tasks for the other steps
     params = dict(fwhm=3, sparse_iters=30, deconv_iters=5, chunks={"t": 4, "y": 48, "x": 48})
     cpu_out, gpu_out = str(tmp_path / "cpu.ome.zarr"), str(tmp_path / "gpu.ome.zarr")
     bigdecon.deconvolve(src, cpu_out, device="cpu", **params)
-    with dask_cuda.LocalCUDACluster(
-        n_workers=1, threads_per_worker=1, dashboard_address=":0", protocol="tcp"
-    ) as cluster, Client(cluster) as client:
+    with (
+        dask_cuda.LocalCUDACluster(
+            n_workers=1, threads_per_worker=1, dashboard_address=":0", protocol="tcp"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
 
         def visible_gpus() -> int:
             import cupy
@@ -176,29 +177,58 @@ def test_k8s_gpu_worker_command_registers(tmp_path: Path) -> None:
 
     from bigdecon import k8s
 
-    m = k8s.build_daskjob("gpu-test", "s3://b/i.zarr", "s3://b/o.zarr", ["--fwhm", "3"],
-                          image="img:cuda", workers=1, gpus_per_worker=2, worker_cpu="8",
-                          worker_memory="8Gi")  # fmt: skip
+    m = k8s.build_daskjob(
+        "gpu-test",
+        "s3://b/i.zarr",
+        "s3://b/o.zarr",
+        ["--fwhm", "3"],
+        image="img:cuda",
+        workers=1,
+        gpus_per_worker=2,
+        worker_cpu="8",
+        worker_memory="8Gi",
+    )
     (container,) = m["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"]
     port, dash = _free_port(), _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
-    wenv = {**env, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": "gpu-w",
-            **{e["name"]: e["value"] for e in container["env"]}}  # fmt: skip
-    args = [a.replace("$(DASK_SCHEDULER_ADDRESS)", address).replace("$(DASK_WORKER_NAME)", "gpu-w")
-            for a in container["args"]]  # fmt: skip
+    wenv = {
+        **env,
+        "DASK_SCHEDULER_ADDRESS": address,
+        "DASK_WORKER_NAME": "gpu-w",
+        **{e["name"]: e["value"] for e in container["env"]},
+    }
+    args = [
+        a.replace("$(DASK_SCHEDULER_ADDRESS)", address).replace("$(DASK_WORKER_NAME)", "gpu-w")
+        for a in container["args"]
+    ]
     assert args[:3] == ["dask", "cuda", "worker"]
     argv = [sys.executable, "-m", *args, "--host", "127.0.0.1"]  # the image has `dask` on PATH
-    sched = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", str(port), "--dashboard-address", f"127.0.0.1:{dash}"]  # fmt: skip
+    sched = [
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-address",
+        f"127.0.0.1:{dash}",
+    ]
     logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
     procs: list[subprocess.Popen] = []
     with stopped_at_exit(procs, logs):
-        procs.append(subprocess.Popen(sched, stdout=logs[0].open("wb"), stderr=subprocess.STDOUT,
-                                      env=env, start_new_session=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                sched, stdout=logs[0].open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        )
         wait_for_port(port, procs[0], logs[0])
-        procs.append(subprocess.Popen(argv, stdout=logs[1].open("wb"), stderr=subprocess.STDOUT,
-                                      env=wenv, start_new_session=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                argv, stdout=logs[1].open("wb"), stderr=subprocess.STDOUT, env=wenv, start_new_session=True
+            )
+        )
         import cupy
 
         n_gpus = cupy.cuda.runtime.getDeviceCount()

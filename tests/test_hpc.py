@@ -10,13 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import dask_jobqueue  # noqa: F401,E402  (the test extra)
+import pytest
+from conftest import stopped_at_exit, wait_for_port  # noqa: E402
 
 from bigdecon import hpc  # noqa: E402
-
-from conftest import stopped_at_exit, wait_for_port  # noqa: E402
 
 
 def _free_port() -> int:
@@ -32,9 +30,15 @@ def _worker_command(script: str) -> str:
 
 def test_slurm_script_cpu() -> None:
     script = hpc.job_script(
-        "slurm", cores=4, memory="16GiB", walltime="02:00:00", queue="gpu",
-        account="proj42", job_extra=["--qos=high"], python="/opt/venv/bin/python",
-    )  # fmt: skip
+        "slurm",
+        cores=4,
+        memory="16GiB",
+        walltime="02:00:00",
+        queue="gpu",
+        account="proj42",
+        job_extra=["--qos=high"],
+        python="/opt/venv/bin/python",
+    )
     lines = script.splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
     for expected in (
@@ -94,14 +98,14 @@ def test_pbs_and_lsf_scripts() -> None:
 )
 def test_solver_threads(cores: int, gpus: int, threads: int, expected: int) -> None:
     assert hpc.solver_threads(cores, max(gpus, 1), threads) == expected
-    script = hpc.job_script("slurm", cores=cores, memory="8GiB", gpus_per_worker=gpus,
-                            threads_per_worker=threads)  # fmt: skip
+    script = hpc.job_script("slurm", cores=cores, memory="8GiB", gpus_per_worker=gpus, threads_per_worker=threads)
     assert f"export BIGDECON_THREADS={expected}" in script.splitlines()
 
 
 def test_prologue_runs_after_the_export() -> None:
-    script = hpc.job_script("slurm", cores=4, memory="8GiB",
-                            job_script_prologue=["module load cuda", "export BIGDECON_THREADS=2"])  # fmt: skip
+    script = hpc.job_script(
+        "slurm", cores=4, memory="8GiB", job_script_prologue=["module load cuda", "export BIGDECON_THREADS=2"]
+    )
     lines = script.splitlines()
     assert lines.index("export BIGDECON_THREADS=4") < lines.index("module load cuda")
     assert lines.index("export BIGDECON_THREADS=2") < len(lines) - 1
@@ -110,9 +114,11 @@ def test_prologue_runs_after_the_export() -> None:
 def test_job_script_equals_cluster_job_script() -> None:
     options = dict(cores=4, memory="8GiB", queue="short", account="acct", job_extra=["--exclusive"])
     cluster = hpc.make_jobqueue_cluster(
-        "slurm", workers=0, scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
+        "slurm",
+        workers=0,
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
         **options,
-    )  # fmt: skip
+    )
     try:
         expected = cluster.job_script()
         address = cluster.scheduler_address
@@ -125,22 +131,25 @@ def test_job_script_equals_cluster_job_script() -> None:
 def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> None:
     port, dash = _free_port(), _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    script = hpc.job_script(
-        "slurm", cores=3, memory="2GiB", scheduler_address=address, python=sys.executable
-    )
+    script = hpc.job_script("slurm", cores=3, memory="2GiB", scheduler_address=address, python=sys.executable)
     # The whole job script runs, as the batch system would run it; listening
     # options on the worker command are the only additions (loopback only).
     lines = script.rstrip("\n").splitlines()
-    lines[-1] += " " + shlex.join(
-        ["--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{_free_port()}"]
-    )
+    lines[-1] += " " + shlex.join(["--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{_free_port()}"])
     job_file = tmp_path / "job.sh"
     job_file.write_text("\n".join(lines) + "\n")
     worker_argv = ["bash", str(job_file)]
     scheduler_argv = [
-        sys.executable, "-m", "distributed.cli.dask_scheduler",
-        "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", f"127.0.0.1:{dash}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dashboard-address",
+        f"127.0.0.1:{dash}",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
     procs: list[subprocess.Popen] = []
     logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
@@ -148,9 +157,12 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
         for argv, log in zip((scheduler_argv, worker_argv), logs):
             procs.append(
                 subprocess.Popen(
-                    argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                    argv,
+                    stdout=log.open("wb"),
+                    stderr=subprocess.STDOUT,
+                    env=env,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             )
             if argv is scheduler_argv:
                 wait_for_port(port, procs[0], log)
@@ -183,11 +195,28 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
 
 def test_cli_slurm_dry_run_prints_script(capsys: pytest.CaptureFixture[str]) -> None:
     from bigdecon import cli
-    rc = cli.main([
-        "submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm",
-        "--queue", "gpu", "--account", "proj", "--cores", "4", "--memory", "16GiB",
-        "--gpus-per-worker", "1", "--dry-run",
-    ])  # fmt: skip
+
+    rc = cli.main(
+        [
+            "submit",
+            "/scratch/in.ome.zarr",
+            "/scratch/out.ome.zarr",
+            "--fwhm",
+            "3",
+            "--slurm",
+            "--queue",
+            "gpu",
+            "--account",
+            "proj",
+            "--cores",
+            "4",
+            "--memory",
+            "16GiB",
+            "--gpus-per-worker",
+            "1",
+            "--dry-run",
+        ]
+    )
     assert rc in (0, None)
     out = capsys.readouterr().out
     assert "#SBATCH -p gpu" in out and "#SBATCH --gres=gpu:1" in out
@@ -198,6 +227,7 @@ def test_cli_slurm_without_sbatch_fails_in_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from bigdecon import cli
+
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no sbatch
     rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm"])
     err = capsys.readouterr().err.strip()
@@ -206,6 +236,7 @@ def test_cli_slurm_without_sbatch_fails_in_one_line(
 
 def test_cli_slurm_checks_parameters_first(capsys: pytest.CaptureFixture[str]) -> None:
     from bigdecon import cli
+
     rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm", "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "give the PSF size" in err and "\n" not in err

@@ -28,8 +28,6 @@ from bigdecon.io import (
     write_dask,
 )
 
-import ome_zarr_models  # noqa: E402  (the test extra)
-
 
 def _ramp(shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
     """Distinct values everywhere, so misplaced blocks show up."""
@@ -72,9 +70,16 @@ def test_round_trip_pyramid_metadata(tmp_path, version):
     out = tmp_path / "out.zarr"
     channels = [{"label": "DAPI", "color": "0000FF"}, {"label": "GFP", "color": "00FF00"}]
     w = OmeZarrWriter(
-        out, shape=data.shape, axes="czyx", chunks=(1, 2, 16, 32), ngff_version=version,
-        scale={"z": 0.4, "y": 0.1, "x": 0.1}, units={"z": "µm", "y": "micrometer", "x": "um"},
-        translation={"z": 2.0}, channels=channels, run_config={"iterations": 5},
+        out,
+        shape=data.shape,
+        axes="czyx",
+        chunks=(1, 2, 16, 32),
+        ngff_version=version,
+        scale={"z": 0.4, "y": 0.1, "x": 0.1},
+        units={"z": "µm", "y": "micrometer", "x": "um"},
+        translation={"z": 2.0},
+        channels=channels,
+        run_config={"iterations": 5},
     )
     _write_all(out, data, w.block_shape)
     assert len(w.done()) == 2 * 2 * 5 * 3
@@ -86,7 +91,11 @@ def test_round_trip_pyramid_metadata(tmp_path, version):
     assert src.scale == {"c": 1.0, "z": 0.4, "y": 0.1, "x": 0.1}
     assert src.units == {"z": "micrometer", "y": "micrometer", "x": "micrometer"}
     assert src.translation["z"] == 2.0
-    assert src.stored_chunks[2] == 16 and src.data.chunks[2][0] in (16, 32, 64, src.shape[2]) and src.data.dtype == np.float32
+    assert (
+        src.stored_chunks[2] == 16
+        and src.data.chunks[2][0] in (16, 32, 64, src.shape[2])
+        and src.data.dtype == np.float32
+    )
     np.testing.assert_array_equal(src.data.compute(), data)
     assert [c["label"] for c in src.channels] == ["DAPI", "GFP"]
     assert [c["color"] for c in src.channels] == ["0000FF", "00FF00"]
@@ -105,7 +114,9 @@ def test_round_trip_pyramid_metadata(tmp_path, version):
     ome = group.attrs["ome"] if version == "0.5" else group.attrs.asdict()
     datasets = ome["multiscales"][0]["datasets"]
     assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [
-        [1.0, 0.4, 0.1, 0.1], [1.0, 0.4, 0.2, 0.2], [1.0, 0.4, 0.4, 0.4]
+        [1.0, 0.4, 0.1, 0.1],
+        [1.0, 0.4, 0.2, 0.2],
+        [1.0, 0.4, 0.4, 0.4],
     ]
     expected_s1 = data.reshape(2, 3, 35, 2, 45, 2).mean(axis=(3, 5))
     np.testing.assert_allclose(group["s1"][:], expected_s1, rtol=1e-6)
@@ -124,8 +135,15 @@ def test_axes_subsets(tmp_path, axes, shape):
     data = _ramp(shape, "uint16")
     out = tmp_path / f"{axes}.zarr"
     chunks = tuple(16 if a in "yx" else 1 for a in axes)
-    w = OmeZarrWriter(out, shape=shape, axes=axes, chunks=chunks, dtype="uint16",
-                      scale={"t": 2.5, "y": 0.2, "x": 0.2}, units={"t": "s", "y": "nm", "x": "nm"})
+    w = OmeZarrWriter(
+        out,
+        shape=shape,
+        axes=axes,
+        chunks=chunks,
+        dtype="uint16",
+        scale={"t": 2.5, "y": 0.2, "x": 0.2},
+        units={"t": "s", "y": "nm", "x": "nm"},
+    )
     _write_all(out, data, chunks)
     w.finalize(min_size=8)
     src = open_image(out)
@@ -164,8 +182,14 @@ def test_reads_ome_zarr_py_output(tmp_path):
     for version, fmt in (("0.5", None), ("0.4", FormatV04())):
         path = tmp_path / f"ozp{version}.zarr"
         group = zarr.open_group(path, mode="w", zarr_format=3 if fmt is None else 2)
-        write_image(data, group, axes="czyx", fmt=fmt, scale={"z": 0.5, "y": 0.25, "x": 0.25},
-                    axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"})
+        write_image(
+            data,
+            group,
+            axes="czyx",
+            fmt=fmt,
+            scale={"z": 0.5, "y": 0.25, "x": 0.25},
+            axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
+        )
         src = open_image(path)
         assert src.ngff_version == version
         assert src.axes == ("c", "z", "y", "x")
@@ -180,10 +204,13 @@ def test_bioformats2raw_layout_and_file_url(tmp_path):
     image = top.create_group("0")
     arr = image.create_array("0", shape=(8, 8), chunks=(4, 4), dtype="uint8")
     arr[:] = 7
-    image.attrs["multiscales"] = [{
-        "version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}],
-    }]
+    image.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}],
+        }
+    ]
     src = open_image(f"file://{root}")
     assert src.axes == ("y", "x") and src.path.endswith("0")
     assert int(src.data.sum().compute()) == 7 * 64
@@ -195,11 +222,21 @@ def test_bioformats2raw_layout_and_file_url(tmp_path):
 def test_ome_tiff_input(tmp_path):
     path = tmp_path / "img.ome.tif"
     data = _ramp((2, 5, 32, 48), "uint16")
-    tifffile.imwrite(path, data, ome=True, metadata={
-        "axes": "CZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.11, "PhysicalSizeZ": 0.3,
-        "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm", "PhysicalSizeZUnit": "nm",
-        "Channel": {"Name": ["DAPI", "GFP"]},
-    })
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeX": 0.1,
+            "PhysicalSizeY": 0.11,
+            "PhysicalSizeZ": 0.3,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeYUnit": "µm",
+            "PhysicalSizeZUnit": "nm",
+            "Channel": {"Name": ["DAPI", "GFP"]},
+        },
+    )
     src = open_image(path)
     assert src.axes == ("c", "z", "y", "x") and src.ngff_version is None
     assert src.scale == {"c": 1.0, "z": 0.3, "y": 0.11, "x": 0.1}
@@ -211,8 +248,13 @@ def test_ome_tiff_input(tmp_path):
 def test_imagej_and_plain_tiff_axes(tmp_path):
     hyper = tmp_path / "hyper.tif"
     data = _ramp((2, 3, 2, 16, 20), "float32")  # TZCYX, ImageJ's order
-    tifffile.imwrite(hyper, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
-                     metadata={"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 3.0})
+    tifffile.imwrite(
+        hyper,
+        data,
+        imagej=True,
+        resolution=(1 / 0.2, 1 / 0.2),
+        metadata={"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 3.0},
+    )
     src = open_image(hyper)
     assert src.axes == ("t", "z", "c", "y", "x")
     assert src.scale["z"] == 0.5 and src.scale["t"] == 3.0
@@ -243,10 +285,17 @@ def test_imagej_and_plain_tiff_axes(tmp_path):
 def _zarr_with_axes(path, names: list[str]) -> None:
     group = zarr.open_group(path, mode="w", zarr_format=3)
     group.create_array("0", shape=(4,) * len(names), chunks=(4,) * len(names), dtype="uint8")
-    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": n, "type": "space"} for n in names],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(names)}]}],
-    }]}
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [{"name": n, "type": "space"} for n in names],
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(names)}]}
+                ],
+            }
+        ],
+    }
 
 
 def test_bad_inputs_raise_input_error(tmp_path):
@@ -397,8 +446,9 @@ def test_resume_after_sigkill(tmp_path):
     for z in range(8):
         for y in range(8):
             if f"{z}.{y}.0" not in done:
-                w.write_block((slice(z, z + 1), slice(y * 8, y * 8 + 8), slice(0, 64)),
-                              np.full((1, 8, 64), z * 8 + y, np.float32))
+                w.write_block(
+                    (slice(z, z + 1), slice(y * 8, y * 8 + 8), slice(0, 64)), np.full((1, 8, 64), z * 8 + y, np.float32)
+                )
                 w.mark_done(f"{z}.{y}.0")
     w.finalize(pyramid=False)
     expected = np.repeat(np.arange(64, dtype=np.float32).reshape(8, 8, 1), 8, axis=1).reshape(8, 64, 1)
@@ -443,6 +493,7 @@ def _write_task(block, *, path, block_info=None):
 
 def test_parallel_writes_from_worker_processes(tmp_path):
     import distributed
+
     out = tmp_path / "parallel.zarr"
     shape, chunks = (6, 100, 90), (2, 32, 32)
     expected = _ramp(shape)
@@ -450,22 +501,30 @@ def test_parallel_writes_from_worker_processes(tmp_path):
     w = OmeZarrWriter(out, shape=shape, axes="zyx", chunks=chunks)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cluster start-up chatter (ports, memory limits)
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster):
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster),
+        ):
             # 1. write_dask realigns the misaligned chunks before writing.
             write_dask(out, src + 0)
             np.testing.assert_array_equal(w.open_level0(mode="r")[:], expected)
             # 2. the pipeline's own pattern: aligned blocks, each written and marked by a task.
             aligned = (src * 2).rechunk(aligned_chunks(shape, (2, 64, 64), w.block_shape))
-            aligned.map_blocks(_write_task, path=str(out), dtype=bool,
-                               chunks=tuple((1,) * len(c) for c in aligned.chunks)).compute()
+            aligned.map_blocks(
+                _write_task, path=str(out), dtype=bool, chunks=tuple((1,) * len(c) for c in aligned.chunks)
+            ).compute()
             np.testing.assert_array_equal(w.open_level0(mode="r")[:], expected * 2)
             assert len(w.done()) == 3 * 2 * 2
             # 3. finalize builds the pyramid on the cluster too.
             w.finalize(min_size=32)
     group = zarr.open_group(out, mode="r")
-    np.testing.assert_allclose(group["s1"][:], np.pad(expected * 2, ((0, 0), (0, 0), (0, 0)))
-                               .reshape(6, 50, 2, 45, 2).mean(axis=(2, 4)), rtol=1e-6)
+    np.testing.assert_allclose(
+        group["s1"][:],
+        np.pad(expected * 2, ((0, 0), (0, 0), (0, 0))).reshape(6, 50, 2, 45, 2).mean(axis=(2, 4)),
+        rtol=1e-6,
+    )
     _validate(out, "0.5")
 
 

@@ -4,9 +4,9 @@ commands run as local processes."""
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
-import itertools
 import subprocess
 import sys
 import time
@@ -14,16 +14,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
-from bigdecon import k8s
-
-from conftest import stop_process_groups, wait_for_port
-
 import jsonschema  # noqa: E402  (the test extra)
 import kubernetes  # noqa: F401,E402
 import kubernetes_validate  # noqa: E402
+import pytest
+import yaml
+from conftest import stop_process_groups, wait_for_port
+
+from bigdecon import k8s
 
 K8S_VERSION = "1.37.0"
 REPO = Path(__file__).resolve().parents[1]
@@ -36,18 +34,30 @@ def _cpu_manifest(**kw: Any) -> dict[str, Any]:
     args = dict(image="registry.example.org/bigdecon:0.1.0", workers=3, gpus_per_worker=0)
     args.update(kw)
     return k8s.build_daskjob(
-        "decon-test", "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr",
-        ["--deconv-iters", "5"], **args,
-    )  # fmt: skip
+        "decon-test",
+        "s3://bucket/in.ome.zarr",
+        "s3://bucket/out.ome.zarr",
+        ["--deconv-iters", "5"],
+        **args,
+    )
 
 
 def _gpu_manifest() -> dict[str, Any]:
     return k8s.build_daskjob(
-        None, "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr", ["--fwhm", "2.0"],
-        image="registry.example.org/bigdecon:0.1.0-cuda", workers=4, gpus_per_worker=2,
-        namespace="imaging", storage_secret="s3-credentials", service_account="bigdecon",
-        pvc="scratch", worker_memory="64Gi", worker_cpu="16",
-    )  # fmt: skip
+        None,
+        "s3://bucket/in.ome.zarr",
+        "s3://bucket/out.ome.zarr",
+        ["--fwhm", "2.0"],
+        image="registry.example.org/bigdecon:0.1.0-cuda",
+        workers=4,
+        gpus_per_worker=2,
+        namespace="imaging",
+        storage_secret="s3-credentials",
+        service_account="bigdecon",
+        pvc="scratch",
+        worker_memory="64Gi",
+        worker_cpu="16",
+    )
 
 
 MANIFESTS = {"cpu": _cpu_manifest, "gpu": _gpu_manifest}
@@ -69,10 +79,7 @@ def _crd_schema() -> dict[str, Any]:
     """openAPIV3Schema of the DaskJob CRD as shipped (fully resolved) by dask-kubernetes."""
     import dask_kubernetes
 
-    path = (
-        Path(dask_kubernetes.__file__).parent
-        / "operator/deployment/helm/dask-kubernetes-operator/crds/daskjob.yaml"
-    )
+    path = Path(dask_kubernetes.__file__).parent / "operator/deployment/helm/dask-kubernetes-operator/crds/daskjob.yaml"
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(), Loader=loader)
     assert crd["spec"]["names"]["kind"] == "DaskJob"
@@ -191,6 +198,7 @@ def _free_port() -> int:
 
 def _cli_main():
     from bigdecon import cli
+
     if not hasattr(cli, "main"):
         pytest.skip("bigdecon.cli has no main yet")
     return cli
@@ -271,8 +279,13 @@ def test_manifest_contents_cpu() -> None:
     m = _cpu_manifest(storage_secret="creds")
     assert m["apiVersion"] == "kubernetes.dask.org/v1" and m["kind"] == "DaskJob"
     assert _args(m, "scheduler") == [
-        "dask", "scheduler", "--port", "8786", "--dashboard-address", ":8787",
-    ]  # fmt: skip
+        "dask",
+        "scheduler",
+        "--port",
+        "8786",
+        "--dashboard-address",
+        ":8787",
+    ]
     w = _args(m, "worker")
     assert w[:3] == ["dask", "worker", "$(DASK_SCHEDULER_ADDRESS)"]
     assert w[w.index("--nthreads") + 1] == "1"
@@ -285,10 +298,17 @@ def test_manifest_contents_cpu() -> None:
     assert _env(m, "job") == {}
     # the runner waits up to 600 s for a scheduler that is still starting
     assert _args(m, "job") == [
-        "bigdecon", "run", "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr",
-        "--deconv-iters", "5", "--scheduler-timeout", "600",
-        "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
-    ]  # fmt: skip
+        "bigdecon",
+        "run",
+        "s3://bucket/in.ome.zarr",
+        "s3://bucket/out.ome.zarr",
+        "--deconv-iters",
+        "5",
+        "--scheduler-timeout",
+        "600",
+        "--scheduler",
+        "$(DASK_SCHEDULER_ADDRESS)",
+    ]
     job = m["spec"]["job"]["spec"]
     assert job["restartPolicy"] == "Never"
     worker = m["spec"]["cluster"]["spec"]["worker"]
@@ -302,8 +322,9 @@ def test_manifest_contents_cpu() -> None:
         assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "creds"}}]
     svc = m["spec"]["cluster"]["spec"]["scheduler"]["service"]
     assert {(p["name"], p["port"]) for p in svc["ports"]} == {
-        ("tcp-comm", 8786), ("http-dashboard", 8787),
-    }  # fmt: skip
+        ("tcp-comm", 8786),
+        ("http-dashboard", 8787),
+    }
     assert svc["selector"]["dask.org/cluster-name"] == "decon-test"
     assert "envFrom" not in m["spec"]["cluster"]["spec"]["scheduler"]["spec"]["containers"][0]
 
@@ -311,9 +332,7 @@ def test_manifest_contents_cpu() -> None:
 def test_manifest_contents_gpu() -> None:
     m = _gpu_manifest()
     assert m["metadata"]["namespace"] == "imaging"
-    assert m["metadata"]["name"] == k8s.default_job_name(
-        "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr"
-    )
+    assert m["metadata"]["name"] == k8s.default_job_name("s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr")
     w = _args(m, "worker")
     assert w[:4] == ["dask", "cuda", "worker", "$(DASK_SCHEDULER_ADDRESS)"]
     # one worker per GPU: the pod memory is split between them
@@ -358,8 +377,7 @@ def test_yaml_has_no_anchors_or_aliases() -> None:
     text = k8s.to_yaml({"a": shared, "b": shared})
     assert "&" not in text and "*" not in text and yaml.safe_load(text) == {"a": shared, "b": shared}
     committed = (REPO / "deploy/daskjob-example.yaml").read_text()
-    assert not any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None)
-                   for e in yaml.parse(committed))  # fmt: skip
+    assert not any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) for e in yaml.parse(committed))
 
 
 @pytest.mark.parametrize(
@@ -382,8 +400,15 @@ def test_dollar_escaping_round_trips_through_kubelet_expansion() -> None:
             text = "".join(chars)
             assert _kubelet_expand(k8s.k8s_escape(text), env) == text, text
     tricky = ["s3://b/$(HOME)/in.zarr", "/data/a$$(a)b", "/data/cost$5", "$(DASK_SCHEDULER_ADDRESS)"]
-    m = k8s.build_daskjob("esc", tricky[0], tricky[1], ["--psf", tricky[2], "--chunks", tricky[3]],
-                          image="i", workers=1, gpus_per_worker=0)  # fmt: skip
+    m = k8s.build_daskjob(
+        "esc",
+        tricky[0],
+        tricky[1],
+        ["--psf", tricky[2], "--chunks", tricky[3]],
+        image="i",
+        workers=1,
+        gpus_per_worker=0,
+    )
     job = _substitute(_args(m, "job"), env)
     assert job[2:4] == tricky[:2]
     assert job[job.index("--psf") + 1] == tricky[2]
@@ -396,13 +421,10 @@ def test_job_args_scheduler_timeout() -> None:
     base = ["bigdecon", "run", "i", "o"]
     tail = ["--scheduler", "$(DASK_SCHEDULER_ADDRESS)"]
     assert k8s.job_args("i", "o", []) == base + ["--scheduler-timeout", "600"] + tail
-    assert k8s.job_args("i", "o", ["--scheduler-timeout", "30"]) == (
-        base + ["--scheduler-timeout", "30"] + tail
-    )
+    assert k8s.job_args("i", "o", ["--scheduler-timeout", "30"]) == (base + ["--scheduler-timeout", "30"] + tail)
     assert k8s.job_args("i", "o", [], scheduler_timeout=None) == base + tail
-    assert k8s.job_args("i", "o", [], scheduler_timeout=90.5) == (
-        base + ["--scheduler-timeout", "90.5"] + tail
-    )
+    assert k8s.job_args("i", "o", [], scheduler_timeout=90.5) == (base + ["--scheduler-timeout", "90.5"] + tail)
+
 
 # --------------------------------------------------------------------------
 # API calls against an unreachable server (real client, real sockets)
@@ -424,9 +446,9 @@ def dead_kubeconfig(tmp_path: Path) -> str:
 
 
 def test_api_errors_raise(dead_kubeconfig: str) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - the client library's connection error
         k8s.create_daskjob(_cpu_manifest(), kubeconfig=dead_kubeconfig)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         k8s.daskjob_status("decon-test", kubeconfig=dead_kubeconfig)
 
 
@@ -435,11 +457,26 @@ def test_api_errors_raise(dead_kubeconfig: str) -> None:
 # --------------------------------------------------------------------------
 def test_cli_dry_run_prints_valid_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     cli = _cli_main()
-    rc = cli.main([
-        "submit", "s3://bucket/in.ome.zarr", "s3://bucket/out.ome.zarr", "--fwhm", "2",
-        "--image", "img:1-cuda", "--workers", "2", "--gpus-per-worker", "1",
-        "--storage-secret", "s3", "--namespace", "imaging", "--dry-run",
-    ])  # fmt: skip
+    rc = cli.main(
+        [
+            "submit",
+            "s3://bucket/in.ome.zarr",
+            "s3://bucket/out.ome.zarr",
+            "--fwhm",
+            "2",
+            "--image",
+            "img:1-cuda",
+            "--workers",
+            "2",
+            "--gpus-per-worker",
+            "1",
+            "--storage-secret",
+            "s3",
+            "--namespace",
+            "imaging",
+            "--dry-run",
+        ]
+    )
     assert rc in (0, None)
     m = yaml.safe_load(capsys.readouterr().out)
     _validate_crd(m)
@@ -449,9 +486,7 @@ def test_cli_dry_run_prints_valid_yaml(capsys: pytest.CaptureFixture[str]) -> No
     assert job[-2:] == ["--scheduler", "$(DASK_SCHEDULER_ADDRESS)"]
 
 
-def test_cli_submit_status_logs_errors_are_one_line(
-    dead_kubeconfig: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_submit_status_logs_errors_are_one_line(dead_kubeconfig: str, capsys: pytest.CaptureFixture[str]) -> None:
     cli = _cli_main()
     for argv in (
         ["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--image", "img:1-cuda"],
@@ -486,23 +521,61 @@ def test_cli_job_states_every_parameter(
     cli = _cli_main()
     config = tmp_path / "run.toml"
     config.write_text("fidelity = 200\nbackground = 2\n")
-    rc, m, _ = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "3", "3.5",
-                        "--deconv-iters", "9", "--chunks", "t=8,y=256,x=256",
-                        "--config", str(config), "--image", "img:1-cuda")  # fmt: skip
+    rc, m, _ = _dry_run(
+        capsys,
+        "s3://b/in.zarr",
+        "s3://b/out.zarr",
+        "--fwhm",
+        "3",
+        "3.5",
+        "--deconv-iters",
+        "9",
+        "--chunks",
+        "t=8,y=256,x=256",
+        "--config",
+        str(config),
+        "--image",
+        "img:1-cuda",
+    )
     assert rc == 0
     job = _args(m, "job")
     for key in k8s.EXPLICIT_RUN_OPTIONS:
         assert cli.OPTIONS[key].flag in job, key
-    submitted = cli.resolve_options(cli.build_parser().parse_args(
-        ["run", "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "3", "3.5", "--deconv-iters", "9",
-         "--chunks", "t=8,y=256,x=256", "--config", str(config)]), cluster=False)  # fmt: skip
+    submitted = cli.resolve_options(
+        cli.build_parser().parse_args(
+            [
+                "run",
+                "s3://b/in.zarr",
+                "s3://b/out.zarr",
+                "--fwhm",
+                "3",
+                "3.5",
+                "--deconv-iters",
+                "9",
+                "--chunks",
+                "t=8,y=256,x=256",
+                "--config",
+                str(config),
+            ]
+        ),
+        cluster=False,
+    )
     assert submitted["fidelity"] == 200 and submitted["background"] == 2  # from the file
 
     # The runner parses the job's command with its own parser: with every default
     # different from this machine's, it still resolves the submitted parameters.
-    other = {"sparse_iters": 50, "fidelity": 99.0, "sparsity": 3.0, "tcontinuity": 0.1,
-             "background": 4, "deconv_iters": 2, "deconv_type": 2, "up_sample": 1,
-             "output_dtype": "uint16", "ngff_version": "0.4"}  # fmt: skip
+    other = {
+        "sparse_iters": 50,
+        "fidelity": 99.0,
+        "sparsity": 3.0,
+        "tcontinuity": 0.1,
+        "background": 4,
+        "deconv_iters": 2,
+        "deconv_type": 2,
+        "up_sample": 1,
+        "output_dtype": "uint16",
+        "ngff_version": "0.4",
+    }
     options = dict(cli.OPTIONS)
     for key, value in other.items():
         options[key] = dataclasses.replace(options[key], default=value)
@@ -516,14 +589,14 @@ def test_cli_job_states_every_parameter(
 
 def test_cli_per_channel_sizes_pass_through(capsys: pytest.CaptureFixture[str]) -> None:
     cli = _cli_main()
-    rc, m, err = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "0=3", "1=4.2,4.2",
-                          "--image", "img:1-cuda")  # fmt: skip
+    rc, m, err = _dry_run(
+        capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "0=3", "1=4.2,4.2", "--image", "img:1-cuda"
+    )
     assert rc == 0, err
     job = _args(m, "job")
     runner = cli.resolve_options(cli.build_parser().parse_args(job[1:]), cluster=False)
     assert runner["fwhm"] == {0: [3.0], 1: [4.2, 4.2]}
-    rc, _, err = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "0=3", "1=-1",
-                          "--image", "img:1-cuda")  # fmt: skip
+    rc, _, err = _dry_run(capsys, "s3://b/in.zarr", "s3://b/out.zarr", "--fwhm", "0=3", "1=-1", "--image", "img:1-cuda")
     assert rc == 2 and "fwhm" in err
 
 
@@ -559,23 +632,38 @@ def test_psf_paths_forms() -> None:
         # relative paths with --pvc: certainly not on the claim
         (["in.zarr", "/data/out.zarr", "--pvc", "c"], 2, "INPUT 'in.zarr' is a relative path"),
         (["/data/in.zarr", "out/x.zarr", "--pvc", "c"], 2, "OUTPUT 'out/x.zarr' is a relative path"),
-        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "psf.npy"], 2,
-         "PSF 'psf.npy' is a relative path"),
+        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "psf.npy"], 2, "PSF 'psf.npy' is a relative path"),
         # outside the mount, or a local file without --pvc: warned
-        (["/data/in.zarr", "/scratch/o.zarr", "--pvc", "c"], 0, "OUTPUT '/scratch/o.zarr' is outside --pvc-mount /data"),
-        (["/mnt/x/../in.zarr", "/mnt/x/o.zarr", "--pvc", "c", "--pvc-mount", "/mnt/x"], 0,
-         "INPUT '/mnt/x/../in.zarr' is outside --pvc-mount /mnt/x"),
-        (["s3://b/in.zarr", "s3://b/o.zarr", "--psf", "/home/me/psf.npy"], 0,
-         "PSF '/home/me/psf.npy' is not a URL; the pods must see it"),
+        (
+            ["/data/in.zarr", "/scratch/o.zarr", "--pvc", "c"],
+            0,
+            "OUTPUT '/scratch/o.zarr' is outside --pvc-mount /data",
+        ),
+        (
+            ["/mnt/x/../in.zarr", "/mnt/x/o.zarr", "--pvc", "c", "--pvc-mount", "/mnt/x"],
+            0,
+            "INPUT '/mnt/x/../in.zarr' is outside --pvc-mount /mnt/x",
+        ),
+        (
+            ["s3://b/in.zarr", "s3://b/o.zarr", "--psf", "/home/me/psf.npy"],
+            0,
+            "PSF '/home/me/psf.npy' is not a URL; the pods must see it",
+        ),
         (["s3://b/in.zarr", "s3://b/o.zarr", "--psf", "s3://b/psf.npy"], 0, "PSF 's3://b/psf.npy' is a URL"),
         (["s3://b/in.zarr", "s3://b/o.zarr", "--fwhm", "3"], 0, None),
         (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "/data/p.tif"], 0, None),
         (["file:///data/in.zarr", "/data/o.zarr", "--pvc", "c", "--fwhm", "3"], 0, None),
         # per-channel PSF files: each one is checked
-        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=b.npy"], 2,
-         "PSF of channel 1 'b.npy' is a relative path"),
-        (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=/x/b.npy"], 0,
-         "PSF of channel 1 '/x/b.npy' is outside --pvc-mount /data"),
+        (
+            ["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=b.npy"],
+            2,
+            "PSF of channel 1 'b.npy' is a relative path",
+        ),
+        (
+            ["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=/x/b.npy"],
+            0,
+            "PSF of channel 1 '/x/b.npy' is outside --pvc-mount /data",
+        ),
         (["/data/in.zarr", "/data/o.zarr", "--pvc", "c", "--psf", "0=/data/a.tif", "1=/data/b.npy"], 0, None),
     ],
 )
@@ -600,20 +688,25 @@ def test_cli_paths_the_pods_cannot_see(
 def test_psf_tokens_checked_per_channel() -> None:
     errors, warnings = k8s.pod_path_problems(
         [(f"PSF {i}", p) for i, p in enumerate(k8s.psf_paths(["0=/data/a.tif", "1=b.npy", "2=/x/c.npy"]))],
-        pvc="c", pvc_mount="/data",
-    )  # fmt: skip
-    assert errors == ["PSF 1 'b.npy' is a relative path; with --pvc give the path the pods see, "
-                      "under --pvc-mount /data"]  # fmt: skip
-    assert warnings == ["PSF 2 '/x/c.npy' is outside --pvc-mount /data; the pods see only their "
-                        "image's files there"]  # fmt: skip
+        pvc="c",
+        pvc_mount="/data",
+    )
+    assert errors == [
+        "PSF 1 'b.npy' is a relative path; with --pvc give the path the pods see, under --pvc-mount /data"
+    ]
+    assert warnings == ["PSF 2 '/x/c.npy' is outside --pvc-mount /data; the pods see only their image's files there"]
 
 
 @pytest.mark.parametrize(
     "image, gpus, warned",
-    [("reg/bigdecon:0.1.0", None, True), ("reg/bigdecon:0.1.0", "2", True),
-     ("reg/bigdecon:0.1.0", "0", False), ("reg/bigdecon:0.1.0-cuda", None, False),
-     ("reg/bigdecon-gpu:1", "1", False)],
-)  # fmt: skip
+    [
+        ("reg/bigdecon:0.1.0", None, True),
+        ("reg/bigdecon:0.1.0", "2", True),
+        ("reg/bigdecon:0.1.0", "0", False),
+        ("reg/bigdecon:0.1.0-cuda", None, False),
+        ("reg/bigdecon-gpu:1", "1", False),
+    ],
+)
 def test_cli_warns_gpu_workers_on_a_cpu_image(
     capsys: pytest.CaptureFixture[str], image: str, gpus: str | None, warned: bool
 ) -> None:
@@ -629,11 +722,11 @@ def test_cli_warns_gpu_workers_on_a_cpu_image(
 def test_cli_submit_checks_parameters_before_anything(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--image", "img:1-cuda")
     assert rc == 2 and "give the PSF size" in err
-    rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--background",
-                          "9", "--image", "img:1-cuda")  # fmt: skip
+    rc, _, err = _dry_run(
+        capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--background", "9", "--image", "img:1-cuda"
+    )
     assert rc == 2 and "background" in err
-    rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--deconv-type", "0",
-                          "--image", "img:1-cuda")  # fmt: skip
+    rc, _, err = _dry_run(capsys, "s3://b/i.zarr", "s3://b/o.zarr", "--deconv-type", "0", "--image", "img:1-cuda")
     assert rc == 0, err
 
 
@@ -645,8 +738,11 @@ def test_committed_example_matches_dry_run() -> None:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(
         ["bash", str(REPO / "deploy/regenerate.sh"), "--check"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _validate_crd(yaml.safe_load((REPO / "deploy/daskjob-example.yaml").read_text()))
 
@@ -668,9 +764,12 @@ def _set_option(args: list[str], option: str, value: str) -> list[str]:
 
 def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+        argv,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
         start_new_session=True,  # so the nanny's child can be ended with it
-    )  # fmt: skip
+    )
 
 
 def _bin_env() -> dict[str, str]:
@@ -709,6 +808,7 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
             assert sorted(w["name"] for w in info) == ["w0", "w1"]
             assert all(w["nthreads"] == 1 for w in info)
             assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+
             # The worker processes carry the pod's BIGDECON_THREADS, and a chunk
             # task's solver uses that many threads (not bigdecon's 1 per task).
             # (nested functions: pickled by value, the workers can't import this module)
@@ -729,8 +829,6 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
             assert client.gather(threads) == [8] * 4
     finally:
         stop_process_groups(procs)
-
-
 
 
 def _write_input(path: Path) -> tuple[int, ...]:
@@ -757,10 +855,16 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.ome.zarr", tmp_path / "out$(DASK_SCHEDULER_ADDRESS).ome.zarr"
     shape = _write_input(inp)
     m = k8s.build_daskjob(
-        "e2e", str(inp), str(out),
+        "e2e",
+        str(inp),
+        str(out),
         ["--fwhm", "2.0", "--sparse-iters", "3", "--deconv-iters", "3"],
-        image="unused", workers=2, gpus_per_worker=0, worker_memory="2Gi", worker_cpu="2",
-    )  # fmt: skip
+        image="unused",
+        workers=2,
+        gpus_per_worker=0,
+        worker_memory="2Gi",
+        worker_cpu="2",
+    )
     port, dash = _free_port(), _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = _bin_env()

@@ -12,12 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import ipykernel  # noqa: F401,E402  (the test extra)
 import nbclient  # noqa: E402
 import nbformat  # noqa: E402
-
+import pytest
 from ipykernel.kernelspec import RESOURCES, get_kernel_dict  # noqa: E402
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager  # noqa: E402
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
@@ -92,11 +90,7 @@ def test_notebook_runs(path, tmp_path, record_property):
     print(f"{path.name}: {seconds:.1f} s")
 
     errors = [
-        out
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-        if out.output_type == "error"
+        out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs if out.output_type == "error"
     ]
     assert not errors
     # Every code cell ran, and the figures were drawn.
@@ -104,8 +98,18 @@ def test_notebook_runs(path, tmp_path, record_property):
     assert any("image/png" in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.outputs)
     if path.name == "02_large_volume.ipynb":
         # The progress is one live display (updated in place, ending at 100%), not printed lines.
-        html = [out["data"]["text/html"] for c in nb.cells if c.cell_type == "code" for out in c.outputs
-                if "text/html" in out.get("data", {}) and "<progress" in out["data"]["text/html"]]  # fmt: skip
-        widgets = [out for c in nb.cells if c.cell_type == "code" for out in c.outputs
-                   if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]  # fmt: skip
+        html = [
+            out["data"]["text/html"]
+            for c in nb.cells
+            if c.cell_type == "code"
+            for out in c.outputs
+            if "text/html" in out.get("data", {}) and "<progress" in out["data"]["text/html"]
+        ]
+        widgets = [
+            out
+            for c in nb.cells
+            if c.cell_type == "code"
+            for out in c.outputs
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+        ]
         assert widgets or (len(html) == 1 and "tasks (100%)" in html[0]), html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from scipy.ndimage import convolve, gaussian_filter
@@ -18,14 +20,10 @@ from bigdecon import (
     sparse_hessian,
     spatial_upsample,
 )
-import importlib
-
 from bigdecon.solvers import _fused_cpu
 
 # The module, not the function of the same name that the package exports.
 sh_module = importlib.import_module("bigdecon.solvers.sparse_hessian")
-
-from conftest import filaments
 
 
 def points(shape=(64, 64), n=6, seed=3):

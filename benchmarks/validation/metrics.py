@@ -211,8 +211,9 @@ def local_maxima(image: np.ndarray, size: int = 3) -> np.ndarray:
     return mask
 
 
-def bright_features(result: np.ndarray, reference_input: np.ndarray, k: float = 5.0, size: int = 3,
-                    flux_match: bool = True) -> dict:
+def bright_features(
+    result: np.ndarray, reference_input: np.ndarray, k: float = 5.0, size: int = 3, flux_match: bool = True
+) -> dict:
     """Count bright local maxima of ``result`` relative to a structure-free input.
 
     A feature is a local maximum above ``mean + k * std`` of the *input*. With

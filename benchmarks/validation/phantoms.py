@@ -157,8 +157,9 @@ def filaments(fwhm_nm: float, n: int = 128, count: int = 10, seed: int = 2):
     return _finish(fine, fwhm_nm)
 
 
-def drifting_filaments(fwhm_nm: float, frames: int = 16, n: int = 128, count: int = 8,
-                       drift_px: float = 0.25, seed: int = 3):
+def drifting_filaments(
+    fwhm_nm: float, frames: int = 16, n: int = 128, count: int = 8, drift_px: float = 0.25, seed: int = 3
+):
     """2-D+t: filaments translating by ``drift_px`` per frame (different direction each),
     blurred per frame. Returns ``(truth, blurred)`` of shape ``(t, n, n)``, one common scale."""
     rng = np.random.default_rng(seed)
@@ -205,7 +206,7 @@ def volume(shape=(32, 128, 128), fwhm_px=(5.0, 3.0, 3.0), n_filaments: int = 8, 
         # Keep beads isolated from each other and from filaments (for clean FWHM).
         lo = [max(0, c - m) for c, m in zip(b, margin)]
         hi = [min(s, c + m + 1) for c, m, s in zip(b, margin, shape)]
-        if truth[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].any():
+        if truth[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].any():
             continue
         truth[b] = 1.0
         beads.append(b)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -39,24 +40,88 @@ _PALETTE = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00")
 # Spellings found in OME-XML, ImageJ and older NGFF files, mapped to the
 # UDUNITS-2 names NGFF requires.
 _UNIT_ALIASES: dict[str, str] = {
-    "µm": "micrometer", "μm": "micrometer", "um": "micrometer", "micron": "micrometer",
-    "microns": "micrometer", "micrometre": "micrometer", "\\u00b5m": "micrometer",
-    "nm": "nanometer", "nanometre": "nanometer", "mm": "millimeter", "millimetre": "millimeter",
-    "cm": "centimeter", "m": "meter", "metre": "meter", "å": "angstrom", "a": "angstrom",
-    "pm": "picometer", "s": "second", "sec": "second", "seconds": "second", "ms": "millisecond",
-    "msec": "millisecond", "µs": "microsecond", "us": "microsecond", "min": "minute",
-    "h": "hour", "hr": "hour", "ns": "nanosecond",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "um": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "micrometre": "micrometer",
+    "\\u00b5m": "micrometer",
+    "nm": "nanometer",
+    "nanometre": "nanometer",
+    "mm": "millimeter",
+    "millimetre": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "metre": "meter",
+    "å": "angstrom",
+    "a": "angstrom",
+    "pm": "picometer",
+    "s": "second",
+    "sec": "second",
+    "seconds": "second",
+    "ms": "millisecond",
+    "msec": "millisecond",
+    "µs": "microsecond",
+    "us": "microsecond",
+    "min": "minute",
+    "h": "hour",
+    "hr": "hour",
+    "ns": "nanosecond",
 }
-_NGFF_UNITS = frozenset({
-    "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot",
-    "gigameter", "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile",
-    "millimeter", "nanometer", "parsec", "petameter", "picometer", "terameter", "yard",
-    "yoctometer", "yottameter", "zeptometer", "zettameter",
-    "attosecond", "centisecond", "day", "decisecond", "exasecond", "femtosecond", "gigasecond",
-    "hectosecond", "hour", "kilosecond", "megasecond", "microsecond", "millisecond", "minute",
-    "nanosecond", "petasecond", "picosecond", "second", "terasecond", "yoctosecond",
-    "yottasecond", "zeptosecond", "zettasecond",
-})
+_NGFF_UNITS = frozenset(
+    {
+        "angstrom",
+        "attometer",
+        "centimeter",
+        "decimeter",
+        "exameter",
+        "femtometer",
+        "foot",
+        "gigameter",
+        "hectometer",
+        "inch",
+        "kilometer",
+        "megameter",
+        "meter",
+        "micrometer",
+        "mile",
+        "millimeter",
+        "nanometer",
+        "parsec",
+        "petameter",
+        "picometer",
+        "terameter",
+        "yard",
+        "yoctometer",
+        "yottameter",
+        "zeptometer",
+        "zettameter",
+        "attosecond",
+        "centisecond",
+        "day",
+        "decisecond",
+        "exasecond",
+        "femtosecond",
+        "gigasecond",
+        "hectosecond",
+        "hour",
+        "kilosecond",
+        "megasecond",
+        "microsecond",
+        "millisecond",
+        "minute",
+        "nanosecond",
+        "petasecond",
+        "picosecond",
+        "second",
+        "terasecond",
+        "yoctosecond",
+        "yottasecond",
+        "zeptosecond",
+        "zettasecond",
+    }
+)
 
 
 @dataclass

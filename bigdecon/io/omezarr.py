@@ -19,8 +19,9 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -246,9 +247,7 @@ def _open_level(path: str | os.PathLike, level: str = "s0", mode: str = "r+") ->
     return zarr.open_array(_join(root, level), mode=mode)
 
 
-def write_block(
-    path: str | os.PathLike, region: Sequence[slice], block: Any, *, level: str = "s0"
-) -> None:
+def write_block(path: str | os.PathLike, region: Sequence[slice], block: Any, *, level: str = "s0") -> None:
     """Write one block of an output created by :class:`OmeZarrWriter`.
 
     Safe to call from any worker process: it only needs the output path. The
@@ -315,9 +314,7 @@ def done_keys(path: str | os.PathLike) -> set[str]:
     return {n for n in names if _KEY_RE.match(n)}
 
 
-def aligned_chunks(
-    shape: Sequence[int], chunks: Sequence[int], unit: Sequence[int]
-) -> tuple[tuple[int, ...], ...]:
+def aligned_chunks(shape: Sequence[int], chunks: Sequence[int], unit: Sequence[int]) -> tuple[tuple[int, ...], ...]:
     """Dask chunks near ``chunks`` whose every block starts on a ``unit`` boundary.
 
     Each axis uses the largest multiple of ``unit`` not above the requested
@@ -556,9 +553,7 @@ class OmeZarrWriter:
             ome = attrs.get("ome") if isinstance(attrs.get("ome"), Mapping) else attrs
             is_output = "multiscales" in ome or _BIGDECON in attrs
         if not is_output:
-            raise InputError(
-                f"refusing to overwrite {self.path}: it is not an OME-Zarr image or a bigdecon output"
-            )
+            raise InputError(f"refusing to overwrite {self.path}: it is not an OME-Zarr image or a bigdecon output")
         try:
             if self._local:
                 shutil.rmtree(self.path)
@@ -600,9 +595,7 @@ class OmeZarrWriter:
                 self.path,
                 mode="w",
                 zarr_format=3 if self.ngff_version == "0.5" else 2,
-                attributes={
-                    _BIGDECON: {"status": "running", "config": self.run_config, "layout": self._layout()}
-                },
+                attributes={_BIGDECON: {"status": "running", "config": self.run_config, "layout": self._layout()}},
             )
             group.create_array(name="s0", overwrite=True, **self._array_kwargs(self.shape, self.chunks, self.shards))
         except OSError as e:
@@ -636,8 +629,10 @@ class OmeZarrWriter:
         ]
         for what, stored, wanted in checks:
             if stored != wanted:
-                detail = _differences(stored, wanted) if isinstance(stored, Mapping) and isinstance(wanted, Mapping) else (
-                    f"stored {stored}, requested {wanted}"
+                detail = (
+                    _differences(stored, wanted)
+                    if isinstance(stored, Mapping) and isinstance(wanted, Mapping)
+                    else (f"stored {stored}, requested {wanted}")
                 )
                 raise InputError(f"cannot resume {self.path}: {what} differ ({detail}); use --overwrite to start again")
 
@@ -748,9 +743,7 @@ class OmeZarrWriter:
         # every task produces one whole stored chunk/shard of the new level.
         in_chunks = tuple(2 * u if i in yx else u for i, u in enumerate(unit))
         source = da.from_zarr(src, chunks=in_chunks)
-        out_chunks = tuple(
-            tuple(-(-c // 2) for c in cs) if i in yx else cs for i, cs in enumerate(source.chunks)
-        )
+        out_chunks = tuple(tuple(-(-c // 2) for c in cs) if i in yx else cs for i, cs in enumerate(source.chunks))
         down = source.map_blocks(_mean2, yx=yx, dtype=dst.dtype, chunks=out_chunks)
         write_dask(self.path, down, level=f"s{index}")
         return zarr.open_array(_join(self.path, f"s{index}"), mode="r")
@@ -866,8 +859,18 @@ def write_image(
     if chunks is None:
         limits = {"t": 1, "c": 1, "z": 32, "y": 512, "x": 512}
         chunks = tuple(min(n, limits.get(a, n)) for a, n in zip(axes, array.shape))
-    writer = OmeZarrWriter(path, shape=array.shape, axes=axes, chunks=chunks, dtype=str(array.dtype), scale=scale,
-                           units=units, channels=channels, ngff_version=ngff_version, overwrite=overwrite)
+    writer = OmeZarrWriter(
+        path,
+        shape=array.shape,
+        axes=axes,
+        chunks=chunks,
+        dtype=str(array.dtype),
+        scale=scale,
+        units=units,
+        channels=channels,
+        ngff_version=ngff_version,
+        overwrite=overwrite,
+    )
     write_block(writer.path, tuple(slice(None) for _ in array.shape), array)
     writer.finalize()
     return writer.path
