@@ -34,7 +34,7 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/bigdecon-site "$wheels"/*.whl || { echo "wheel install failed"; exit 1; }
     export PYTHONPATH="/tmp/bigdecon-site${PYTHONPATH:+:$PYTHONPATH}"
-elif ! "$py" -c "import bigdecon.chunked, cupy, dask_cuda" 2>/dev/null; then
+elif ! "$py" -c "import bigdecon.passes, cupy, dask_cuda" 2>/dev/null; then
     grep -vE '^(dask|distributed)==' constraints.txt >/tmp/bigdecon-constraints-gpu.txt
     if "$py" -c "import cupy" 2>/dev/null; then
         extras=(-e ".[test]" dask-cuda)  # keep the CuPy that is there (it may be cupy-cuda13x)

@@ -24,9 +24,9 @@ from .solvers import (
 def __getattr__(name: str):
     # The out-of-core layer pulls in distributed and zarr: load it on first use.
     if name in ("deconvolve", "plan"):
-        from . import chunked
+        from . import passes
 
-        return getattr(chunked, name)
+        return getattr(passes, name)
     raise AttributeError(f"module 'bigdecon' has no attribute {name!r}")
 
 

@@ -895,7 +895,7 @@ def _client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpu
 def _sizing(client: Any, resolved: dict[str, Any], output: str, device: str) -> dict[str, Any]:
     """``min_tasks`` and ``task_memory`` of this run, passed to both ``plan`` and ``deconvolve``,
     so that the plan printed before the run (``N tasks``) is the one that runs."""
-    from .chunked import run_sizing
+    from .passes import run_sizing
 
     return run_sizing(client, output, resume=resolved["resume"], chunks=resolved["chunks"], device=device)
 

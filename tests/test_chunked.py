@@ -8,10 +8,10 @@ import pytest
 from conftest import filaments
 
 import bigdecon
-from bigdecon.chunked import default_depth
 from bigdecon.io import open_image, write_image
 from bigdecon.params import Params
-from bigdecon.pipeline import deconv_stage, output_psf, preprocess, sparse_stage
+from bigdecon.planner import default_depth
+from bigdecon.stages import deconv_stage, output_psf, preprocess, sparse_stage
 
 TOLERANCE = 1e-3  # of the image maximum, everywhere, edges included (ALGORITHM.md)
 
@@ -181,7 +181,7 @@ def test_output_validates_as_ngff_05(tmp_path, data):
 
 
 def test_default_blocks_give_every_worker_work():
-    from bigdecon.chunked import Layout, make_plan
+    from bigdecon.planner import Layout, make_plan
 
     layout = Layout(("t", "y", "x"), (12, 256, 256))
     params = Params.from_kwargs(fwhm=3)
@@ -194,7 +194,7 @@ def test_default_blocks_give_every_worker_work():
 
 
 def test_block_size_follows_the_memory_budget():
-    from bigdecon.chunked import WORKSET_FACTOR, Layout, make_plan
+    from bigdecon.planner import WORKSET_FACTOR, Layout, make_plan
 
     layout = Layout(("t", "y", "x"), (64, 2048, 2048))
     params = Params.from_kwargs(fwhm=3)
@@ -248,7 +248,7 @@ def test_deconvolve_2d_images_and_psfs(tmp_path, data):
 
 def test_3d_psf_keeps_whole_plane_steps_small():
     """Only step 5 needs whole volumes: the background/up-sampling tasks stay plane-sized."""
-    from bigdecon.chunked import Layout, make_plan
+    from bigdecon.planner import Layout, make_plan
 
     layout = Layout(("z", "y", "x"), (64, 512, 512))
     plan = make_plan(layout, Params.from_kwargs(fwhm=(4, 3, 3), up_sample=1))

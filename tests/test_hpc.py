@@ -182,8 +182,8 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
                 return os.environ.get(name)
 
             def task_solver_threads() -> int:
-                from bigdecon import chunked
                 from bigdecon._backend import cpu_threads
+                from bigdecon.passes import tasks as chunked
 
                 chunked._one_thread_per_task()  # what every chunk task runs first
                 return cpu_threads()

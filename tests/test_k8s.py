@@ -818,8 +818,8 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
                 return os.environ.get(name)
 
             def task_solver_threads(_: int) -> int:
-                from bigdecon import chunked
                 from bigdecon._backend import cpu_threads
+                from bigdecon.passes import tasks as chunked
 
                 chunked._one_thread_per_task()  # what every chunk task runs first
                 return cpu_threads()

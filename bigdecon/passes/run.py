@@ -1,0 +1,509 @@
+"""The out-of-core driver: OME-Zarr/TIFF in, OME-Zarr out, one pass after another.
+
+:func:`deconvolve` resolves the request, computes the raw statistics, then runs
+the passes (steps 1-3, step 4, steps 5-6) as tasks on the cluster, each pass's
+maxima feeding the next through the :class:`~bigdecon.passes.tasks.TaskContext`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError, ProcessingError
+from ..io.paths import join, normalize
+from ..params import DEFAULTS
+from ..planner import Layout, Region
+from ..stages import output_psf
+from .ledger import Ledger
+from .request import _params_record, _prepare
+from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
+
+__all__ = ["deconvolve", "plan", "run_sizing"]
+
+
+def _run_tasks(
+    fn: Callable[[TaskContext, Region], dict[str, float]],
+    ctx: TaskContext,
+    regions: list[Region],
+    stage: str,
+    ledger: Ledger,
+    client: Any,
+    progress: Callable[[int, int], None] | None,
+    counter: dict[str, int],
+) -> dict[str, dict[str, Any]]:
+    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records."""
+    done = ledger.done(stage)
+    todo = [r for r in regions if _region_key(r) not in done]
+    counter["done"] += len(regions) - len(todo)
+    counter["resumed"] = counter.get("resumed", 0) + len(regions) - len(todo)
+    if progress:
+        progress(counter["done"], counter["total"])
+
+    def finish(region, result):
+        ledger.record(stage, _region_key(region), result)
+        done[_region_key(region)] = result
+        counter["done"] += 1
+        if progress:
+            progress(counter["done"], counter["total"])
+
+    if not todo:
+        return done
+    if client is None:
+        for region in todo:
+            finish(region, fn(ctx, region))
+        return done
+    from distributed import as_completed
+
+    # Tasks are idempotent (each writes only the chunks it owns), so a retry
+    # after a worker dies rewrites the same bytes. The context is a few kB (the
+    # PSFs travel through the work folder), so sending it with every task
+    # keeps the scheduler's memory proportional to the number of tasks only.
+    futures = {}
+    for region in todo:
+        fut = client.submit(
+            fn, ctx, region, key=f"bigdecon-{stage}-{_region_key(region)}-{ctx.run_id}", retries=3, pure=False
+        )
+        futures[fut] = region
+    for fut in as_completed(futures):
+        if fut.status == "error":
+            exc = fut.exception()
+            for other in futures:
+                other.cancel()
+            if isinstance(exc, (InputError, ProcessingError)):
+                raise exc
+            raise ProcessingError(
+                f"{stage} failed on block {_region_key(futures[fut])}: {type(exc).__name__}: {exc}"
+            ) from exc
+        finish(futures[fut], fut.result())
+    return done
+
+
+def _per_channel_max(records: dict[str, dict[str, Any]], regions: list[Region], layout: Layout) -> list[float]:
+    """The maximum of a pass per channel, from its blocks' records."""
+    out = [0.0] * layout.n_channels
+    for region in regions:
+        c = layout.channel_of(tuple(region[a][0] for a in layout.outer))
+        out[c] = max(out[c], records[_region_key(region)]["max"])
+    return out
+
+
+def _source_stats(data: Any, layout: Layout, where: str = "the input") -> tuple[list[float], list[float]]:
+    """Raw maximum and mean per channel, and the check for NaN/inf: one pass."""
+    import dask
+    import dask.array as da
+
+    c_axis = layout.axes.index("c") if "c" in layout.axes else None
+    red = tuple(i for i in range(data.ndim) if i != c_axis)
+    try:
+        finite, mx, total = dask.compute(
+            da.isfinite(data).all() if np.issubdtype(data.dtype, np.floating) else True,
+            data.max(axis=red),
+            data.sum(axis=red, dtype=np.float64),
+        )
+    except (InputError, ProcessingError):
+        raise
+    except Exception as e:  # a corrupt chunk, a store that went away
+        raise ProcessingError(f"reading {where} failed: {type(e).__name__}: {e}") from e
+    if not finite:
+        raise InputError("input contains NaN or infinite pixels")
+    mx = np.atleast_1d(np.asarray(mx, dtype=np.float64))
+    count = data.size / (data.shape[c_axis] if c_axis is not None else 1)
+    means = np.atleast_1d(np.asarray(total, dtype=np.float64)) / count
+    scale = [float(m) for m in mx]
+    return scale, [float(m / s) if s > 0 else 0.0 for m, s in zip(means, scale)]
+
+
+def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
+    """What :func:`deconvolve` would do with ``source``: block grid, overlap, tasks, memory.
+
+    Takes the same keyword arguments as :func:`deconvolve` (plus ``min_tasks``
+    and ``task_memory``, which a run derives from its cluster); returns a dict
+    with ``axes``, ``shape``, ``dtype``, ``chunks``, ``depth``, ``n_tasks``,
+    ``memory_per_task_bytes``, ``output_shape`` and ``fwhm_px`` (the PSF FWHM
+    in input pixels per processed channel, ``None`` for a measured PSF).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import bigdecon
+    >>> from bigdecon.io import write_image
+    >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((40, 600, 600), np.uint16), "tyx")
+    >>> summary = bigdecon.plan(path, fwhm=3)
+    >>> summary["depth"], summary["n_tasks"]
+    ({'k': 8, 'y': 16, 'x': 16}, 24)
+    """
+    from ..io import open_image
+
+    src = open_image(source)
+    request = _prepare(src, kwargs)
+    summary = request.plan.summary()
+    summary["dtype"] = str(src.data.dtype)
+    summary["input_chunks"] = list(src.stored_chunks)
+    summary["fwhm_px"] = [list(p.fwhm) if p.fwhm is not None else None for p in request.channel_params]
+    return summary
+
+
+def _stored_config(destination: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run configuration recorded in an unfinished output ({} if none)."""
+    import zarr
+
+    try:
+        info = zarr.open_group(normalize(destination)[0], mode="r").attrs.asdict().get("bigdecon", {})
+    except Exception:
+        return {}
+    return info.get("config") or {} if isinstance(info, dict) else {}
+
+
+# Seconds a run waits for the first worker of a cluster it was given (pods and
+# batch jobs may still be starting) before it sizes blocks from the workers.
+WORKER_WAIT = 300
+
+
+def _wait_for_workers(client: Any) -> None:
+    if client is None:
+        return
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT)
+    except (TimeoutError, OSError) as e:
+        raise ProcessingError(
+            f"no Dask worker joined the scheduler within {WORKER_WAIT} s ({type(e).__name__})"
+        ) from None
+
+
+def run_sizing(
+    client: Any,
+    destination: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    chunks: Mapping[str, int] | Sequence[int] | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """``min_tasks`` and ``task_memory`` of a run on ``client``, as :func:`deconvolve` derives them.
+
+    Default blocks are sized so every worker thread has two of them, and from
+    the card's memory on GPU workers; a resumed run keeps the sizing of the
+    run it continues, whatever cluster it has now. Waits for a first worker.
+    Call it to print the plan that will run (``plan(..., **run_sizing(...))``)
+    and pass the same values to :func:`deconvolve`.
+    """
+    _wait_for_workers(client)
+    stored = _stored_config(destination) if resume else {}
+    task_memory = stored.get("task_memory")
+    if "task_memory" not in stored and chunks is None and device != "cpu":
+        task_memory = _gpu_task_memory(client)
+    return {"min_tasks": stored.get("min_tasks", _cluster_threads(client) * 2), "task_memory": task_memory}
+
+
+def _gpu_task_memory(client: Any) -> int | None:
+    """Bytes a task may use on the workers' GPUs (40% of the smallest card), or None."""
+
+    def probe() -> int:
+        from .._backend import gpu_available
+
+        if not gpu_available():
+            return 0
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[1])
+
+    try:
+        sizes = list(client.run(probe).values()) if client is not None else [probe()]
+    except Exception:
+        return None
+    return int(0.4 * min(sizes)) if sizes and min(sizes) > 0 else None
+
+
+def _cluster_threads(client: Any) -> int:
+    """Worker threads of a cluster (1 without one), to size the default blocks."""
+    if client is None:
+        return 1
+    try:
+        return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
+    except Exception:
+        return 1
+
+
+def deconvolve(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    fwhm: Any = None,
+    resolution: Any = None,
+    psf: Any = None,
+    sparse_iters: int = DEFAULTS.sparse_iters,
+    fidelity: float = DEFAULTS.fidelity,
+    sparsity: float = DEFAULTS.sparsity,
+    tcontinuity: float = DEFAULTS.tcontinuity,
+    background: int = DEFAULTS.background,
+    deconv_iters: int = DEFAULTS.deconv_iters,
+    deconv_type: int = DEFAULTS.deconv_type,
+    up_sample: int = DEFAULTS.up_sample,
+    channels: int | Sequence[int] | None = None,
+    timepoints: str | tuple[int, int] | None = None,
+    chunks: Mapping[str, int] | Sequence[int] | None = None,
+    depth: Mapping[str, int] | int | None = None,
+    output_dtype: str = "float32",
+    ngff_version: str = "0.5",
+    resume: bool = False,
+    overwrite: bool = False,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    config: dict[str, Any] | None = None,
+    task_memory: int | None = None,
+    min_tasks: int | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
+
+    Out of core: every pass is one task per block that reads its halo from a
+    store and writes only its own chunks, so memory depends on the chunk size,
+    not on the data size. Channels are processed independently; with both t
+    and z each time point's volume is one problem; with t or z alone, that axis
+    is the third solver axis.
+
+    Parameters
+    ----------
+    source, destination : str or path
+        Input OME-Zarr (NGFF 0.4/0.5; local path or fsspec URL) or TIFF;
+        output OME-Zarr path or URL.
+    fwhm, resolution, psf
+        PSF size in input pixels, or in the metadata's physical units, or a
+        measured PSF array. Each may be one value for every channel or a dict
+        from the input's channel number to that channel's value, e.g.
+        ``fwhm={0: 3.0, 1: (4.2, 4.2)}``.
+    sparse_iters, fidelity, sparsity, tcontinuity, background, deconv_iters, deconv_type, up_sample
+        As in :func:`bigdecon.sparse_deconvolve`.
+    channels : int or list of int, optional
+        Channels to process (default all).
+    timepoints : str or (int, int), optional
+        ``"a:b"``: time points a to b-1 (negative ends count from the last).
+    chunks : dict or sequence, optional
+        Step-4 block size per solver axis, e.g. ``{"t": 16, "y": 512, "x": 512}``.
+    depth : dict or int, optional
+        Step-4 halo per solver axis, overriding :func:`default_depth`.
+    output_dtype : str
+        ``float32`` (default) or an integer dtype, clipped to its range.
+    ngff_version : {"0.5", "0.4"}
+    resume, overwrite : bool
+        Continue a killed run (only unfinished blocks are computed), or replace
+        an existing output. Without either an existing output is refused.
+    client : distributed.Client, optional
+        Run on this cluster; by default the blocks run one after the other here.
+    progress : callable, optional
+        ``progress(done, total)`` as blocks finish.
+    config : dict, optional
+        The resolved configuration to record in the output's attributes.
+    task_memory, min_tasks : int, optional
+        Bytes one task may use (by default 40% of the workers' GPU memory, or
+        512 MiB on CPUs) and the fewest step-4 blocks (by default two per worker
+        thread): they size the default blocks. See :func:`run_sizing`.
+    device : {"auto", "cpu", "gpu"}
+        Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
+        when it has one. A block moves to the GPU once; only the result returns.
+
+    Returns
+    -------
+    dict
+        ``output``, ``shape``, ``seconds``, ``voxels``, ``chunks`` (tasks in
+        all), ``resumed`` (tasks an earlier run had finished), ``stats``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import bigdecon
+    >>> from bigdecon.data import filaments_timelapse
+    >>> from bigdecon.io import write_image
+    >>> folder = tempfile.mkdtemp()
+    >>> raw, truth = filaments_timelapse((4, 64, 64), fwhm=3.0, seed=1)
+    >>> path = write_image(os.path.join(folder, "raw.ome.zarr"), raw, "tyx")
+    >>> info = bigdecon.deconvolve(path, os.path.join(folder, "out.ome.zarr"), fwhm=3, sparse_iters=10)
+    >>> info["shape"]
+    [4, 64, 64]
+    """
+    from ..io import OmeZarrWriter, check_output_path, open_image
+
+    t0 = time.perf_counter()
+    if device not in ("auto", "cpu", "gpu"):
+        raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
+    if ngff_version not in ("0.4", "0.5"):
+        raise InputError(f"ngff_version must be 0.4 or 0.5, got {ngff_version!r}")
+    try:
+        dtype = np.dtype(output_dtype)
+    except TypeError:
+        raise InputError(f"output_dtype {output_dtype!r} is not a NumPy dtype") from None
+    if not (dtype == np.float32 or dtype == np.float64 or np.issubdtype(dtype, np.integer)):
+        raise InputError(f"output_dtype must be float32 or an integer type, got {dtype}")
+    src = open_image(source)
+    check_output_path(source, destination)
+    source_id = normalize(source)[0]
+    if min_tasks is None:  # what the caller did not size, the cluster does
+        sizing = run_sizing(client, destination, resume=resume, chunks=chunks, device=device)
+        min_tasks = sizing["min_tasks"]
+        task_memory = sizing["task_memory"] if task_memory is None else task_memory
+    request = _prepare(
+        src,
+        dict(
+            fwhm=fwhm,
+            resolution=resolution,
+            psf=psf,
+            sparse_iters=sparse_iters,
+            fidelity=fidelity,
+            sparsity=sparsity,
+            tcontinuity=tcontinuity,
+            background=background,
+            deconv_iters=deconv_iters,
+            deconv_type=deconv_type,
+            up_sample=up_sample,
+            channels=channels,
+            timepoints=timepoints,
+            chunks=chunks,
+            depth=depth,
+            task_memory=task_memory,
+            min_tasks=min_tasks,
+        ),
+    )
+    layout, params, the_plan = request.layout, request.params, request.plan
+    channel_params = request.channel_params
+    params_record = _params_record(channel_params, request.channel_ids)
+
+    run_record = {
+        "params": params_record,
+        "channels": channels,
+        "timepoints": timepoints,
+        "shape": list(the_plan.out_shape),
+        "chunks": list(the_plan.out_chunks),
+        "sparse_block": the_plan.sparse_block,
+        "depth": the_plan.depth,
+        "output_dtype": str(dtype),
+        "source": source_id,
+        "min_tasks": min_tasks,
+        "task_memory": task_memory,
+    }
+    scale_meta = dict(src.scale)
+    if params.up_sample:
+        for ax in ("y", "x"):
+            if ax in scale_meta:
+                scale_meta[ax] = scale_meta[ax] / 2
+    translation = dict(src.translation)
+    if timepoints is not None:  # output t = 0 is input time point a
+        translation["t"] = translation.get("t", 0.0) + request.selection[layout.axes.index("t")] * src.scale.get(
+            "t", 1.0
+        )
+    channels_meta = src.channels
+    if channels is not None and src.channels:
+        channels_meta = [src.channels[c] for c in request.selection[layout.axes.index("c")] if c < len(src.channels)]
+    if channels_meta and len(channels_meta) != layout.n_channels:
+        channels_meta = []  # metadata that does not match the data: napari gets defaults
+    # The data set's statistics (and its NaN/inf check) come before anything is
+    # written, so bad pixels leave no output behind; a resumed run reuses its own.
+    stats = None
+    if resume:
+        stats = Ledger(_work_root(destination)).get("stats")
+    if stats is None:
+        scale, mean = _source_stats(request.data, layout, where=source_id)
+        stats = {"scale": scale, "mean": mean}
+    writer = OmeZarrWriter(
+        destination,
+        shape=the_plan.out_shape,
+        axes=layout.axes,
+        chunks=the_plan.out_chunks,
+        dtype=str(dtype),
+        scale=scale_meta,
+        units=src.units,
+        translation=translation,
+        channels=channels_meta,
+        ngff_version=ngff_version,
+        overwrite=overwrite,
+        resume=resume,
+        run_config=run_record,
+    )
+    ledger = Ledger(_work_root(writer.path))
+    ledger.put("stats", stats)
+    run_id = f"{os.getpid()}-{time.monotonic_ns()}"
+    ndim = len(layout.axes)
+    psf_paths: list[str | None] = []
+    for i, p in enumerate(channel_params):
+        kernel = output_psf(p, 3 if layout.k is not None else 2)
+        psf_paths.append(ledger.put_array(f"psf-{i}", kernel) if kernel is not None else None)
+    # What every task carries: a few kB. The PSFs stay in the work folder, and
+    # the parameters lose their measured PSF (the tasks read the kernel instead).
+    lean = replace(params, psf=None)
+    ctx = TaskContext(
+        layout=layout,
+        params=lean,
+        plan=replace(the_plan, params=lean),
+        level=tuple(src.level),
+        selection=request.selection,
+        scale=stats["scale"],
+        mean=stats["mean"],
+        h=ledger.path("h.zarr"),
+        g=ledger.path("g.zarr"),
+        output=writer.path,
+        psf=psf_paths,
+        run_id=run_id,
+        device=device,
+    )
+    pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
+    sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
+    final_tasks = the_plan.final_tasks()
+    total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
+    counter = {"done": 0, "total": total, "resumed": 0}
+    blk = the_plan.sparse_block
+
+    def work_chunks(k_size: int) -> list[int]:
+        # Intermediates are chunked like the step-4 blocks in y/x, so a block
+        # reads little beyond its halo; in k like the tasks that write them.
+        chunk = [1] * ndim
+        if layout.k is not None:
+            chunk[layout.k] = k_size
+        chunk[layout.y], chunk[layout.x] = blk["y"], blk["x"]
+        return chunk
+
+    if pre_tasks:
+        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan.plane_group))
+        records = _run_tasks(_task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter)
+        ctx = replace(ctx, h_max=_per_channel_max(records, pre_tasks, layout))
+    if sparse_tasks:
+        _work_array(ctx.g, the_plan.out_shape, work_chunks(blk["k"]))
+        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter)
+        ctx = replace(ctx, g_max=_per_channel_max(records, sparse_tasks, layout))
+    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter)
+    seconds = time.perf_counter() - t0
+    attrs = {
+        "version": __version__,
+        "parameters": params_record,
+        "statistics": {
+            "raw_max": stats["scale"],
+            "raw_mean_normalised": stats["mean"],
+            "max_after_preprocess": ctx.h_max,
+            "max_after_sparse": ctx.g_max,
+        },
+        "depth": the_plan.depth,
+        "config": config or {},
+        "seconds": round(seconds, 3),
+    }
+    writer.finalize(attrs=attrs)
+    ledger.remove()
+    voxels = int(np.prod(layout.shape))
+    return {
+        "output": writer.path,
+        "shape": list(the_plan.out_shape),
+        "seconds": time.perf_counter() - t0,
+        "voxels": voxels,
+        "chunks": total,
+        "resumed": counter["resumed"],
+        "stats": attrs["statistics"],
+    }
+
+
+def _work_root(destination: str | os.PathLike[str]) -> str:
+    """The work folder of a run: inside its output, removed when the output is complete."""
+    return join(normalize(destination)[0], ".bigdecon-work")

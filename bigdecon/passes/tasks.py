@@ -1,0 +1,272 @@
+"""The tasks of an out-of-core run, and the block functions they share with the lazy driver.
+
+A task reads one region (with its halo) straight from a store, runs one stage
+of :mod:`bigdecon.stages` on it with the data set's statistics from its
+:class:`TaskContext`, and writes exactly the chunks it owns. Tasks are
+idempotent: a retry rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._backend import get_xp
+from ..params import Params
+from ..planner import Layout, Plan, Region
+from ..stages import deconv_stage, preprocess, sparse_stage
+from .ledger import load_array
+
+__all__ = ["TaskContext"]
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every task of a run receives: a few kB when pickled.
+
+    The measured PSFs stay in the work folder (``psf`` holds their paths, one
+    per processed channel, ``None`` where step 5 is off) and ``params`` has
+    no measured PSF. Between passes the run adds the maxima of the pass just
+    finished with :func:`dataclasses.replace`: ``h_max`` (after steps 1-3)
+    and ``g_max`` (after step 4), one per processed channel.
+    """
+
+    layout: Layout
+    params: Params
+    plan: Plan
+    level: tuple[Any, ...]  # the input's stored level (ImageSource.level)
+    selection: dict[int, Any]  # axis -> chosen channels (list) or first time point (int)
+    scale: list[float]  # raw maximum per channel
+    mean: list[float]  # raw mean / maximum per channel
+    h: str  # work array after steps 1-3
+    g: str  # work array after step 4
+    output: str  # the output's root
+    psf: list[str | None]
+    run_id: str
+    device: str = "auto"
+    h_max: list[float] | None = None
+    g_max: list[float] | None = None
+
+
+# --------------------------------------------------------------------------- block functions
+
+
+def _solver_view(block: np.ndarray, layout: Layout) -> np.ndarray:
+    """Drop the (length-1) outer axes of a block: ``(k, y, x)`` or ``(y, x)``."""
+    index = tuple(0 if i in layout.outer else slice(None) for i in range(block.ndim))
+    return block[index]
+
+
+def _embed(block: np.ndarray, layout: Layout) -> np.ndarray:
+    """Inverse of :func:`_solver_view`: put back the length-1 outer axes."""
+    for ax in layout.outer:
+        block = np.expand_dims(block, ax)
+    return block
+
+
+def _preprocess_block(raw: Any, scale: float, mean: float, params: Params) -> Any:
+    """Steps 1-3 on whole planes (NumPy or CuPy)."""
+    if scale <= 0:
+        factor = 2 if params.up_sample else 1
+        return get_xp(raw).zeros(raw.shape[:-2] + tuple(s * factor for s in raw.shape[-2:]), np.float32)
+    return preprocess(raw, scale, mean, params)
+
+
+def _sparse_block(h: Any, norm: float, params: Params, coupled: bool, interior: tuple[slice, ...]) -> Any:
+    """Step 4 on a block with its halo; returns the interior, clipped at 0."""
+    xp = get_xp(h)
+    if norm <= 0:
+        return xp.zeros(h[interior].shape, np.float32)
+    return xp.ascontiguousarray(sparse_stage(h, norm, params, coupled)[interior])
+
+
+def _final_block(g: Any, norm: float, scale: float, params: Params, psf: np.ndarray | None) -> Any:
+    """Steps 5-6 on whole planes (or volumes)."""
+    if norm <= 0 or scale <= 0:
+        return get_xp(g).zeros(g.shape, np.float32)
+    return deconv_stage(g, norm, scale, params, psf)
+
+
+# --------------------------------------------------------------------------- reading and writing
+
+
+def _region_slices(region: Region, ndim: int) -> tuple[slice, ...]:
+    return tuple(slice(*region[i]) if i in region else slice(None) for i in range(ndim))
+
+
+def _region_key(region: Region) -> str:
+    """A region's name in the ledger and in task keys, e.g. ``0-1.0-32.0-256.0-256``."""
+    return ".".join(f"{a}-{b}" for _, (a, b) in sorted(region.items()))
+
+
+def _read_source(ctx: TaskContext, region: Region) -> np.ndarray:
+    """Read a region of the (selected) input straight from its store, inside a worker."""
+    from ..io import read_region
+
+    lay = ctx.layout
+    index: list[Any] = []
+    for i in range(len(lay.axes)):
+        a, b = region.get(i, (0, lay.shape[i]))
+        sel = ctx.selection.get(i)
+        if sel is None:
+            index.append(slice(a, b))
+        elif isinstance(sel, list):  # chosen channels
+            index.append(sel[a:b])
+        else:  # an offset (time points a:b)
+            index.append(slice(sel + a, sel + b))
+    return read_region(ctx.level, index, token=ctx.run_id)
+
+
+def _read_work(path: str, region: Region, ndim: int) -> np.ndarray:
+    import zarr
+
+    return np.asarray(zarr.open_array(path, mode="r")[_region_slices(region, ndim)])
+
+
+def _write_work(path: str, region: Region, ndim: int, block: np.ndarray) -> None:
+    import zarr
+
+    zarr.open_array(path, mode="r+")[_region_slices(region, ndim)] = block
+
+
+def _work_array(path: str, shape: tuple[int, ...], chunks: Sequence[int]) -> None:
+    """Create an intermediate float32 array, or keep the one a resumed run left."""
+    import zarr
+
+    chunks = tuple(int(c) for c in chunks)
+    try:
+        arr = zarr.open_array(path, mode="r")
+        if tuple(arr.shape) == tuple(shape) and tuple(arr.chunks) == chunks:
+            return
+    except Exception:  # missing (or unreadable): make it anew
+        pass
+    zarr.create_array(path, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0, zarr_format=3, overwrite=True)
+
+
+# --------------------------------------------------------------------------- where a task runs
+
+
+def _device(ctx: TaskContext) -> str:
+    """Where this worker runs the solvers: its GPU when it has one (``device="auto"``)."""
+    from .._backend import gpu_available
+
+    wanted = ctx.device
+    return "gpu" if wanted == "gpu" or (wanted == "auto" and gpu_available()) else "cpu"
+
+
+def _solve(fn: Callable[..., Any], block: np.ndarray, ctx: TaskContext, *args: Any) -> np.ndarray:
+    """Move a block to the worker's device once, run every step there, bring the result back."""
+    from .._backend import release_device_memory, to_device, to_numpy
+
+    device = _device(ctx)
+    try:
+        return to_numpy(fn(to_device(block, device), *args))
+    finally:
+        if device == "gpu":
+            # Blocks of other shapes follow (edge blocks, whole-plane tasks): hand the
+            # pool's blocks and cached FFT plans back so they never pile up on the card.
+            release_device_memory()
+
+
+def _one_thread_per_task() -> None:
+    """Inside a Dask worker, a task's solvers use one thread: tasks fill the cores.
+
+    Run in this process (no cluster), the solvers keep all cores. A worker
+    started with ``BIGDECON_THREADS`` set (a pod or batch job with several
+    cores per Dask thread) keeps its value.
+    """
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return
+    os.environ.setdefault("BIGDECON_THREADS", "1")
+
+
+def _channel(ctx: TaskContext, region: Region) -> int:
+    """Position of a region's channel among the processed channels."""
+    lay = ctx.layout
+    return lay.channel_of(tuple(region[a][0] for a in lay.outer))
+
+
+def _maxima(values: list[float] | None, what: str) -> list[float]:
+    # The run fills these in before the pass that needs them.
+    if values is None:
+        raise RuntimeError(f"{what} is not known yet: the pass that computes it has not run")
+    return values
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _task_preprocess(ctx: TaskContext, region: Region) -> dict[str, float]:
+    """Steps 1-3 on whole planes: raw input -> work array ``h``."""
+    _one_thread_per_task()
+    lay, params = ctx.layout, ctx.params
+    raw_region = dict(region)
+    if params.up_sample:
+        raw_region[lay.y] = (0, lay.shape[lay.y])
+        raw_region[lay.x] = (0, lay.shape[lay.x])
+    raw = _read_source(ctx, raw_region)
+    c = _channel(ctx, region)
+    h = _embed(_solve(_preprocess_block, _solver_view(raw, lay), ctx, ctx.scale[c], ctx.mean[c], params), lay)
+    _write_work(ctx.h, region, len(lay.axes), h)
+    return {"max": float(h.max())}
+
+
+def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
+    """Step 4 on a block and its halo: ``h`` (or the raw input) -> work array ``g``."""
+    _one_thread_per_task()
+    lay, params, plan = ctx.layout, ctx.params, ctx.plan
+    grown = plan.halo(region)
+    ndim = len(lay.axes)
+    c = _channel(ctx, region)
+    if plan.needs_preprocess:
+        h, norm = _read_work(ctx.h, grown, ndim), _maxima(ctx.h_max, "h_max")[c]
+    else:
+        h, norm = _read_source(ctx, grown), ctx.scale[c]
+    interior = tuple(
+        slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0]) for a in range(ndim) if a not in lay.outer
+    )
+    g = _embed(
+        _solve(
+            _sparse_block,
+            _solver_view(h, lay).astype(np.float32, copy=False),
+            ctx,
+            norm,
+            params,
+            plan.coupled,
+            interior,
+        ),
+        lay,
+    )
+    _write_work(ctx.g, region, ndim, g)
+    return {"max": float(g.max()) if g.size else 0.0}
+
+
+def _task_final(ctx: TaskContext, region: Region) -> dict[str, float]:
+    """Steps 5-6 on whole planes (or volumes): ``g`` (or ``h``, or the raw input) -> the output."""
+    from ..io import write_block
+
+    _one_thread_per_task()
+    lay, params, plan = ctx.layout, ctx.params, ctx.plan
+    ndim = len(lay.axes)
+    c = _channel(ctx, region)
+    if params.sparse_iters:
+        g, norm = _read_work(ctx.g, region, ndim), _maxima(ctx.g_max, "g_max")[c]
+    elif plan.needs_preprocess:
+        g, norm = _read_work(ctx.h, region, ndim), _maxima(ctx.h_max, "h_max")[c]
+    else:
+        g, norm = _read_source(ctx, region), ctx.scale[c]
+    psf_path = ctx.psf[c]
+    psf = load_array(psf_path, ctx.run_id) if psf_path else None
+    out = _solve(
+        _final_block, _solver_view(g, lay).astype(np.float32, copy=False), ctx, norm, ctx.scale[c], params, psf
+    )
+    write_block(ctx.output, _region_slices(region, ndim), _embed(out, lay))
+    return {"max": float(out.max())}

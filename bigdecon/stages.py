@@ -1,0 +1,141 @@
+"""The stages of sparse deconvolution, with every global statistic an argument.
+
+None of the stages looks at the maximum or mean of the block it is given.
+:func:`bigdecon.sparse_deconvolve` on a NumPy/CuPy array computes the
+statistics of that array and runs the stages on it whole; the passes
+(:mod:`bigdecon.passes`) compute them over the whole data set and run the same
+stages block by block.
+
+Stage 1 ``preprocess``: ``f = raw / scale``, background subtracted and clipped,
+up-sampled: ``h``. Because up-sampling is linear, the published two
+renormalisations (after the background, after up-sampling) reduce to one
+division by ``max(h)`` over the data set.
+Stage 2 ``sparse_stage``: ``g = max(sparse_hessian(h / max(h)), 0)``.
+Stage 3 ``deconv_stage``: ``scale * RL(g / max(g))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._backend import get_xp
+from .errors import InputError
+from .params import Params
+from .solvers.background import estimate_background
+from .solvers.landweber import landweber
+from .solvers.psf import gaussian_psf
+from .solvers.richardson_lucy import published_pad, richardson_lucy
+from .solvers.sparse_hessian import sparse_hessian
+from .solvers.upsample import upsample
+
+__all__ = ["check_image", "deconv_pad", "deconv_stage", "is_coupled", "output_psf", "preprocess", "sparse_stage"]
+
+
+def is_coupled(n_planes: int, params: Params) -> bool:
+    """Whether the third axis enters the Hessian: rho > 0 and >= 3 planes in the data set."""
+    return n_planes >= 3 and params.tcontinuity > 0
+
+
+def preprocess(raw, scale: float, mean: float, params: Params):
+    """Steps 1-3 on whole ``(y, x)`` planes: scale, background, up-sampling.
+
+    Parameters
+    ----------
+    raw : ndarray
+        ``(y, x)`` or ``(k, y, x)``, any real dtype.
+    scale : float
+        Maximum of the raw data set.
+    mean : float
+        Mean of the raw data set divided by ``scale`` (background modes 3-5).
+    params : Params
+
+    Returns
+    -------
+    h : ndarray of float32 (y and x doubled when up-sampling)
+    """
+    xp = get_xp(raw)
+    f = xp.asarray(raw, dtype=xp.float32) * xp.float32(1.0 / scale)
+    if params.background:
+        f -= estimate_background(f, params.background, mean=mean)
+        xp.maximum(f, 0, out=f)
+    return upsample(f, params.up_sample)
+
+
+def sparse_stage(h, norm: float, params: Params, coupled: bool):
+    """Step 4 on a block: ``max(sparse_hessian(h / norm), 0)``; ``h / norm`` when it is off."""
+    xp = get_xp(h)
+    f = xp.asarray(h, dtype=xp.float32) * xp.float32(1.0 / norm)
+    if not params.sparse_iters:
+        return f
+    return sparse_hessian(
+        f,
+        iterations=params.sparse_iters,
+        fidelity=params.fidelity,
+        sparsity=params.sparsity,
+        tcontinuity=params.tcontinuity,
+        coupled=coupled,
+    )
+
+
+def output_psf(params: Params, ndim: int) -> np.ndarray | None:
+    """The PSF of step 5 in output pixels (FWHM doubled in y and x after up-sampling)."""
+    if not params.deconvolves:
+        return None
+    factor = 2 if params.up_sample else 1
+    if params.psf is not None:
+        psf = np.asarray(params.psf, dtype=np.float32)
+        if factor > 1:
+            from scipy.ndimage import zoom
+
+            psf = np.clip(zoom(psf, [1] * (psf.ndim - 2) + [factor, factor], order=1), 0, None)
+        return (psf / psf.sum()).astype(np.float32)
+    fwhm = list(params.fwhm)
+    fwhm[-2:] = [w * factor for w in fwhm[-2:]]
+    if len(fwhm) == 3 and ndim < 3:
+        raise InputError("a 3-value fwhm (z, y, x) needs a 3-D image")
+    return gaussian_psf(fwhm)
+
+
+def deconv_pad(shape, psf) -> tuple[int, ...]:
+    """Edge padding of step 5: the published ``floor(min(h, w) / 6)`` in y and x;
+    for a 3-D PSF also one PSF length along z. Depends only on whole-plane sizes,
+    so whole-array and chunked runs pad identically."""
+    yx = published_pad(shape)
+    return (int(psf.shape[0]), yx, yx) if psf.ndim == 3 else (yx, yx)
+
+
+def deconv_stage(g, norm: float, scale: float, params: Params, psf):
+    """Steps 5-6 on whole planes (or whole volumes for a 3-D PSF): ``scale * RL(g / norm)``."""
+    xp = get_xp(g)
+    f = xp.asarray(g, dtype=xp.float32) * xp.float32(1.0 / norm)
+    if params.deconvolves:
+        pad = deconv_pad(f.shape, psf)
+        solver = richardson_lucy if params.deconv_type == 1 else landweber
+        f = solver(f, xp.asarray(psf), params.deconv_iters, pad=pad)
+    f *= xp.float32(scale)
+    return f
+
+
+def check_image(image: Any, params: Params) -> None:
+    """Shape checks at the public edge (values are checked where they are reduced)."""
+    if image.ndim not in (2, 3):
+        raise InputError(
+            f"image must be 2-D (y, x) or 3-D (t or z, y, x), got {image.ndim}-D with shape {tuple(image.shape)}"
+        )
+    if min(image.shape[-2:]) < 4:
+        raise InputError(f"image planes must be at least 4x4 pixels, got {tuple(image.shape[-2:])}")
+    if not np.issubdtype(np.dtype(image.dtype), np.number) or np.issubdtype(np.dtype(image.dtype), np.complexfloating):
+        raise InputError(f"image must hold real numbers, got dtype {image.dtype}")
+    if params.deconvolves:
+        psf = output_psf(params, image.ndim)
+        out_shape = list(image.shape)
+        if params.up_sample:
+            out_shape[-2:] = [2 * s for s in out_shape[-2:]]
+        plane = [s + 2 * published_pad(out_shape) for s in out_shape[-2:]]
+        if psf.ndim > image.ndim or any(p > s for p, s in zip(psf.shape[-2:], plane)):
+            raise InputError(
+                f"PSF of shape {tuple(psf.shape)} is larger than the image {tuple(image.shape)}: "
+                "check fwhm (in pixels) or psf"
+            )
