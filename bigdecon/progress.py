@@ -13,25 +13,16 @@ as done but not in the throughput or the time left.
 from __future__ import annotations
 
 import html
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["ProgressReporter", "NotebookProgress", "format_duration", "format_rate", "format_bytes", "summary_lines"]
+from dask.utils import format_time
 
+from .io.paths import normalize
 
-def format_duration(seconds: float) -> str:
-    """``'42 s'``, ``'3 min 05 s'``, ``'2 h 07 min'``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+__all__ = ["ProgressReporter", "NotebookProgress", "format_rate", "format_bytes", "summary_lines"]
 
 
 def format_rate(voxels_per_second: float) -> str:
@@ -44,7 +35,11 @@ def format_rate(voxels_per_second: float) -> str:
 
 
 def format_bytes(n: float | None) -> str:
-    """Binary units: ``'512 B'``, ``'1.5 GiB'``, ``'2.0 TiB'``; ``'unknown'`` for ``None``."""
+    """Binary units: ``'512 B'``, ``'1.5 GiB'``, ``'2.0 TiB'``; ``'unknown'`` for ``None``.
+
+    One decimal (``dask.utils.format_bytes`` prints two): the CLI's plan and
+    summary lines, and their tests, read ``'3.0 GiB'``.
+    """
     if n is None:
         return "unknown"
     n = float(n)
@@ -103,8 +98,8 @@ class _Progress:
         if rate is not None:
             if self.voxels:
                 parts.append(format_rate(rate))
-            parts.append("done" if self.done >= self.total else f"ETA {format_duration(left)}")
-        parts.append(f"elapsed {format_duration(now - self.start)}")
+            parts.append("done" if self.done >= self.total else f"ETA {format_time(left)}")
+        parts.append(f"elapsed {format_time(now - self.start)}")
         return "  ".join(parts)
 
 
@@ -354,7 +349,7 @@ def summary_lines(result: dict, *, peak_memory: int | None = None) -> list[str]:
     if resumed:
         done += f" ({resumed} resumed from an earlier run)"
     return [
-        f"Finished in {format_duration(seconds)}: {voxels:,} voxels, {format_rate(rate)}, {done}",
+        f"Finished in {format_time(seconds)}: {voxels:,} voxels, {format_rate(rate)}, {done}",
         f"Peak worker memory: {format_bytes(peak_memory)}",
         f"Output: {output} (shape {shape})" if shape else f"Output: {output}",
         f"Open it with: napari --plugin napari-ome-zarr {_quote(output)}",
@@ -363,11 +358,7 @@ def summary_lines(result: dict, *, peak_memory: int | None = None) -> list[str]:
 
 def _absolute(path: str) -> str:
     """Local paths made absolute (``file://`` dropped); URLs as they are."""
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    elif "://" in path or not path:
-        return path
-    return os.path.abspath(os.path.expanduser(path))
+    return normalize(path)[0] if path else path
 
 
 def _quote(path: str) -> str:

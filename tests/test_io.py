@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import warnings
 
 import dask.array as da
@@ -22,7 +17,6 @@ from bigdecon.io import (
     aligned_chunks,
     cast_block,
     check_output_path,
-    mark_done,
     open_image,
     write_block,
     write_dask,
@@ -35,12 +29,11 @@ def _ramp(shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
 
 
 def _write_all(path, data: np.ndarray, block: tuple[int, ...]) -> None:
-    """Write ``data`` block by block with write_block + mark_done, as the pipeline does."""
+    """Write ``data`` block by block with write_block, as the passes' tasks do."""
     grid = [range(0, n, b) for n, b in zip(data.shape, block)]
     for idx in np.ndindex(*[len(g) for g in grid]):
         region = tuple(slice(g[i], min(g[i] + b, n)) for g, i, b, n in zip(grid, idx, block, data.shape))
         write_block(path, region, data[region])
-        mark_done(path, ".".join(map(str, idx)))
 
 
 def _validate(path, version: str) -> None:
@@ -82,7 +75,6 @@ def test_round_trip_pyramid_metadata(tmp_path, version):
         run_config={"iterations": 5},
     )
     _write_all(out, data, w.block_shape)
-    assert len(w.done()) == 2 * 2 * 5 * 3
     w.finalize(attrs={"version": "test"}, min_size=16)
 
     src = open_image(out)
@@ -105,7 +97,6 @@ def test_round_trip_pyramid_metadata(tmp_path, version):
     info = src.attrs["bigdecon"]
     assert info["status"] == "complete" and info["version"] == "test"
     assert info["config"] == {"iterations": 5}
-    assert not (out / ".bigdecon").exists(), "completion records must go after finalize"
 
     # Pyramid: 70x90 -> 35x45 -> 18x23 (stops before y < 16); y/x scale doubles.
     group = zarr.open_group(out, mode="r")
@@ -380,15 +371,12 @@ def test_output_path_checks(tmp_path):
 def test_resume_and_overwrite(tmp_path):
     out = tmp_path / "out.zarr"
     kw = dict(shape=(4, 32, 32), axes="zyx", chunks=(1, 16, 16), run_config={"lam": 0.1})
-    w = OmeZarrWriter(out, **kw)
+    OmeZarrWriter(out, **kw)
     write_block(out, (slice(0, 1), slice(0, 16), slice(0, 16)), np.ones((1, 16, 16)))
-    w.mark_done("0.0.0")
-    mark_done(str(out), "1.0.1")
 
     with pytest.raises(InputError, match="output exists: .*--overwrite.*--resume"):
         OmeZarrWriter(out, **kw)
     again = OmeZarrWriter(out, resume=True, **kw)
-    assert again.done() == {"0.0.0", "1.0.1"}
     assert again.open_level0(mode="r")[0, 0, 0] == 1.0
 
     with pytest.raises(InputError, match="chunks differ"):
@@ -403,56 +391,11 @@ def test_resume_and_overwrite(tmp_path):
         OmeZarrWriter(tmp_path / "never.zarr", resume=True, **kw)
 
     fresh = OmeZarrWriter(out, overwrite=True, **kw)
-    assert fresh.done() == set()
     assert fresh.open_level0(mode="r")[0, 0, 0] == 0.0
     fresh.finalize()
     with pytest.raises(InputError, match="already complete"):
         OmeZarrWriter(out, resume=True, **kw)
     OmeZarrWriter(out, overwrite=True, **kw)  # a finished image may be replaced
-
-
-_KILLED_WRITER = """
-import sys, time
-import numpy as np
-from bigdecon.io import mark_done, write_block
-path = sys.argv[1]
-for i in range(64):
-    block = np.full((1, 8, 64), i, dtype="float32")
-    write_block(path, (slice(i // 8, i // 8 + 1), slice((i % 8) * 8, (i % 8) * 8 + 8), slice(0, 64)), block)
-    mark_done(path, f"{i // 8}.{i % 8}.0")
-    time.sleep(0.05)
-"""
-
-
-def test_resume_after_sigkill(tmp_path):
-    out = tmp_path / "killed.zarr"
-    kw = dict(shape=(8, 64, 64), axes="zyx", chunks=(1, 8, 64))
-    OmeZarrWriter(out, **kw)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(out)])
-    deadline = time.monotonic() + 20
-    while len(os.listdir(out / ".bigdecon" / "done") if (out / ".bigdecon" / "done").exists() else []) < 5:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-    w = OmeZarrWriter(out, resume=True, **kw)
-    done = w.done()
-    assert 5 <= len(done) < 64
-    level0 = w.open_level0()
-    for key in done:  # every recorded block is fully there
-        z, y, _ = map(int, key.split("."))
-        assert np.all(level0[z, y * 8 : y * 8 + 8, :] == z * 8 + y)
-    for z in range(8):
-        for y in range(8):
-            if f"{z}.{y}.0" not in done:
-                w.write_block(
-                    (slice(z, z + 1), slice(y * 8, y * 8 + 8), slice(0, 64)), np.full((1, 8, 64), z * 8 + y, np.float32)
-                )
-                w.mark_done(f"{z}.{y}.0")
-    w.finalize(pyramid=False)
-    expected = np.repeat(np.arange(64, dtype=np.float32).reshape(8, 8, 1), 8, axis=1).reshape(8, 64, 1)
-    np.testing.assert_array_equal(open_image(out).data.compute(), np.broadcast_to(expected, (8, 64, 64)))
 
 
 # --------------------------------------------------------------------------- casting and alignment
@@ -487,7 +430,6 @@ def _write_task(block, *, path, block_info=None):
     # Runs in a worker process: only the path travels.
     region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
     write_block(path, region, block)
-    mark_done(path, ".".join(map(str, block_info[0]["chunk-location"])))
     return np.ones((1,) * block.ndim, bool)
 
 
@@ -510,13 +452,12 @@ def test_parallel_writes_from_worker_processes(tmp_path):
             # 1. write_dask realigns the misaligned chunks before writing.
             write_dask(out, src + 0)
             np.testing.assert_array_equal(w.open_level0(mode="r")[:], expected)
-            # 2. the pipeline's own pattern: aligned blocks, each written and marked by a task.
+            # 2. the passes' own pattern: aligned blocks, each written by a task.
             aligned = (src * 2).rechunk(aligned_chunks(shape, (2, 64, 64), w.block_shape))
             aligned.map_blocks(
                 _write_task, path=str(out), dtype=bool, chunks=tuple((1,) * len(c) for c in aligned.chunks)
             ).compute()
             np.testing.assert_array_equal(w.open_level0(mode="r")[:], expected * 2)
-            assert len(w.done()) == 3 * 2 * 2
             # 3. finalize builds the pyramid on the cluster too.
             w.finalize(min_size=32)
     group = zarr.open_group(out, mode="r")

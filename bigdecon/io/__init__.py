@@ -16,13 +16,12 @@ from bigdecon.io.omezarr import (
     aligned_chunks,
     cast_block,
     check_output_path,
-    done_keys,
-    mark_done,
     open_omezarr,
     write_block,
     write_dask,
     write_image,
 )
+from bigdecon.io.paths import normalize
 from bigdecon.io.tiff import _zarr_view, is_tiff, open_tiff
 
 __all__ = [
@@ -31,8 +30,6 @@ __all__ = [
     "aligned_chunks",
     "cast_block",
     "check_output_path",
-    "done_keys",
-    "mark_done",
     "open_image",
     "read_region",
     "write_block",
@@ -62,11 +59,10 @@ def open_image(path: str | os.PathLike) -> ImageSource:
     InputError
         With a one-line reason when the path cannot be used as an input image.
     """
-    p = os.fspath(path)
-    local = p[len("file://") :] if p.startswith("file://") else p
-    if "://" in local:
-        return open_omezarr(p)
-    local = os.path.abspath(os.path.expanduser(local))
+    location, is_local = normalize(path)
+    if not is_local:
+        return open_omezarr(location)
+    local = location
     if not os.path.exists(local):
         raise InputError(f"input not found: {local}")
     if os.path.isdir(local):

@@ -1,14 +1,18 @@
 """OME-Zarr (NGFF 0.4 / 0.5) input and resumable, block-parallel output.
 
-The writer is built for a pipeline that writes blocks itself from many Dask
+The writer is built for runs that write blocks themselves from many Dask
 worker processes, maybe on other machines, and that must survive a SIGKILL:
 
 * every write covers whole zarr chunks (or whole shards), so two workers never
   read-modify-write the same stored object (see dask issue 12583);
-* a block counts as written only once :func:`mark_done` has recorded it, which
-  the caller does after :func:`write_block` returned;
-* until :meth:`OmeZarrWriter.finalize` the group carries no ``multiscales``,
-  so no viewer or reader mistakes a half-written output for a finished image.
+* which blocks are written is the run's business: the out-of-core passes
+  record each finished task in their ledger
+  (:class:`bigdecon.passes.ledger.Ledger`, in the output's
+  ``.bigdecon-work`` folder) after :func:`write_block` returned;
+* until :meth:`OmeZarrWriter.finalize` the group carries no ``multiscales``
+  (its ``bigdecon`` attributes say ``running``), so no viewer or reader
+  mistakes a half-written output for a finished image, and ``--resume`` can
+  recognise and continue it.
 """
 
 from __future__ import annotations
@@ -16,9 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,47 +40,20 @@ from bigdecon.io._meta import (
     parse_image_attrs,
     task_chunks,
 )
+from bigdecon.io.paths import filesystem, join, normalize
 
 __all__ = [
     "OmeZarrWriter",
     "aligned_chunks",
     "cast_block",
     "check_output_path",
-    "done_keys",
-    "mark_done",
     "open_omezarr",
     "write_block",
     "write_dask",
     "write_image",
 ]
 
-_DONE_DIR = ".bigdecon/done"
-_KEY_RE = re.compile(r"^\d+(\.\d+)*$")
 _BIGDECON = "bigdecon"
-
-
-# --------------------------------------------------------------------------- locations
-
-
-def _normalize(path: str | os.PathLike) -> tuple[str, bool]:
-    """``(path, is_local)``: absolute local path, or the URL as given for fsspec."""
-    p = os.fspath(path)
-    if p.startswith("file://"):
-        p = p[len("file://") :]
-    if "://" in p:
-        return p.rstrip("/"), False
-    return os.path.abspath(os.path.expanduser(p)), True
-
-
-def _fs(url: str) -> Any:
-    """The fsspec filesystem of a URL (imported lazily: only remote paths need it)."""
-    import fsspec
-
-    return fsspec.core.url_to_fs(url)[0]
-
-
-def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
 
 
 # --------------------------------------------------------------------------- reading
@@ -104,7 +79,7 @@ def open_omezarr(path: str | os.PathLike) -> ImageSource:
         Missing path, not zarr, a plain array, no ``multiscales``, an unfinished
         bigdecon output, or axes other than t, c, z, y, x.
     """
-    p, local = _normalize(path)
+    p, local = normalize(path)
     if local:
         if not os.path.exists(p):
             raise InputError(f"input not found: {p}")
@@ -138,7 +113,7 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         if not nested and ("bioformats2raw.layout" in ome or _has_group(group, "0")):
             child = group["0"]
             if isinstance(child, zarr.Group):
-                return _image_from_group(child, _join(where, "0"), nested=True)
+                return _image_from_group(child, join(where, "0"), nested=True)
         if "plate" in ome or "well" in ome:
             raise InputError(f"not an OME-Zarr image: {where} (an HCS plate or well; open one of its images)")
         raise InputError(f"not an OME-Zarr image: {where} (no 'multiscales' metadata)")
@@ -164,7 +139,7 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         ngff_version=meta["version"],
         path=where,
         attrs=attrs,
-        level=("zarr", _join(where, meta["dataset"])),
+        level=("zarr", join(where, meta["dataset"])),
         stored_chunks=unit,
     )
 
@@ -241,10 +216,10 @@ def _check_region(region: Sequence[slice], shape: Sequence[int], unit: Sequence[
 
 
 def _open_level(path: str | os.PathLike, level: str = "s0", mode: str = "r+") -> zarr.Array:
-    root, _ = _normalize(path)
+    root, _ = normalize(path)
     # Opened afresh on every call: cheap next to a block's compute, and it never
     # hands out a stale array after an --overwrite in the same process.
-    return zarr.open_array(_join(root, level), mode=mode)
+    return zarr.open_array(join(root, level), mode=mode)
 
 
 def write_block(path: str | os.PathLike, region: Sequence[slice], block: Any, *, level: str = "s0") -> None:
@@ -279,41 +254,6 @@ def write_block(path: str | os.PathLike, region: Sequence[slice], block: Any, *,
     arr[reg] = data
 
 
-def mark_done(path: str | os.PathLike, key: str) -> None:
-    """Record that output block ``key`` (e.g. ``"0.3.1.2"``) is fully written.
-
-    The record is a small object under ``<output>/.bigdecon/done/``, created
-    atomically (write then rename on local disks, a single PUT on object
-    stores), so a killed worker never leaves a half-made record.
-    """
-    if not _KEY_RE.match(key):
-        raise ValueError(f"bad block key {key!r}: expected dot-separated integers like '0.3.1'")
-    root, local = _normalize(path)
-    payload = b"done\n"
-    if local:
-        folder = os.path.join(root, *_DONE_DIR.split("/"))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".tmp-{key}-{uuid.uuid4().hex}")
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, os.path.join(folder, key))
-    else:
-        _fs(root).pipe_file(_join(root, _DONE_DIR, key), payload)
-
-
-def done_keys(path: str | os.PathLike) -> set[str]:
-    """Keys recorded by :func:`mark_done` for the output at ``path``."""
-    root, local = _normalize(path)
-    if local:
-        folder = os.path.join(root, *_DONE_DIR.split("/"))
-        names = os.listdir(folder) if os.path.isdir(folder) else []
-    else:
-        fs = _fs(root)
-        url = _join(root, _DONE_DIR)
-        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(url, detail=False)] if fs.exists(url) else []
-    return {n for n in names if _KEY_RE.match(n)}
-
-
 def aligned_chunks(shape: Sequence[int], chunks: Sequence[int], unit: Sequence[int]) -> tuple[tuple[int, ...], ...]:
     """Dask chunks near ``chunks`` whose every block starts on a ``unit`` boundary.
 
@@ -335,12 +275,10 @@ def _blocks_aligned(chunks: Sequence[Sequence[int]], unit: Sequence[int]) -> boo
     return True
 
 
-def _store_task(block: np.ndarray, *, path: str, level: str, mark: bool, block_info: Any = None) -> np.ndarray:
+def _store_task(block: np.ndarray, *, path: str, level: str, block_info: Any = None) -> np.ndarray:
     info = block_info[0]
     region = tuple(slice(a, b) for a, b in info["array-location"])
     write_block(path, region, block, level=level)
-    if mark:
-        mark_done(path, ".".join(str(i) for i in info["chunk-location"]))
     return np.ones((1,) * block.ndim, dtype=bool)
 
 
@@ -349,7 +287,6 @@ def write_dask(
     array: da.Array,
     *,
     level: str = "s0",
-    mark: bool = False,
     compute: bool = True,
 ) -> da.Array | None:
     """Write a Dask array into an output level, one aligned block per task.
@@ -367,13 +304,11 @@ def write_dask(
         :func:`cast_block`).
     level
         Array inside the group.
-    mark
-        Also :func:`mark_done` each block, keyed by its block index.
     compute
         Run now (on the current Dask scheduler); otherwise return the lazy
         array of per-block flags.
     """
-    root, _ = _normalize(path)
+    root, _ = normalize(path)
     arr = _open_level(root, level, mode="r")
     if tuple(array.shape) != tuple(arr.shape):
         raise ValueError(f"array shape {array.shape} does not match {level} shape {arr.shape}")
@@ -384,7 +319,6 @@ def write_dask(
         _store_task,
         path=root,
         level=level,
-        mark=mark,
         dtype=bool,
         chunks=tuple((1,) * len(c) for c in array.chunks),
     )
@@ -405,8 +339,8 @@ def check_output_path(input_path: str | os.PathLike, output_path: str | os.PathL
     InputError
         When writing (or ``--overwrite``-deleting) the output would touch the input.
     """
-    i, i_local = _normalize(input_path)
-    o, o_local = _normalize(output_path)
+    i, i_local = normalize(input_path)
+    o, o_local = normalize(output_path)
     if i_local != o_local:
         return
     if i_local:
@@ -459,7 +393,7 @@ class OmeZarrWriter:
     Notes
     -----
     The object holds only plain values, so it pickles cheaply to workers; the
-    module functions :func:`write_block` and :func:`mark_done` need just the path.
+    module function :func:`write_block` needs just the path.
     """
 
     def __init__(
@@ -480,7 +414,7 @@ class OmeZarrWriter:
         run_config: dict | None = None,
         shards: Sequence[int] | None = None,
     ) -> None:
-        self.path, self._local = _normalize(path)
+        self.path, self._local = normalize(path)
         self.axes = check_axes(axes, self.path)
         self.shape = tuple(int(n) for n in shape)
         self.chunks = tuple(int(c) for c in chunks)
@@ -534,7 +468,7 @@ class OmeZarrWriter:
             if os.path.isdir(self.path):
                 return bool(os.listdir(self.path))
             return os.path.lexists(self.path)
-        fs = _fs(self.path)
+        fs = filesystem(self.path)
         return bool(fs.exists(self.path) and (not fs.isdir(self.path) or fs.ls(self.path)))
 
     def _stored_info(self) -> tuple[zarr.Group, dict] | None:
@@ -558,7 +492,7 @@ class OmeZarrWriter:
             if self._local:
                 shutil.rmtree(self.path)
             else:
-                _fs(self.path).rm(self.path, recursive=True)
+                filesystem(self.path).rm(self.path, recursive=True)
         except OSError as e:
             raise InputError(f"cannot remove existing output: {self.path} ({e.strerror or e})") from e
 
@@ -641,7 +575,7 @@ class OmeZarrWriter:
     @property
     def level0_path(self) -> str:
         """Path (or URL) of the level-0 array."""
-        return _join(self.path, "s0")
+        return join(self.path, "s0")
 
     @property
     def block_shape(self) -> tuple[int, ...]:
@@ -655,14 +589,6 @@ class OmeZarrWriter:
     def write_block(self, region: Sequence[slice], block: Any) -> None:
         """Write one aligned block; see :func:`write_block`."""
         write_block(self.path, region, block)
-
-    def mark_done(self, key: str) -> None:
-        """Record block ``key`` as fully written; see :func:`mark_done`."""
-        mark_done(self.path, key)
-
-    def done(self) -> set[str]:
-        """Keys recorded by :meth:`mark_done`."""
-        return done_keys(self.path)
 
     # ------------------------------------------------------------------ finalize
 
@@ -690,8 +616,9 @@ class OmeZarrWriter:
         Notes
         -----
         Levels are computed with the current Dask scheduler, one aligned block
-        per task. The completion records are removed last: a crash in here
-        leaves a 'running' output that a --resume can finalize again.
+        per task. The status turns ``complete`` last: a crash in here leaves a
+        'running' output that a --resume can finalize again (the passes remove
+        their work folder only after this returned).
         """
         group = zarr.open_group(self.path, mode="r+")
         levels: list[zarr.Array] = [group["s0"]]
@@ -703,7 +630,7 @@ class OmeZarrWriter:
                     break
                 levels.append(self._downsample_level(group, prev, len(levels)))
         # Drop levels a previous, larger pyramid may have left behind (looked up
-        # by name: listing the group would trip over the .bigdecon records).
+        # by name: listing the group would trip over a run's .bigdecon-work folder).
         for index in range(len(levels), len(levels) + 32):
             try:
                 group[f"s{index}"]
@@ -727,7 +654,6 @@ class OmeZarrWriter:
         else:
             new_attrs = {"multiscales": [ms], "omero": omero, _BIGDECON: done_info}
         group.attrs.put(new_attrs)
-        self._remove_records()
 
     def _downsample_level(self, group: zarr.Group, src: zarr.Array, index: int) -> zarr.Array:
         yx = tuple(i for i, a in enumerate(self.axes) if a in ("y", "x"))
@@ -746,16 +672,7 @@ class OmeZarrWriter:
         out_chunks = tuple(tuple(-(-c // 2) for c in cs) if i in yx else cs for i, cs in enumerate(source.chunks))
         down = source.map_blocks(_mean2, yx=yx, dtype=dst.dtype, chunks=out_chunks)
         write_dask(self.path, down, level=f"s{index}")
-        return zarr.open_array(_join(self.path, f"s{index}"), mode="r")
-
-    def _remove_records(self) -> None:
-        base = _join(self.path, ".bigdecon")
-        if self._local:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            fs = _fs(base)
-            if fs.exists(base):
-                fs.rm(base, recursive=True)
+        return zarr.open_array(join(self.path, f"s{index}"), mode="r")
 
 
 def _differences(stored: Mapping, wanted: Mapping, prefix: str = "") -> str:
