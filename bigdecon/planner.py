@@ -304,8 +304,9 @@ def make_plan(
         for name in ("y", "x"):
             if name in named:
                 block[name] = named[name]
-        if _k_name(layout) in named:
-            block["k"] = named[_k_name(layout)]
+        k_name = _k_name(layout)
+        if k_name is not None and k_name in named:
+            block["k"] = named[k_name]
         if min(block.values()) < 1:
             raise InputError(f"chunk sizes must be >= 1, got {chunks!r}")
         block = {"k": min(K, block["k"]), "y": min(Y, block["y"]), "x": min(X, block["x"])}
@@ -353,12 +354,13 @@ def _k_name(layout: Layout) -> str | None:
 
 def _solver_axes_only(layout: Layout, sizes: Mapping[str, Any], what: str) -> dict[str, Any]:
     """Reject names that are not solver axes of this data set, with the reason."""
-    allowed = [a for a in (_k_name(layout), "y", "x") if a]
+    k_name = _k_name(layout)
+    allowed = [a for a in (k_name, "y", "x") if a]
     out = {}
-    for name, value in sizes.items():
-        name = str(name)
-        if name == "k" and _k_name(layout):
-            name = _k_name(layout)
+    for key, value in sizes.items():
+        name = str(key)
+        if name == "k" and k_name:
+            name = k_name
         if name not in allowed:
             if name in layout.axes:
                 why = (

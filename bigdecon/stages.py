@@ -91,6 +91,7 @@ def output_psf(params: Params, ndim: int) -> np.ndarray | None:
 
             psf = np.clip(zoom(psf, [1] * (psf.ndim - 2) + [factor, factor], order=1), 0, None)
         return (psf / psf.sum()).astype(np.float32)
+    assert params.fwhm is not None  # Params requires fwhm or psf for step 5
     fwhm = list(params.fwhm)
     fwhm[-2:] = [w * factor for w in fwhm[-2:]]
     if len(fwhm) == 3 and ndim < 3:
@@ -113,7 +114,8 @@ def deconv_stage(g, norm: float, scale: float, params: Params, psf):
     if params.deconvolves:
         pad = deconv_pad(f.shape, psf)
         solver = richardson_lucy if params.deconv_type == 1 else landweber
-        f = solver(f, xp.asarray(psf), params.deconv_iters, pad=pad)
+        # The solvers take one pad per axis too (their hint says int): y/x, and z for a 3-D PSF.
+        f = solver(f, xp.asarray(psf), params.deconv_iters, pad=pad)  # type: ignore[arg-type]
     f *= xp.float32(scale)
     return f
 
@@ -130,6 +132,7 @@ def check_image(image: Any, params: Params) -> None:
         raise InputError(f"image must hold real numbers, got dtype {image.dtype}")
     if params.deconvolves:
         psf = output_psf(params, image.ndim)
+        assert psf is not None  # step 5 runs
         out_shape = list(image.shape)
         if params.up_sample:
             out_shape[-2:] = [2 * s for s in out_shape[-2:]]

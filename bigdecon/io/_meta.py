@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +238,12 @@ def _vector(transforms: Any, kind: str, ndim: int) -> list[float] | None:
     return None
 
 
+def ome_attrs(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Where the NGFF keys are: ``attrs['ome']`` in 0.5, the attributes themselves before."""
+    ome = attrs.get("ome")
+    return ome if isinstance(ome, Mapping) else attrs
+
+
 def parse_image_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Read what bigdecon needs from the attributes of an NGFF image group.
 
@@ -260,7 +266,7 @@ def parse_image_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     InputError
         When there is no usable ``multiscales`` metadata.
     """
-    ome = attrs.get("ome") if isinstance(attrs.get("ome"), Mapping) else attrs
+    ome = ome_attrs(attrs)
     multiscales = ome.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], Mapping):
         raise InputError(f"not an OME-Zarr image: {where} (no 'multiscales' metadata)")
@@ -360,7 +366,7 @@ def multiscales_metadata(
 
 
 def omero_metadata(
-    channels: list[Mapping[str, Any]], windows: list[tuple[float, float, float, float]], version: str
+    channels: Sequence[Mapping[str, Any]], windows: Sequence[tuple[float, float, float, float]], version: str
 ) -> dict[str, Any]:
     """OMERO rendering metadata: the given channels with fresh display windows.
 

@@ -36,6 +36,7 @@ from bigdecon.io._meta import (
     display_window,
     multiscales_metadata,
     normalize_unit,
+    ome_attrs,
     omero_metadata,
     parse_image_attrs,
     task_chunks,
@@ -102,7 +103,7 @@ def open_omezarr(path: str | os.PathLike) -> ImageSource:
 
 def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSource:
     attrs = group.attrs.asdict()
-    ome = attrs.get("ome") if isinstance(attrs.get("ome"), Mapping) else attrs
+    ome = ome_attrs(attrs)
     if "multiscales" not in ome:
         info = attrs.get(_BIGDECON)
         if isinstance(info, Mapping) and info.get("status") != "complete":
@@ -315,8 +316,9 @@ def write_dask(
     unit = _write_unit(arr)
     if not _blocks_aligned(array.chunks, unit):
         array = array.rechunk(aligned_chunks(array.shape, [c[0] for c in array.chunks], unit))
-    flags = array.map_blocks(
+    flags = da.map_blocks(
         _store_task,
+        array,
         path=root,
         level=level,
         dtype=bool,
@@ -484,8 +486,7 @@ class OmeZarrWriter:
         is_output = False
         if found is not None:
             attrs = found[1]
-            ome = attrs.get("ome") if isinstance(attrs.get("ome"), Mapping) else attrs
-            is_output = "multiscales" in ome or _BIGDECON in attrs
+            is_output = "multiscales" in ome_attrs(attrs) or _BIGDECON in attrs
         if not is_output:
             raise InputError(f"refusing to overwrite {self.path}: it is not an OME-Zarr image or a bigdecon output")
         try:
@@ -540,7 +541,7 @@ class OmeZarrWriter:
             raise InputError(f"nothing to resume: {self.path} does not exist")
         found = self._stored_info()
         info = found[1].get(_BIGDECON) if found else None
-        if not isinstance(info, Mapping):
+        if found is None or not isinstance(info, Mapping):
             raise InputError(f"nothing to resume: {self.path} is not a bigdecon output")
         if info.get("status") == "complete":
             raise InputError(f"nothing to resume: {self.path} is already complete")
@@ -552,12 +553,13 @@ class OmeZarrWriter:
             raise InputError(f"cannot resume {self.path}: it has no level s0 (start again with --overwrite)")
         stored_version = "0.5" if arr.metadata.zarr_format == 3 else "0.4"
         layout = info.get("layout") or {}
+        stored_shards = getattr(arr, "shards", None)
         checks = [
             ("NGFF version", stored_version, self.ngff_version),
             ("axes", tuple(layout.get("axes", self.axes)), self.axes),
             ("shape", tuple(arr.shape), self.shape),
             ("chunks", tuple(arr.chunks), self.chunks),
-            ("shards", tuple(arr.shards) if getattr(arr, "shards", None) else None, self.shards),
+            ("shards", tuple(stored_shards) if stored_shards else None, self.shards),
             ("dtype", str(arr.dtype), str(self.dtype)),
             ("run configuration", info.get("config"), self.run_config),
         ]
@@ -621,7 +623,9 @@ class OmeZarrWriter:
         their work folder only after this returned).
         """
         group = zarr.open_group(self.path, mode="r+")
-        levels: list[zarr.Array] = [group["s0"]]
+        level0 = group["s0"]
+        assert isinstance(level0, zarr.Array)  # made by _create, checked by _reopen
+        levels: list[zarr.Array] = [level0]
         if pyramid:
             yi, xi = self.axes.index("y"), self.axes.index("x")
             while len(levels) < max_levels:
@@ -648,9 +652,12 @@ class OmeZarrWriter:
             version=self.ngff_version,
         )
         omero = omero_metadata(self.channels, windows, self.ngff_version)
-        done_info = {"status": "complete", "config": self.run_config, **_json(attrs or {})}
+        done_info: dict[str, Any] = {"status": "complete", "config": self.run_config, **_json(attrs or {})}
         if self.ngff_version == "0.5":
-            new_attrs = {"ome": {"version": "0.5", "multiscales": [ms], "omero": omero}, _BIGDECON: done_info}
+            new_attrs: dict[str, Any] = {
+                "ome": {"version": "0.5", "multiscales": [ms], "omero": omero},
+                _BIGDECON: done_info,
+            }
         else:
             new_attrs = {"multiscales": [ms], "omero": omero, _BIGDECON: done_info}
         group.attrs.put(new_attrs)
@@ -704,7 +711,9 @@ def _mean2(block: np.ndarray, *, yx: tuple[int, ...]) -> np.ndarray:
     return cast_block(out, block.dtype)
 
 
-def _channel_windows(arr: zarr.Array, axes: tuple[str, ...], budget: int = 1 << 24) -> list[tuple[float, ...]]:
+def _channel_windows(
+    arr: zarr.Array, axes: tuple[str, ...], budget: int = 1 << 24
+) -> list[tuple[float, float, float, float]]:
     """Display window per channel from (a sample of) the lowest-resolution level."""
     shape = arr.shape
     steps = [1] * len(axes)
@@ -720,7 +729,7 @@ def _channel_windows(arr: zarr.Array, axes: tuple[str, ...], budget: int = 1 << 
     windows = []
     for ch in range(n_channels):
         key = tuple(ch if a == "c" else slice(None, None, steps[i]) for i, a in enumerate(axes))
-        windows.append(display_window(arr[key]))
+        windows.append(display_window(np.asarray(arr[key])))
     return windows
 
 
