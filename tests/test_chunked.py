@@ -256,6 +256,29 @@ def test_3d_psf_keeps_whole_plane_steps_small():
     assert len(plan.plane_tasks()) > 1 and max(b - a for a, b in (t[0] for t in plan.plane_tasks())) < 64
 
 
+def test_task_context_stays_small_with_large_measured_psfs(tmp_path):
+    """Every task carries the run's context: measured PSFs travel through the work folder, not in it."""
+    import pickle
+
+    from bigdecon.io import open_image
+    from bigdecon.passes.ledger import Ledger, load_array
+    from bigdecon.passes.request import _prepare
+    from bigdecon.passes.run import _task_context
+
+    rng = np.random.default_rng(0)
+    src = write_input(tmp_path / "in.zarr", rng.random((3, 40, 64, 64), np.float32), "czyx", (1, 8, 64, 64))
+    sizes = {}
+    for n in (9, 31):  # a 31^3 float32 PSF alone is 119 kB, and there is one per channel
+        psfs = {c: rng.random((n, n, n)).astype(np.float32) for c in range(3)}
+        request = _prepare(open_image(src), dict(psf=psfs, sparse_iters=10))
+        ledger = Ledger(str(tmp_path / f"work-{n}"))
+        ctx = _task_context(request, {"scale": [1.0] * 3, "mean": [0.5] * 3}, ledger, str(tmp_path / "out"), "cpu")
+        sizes[n] = len(pickle.dumps(ctx))
+        kernel = load_array(ctx.psf[2], ctx.run_id)  # what a task reads instead
+        np.testing.assert_allclose(kernel, psfs[2] / psfs[2].sum(), rtol=1e-6)
+    assert sizes[31] < 8 * 2**10 and sizes[31] - sizes[9] < 256, sizes
+
+
 def test_per_channel_psf_sizes(tmp_path):
     """Each channel deconvolved with its own FWHM (and its own statistics)."""
     a = filaments((6, 40, 48), seed=1)[0]

@@ -22,7 +22,7 @@ from ..params import DEFAULTS
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger
-from .request import _params_record, _prepare
+from .request import Request, _params_record, _prepare
 from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
@@ -427,30 +427,8 @@ def deconvolve(
     )
     ledger = Ledger(_work_root(writer.path))
     ledger.put("stats", stats)
-    run_id = f"{os.getpid()}-{time.monotonic_ns()}"
+    ctx = _task_context(request, stats, ledger, writer.path, device)
     ndim = len(layout.axes)
-    psf_paths: list[str | None] = []
-    for i, p in enumerate(channel_params):
-        kernel = output_psf(p, 3 if layout.k is not None else 2)
-        psf_paths.append(ledger.put_array(f"psf-{i}", kernel) if kernel is not None else None)
-    # What every task carries: a few kB. The PSFs stay in the work folder, and
-    # the parameters lose their measured PSF (the tasks read the kernel instead).
-    lean = replace(params, psf=None)
-    ctx = TaskContext(
-        layout=layout,
-        params=lean,
-        plan=replace(the_plan, params=lean),
-        level=tuple(src.level),
-        selection=request.selection,
-        scale=stats["scale"],
-        mean=stats["mean"],
-        h=ledger.path("h.zarr"),
-        g=ledger.path("g.zarr"),
-        output=writer.path,
-        psf=psf_paths,
-        run_id=run_id,
-        device=device,
-    )
     pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
     sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
     final_tasks = the_plan.final_tasks()
@@ -502,6 +480,35 @@ def deconvolve(
         "resumed": counter["resumed"],
         "stats": attrs["statistics"],
     }
+
+
+def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, output: str, device: str) -> TaskContext:
+    """What every task of a run carries: a few kB when pickled.
+
+    The PSFs (one per processed channel) go to the work folder and the tasks
+    read them from there; the parameters lose their measured PSF.
+    """
+    layout = request.layout
+    psf_paths: list[str | None] = []
+    for i, p in enumerate(request.channel_params):
+        kernel = output_psf(p, 3 if layout.k is not None else 2)
+        psf_paths.append(ledger.put_array(f"psf-{i}", kernel) if kernel is not None else None)
+    lean = replace(request.params, psf=None)
+    return TaskContext(
+        layout=layout,
+        params=lean,
+        plan=replace(request.plan, params=lean),
+        level=tuple(request.src.level),
+        selection=request.selection,
+        scale=stats["scale"],
+        mean=stats["mean"],
+        h=ledger.path("h.zarr"),
+        g=ledger.path("g.zarr"),
+        output=output,
+        psf=psf_paths,
+        run_id=f"{os.getpid()}-{time.monotonic_ns()}",
+        device=device,
+    )
 
 
 def _work_root(destination: str | os.PathLike[str]) -> str:
