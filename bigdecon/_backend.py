@@ -68,7 +68,7 @@ THREAD_GRAIN = 2**20
 def cpu_threads(size: int | None = None) -> int:
     """Threads one solver call may use on the CPU.
 
-    ``BIGDECON_THREADS`` overrides; inside a Dask worker the chunked layer sets
+    ``BIGDECON_THREADS`` overrides; inside a Dask worker the passes' tasks set
     it to 1 per task so that tasks, not threads within a task, fill the cores.
     Otherwise all cores, but one per :data:`THREAD_GRAIN` voxels of an array of
     ``size`` voxels at most.
