@@ -93,19 +93,30 @@ def _pad_pairs(shape, axes, pad, psf_shape) -> tuple[tuple[int, int], ...]:
 def padded_geometry(shape, psf_shape, pad=None, xp=np) -> tuple[tuple[int, int, int], ...]:
     """``(low, high, transform length)`` of each deconvolved axis.
 
-    An axis padded on either side gets its edge replicated ``low`` / ``high``
-    pixels, then a guard of zeros at least the PSF's half-support wide, and is
-    rounded up to :func:`fast_length`: the guard keeps the periodic transform
+    With a 3-D PSF, an axis padded on either side gets its edge replicated
+    ``low`` / ``high`` pixels, then a guard of zeros at least the PSF's
+    half-support wide, and is rounded up to :func:`fast_length`: the guard keeps the periodic transform
     from wrapping one face's padding onto the other (the data are zero there, so
-    the estimate stays at the floor and carries nothing across). An axis with no
-    padding on either side stays periodic at its own length.
+    the estimate stays at the floor and carries nothing across), which makes a
+    face's treatment local, the same for a block on that face as for the whole
+    volume. With a 2-D PSF (the published per-plane step) there is no guard:
+    ``high`` grows to the fast length. An axis with no padding on either side
+    stays periodic at its own length.
     """
     axes = tuple(range(len(shape) - len(psf_shape), len(shape)))
     pairs = _pad_pairs(shape, axes, pad, psf_shape)
     out = []
     for axis, (lo, hi), half in zip(axes, pairs, psf_half_support(psf_shape)):
         n = int(shape[axis])
-        total = n if lo == hi == 0 else fast_length(n + lo + hi + half, xp)
+        if lo == hi == 0:
+            total = n
+        elif len(psf_shape) == 2:
+            # The published per-plane step: no guard, the fast length filled by more
+            # edge replication on the high side (periodic across the padding, as published).
+            total = fast_length(n + lo + hi, xp)
+            hi = total - n - lo
+        else:
+            total = fast_length(n + lo + hi + half, xp)
         out.append((lo, hi, total))
     return tuple(out)
 
@@ -164,9 +175,13 @@ def padded_problem(image, psf, pad):
         raise ValueError(f"PSF of shape {tuple(psf.shape)} is larger than the image {tuple(f.shape)}")
     padded = _embed(f, axes, geometry, xp)
     crop = [slice(None)] * f.ndim
-    for axis, (lo, _hi, _total) in zip(axes, geometry):
+    region = [slice(None)] * f.ndim
+    for axis, (lo, hi, _total) in zip(axes, geometry):
         crop[axis] = slice(lo, lo + f.shape[axis])
-    return padded, _Convolver(padded.shape, psf, xp), tuple(crop)
+        region[axis] = slice(0, lo + f.shape[axis] + hi)
+    conv = _Convolver(padded.shape, psf, xp)
+    conv.region = tuple(region)  # the edge-padded data without the guard
+    return padded, conv, tuple(crop)
 
 
 class _Convolver:
@@ -321,8 +336,10 @@ def richardson_lucy(
             y = x
         else:
             if adaptive:
-                num = _plane_sum(v_prev * v, ndim_psf, xp)
-                den = _plane_sum(v_prev * v_prev, ndim_psf, xp) + 1e-10
+                # Sums over the edge-padded data as published, not over the zero guard.
+                vp, vc = v_prev[conv.region], v[conv.region]
+                num = _plane_sum(vp * vc, ndim_psf, xp)
+                den = _plane_sum(vp * vp, ndim_psf, xp) + 1e-10
                 a = xp.clip(num / den, 1e-6, 1.0).astype(xp.float32)
             else:
                 a = xp.float32(schedule_alpha(it))
@@ -333,3 +350,47 @@ def richardson_lucy(
         x_prev, v_prev = x, v
     out = y[crop]
     return xp.maximum(out, 0).astype(xp.float32, copy=False)
+
+
+def deconv_halo(psf_shape: Sequence[int], iterations: int, kind: str = "rl") -> tuple[int, ...]:
+    """Halo per axis that makes blockwise iterative deconvolution equal the whole volume.
+
+    Each iteration couples a voxel to its neighbours twice through the PSF
+    (``H`` then ``H^T``), so the depth is counted in the PSF's half-support
+    ``n // 2`` per axis, as dask-image derives ``depth`` from a kernel, times a
+    factor that grows with the square root of the iteration count (influence
+    spreads like a random walk of PSF-sized steps). The factors are measured
+    (``benchmarks/measure_step5_halo.py``, ``docs/step5_blocks.md``): about
+    1e-5 of the maximum for 7 and 20 iterations with a Gaussian PSF;
+    iterations with momentum (``"rl-schedule"``, ``"landweber"``) spread
+    further than plain Richardson-Lucy (``"rl"``). The adaptive Biggs-Andrews
+    alpha is global: no halo makes blocks exact for it.
+
+    Parameters
+    ----------
+    psf_shape : sequence of int
+        Shape of the PSF, one entry per blocked axis.
+    iterations : int
+        Iterations of the solver.
+    kind : {"rl", "rl-schedule", "landweber"}
+        Plain Richardson-Lucy, accelerated with ``alpha="schedule"``, or Landweber.
+
+    Returns
+    -------
+    tuple of int, one halo width per axis
+
+    Examples
+    --------
+    >>> from bigdecon.solvers.richardson_lucy import deconv_halo
+    >>> deconv_halo((25, 15, 15), 7, "rl")
+    (36, 21, 21)
+    >>> deconv_halo((25, 15, 15), 20, "rl-schedule")
+    (49, 29, 29)
+    """
+    if kind == "rl":
+        factor = 2.0 + math.sqrt(iterations / 7.0)
+    elif kind in ("rl-schedule", "landweber"):
+        factor = 1.5 + 1.5 * math.sqrt(iterations / 7.0)
+    else:
+        raise ValueError(f"kind must be 'rl', 'rl-schedule' or 'landweber', got {kind!r}")
+    return tuple(int(math.ceil(factor * h - 1e-9)) for h in psf_half_support(psf_shape))
