@@ -26,7 +26,7 @@ from .params import Params
 from .solvers.background import estimate_background
 from .solvers.landweber import landweber
 from .solvers.psf import gaussian_psf
-from .solvers.richardson_lucy import published_pad, richardson_lucy
+from .solvers.richardson_lucy import psf_half_support, published_pad, richardson_lucy
 from .solvers.sparse_hessian import sparse_hessian
 from .solvers.upsample import upsample
 
@@ -100,11 +100,14 @@ def output_psf(params: Params, ndim: int) -> np.ndarray | None:
 
 
 def deconv_pad(shape, psf) -> tuple[int, ...]:
-    """Edge padding of step 5: the published ``floor(min(h, w) / 6)`` in y and x;
-    for a 3-D PSF also one PSF length along z. Depends only on whole-plane sizes,
-    so whole-array and chunked runs pad identically."""
+    """Edge padding of step 5: the published ``floor(min(h, w) / 6)`` in y and x
+    for a 2-D PSF; a 3-D PSF's half-support ``n // 2`` on every axis (the solver
+    adds a zero guard and rounds up to fast transform lengths). Depends only on
+    whole-plane sizes and the PSF, so whole-array and chunked runs pad identically."""
+    if psf.ndim == 3:
+        return psf_half_support(psf.shape)
     yx = published_pad(shape)
-    return (int(psf.shape[0]), yx, yx) if psf.ndim == 3 else (yx, yx)
+    return (yx, yx)
 
 
 def deconv_stage(g, norm: float, scale: float, params: Params, psf):

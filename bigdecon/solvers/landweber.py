@@ -10,7 +10,7 @@ from .richardson_lucy import FLOOR, padded_problem
 __all__ = ["landweber"]
 
 
-def landweber(image, psf, iterations: int = 7, *, pad: int | None = None):
+def landweber(image, psf, iterations: int = 7, *, pad=None):
     """Accelerated Landweber deconvolution, floored at 1e-6.
 
     Gradient steps ``x = y + H^T (f - H y)`` on the least-squares data term,
@@ -26,8 +26,12 @@ def landweber(image, psf, iterations: int = 7, *, pad: int | None = None):
         2-D or 3-D kernel summing to 1.
     iterations : int
         Number of gradient steps (default 7).
-    pad : int, optional
-        Edge replication width; default ``floor(min(h, w) / 6)``.
+    pad : int, sequence, optional
+        Edge replication as in :func:`richardson_lucy`: one width, one per
+        axis or one ``(low, high)`` pair per axis; default the published
+        ``floor(min(h, w) / 6)`` for a 2-D PSF, the PSF's half-support for a
+        3-D PSF. The momentum depends only on the iteration number, so blocks
+        of a volume compute what the whole volume computes.
 
     Returns
     -------

@@ -1,0 +1,293 @@
+"""How deep a halo 3-D step 5 needs on (z, y, x) blocks, and how the accelerated RL picks alpha.
+
+    python benchmarks/measure_step5_halo.py            # ~10-20 min on 2 cores
+    python benchmarks/measure_step5_halo.py --quick    # the Gaussian PSF only
+
+Pure NumPy. A volume of beads and filaments is blurred with the PSF and given
+Poisson noise; each solver runs once on the whole volume (faces padded by the
+PSF's half-support, edge replicate, as ``pad=None`` does) and once per block:
+the block grown by the halo, clipped at the volume's faces, padded only on the
+sides that touch a face (``pad=((lo, hi), ...)``), its interior kept. Printed:
+max |block - whole| / max(whole) over the measured blocks, per solver, PSF,
+iteration count and halo (in units of the PSF half-support and in pixels);
+then the image quality of plain / adaptive / scheduled RL against the truth;
+then the peak memory of one block task per padded voxel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import bigdecon  # noqa: E402
+from bigdecon.solvers.landweber import landweber  # noqa: E402
+from bigdecon.solvers.richardson_lucy import deconv_halo, psf_half_support, richardson_lucy  # noqa: E402
+
+
+def measured_style_psf(shape=(33, 65, 65), fwhm_xy=3.0, fwhm_z=6.0, seed=0) -> np.ndarray:
+    """A realistic measured-looking 3-D PSF: asymmetric in z, heavy lateral and axial tails.
+
+    Per plane: a Gaussian core that widens with defocus ``|z|`` (faster below
+    focus than above: spherical aberration) plus 4% of a Moffat (power-law)
+    halo; plane energies: a Gaussian sheet profile plus 15% of a Lorentzian with
+    a longer tail on the +z side; a weak noise floor as a bead image has, clipped
+    at 0, then normalised to sum 1.
+    """
+    nz, ny, nx = shape
+    z = np.arange(nz) - nz // 2
+    yy, xx = np.meshgrid(np.arange(ny) - ny // 2, np.arange(nx) - nx // 2, indexing="ij")
+    r2 = (yy**2 + xx**2).astype(np.float64)
+    s0 = fwhm_xy / 2.3548
+    sz = fwhm_z / 2.3548
+    out = np.zeros(shape, np.float64)
+    for k, zk in enumerate(z):
+        zr = 3.0 if zk < 0 else 6.0  # defocus widens faster on one side
+        s = s0 * np.sqrt(1.0 + (zk / zr) ** 2)
+        core = np.exp(-r2 / (2 * s * s))
+        core /= core.sum()
+        moffat = (1.0 + r2 / (2.0 * s) ** 2) ** -1.5
+        moffat /= moffat.sum()
+        plane = 0.96 * core + 0.04 * moffat
+        gamma = 2.0 * sz * (1.0 if zk < 0 else 2.5)  # axial tail longer on +z
+        energy = 0.85 * np.exp(-(zk**2) / (2 * sz * sz)) + 0.15 / (1.0 + (zk / gamma) ** 2)
+        out[k] = energy * plane
+    out /= out.max()
+    out += np.random.default_rng(seed).normal(0, 2e-5, shape)  # camera noise of a bead stack
+    out = np.clip(out, 0, None)
+    return (out / out.sum()).astype(np.float32)
+
+
+def phantom(shape, psf, seed=0, photons=200.0):
+    """(truth, noisy image): beads and random filaments, blurred, Poisson noise."""
+    from scipy import ndimage
+    from scipy.signal import fftconvolve
+
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.float32)
+    n = truth.size // 2000
+    idx = tuple(rng.integers(0, s, n) for s in shape)
+    truth[idx] = rng.uniform(0.3, 1.0, n)
+    for _ in range(max(4, truth.size // 40000)):  # filaments: random 3-D polylines
+        p = rng.uniform(0, 1, 3) * np.array(shape)
+        d = rng.normal(size=3)
+        for _ in range(int(max(shape) * 1.5)):
+            d = d + 0.3 * rng.normal(size=3)
+            d /= np.linalg.norm(d)
+            p = p + d * np.array([0.5, 1.0, 1.0])
+            q = np.round(p).astype(int)
+            if np.all(q >= 0) and np.all(q < shape):
+                truth[tuple(q)] = 0.5
+    truth = ndimage.maximum_filter(truth, size=(1, 2, 2)) * 0.5 + truth * 0.5
+    blurred = np.clip(fftconvolve(truth, psf, mode="same"), 0, None) + 0.02  # a small background
+    noisy = rng.poisson(blurred * photons) / photons
+    return truth, noisy.astype(np.float32)
+
+
+def grow(a0, a1, halo, n):
+    return max(a0 - halo, 0), min(a1 + halo, n)
+
+
+def blockwise(solve, image, block, halo, half, which):
+    """Max over ``which`` blocks of |block result - whole| is computed by the caller; returns {index: interior}."""
+    out = {}
+    for b in which:
+        lo = [bi * bs for bi, bs in zip(b, block)]
+        hi = [min(lo_ + bs, n) for lo_, bs, n in zip(lo, block, image.shape)]
+        g = [grow(a0, a1, h, n) for a0, a1, h, n in zip(lo, hi, halo, image.shape)]
+        pad = tuple((hs if g0 == 0 else 0, hs if g1 == n else 0) for (g0, g1), hs, n in zip(g, half, image.shape))
+        res = solve(image[tuple(slice(g0, g1) for g0, g1 in g)], pad)
+        inner = tuple(slice(a0 - g0, a1 - g0) for a0, a1, (g0, _) in zip(lo, hi, g))
+        out[b] = (tuple(slice(a0, a1) for a0, a1 in zip(lo, hi)), res[inner])
+    return out
+
+
+SOLVERS = {
+    "RL plain": lambda img, psf, it, pad: richardson_lucy(img, psf, it, accelerate=False, pad=pad),
+    "RL adaptive alpha": lambda img, psf, it, pad: richardson_lucy(img, psf, it, accelerate=True, pad=pad),
+    "RL schedule alpha": lambda img, psf, it, pad: richardson_lucy(
+        img, psf, it, accelerate=True, pad=pad, alpha="schedule"
+    ),
+    "Landweber": lambda img, psf, it, pad: landweber(img, psf, it, pad=pad),
+}
+
+
+KIND = {"RL plain": "rl", "RL adaptive alpha": "rl", "RL schedule alpha": "rl-schedule", "Landweber": "landweber"}
+
+
+def halo_table(cases, log):
+    rows = []
+    for c in cases:
+        psf, image = c["psf"], c["image"]
+        half = psf_half_support(psf.shape)
+        nblocks = [int(np.ceil(n / b)) for n, b in zip(image.shape, c["block"])]
+        which = c.get("which") or list(itertools.product(*[range(k) for k in nblocks]))
+        for it in c["iterations"]:
+            for name in c["solvers"]:
+                solver = SOLVERS[name]
+                whole = solver(image, psf, it, None)
+                peak = float(whole.max())
+                for m in c["halo_factors"]:
+                    halo = tuple(int(np.ceil(m * h)) for h in half)
+                    t0 = time.perf_counter()
+                    parts = blockwise(
+                        lambda a, pad, solver=solver, psf=psf, it=it: solver(a, psf, it, pad),
+                        image,
+                        c["block"],
+                        halo,
+                        half,
+                        which,
+                    )
+                    err = max(float(np.abs(r - whole[s]).max()) for s, r in parts.values()) / peak
+                    inner = [
+                        float(np.abs(r - whole[s]).max()) / peak
+                        for s, r in parts.values()
+                        if all(sl.start - h > 0 and sl.stop + h < n for sl, h, n in zip(s, halo, image.shape))
+                    ]
+                    inner_err = max(inner) if inner else float("nan")
+                    row = dict(
+                        psf=c["label"], solver=name, iterations=it, halo_factor=m, halo=halo, error=err, inner=inner_err
+                    )
+                    rows.append(row)
+                    log(
+                        f"  {c['label']:<28} {name:<18} it {it:>2}  halo {m:>4} x half = {halo}: {err:.1e}"
+                        f" (blocks off the faces: {inner_err:.1e}; {time.perf_counter() - t0:.0f} s, {len(which)} blocks)"
+                    )
+                rule = deconv_halo(psf.shape, it, KIND[name])
+                parts = blockwise(
+                    lambda a, pad, solver=solver, psf=psf, it=it: solver(a, psf, it, pad),
+                    image,
+                    c["block"],
+                    rule,
+                    half,
+                    which,
+                )
+                err = max(float(np.abs(r - whole[s]).max()) for s, r in parts.values()) / peak
+                rows.append(dict(psf=c["label"], solver=name, iterations=it, halo_factor="rule", halo=rule, error=err))
+                log(f"  {c['label']:<28} {name:<18} it {it:>2}  deconv_halo {rule}: {err:.1e}")
+    return rows
+
+
+def quality(truth, image, psf, iterations, log):
+    """Pearson and relative RMS (after one least-squares factor) against the truth."""
+    rows = []
+    t = truth.astype(np.float64).ravel()
+    for it in iterations:
+        for name in ("RL plain", "RL adaptive alpha", "RL schedule alpha"):
+            out = SOLVERS[name](image, psf, it, None).astype(np.float64).ravel()
+            k = float(out @ t / (out @ out))
+            rel = float(np.sqrt(np.mean((k * out - t) ** 2)) / np.sqrt(np.mean(t**2)))
+            r = float(np.corrcoef(out, t)[0, 1])
+            rows.append(dict(solver=name, iterations=it, pearson=r, rel_rms=rel))
+            log(f"  quality {name:<18} it {it:>2}: Pearson {r:.4f}, rel. RMS {rel:.4f}")
+    return rows
+
+
+_MEM_CODE = """
+import resource, sys, numpy as np
+sys.path.insert(0, {root!r})
+from bigdecon.solvers.richardson_lucy import richardson_lucy, padded_geometry
+from bigdecon.solvers.landweber import landweber
+from bigdecon import gaussian_psf
+shape = {shape}; kind = {kind!r}
+psf = gaussian_psf((6.0, 3.0, 3.0))
+geo = padded_geometry(shape, psf.shape, None)
+base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024  # resident now, KiB
+img = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
+if kind == "landweber":
+    landweber(img, psf, 3)
+else:
+    richardson_lucy(img, psf, 3, accelerate=kind != "plain", alpha="adaptive" if kind == "adaptive" else "schedule")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("MEM", (peak - base) * 1024, int(np.prod([g[2] for g in geo])), img.nbytes, base * 1024)
+"""
+
+
+def memory_table(shapes, log):
+    rows = []
+    for shape in shapes:
+        for kind in ("plain", "schedule", "adaptive", "landweber"):
+            code = _MEM_CODE.format(root=str(HERE.parent), shape=tuple(shape), kind=kind)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEM ")][-1].split()
+            extra, padded, _in_bytes, _base = int(line[1]), int(line[2]), int(line[3]), int(line[4])
+            # The baseline is taken before the input block exists: it is counted in ``extra``.
+            per_voxel = extra / padded
+            rows.append(dict(shape=tuple(shape), kind=kind, padded_voxels=padded, bytes_per_padded_voxel=per_voxel))
+            log(
+                f"  memory {str(tuple(shape)):<16} {kind:<9}: {extra / 2**20:7.0f} MiB peak above "
+                f"start, {per_voxel:.1f} B / padded voxel ({per_voxel / 4:.1f} float32 arrays)"
+            )
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="Gaussian PSF only, fewer halos")
+    ap.add_argument("--only", default="halo,quality,memory", help="sections to run (comma-separated)")
+    ap.add_argument("--psf", default="gaussian,measured", help="PSFs of the halo table (comma-separated)")
+    ap.add_argument("--json", help="also write the rows here")
+    args = ap.parse_args(argv)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    sections = set(args.only.split(","))
+    results: dict = {}
+    gauss = bigdecon.gaussian_psf((6.0, 3.0, 3.0))
+    truth_g, image_g = phantom((64, 192, 192), gauss, seed=1)
+    if "halo" in sections:
+        cases = []
+        if "gaussian" in args.psf:
+            cases.append(
+                dict(
+                    label="Gaussian FWHM 6,3,3 (25x15x15)",
+                    psf=gauss,
+                    image=image_g,
+                    block=(16, 64, 64),
+                    which=[(0, 0, 0), (1, 1, 1), (3, 2, 2), (2, 1, 0)],
+                    iterations=(7, 20),
+                    halo_factors=(1, 2, 3, 4) if not args.quick else (2, 3),
+                    solvers=tuple(SOLVERS),
+                )
+            )
+        if not args.quick and "measured" in args.psf:
+            meas = measured_style_psf()
+            _t, image_m = phantom((96, 224, 224), meas, seed=2)
+            cases.append(
+                dict(
+                    label="measured-style 33x65x65",
+                    psf=meas,
+                    image=image_m,
+                    block=(16, 64, 64),
+                    # a corner block (two faces in every axis' reach) and an interior one
+                    which=[(0, 0, 0), (2, 1, 1)],
+                    iterations=(7, 20),
+                    halo_factors=(2, 3),
+                    solvers=("RL plain", "RL schedule alpha"),
+                )
+            )
+        log("Halo: max |block - whole| / max(whole)")
+        results["halo"] = halo_table(cases, log)
+    if "quality" in sections:
+        log("Quality against the truth (Gaussian PSF, 64x192x192)")
+        results["quality"] = quality(truth_g, image_g, gauss, (7, 20), log)
+    if "memory" in sections:
+        log("Memory of one block task (3 iterations, peak RSS in a fresh process)")
+        results["memory"] = memory_table([(64, 256, 256), (96, 384, 384)], log)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
