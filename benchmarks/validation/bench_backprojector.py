@@ -69,9 +69,25 @@ def scene(shape, photons: float, psf_shape, seed: int = 0):
     return truth, psf, add_noise(blurred.astype(np.float32), gaussian=0.0, photons=photons, seed=seed)
 
 
-def run(name: str, fn, iterations: int, truth: np.ndarray) -> dict:
+def methods(rl_counts, wb_counts, sweep: bool) -> list:
+    """``(label, fn(image, psf), iterations)`` for every method of the table."""
+    out = [("raw", lambda f, psf: f, 0)]
+    for n in rl_counts:
+        out.append(("RL (accelerated, default)", lambda f, psf, n=n: richardson_lucy(f, psf, n), n))
+    for n in rl_counts:
+        out.append(("RL (plain)", lambda f, psf, n=n: richardson_lucy(f, psf, n, accelerate=False), n))
+    for n in wb_counts:
+        out.append(("WB (default)", lambda f, psf, n=n: rl_wiener_butterworth(f, psf, n), n))
+    for kw in SWEEP if sweep else ():
+        label = "WB " + ", ".join(f"{k}={v}" for k, v in kw.items())
+        for n in wb_counts:
+            out.append((label, lambda f, psf, n=n, kw=kw: rl_wiener_butterworth(f, psf, n, **kw), n))
+    return out
+
+
+def run(name: str, fn, image: np.ndarray, psf: np.ndarray, iterations: int, truth: np.ndarray) -> dict:
     t0 = time.perf_counter()
-    out = fn()
+    out = fn(image, psf)
     seconds = time.perf_counter() - t0
     r, rms = scores(out, truth)
     return dict(method=name, iterations=iterations, pearson=r, rel_rms=rms, seconds=seconds)
@@ -105,20 +121,9 @@ def main(argv=None) -> int:
     rows = []
     for photons in args.photons:
         truth, psf, noisy = scene(shape, photons, psf_shape(args.quick))
-        runs = [("raw", lambda: noisy, 0)]
-        for n in rl_counts:
-            runs.append(("RL (accelerated, default)", lambda n=n: richardson_lucy(noisy, psf, n), n))
-        for n in rl_counts:
-            runs.append(("RL (plain)", lambda n=n: richardson_lucy(noisy, psf, n, accelerate=False), n))
-        for n in wb_counts:
-            runs.append(("WB (default)", lambda n=n: rl_wiener_butterworth(noisy, psf, n), n))
-        if args.sweep:
-            for kw in SWEEP:
-                label = "WB " + ", ".join(f"{k}={v}" for k, v in kw.items())
-                for n in wb_counts:
-                    runs.append((label, lambda n=n, kw=kw: rl_wiener_butterworth(noisy, psf, n, **kw), n))
+        runs = methods(rl_counts, wb_counts, args.sweep)
         for name, fn, n in runs:
-            row = run(name, fn, n, truth)
+            row = run(name, fn, noisy, psf, n, truth)
             row["photons"] = photons
             rows.append(row)
             print(
