@@ -2,17 +2,26 @@
 
 from .background import estimate_background
 from .landweber import landweber
-from .psf import gaussian_psf
+from .psf import confocal_psf, gaussian_psf, lightsheet_psf, psf_fwhm, psf_size_for, psf_to_otf, widefield_psf
 from .richardson_lucy import richardson_lucy
 from .sparse_hessian import sparse_hessian
 from .upsample import fourier_upsample, spatial_upsample
+from .wiener_butterworth import rl_wiener_butterworth, wiener_butterworth_backprojector
 
 __all__ = [
+    "confocal_psf",
     "estimate_background",
     "fourier_upsample",
     "gaussian_psf",
     "landweber",
+    "lightsheet_psf",
+    "psf_fwhm",
+    "psf_size_for",
+    "psf_to_otf",
     "richardson_lucy",
+    "rl_wiener_butterworth",
     "sparse_hessian",
     "spatial_upsample",
+    "widefield_psf",
+    "wiener_butterworth_backprojector",
 ]
