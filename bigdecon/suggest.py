@@ -16,8 +16,8 @@ The measurements
   2x2 blocks, ``d = (a00 - a01 - a10 + a11) / 2``, has the variance of the
   pixel noise (for independent noise) and hardly any of a signal blurred over
   2 or more pixels. ``noise_sigma`` is ``1.4826 x`` the median absolute
-  deviation of ``d``: the noise at the typical (background) level of a sparse
-  image. A Poisson-Gaussian model ``var = gain * level + offset`` is fitted
+  deviation of ``d`` over the blocks at or below the median local level: the
+  noise at the background level of a sparse image, away from bright edges. A Poisson-Gaussian model ``var = gain * level + offset`` is fitted
   to the variance of ``d`` in bins of the local level.
 * **Background**: the 5th percentile of the 4x4-block means.
 * **Signal peak**: the maximum of the 3x3-median-filtered planes minus the
@@ -148,7 +148,8 @@ def estimate_noise(image: Any) -> tuple[float, float | None, float | None]:
     """Noise of an image: ``(sigma, gain, offset)``.
 
     ``sigma`` is the robust (MAD) standard deviation of the finest Haar
-    diagonal detail, the noise at the typical level of the image. ``gain`` and
+    diagonal detail over the blocks at or below the median local level: the
+    noise at the background level of the image. ``gain`` and
     ``offset`` fit ``variance = gain * level + offset`` (Poisson-Gaussian;
     ``gain`` is 1 for data in photons), or are None when the levels span too
     little range to fit.
@@ -166,8 +167,10 @@ def estimate_noise(image: Any) -> tuple[float, float | None, float | None]:
 
 
 def _noise(d: np.ndarray, level: np.ndarray) -> tuple[float, float | None, float | None]:
-    sigma = _mad_sigma(d)
     d, level = d.ravel(), level.ravel()
+    # The blocks at or below the median level: background in a sparse image, and
+    # free of the bright blurred edges that leak into d at high photon counts.
+    sigma = _mad_sigma(d[level <= np.median(level)])
     # Bins of equal counts over the local level; the MAD variance of each bin.
     edges = np.unique(np.quantile(level, np.linspace(0, 1, 41)))
     which = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, len(edges) - 2)
@@ -269,6 +272,57 @@ def suggest_parameters(image: Any, *, fwhm=None, psf=None, axes: str | None = No
     return Suggestion(100, 150.0, 10.0, 0.5, 1, 1, 7, {}, est)
 
 
+def _get(params: Any, name: str, default: Any) -> Any:
+    if isinstance(params, dict):
+        return params.get(name, default)
+    return getattr(params, name, default)
+
+
 def would_differ(suggestion: Suggestion, params: Any) -> str | None:
-    """Placeholder."""
-    return None
+    """One line saying how ``params`` differ materially from ``suggestion``, or None when close.
+
+    Material: the sparse step on where RL alone is suggested (or off where it
+    is suggested), a different background mode (0 vs not 0), fidelity or
+    sparsity off by more than a factor of 2, or Richardson-Lucy iterations off
+    by more than 40 %.
+
+    Parameters
+    ----------
+    suggestion : Suggestion
+    params : Params, dict or any object with the parameter names as attributes
+        Missing names take the published defaults.
+
+    Examples
+    --------
+    >>> s = Suggestion(0, 150.0, 10.0, 0.5, 0, 1, 20, {"sparse_iters": "noise low"})
+    >>> would_differ(s, {"sparse_iters": 0, "background": 0, "deconv_iters": 20}) is None
+    True
+    >>> print(would_differ(s, {}))
+    data suggest: sparse_iters 0 (yours 100: noise low), background 0 (yours 1), deconv_iters 20 (yours 7)
+    """
+    from .params import DEFAULTS  # noqa: PLC0415  (params is light; kept local against cycles)
+
+    got = {k: _get(params, k, getattr(DEFAULTS, k)) for k in suggestion.as_kwargs()}
+    want = suggestion.as_kwargs()
+    diffs = []
+
+    def note(name: str) -> None:
+        why = suggestion.reasons.get(name)
+        diffs.append(f"{name} {want[name]:g} (yours {got[name]:g}{': ' + why if why else ''})")
+
+    if bool(want["sparse_iters"]) != bool(got["sparse_iters"]):
+        note("sparse_iters")
+    if want["sparse_iters"] and got["sparse_iters"]:
+        for name in ("fidelity", "sparsity"):
+            a, b = float(want[name]), float(got[name])
+            if (a == 0) != (b == 0) or (a > 0 and b > 0 and max(a / b, b / a) > 2.0):
+                note(name)
+    if bool(want["background"]) != bool(got["background"]):
+        note("background")
+    if bool(want["deconv_type"]) != bool(got["deconv_type"]):
+        note("deconv_type")
+    elif want["deconv_type"]:
+        a, b = int(want["deconv_iters"]), int(got["deconv_iters"])
+        if abs(a - b) > 0.4 * max(a, b, 1):
+            note("deconv_iters")
+    return "data suggest: " + ", ".join(diffs) if diffs else None
