@@ -56,25 +56,26 @@ def use_threads(n: int) -> None:
 
 
 if numba is not None:
-    _opts = dict(parallel=True, cache=True, nogil=True, error_model="numpy")
+    # nnan, ninf: min/max instructions for the clip; no reassociation, so results are unchanged.
+    _opts = dict(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"nnan", "ninf"})
 
-    @njit(inline="always")
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _clip(v):
         c = v if v < ONE else ONE
         return c if c > -ONE else -ONE
 
-    @njit(inline="always")
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _u(v):
         # d - b for the state t: shrink(t) - clip(t) = t - 2 clip(t)
         return v - TWO * _clip(v)
 
-    @njit(inline="always")
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _second_row(s, c, lo, hi):
         # s = (hi - 2 c + lo) + clip(s), hi/lo the neighbour rows along y or k
         for x in range(s.shape[0]):
             s[x] = hi[x] - TWO * c[x] + lo[x] + _clip(s[x])
 
-    @njit(inline="always")
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _mixed_row(s, r0, r1):
         # s = (r1[x+1] - r1[x]) - (r0[x+1] - r0[x]) + clip(s); zero difference at the last x
         n = s.shape[0]
@@ -120,12 +121,12 @@ if numba is not None:
             for x in range(n_x):
                 o[x] = c[x] + _clip(o[x])
 
-    @njit(inline="always")
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _add_second(out, w, c, lo, hi):
         for x in range(out.shape[0]):
             out[x] += w * (_u(hi[x]) - TWO * _u(c[x]) + _u(lo[x]))
 
-    @njit(inline="always")
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _add_mixed(out, w, c, p, has_prev):
         # bwd_x(bwd_a(u)) with p the previous row along a; samples before the first are zero
         n = out.shape[0]
