@@ -136,11 +136,8 @@ class _ShrinkStep:
         self.coupled = len(self.terms) == len(_fused_cpu.TERM_ORDER)
         standard = names == (_fused_cpu.TERM_ORDER if self.coupled else _fused_cpu.TERM_ORDER[:3] + ("sparse",))
         self.fused = xp is np and _fused_cpu.available() and f.size > 4096 and standard
-        if self.fused:
-            _fused_cpu.use_threads(cpu_threads(f.size))
-            # One state per term, t = D g + b, in a single allocation (zero: b starts at 0).
-            self.state = np.zeros((len(self.terms), *f.shape), dtype=np.float32)
-            self.weights = np.array([w for _n, _a, w in self.terms], dtype=np.float32)
+        self.state = None
+        self.weights = np.array([w for _n, _a, w in self.terms], dtype=np.float32)
         self._arrays = None
         self.tmp = None
 
@@ -164,6 +161,10 @@ class _ShrinkStep:
             rhs[...] = fid_f
             _accumulate(g, self.terms, bregman, rhs, t, self.tmp, self.xp)
             return
+        if self.state is None:
+            _fused_cpu.use_threads(cpu_threads(self.f.size))
+            # One state per term, t = D g + b, in a single allocation (zero: b starts at 0).
+            self.state = np.zeros((len(self.terms), *self.f.shape), dtype=np.float32)
         g = np.ascontiguousarray(g, dtype=np.float32)
         _fused_cpu.shrink(g, self.state, self.coupled)
         _fused_cpu.accumulate(self.state, self.f, self.fidelity, self.weights, rhs, self.coupled)
