@@ -122,72 +122,123 @@ if numba is not None:
                 o[x] = c[x] + _clip(o[x])
 
     @njit(inline="always", fastmath={"nnan", "ninf"})
+    def _u_row(dst, src):
+        for x in range(dst.shape[0]):
+            dst[x] = _u(src[x])
+
+    @njit(inline="always", fastmath={"nnan", "ninf"})
     def _add_second(out, w, c, lo, hi):
         for x in range(out.shape[0]):
-            out[x] += w * (_u(hi[x]) - TWO * _u(c[x]) + _u(lo[x]))
+            out[x] += w * (hi[x] - TWO * c[x] + lo[x])
 
     @njit(inline="always", fastmath={"nnan", "ninf"})
     def _add_mixed(out, w, c, p, has_prev):
         # bwd_x(bwd_a(u)) with p the previous row along a; samples before the first are zero
         n = out.shape[0]
         if has_prev:
-            out[0] += w * (_u(c[0]) - _u(p[0]))
+            out[0] += w * (c[0] - p[0])
             for x in range(1, n):
-                out[x] += w * ((_u(c[x]) - _u(c[x - 1])) - (_u(p[x]) - _u(p[x - 1])))
+                out[x] += w * ((c[x] - c[x - 1]) - (p[x] - p[x - 1]))
         else:
-            out[0] += w * _u(c[0])
+            out[0] += w * c[0]
             for x in range(1, n):
-                out[x] += w * (_u(c[x]) - _u(c[x - 1]))
+                out[x] += w * (c[x] - c[x - 1])
+
+    # Rows of u = t - 2 clip(t) kept per thread while it walks down y (see _accumulate).
+    _YY, _XY, _YK, _YK1, _KK, _XK, _XX, _SP = 0, 3, 5, 7, 9, 12, 14, 15
 
     @njit(**_opts)
-    def _accumulate(s, f, fidelity, w, rhs, coupled):
+    def _accumulate(s, f, fidelity, w, rhs, coupled, chunks):
+        # Each thread walks a run of rows in order and keeps the u rows the y
+        # stencils share: row y+1 of yy, row y of xy and yk are computed once and
+        # reused by the next row, so d - b is evaluated ~11 times per voxel, not 22.
         n_k, n_y, n_x = f.shape
         last = s.shape[0] - 1
-        for r in prange(n_k * n_y):
-            k = r // n_y
-            y = r - k * n_y
-            yl = y - 1 if y > 0 else 0
-            yh = y + 1 if y < n_y - 1 else n_y - 1
-            out = rhs[k, y]
-            ff = f[k, y]
-            for x in range(n_x):
-                out[x] = ff[x] * fidelity
-            # xx, ends peeled
-            c = s[0, k, y]
-            w0 = w[0]
-            if n_x == 1:
-                out[0] += w0 * (_u(c[0]) - TWO * _u(c[0]) + _u(c[0]))
-            else:
-                out[0] += w0 * (_u(c[1]) - TWO * _u(c[0]) + _u(c[0]))
-                for x in range(1, n_x - 1):
-                    out[x] += w0 * (_u(c[x + 1]) - TWO * _u(c[x]) + _u(c[x - 1]))
-                m = n_x - 1
-                out[m] += w0 * (_u(c[m]) - TWO * _u(c[m]) + _u(c[m - 1]))
-            _add_second(out, w[1], s[1, k, y], s[1, k, yl], s[1, k, yh])  # yy
-            _add_mixed(out, w[2], s[2, k, y], s[2, k, yl], y > 0)  # xy
-            if coupled:
-                kl = k - 1 if k > 0 else 0
-                kh = k + 1 if k < n_k - 1 else n_k - 1
-                _add_second(out, w[3], s[3, k, y], s[3, kl, y], s[3, kh, y])  # kk
-                _add_mixed(out, w[4], s[4, k, y], s[4, kl, y], k > 0)  # xk
-                # yk: bwd_k(bwd_y(u)): u - u[k-1] - u[y-1] + u[k-1, y-1]
-                c = s[5, k, y]
-                w5 = w[5]
-                if k > 0 and y > 0:
-                    a, b, d = s[5, k - 1, y], s[5, k, y - 1], s[5, k - 1, y - 1]
-                    for x in range(n_x):
-                        out[x] += w5 * (_u(c[x]) - _u(a[x]) - _u(b[x]) + _u(d[x]))
-                elif k > 0 or y > 0:
-                    a = s[5, k - 1, y] if k > 0 else s[5, k, y - 1]
-                    for x in range(n_x):
-                        out[x] += w5 * (_u(c[x]) - _u(a[x]))
+        rows = n_k * n_y
+        per = (rows + chunks - 1) // chunks
+        for ch in prange(chunks):
+            u = np.empty((16, n_x), dtype=np.float32)
+            yy0, yy1, yy2 = _YY, _YY + 1, _YY + 2  # rows y-1, y, y+1 of yy
+            xy0, xy1 = _XY, _XY + 1  # rows y-1, y of xy
+            yk0, yk1 = _YK, _YK + 1  # rows y-1, y of yk in plane k
+            yl0, yl1 = _YK1, _YK1 + 1  # rows y-1, y of yk in plane k-1
+            r0 = ch * per
+            for r in range(r0, min(rows, r0 + per)):
+                k = r // n_y
+                y = r - k * n_y
+                yh = y + 1 if y < n_y - 1 else n_y - 1
+                if r > r0 and y > 0:  # the previous row was y-1 of this plane: roll
+                    yy0, yy1, yy2 = yy1, yy2, yy0
+                    _u_row(u[yy2], s[1, k, yh])
+                    xy0, xy1 = xy1, xy0
+                    _u_row(u[xy1], s[2, k, y])
+                    if coupled:
+                        yk0, yk1 = yk1, yk0
+                        _u_row(u[yk1], s[5, k, y])
+                        if k > 0:
+                            yl0, yl1 = yl1, yl0
+                            _u_row(u[yl1], s[5, k - 1, y])
                 else:
-                    for x in range(n_x):
-                        out[x] += w5 * _u(c[x])
-            c = s[last, k, y]
-            wl = w[last]
-            for x in range(n_x):
-                out[x] += wl * _u(c[x])
+                    yl = y - 1 if y > 0 else 0
+                    _u_row(u[yy0], s[1, k, yl])
+                    _u_row(u[yy1], s[1, k, y])
+                    _u_row(u[yy2], s[1, k, yh])
+                    _u_row(u[xy0], s[2, k, yl])
+                    _u_row(u[xy1], s[2, k, y])
+                    if coupled:
+                        _u_row(u[yk0], s[5, k, yl])
+                        _u_row(u[yk1], s[5, k, y])
+                        if k > 0:
+                            _u_row(u[yl0], s[5, k - 1, yl])
+                            _u_row(u[yl1], s[5, k - 1, y])
+                out = rhs[k, y]
+                ff = f[k, y]
+                for x in range(n_x):
+                    out[x] = ff[x] * fidelity
+                # xx, ends peeled
+                c = u[_XX]
+                _u_row(c, s[0, k, y])
+                w0 = w[0]
+                if n_x == 1:
+                    out[0] += w0 * (c[0] - TWO * c[0] + c[0])
+                else:
+                    out[0] += w0 * (c[1] - TWO * c[0] + c[0])
+                    for x in range(1, n_x - 1):
+                        out[x] += w0 * (c[x + 1] - TWO * c[x] + c[x - 1])
+                    m = n_x - 1
+                    out[m] += w0 * (c[m] - TWO * c[m] + c[m - 1])
+                _add_second(out, w[1], u[yy1], u[yy0], u[yy2])  # yy
+                _add_mixed(out, w[2], u[xy1], u[xy0], y > 0)  # xy
+                if coupled:
+                    kl = k - 1 if k > 0 else 0
+                    kh = k + 1 if k < n_k - 1 else n_k - 1
+                    _u_row(u[_KK], s[3, kl, y])
+                    _u_row(u[_KK + 1], s[3, k, y])
+                    _u_row(u[_KK + 2], s[3, kh, y])
+                    _add_second(out, w[3], u[_KK + 1], u[_KK], u[_KK + 2])  # kk
+                    _u_row(u[_XK], s[4, k, y])
+                    if k > 0:
+                        _u_row(u[_XK + 1], s[4, k - 1, y])
+                    _add_mixed(out, w[4], u[_XK], u[_XK + 1], k > 0)  # xk
+                    # yk: bwd_k(bwd_y(u)): u - u[k-1] - u[y-1] + u[k-1, y-1]
+                    c = u[yk1]
+                    w5 = w[5]
+                    if k > 0 and y > 0:
+                        a, b, d = u[yl1], u[yk0], u[yl0]
+                        for x in range(n_x):
+                            out[x] += w5 * (c[x] - a[x] - b[x] + d[x])
+                    elif k > 0 or y > 0:
+                        a = u[yl1] if k > 0 else u[yk0]
+                        for x in range(n_x):
+                            out[x] += w5 * (c[x] - a[x])
+                    else:
+                        for x in range(n_x):
+                            out[x] += w5 * c[x]
+                c = u[_SP]
+                _u_row(c, s[last, k, y])
+                wl = w[last]
+                for x in range(n_x):
+                    out[x] += wl * c[x]
 
     @njit(**_opts)
     def _solve_short_k(spec, forward, inverse, inv_denom, chunks):
@@ -234,7 +285,8 @@ def accumulate(state: np.ndarray, f: np.ndarray, fidelity: float, weights: np.nd
 
     ``rhs`` may be the array the states were computed from (it is no longer needed).
     """
-    _accumulate(state, f, np.float32(fidelity), weights, rhs, coupled)
+    chunks = max(1, min(numba.get_num_threads(), f.shape[0] * f.shape[1]))
+    _accumulate(state, f, np.float32(fidelity), weights, rhs, coupled, chunks)
 
 
 def solve_short_k(spec: np.ndarray, forward: np.ndarray, inverse: np.ndarray, inv_denom: np.ndarray) -> None:
