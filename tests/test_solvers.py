@@ -101,6 +101,18 @@ def test_fused_kernels_equal_array_expressions(shape):
         assert np.abs(results[0] - results[1]).max() <= 1e-6 * scale
 
 
+@pytest.mark.skipif(not _fused_cpu.available(), reason="Numba not installed")
+@pytest.mark.parametrize("shape", [(7, 64, 93), (3, 51, 64), (2, 45, 64)])
+def test_fused_kernels_give_the_same_result_on_two_threads(monkeypatch, shape):
+    """Each thread restarts its rolling rows where its run of rows begins: no thread count changes a bit."""
+    f = np.random.default_rng(4).random(shape).astype(np.float32)
+    monkeypatch.setenv("BIGDECON_THREADS", "1")
+    one = sparse_hessian(f, iterations=6)
+    monkeypatch.setenv("BIGDECON_THREADS", "2")
+    two = sparse_hessian(f, iterations=6)
+    assert np.array_equal(one, two)
+
+
 def test_operators_are_mirror_boundary_adjoints():
     """The stencils are the Neumann operators the DCT-II diagonalises."""
     rng = np.random.default_rng(2)

@@ -122,39 +122,52 @@ def _accumulate(g, terms, bregman, rhs, t, tmp, xp) -> None:
 class _ShrinkStep:
     """The shrink/Bregman half of one iteration; writes next iteration's right-hand side.
 
-    On the CPU with Numba every term is two fused, threaded passes
-    (``_fused_cpu``); otherwise (CuPy, or no Numba) ``_accumulate`` runs the
-    same arithmetic as array expressions.
+    On the CPU with Numba all terms together are two fused, threaded passes
+    (``_fused_cpu``) that keep one state array per term; otherwise (CuPy, or
+    no Numba) ``_accumulate`` runs the same arithmetic as array expressions.
     """
 
     def __init__(self, f, terms, fidelity: float, sparsity: float, xp: ModuleType):
         self.xp = xp
-        self.fid_f = f * xp.float32(fidelity)
+        self.f = f
+        self.fidelity = float(fidelity)
         self.terms = list(terms) + [("sparse", None, float(sparsity))]
-        self.bregman = [xp.zeros_like(f) for _ in self.terms]
-        self.fused = xp is np and _fused_cpu.available() and f.size > 4096
-        if self.fused:
-            _fused_cpu.use_threads(cpu_threads(f.size))
-        self.t = xp.empty_like(f)
-        self.tmp = None if self.fused else xp.empty_like(f)
+        names = tuple(name for name, _axes, _w in self.terms)
+        self.coupled = len(self.terms) == len(_fused_cpu.TERM_ORDER)
+        standard = names == (_fused_cpu.TERM_ORDER if self.coupled else _fused_cpu.TERM_ORDER[:3] + ("sparse",))
+        self.fused = xp is np and _fused_cpu.available() and f.size > 4096 and standard
+        self.state = None
+        self.weights = np.array([w for _n, _a, w in self.terms], dtype=np.float32)
+        self._arrays = None
+        self.tmp = None
+
+    def _expression_arrays(self):
+        """Bregman variables and scratch of the array-expression path (allocated on first use)."""
+        if self._arrays is None:
+            xp, f = self.xp, self.f
+            self._arrays = (
+                f * xp.float32(self.fidelity),
+                [xp.zeros_like(f) for _ in self.terms],
+                xp.empty_like(f),
+            )
+        if self.tmp is None:
+            self.tmp = self.xp.empty_like(self.f)
+        return self._arrays
 
     def __call__(self, g, rhs) -> None:
-        xp = self.xp
-        rhs[...] = self.fid_f
+        """Shrink the terms of ``g``; write the next right-hand side to ``rhs`` (``g`` itself when fused)."""
         if not self.fused:
-            _accumulate(g, self.terms, self.bregman, rhs, self.t, self.tmp, xp)
+            fid_f, bregman, t = self._expression_arrays()
+            rhs[...] = fid_f
+            _accumulate(g, self.terms, bregman, rhs, t, self.tmp, self.xp)
             return
+        if self.state is None:
+            _fused_cpu.use_threads(cpu_threads(self.f.size))
+            # One state per term, t = D g + b, in a single allocation (zero: b starts at 0).
+            self.state = np.zeros((len(self.terms), *self.f.shape), dtype=np.float32)
         g = np.ascontiguousarray(g, dtype=np.float32)
-        u = self.t
-        for (_name, axes, weight), b in zip(self.terms, self.bregman):
-            if axes is None:
-                _fused_cpu.shrink_sparse(g, b, rhs, weight)
-            elif len(axes) == 1:
-                _fused_cpu.shrink_second(g, b, u, axes[0])
-                _fused_cpu.accumulate_second(u, rhs, weight, axes[0])
-            else:
-                _fused_cpu.shrink_mixed(g, b, u, axes)
-                _fused_cpu.accumulate_mixed(u, rhs, weight, axes)
+        _fused_cpu.shrink(g, self.state, self.coupled)
+        _fused_cpu.accumulate(self.state, self.f, self.fidelity, self.weights, rhs, self.coupled)
 
 
 def sparse_hessian_terms(tcontinuity: float, coupled: bool) -> list[tuple[str, tuple[int, ...], float]]:
@@ -214,6 +227,27 @@ class _DCT:
                 spec = self.fft.idct(spec, type=2, axis=0, **self.kw)
         return self.fft.idctn(spec, type=2, axes=(1, 2), **self.kw)
 
+    def _in_place(self, transform, a, **kwargs):
+        out = transform(a, type=2, overwrite_x=True, **kwargs, **self.kw)
+        if out.ctypes.data != a.ctypes.data:  # scipy writes float32 in place; never rely on it silently
+            np.copyto(a, out)
+
+    def solve_in_place(self, a, inv_denom, coupled: bool) -> None:
+        """NumPy: ``a = IDCT(inv_denom * DCT(a))`` without temporaries (scipy, Numba along a short k).
+
+        Without coupling ``inv_denom`` does not depend on k, so k is not transformed at all.
+        """
+        self._in_place(self.fft.dctn, a, axes=(1, 2))
+        if coupled and self.matrix is not None:
+            _fused_cpu.solve_short_k(a, self.matrix, self.inverse_matrix, inv_denom)
+        elif coupled and self.k_axis:
+            self._in_place(self.fft.dct, a, axis=0)
+            a *= inv_denom
+            self._in_place(self.fft.idct, a, axis=0)
+        else:
+            a *= inv_denom
+        self._in_place(self.fft.idctn, a, axes=(1, 2))
+
 
 def _dct_eigenvalues(n: int, xp: ModuleType):
     """Eigenvalues ``2 - 2 cos(pi k / n)`` of ``-bwd(fwd(.))`` under the DCT-II."""
@@ -221,8 +255,11 @@ def _dct_eigenvalues(n: int, xp: ModuleType):
     return 2.0 - 2.0 * np.cos(np.pi * k / n)
 
 
-def _denominator(shape, terms, fidelity: float, sparsity: float, xp: ModuleType):
-    """``fidelity + sparsity^2 + sum_j w_j |D_j|^2`` in the DCT-II basis, float32."""
+def _denominator(shape, terms, fidelity: float, sparsity: float, xp: ModuleType, full: bool = True):
+    """``1 / (fidelity + sparsity^2 + sum_j w_j |D_j|^2)`` in the DCT-II basis, float32.
+
+    With ``full=False`` axes it does not depend on keep length 1 (no k terms: one plane).
+    """
     lam = [_dct_eigenvalues(n, xp) for n in shape]
 
     def axis_view(axis):
@@ -236,8 +273,28 @@ def _denominator(shape, terms, fidelity: float, sparsity: float, xp: ModuleType)
         else:
             factor = factor * axis_view(axes[0]) * axis_view(axes[1])
         denom = denom + factor
-    denom = np.broadcast_to(denom, shape)
+    if full:
+        denom = np.broadcast_to(denom, shape)
     return xp.asarray((1.0 / denom).astype(np.float32))
+
+
+def _iterate_fused(f, step: _ShrinkStep, dct: _DCT, iterations: int, fidelity: float, sparsity: float):
+    """The CPU loop: one work array is in turn the right-hand side, its spectrum and ``g``.
+
+    Memory: that array, one state per term and the denominator (none per
+    iteration); the shrink pass reads ``g``, and the accumulate pass then
+    overwrites it with the next right-hand side.
+    """
+    terms = step.terms[:-1]
+    inv_denom = _denominator(f.shape, terms, fidelity, sparsity, np, full=step.coupled)
+    work = np.empty_like(f)
+    step(f, work)  # first iteration: g = f
+    for it in range(1, iterations):
+        dct.solve_in_place(work, inv_denom, step.coupled)
+        if it == iterations - 1:
+            break  # the auxiliaries after the last solve are never used
+        step(work, work)
+    return np.maximum(work, 0, out=work)
 
 
 def sparse_hessian(
@@ -311,12 +368,17 @@ def sparse_hessian(
         coupled = f.shape[0] >= 3
     terms = sparse_hessian_terms(tcontinuity, coupled and f.shape[0] > 1)
     dct = _DCT(f.shape, xp)
-    inv_denom = _denominator(f.shape, terms, fidelity, sparsity, xp)
-
-    g = f.copy()
     if iterations <= 1:
+        g = f.copy()
         return xp.maximum(g, 0, out=g)[0] if squeeze else xp.maximum(g, 0, out=g)
+    if xp is np:
+        f = np.ascontiguousarray(f)
     step = _ShrinkStep(f, terms, fidelity, sparsity, xp)
+    if step.fused:
+        g = _iterate_fused(f, step, dct, iterations, fidelity, sparsity)
+        return g[0] if squeeze else g
+    inv_denom = _denominator(f.shape, terms, fidelity, sparsity, xp)
+    g = f.copy()
     rhs = xp.empty_like(f)
     for it in range(iterations):
         if it > 0:
