@@ -291,6 +291,23 @@ def test_tiff_run_relative_output_then_info(tmp_path):
     assert "made by:     bigdecon" in info.stdout and "PSF FWHM 3 x 3 px" in info.stdout, info.stdout
 
 
+@pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
+def test_run_on_a_tiff_stack_of_three_planes(tmp_path):
+    """tifffile.imwrite(path, (3, y, x) stack) stores planar RGB: run reads the planes as channels, says so once."""
+    import tifffile
+
+    raw, _ = data.filaments_timelapse((3, 48, 48), seed=6)
+    tifffile.imwrite(tmp_path / "three.tif", (raw * 100).astype(np.uint16))
+    out = tmp_path / "out.ome.zarr"
+    proc = cli("run", tmp_path / "three.tif", out, *FAST, *CLUSTER)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("bigdecon: note:")]
+    assert len(notes) == 1 and "reading them as channels" in notes[0], proc.stderr
+    assert "Input cyx 3x48x48 uint16" in proc.stdout, proc.stdout
+    img = open_image(out)
+    assert img.axes == ("c", "y", "x") and img.shape == (3, 48, 48)
+
+
 @pytest.fixture(scope="module")
 def two_channels(tmp_path_factory) -> Path:
     a, _ = data.filaments_timelapse((4, 48, 48), seed=4)

@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import InputError
+from ..errors import BigdeconNotice, InputError
 from ..io.paths import is_url, normalize
 from .config import fmt_number, one_line
-from .options import PSF_KEYS, method_kwargs
+from .options import PROG, PSF_KEYS, method_kwargs
 
 __all__ = [
     "check_output",
@@ -45,15 +46,30 @@ def fmt_size(values: Any) -> str:
     return " x ".join(fmt_number(float(v)) for v in values)
 
 
+def _show_notice(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    if isinstance(category, type) and issubclass(category, BigdeconNotice):
+        text = one_line(message)
+        if text not in _shown:  # the input is opened more than once in a run (plan, then the run)
+            _shown.add(text)
+            print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+_shown: set[str] = set()
+
+
 def quiet_dask(args: argparse.Namespace, debug: bool) -> None:
-    """Keep Dask's own log lines and warnings off the terminal unless --debug."""
+    """Keep Dask's own log lines and warnings off the terminal unless --debug; bigdecon's notices show once."""
     args.debug = debug  # a --config file can turn it on too: main() reads it on errors
-    if debug:
-        return
-    for name in ("distributed", "dask", "bokeh", "tornado"):
-        # Failures reach the user once, as the one-line error main() prints.
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore")
+    if not debug:
+        for name in ("distributed", "dask", "bokeh", "tornado"):
+            # Failures reach the user once, as the one-line error main() prints.
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore")
+    warnings.filterwarnings("always", category=BigdeconNotice)
+    warnings.showwarning = _show_notice
 
 
 def client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpus: bool = False) -> tuple[Any, Any]:
