@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _remote_problem(exc: BaseException, args: argparse.Namespace) -> InputError | None:
     """Object-store failures (no credentials, a missing fsspec backend, access denied) as bad input."""
     urls = [str(getattr(args, k)) for k in ("input", "path", "output") if "://" in str(getattr(args, k, "") or "")]
-    chain = []
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and len(chain) < 10:
         chain.append(seen)

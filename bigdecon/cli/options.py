@@ -14,7 +14,7 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import params
 from ..errors import InputError
@@ -124,10 +124,12 @@ def split_values(argv: Sequence[str]) -> list[str]:
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors, like every other bigdecon error, and :func:`split_values`."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+    def parse_known_args(  # type: ignore[override]  # argparse's overloads; this one takes a list
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
         args = sys.argv[1:] if args is None else list(args)
         return super().parse_known_args(split_values(args), namespace)
 
