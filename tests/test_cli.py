@@ -341,6 +341,9 @@ def test_no_arguments_and_version():
     assert proc.stderr.strip().startswith("bigdecon: error:") and "\n" not in proc.stderr.strip()
     version = cli("--version")
     assert version.returncode == 0 and re.fullmatch(r"bigdecon \d+\.\d+\.\d+\S*", version.stdout.strip())
+    # python -m bigdecon is the same command
+    module = subprocess.run([sys.executable, "-m", "bigdecon", "--version"], capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and module.stdout == version.stdout, module.stderr
 
 
 def test_stdout_closed_early(small):
