@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import BigdeconNotice, InputError
-from ..io.paths import is_url, normalize
 from .config import fmt_number, one_line
 from .options import PROG, PSF_KEYS, method_kwargs
 
@@ -102,6 +101,8 @@ def load_psf(path: str) -> Any:
 
     import numpy as np
 
+    from ..io.paths import is_url
+
     lower = path.lower()
     if not lower.endswith((".npy", ".tif", ".tiff")):
         raise InputError(f"PSF file must be .npy or .tif, got {path}")
@@ -148,6 +149,7 @@ def pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
 def check_output(input_path: str, output: str, resolved: dict[str, Any]) -> None:
     """Cheap checks of OUTPUT before a cluster starts (the writer repeats them)."""
     from ..io import check_output_path
+    from ..io.paths import normalize
 
     check_output_path(input_path, output)
     local, is_local = normalize(output)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError
-from ..io.paths import is_url
 from ..params import PARAMETERS, parse_psf_files
 from .config import fmt_number
 from .options import Parser, add_run_options, check_parameters, given, resolve_options, run_argv_from_args
@@ -183,6 +182,8 @@ def pod_path_problems(
         working directory is not on the claim); warnings may be right (a path
         inside the image, say).
     """
+    from ..io.paths import is_url  # (bigdecon.io loads zarr and dask: only when needed)
+
     errors: list[str] = []
     warnings: list[str] = []
     mount = posixpath.normpath(pvc_mount or "/")
