@@ -204,8 +204,8 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
     chunks = {"t": BLOCK[0], "y": BLOCK[1], "x": BLOCK[2]}
     kw = dict(fwhm=3, chunks=chunks, overwrite=True)
     plan = bigdecon.plan(src, fwhm=3, chunks=chunks)
-    n_sparse = plan["n_tasks"]
     n_pre = n_final = t  # one whole-plane task per plane (plane groups of a k block: 1 plane)
+    n_sparse = plan["n_tasks"] - n_pre - n_final
     total = n_pre + n_sparse + n_final
     cluster = Cluster(work, workers, threads)
     out: dict = {"tasks": total, "step4_tasks": n_sparse, "input": [t, SIDE, SIDE]}
