@@ -1,8 +1,10 @@
-"""Task bookkeeping at 1e4 tasks: bounded submission waves, batched records, a compacted ledger.
+"""Task bookkeeping with thousands of tasks: bounded submission waves, batched records, a compacted ledger.
 
 The solvers are replaced in the workers (a test-local worker plugin) by identities, so the
-10,000 tasks cost only their reads, writes and bookkeeping, and the output must equal the
-input exactly: a missing, doubled or misplaced block shows.
+2,580 tasks cost only their reads, writes and bookkeeping, and the output must equal the
+input exactly: a missing, doubled or misplaced block shows. (1e4 tasks take minutes on
+2 cores, most of it the tasks' own small reads and writes: that size is measured by
+``benchmarks/bench_bookkeeping.py``.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Interrupt(Exception):
     pass
 
 
-def test_ten_thousand_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_path):
+def test_thousands_of_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_path):
     from distributed import Client, LocalCluster, WorkerPlugin
     from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -59,10 +61,10 @@ def test_ten_thousand_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
                 self.most = max(self.most, held)
 
     rng = np.random.default_rng(3)
-    data = rng.integers(1, 1000, size=(10, 512, 512), dtype=np.uint16)
-    src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (1, 512, 512))
+    data = rng.integers(1, 1000, size=(10, 256, 256), dtype=np.uint16)
+    src = write_input(str(tmp_path / "in.zarr"), data, "tyx", (1, 256, 256))
     out = str(tmp_path / "out.zarr")
-    n_sparse = 10 * 32 * 32
+    n_sparse = 10 * 16 * 16
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
@@ -80,7 +82,7 @@ def test_ten_thousand_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
             bigdecon.deconvolve(src, out, fwhm=3, chunks=CHUNKS, client=client, progress=stop_after_step4)
         assert most.seen >= 10 + n_sparse
         # The scheduler held one wave at a time (plus released keys the client had not
-        # yet told it about), never the pass's 10,240 tasks.
+        # yet told it about), never the pass's 2,560 tasks.
         assert most.most <= 2 * width, (most.most, width)
         # The pass ended with its records compacted into one file.
         folder = tmp_path / "out.zarr" / ".bigdecon-work" / "ledger" / "sparse"
@@ -96,7 +98,7 @@ def test_ten_thousand_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
 
         info = bigdecon.deconvolve(src, out, fwhm=3, chunks=CHUNKS, client=client, resume=True, progress=note)
     assert info["resumed"] == 10 + n_sparse
-    assert opened[0] < 30, f"resume took {opened[0]:.1f} s to read 10,250 records"  # generous: ~1 s measured
+    assert opened[0] < 30, f"resume took {opened[0]:.1f} s to read 2,570 records"  # generous
     # Identity solvers: the output is the input, block for block.
     np.testing.assert_array_equal(open_image(out).data.compute(), data.astype(np.float32))
 
