@@ -11,6 +11,8 @@ import io
 import json
 import os
 import shutil
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,18 @@ import numpy as np
 from ..errors import ProcessingError
 from ..io.paths import filesystem, join, normalize, read_bytes, write_atomic
 
-__all__ = ["Ledger", "load_array"]
+__all__ = ["Ledger", "RecordBook", "load_array"]
+
+# A pass's records go to disk in batches: at most this many per file, and never
+# more than BATCH_SECONDS after the block finished (a kill loses at most that
+# much finished work, which a resumed run recomputes).
+BATCH_RECORDS = 4096
+BATCH_SECONDS = 1.0
+# Batch files are merged into the pass's index once there are this many, and at
+# the end of the pass: a resumed run reads a handful of files, not one per block.
+COMPACT_BATCHES = 64
+_INDEX = "index.json"
+_BATCH = "batch-"
 
 
 class Ledger:
@@ -27,7 +40,11 @@ class Ledger:
     A record holds the block's own results (its maximum), so a resumed run
     needs neither the block's data nor a recomputation to finish a reduction.
     Every entry is written with :func:`bigdecon.io.paths.write_atomic`, so it
-    exists only once it is complete.
+    exists only once it is complete. A pass's records live in
+    ``ledger/<stage>/``: an ``index.json`` (all records, written when a pass
+    ends or its batches are merged), batch files (``batch-*.json``, several
+    records each, see :class:`RecordBook`) and single records (``<key>.json``,
+    :meth:`record`); :meth:`done` merges them all.
 
     Examples
     --------
@@ -52,15 +69,30 @@ class Ledger:
 
     def done(self, stage: str) -> dict[str, dict[str, Any]]:
         """The records of pass ``stage``: block key -> results."""
+        return _merge(self._files(stage))
+
+    def _files(self, stage: str) -> dict[str, bytes]:
+        """Name -> content of every record file of ``stage``."""
         folder = self.path("ledger", stage)
         if self.local:
             names = [n for n in os.listdir(folder) if n.endswith(".json")] if os.path.isdir(folder) else []
-            return {n[: -len(".json")]: json.loads(_read(join(folder, n))) for n in names}
+            return {n: _read(join(folder, n)) for n in names}
         if not self.fs.exists(folder):
             return {}
         paths = [p for p in self.fs.ls(folder, detail=False) if p.endswith(".json")]
         blobs = self.fs.cat(paths) if paths else {}
-        return {p.rsplit("/", 1)[-1][: -len(".json")]: json.loads(b) for p, b in blobs.items()}
+        return {p.rsplit("/", 1)[-1]: b for p, b in blobs.items()}
+
+    def _delete(self, stage: str, names: list[str]) -> None:
+        paths = [self.path("ledger", stage, n) for n in names]
+        if self.local:
+            for p in paths:
+                try:
+                    os.remove(p)
+                except FileNotFoundError:
+                    pass
+        elif paths:
+            self.fs.rm(paths)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """A stored value (the run's statistics), or None."""
@@ -85,6 +117,116 @@ class Ledger:
             shutil.rmtree(self.root, ignore_errors=True)
         elif self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
+
+
+class RecordBook:
+    """The completion records of one pass, as the driver writes them: in batches.
+
+    :meth:`add` keeps a record in memory and writes the pending ones as one
+    batch file (one atomic rename, or one PUT on an object store) once
+    ``batch`` are pending or ``seconds`` after the oldest pending one, from a
+    timer if no other record arrives. Every ``compact_every`` batches, and in
+    :meth:`close`, all records are merged into the pass's ``index.json`` and
+    the merged batch files are deleted, so a resumed run reads a few files.
+
+    A record is only ever added after its block's data was written (the task
+    returned), and a kill before a batch is written loses only records, which
+    costs a recomputation of those blocks. Overlapping files (a kill between
+    writing the index and deleting the batches) hold identical values.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ledger = Ledger(tempfile.mkdtemp())
+    >>> book = RecordBook(ledger, "sparse")
+    >>> book.add("0-4.0-64", {"max": 1.5})
+    >>> book.close()
+    >>> ledger.done("sparse")
+    {'0-4.0-64': {'max': 1.5}}
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        stage: str,
+        *,
+        batch: int = BATCH_RECORDS,
+        seconds: float = BATCH_SECONDS,
+        compact_every: int = COMPACT_BATCHES,
+    ) -> None:
+        self.ledger, self.stage = ledger, stage
+        self.batch, self.seconds, self.compact_every = batch, seconds, compact_every
+        files = ledger._files(stage)
+        self.done: dict[str, dict[str, Any]] = _merge(files)
+        # Files merged into the next index (the index itself is rewritten in place).
+        self._merged = [n for n in files if n != _INDEX]
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._token = f"{os.getpid()}-{time.monotonic_ns()}"
+        self._seq = 0
+
+    def add(self, key: str, value: dict[str, Any]) -> None:
+        """Record that block ``key`` is done, with its results."""
+        with self._lock:
+            self.done[key] = value
+            self._pending[key] = value
+            full = len(self._pending) >= self.batch
+            if not full and self._timer is None:
+                self._timer = threading.Timer(self.seconds, self._flush_from_timer)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
+            self.flush()
+
+    def _flush_from_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the pending records as one batch file."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            if not pending:
+                return
+            name = f"{_BATCH}{self._token}-{self._seq:06d}.json"
+            self._seq += 1
+            write_atomic(self.ledger.path("ledger", self.stage, name), json.dumps(pending).encode())
+            self._merged.append(name)
+            compact = len(self._merged) >= self.compact_every
+        if compact:
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge every written record into the index; delete the merged batch files."""
+        with self._lock:
+            index = dict(self.done)  # pending records too: their blocks are written
+            write_atomic(self.ledger.path("ledger", self.stage, _INDEX), json.dumps(index).encode())
+            merged, self._merged = self._merged, []
+            self.ledger._delete(self.stage, merged)
+
+    def close(self) -> None:
+        """Write what is pending and compact: the pass's records are one file."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        self.flush()
+        if self._merged:
+            self.compact()
+
+
+def _merge(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """Records from the files of a pass: the index, batch files, single records."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, blob in files.items():
+        value = json.loads(blob)
+        if name == _INDEX or name.startswith(_BATCH):
+            out.update(value)
+        else:
+            out[name[: -len(".json")]] = value
+    return out
 
 
 def _read(path: str) -> bytes:

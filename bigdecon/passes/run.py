@@ -7,6 +7,7 @@ maxima feeding the next through the :class:`~bigdecon.passes.tasks.TaskContext`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +22,18 @@ from ..io.paths import join, normalize
 from ..params import DEFAULTS, check_output_dtype
 from ..planner import Layout, Region
 from ..stages import output_psf
-from .ledger import Ledger
+from .ledger import Ledger, RecordBook
 from .request import Request, _params_record, _prepare
 from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
+
+
+# Tasks a pass keeps on the cluster at once, per worker thread: enough that no
+# thread waits for the driver, few enough that the scheduler's and the driver's
+# memory do not grow with the number of blocks.
+WAVE_PER_THREAD = 4
+WAVE_MIN = 32
 
 
 def _run_tasks(
@@ -39,50 +47,79 @@ def _run_tasks(
     counter: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
     """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records."""
-    done = ledger.done(stage)
+    book = RecordBook(ledger, stage)
+    try:
+        _run_pass(fn, ctx, regions, stage, book, client, progress, counter)
+    finally:
+        book.close()  # what finished is recorded, even when the pass failed
+    return book.done
+
+
+def _run_pass(
+    fn: Callable[[TaskContext, Region], dict[str, float]],
+    ctx: TaskContext,
+    regions: list[Region],
+    stage: str,
+    book: RecordBook,
+    client: Any,
+    progress: Callable[[int, int], None] | None,
+    counter: dict[str, int],
+) -> None:
+    done = book.done
     todo = [r for r in regions if _region_key(r) not in done]
     counter["done"] += len(regions) - len(todo)
     counter["resumed"] = counter.get("resumed", 0) + len(regions) - len(todo)
     if progress:
         progress(counter["done"], counter["total"])
 
-    def finish(region, result):
-        ledger.record(stage, _region_key(region), result)
-        done[_region_key(region)] = result
+    def finish(region: Region, result: dict[str, Any]) -> None:
+        book.add(_region_key(region), result)
         counter["done"] += 1
         if progress:
             progress(counter["done"], counter["total"])
 
     if not todo:
-        return done
+        return
     if client is None:
         for region in todo:
             finish(region, fn(ctx, region))
-        return done
+        return
     from distributed import as_completed
 
     # Tasks are idempotent (each writes only the chunks it owns), so a retry
     # after a worker dies rewrites the same bytes. The context is a few kB (the
-    # PSFs travel through the work folder), so sending it with every task
-    # keeps the scheduler's memory proportional to the number of tasks only.
-    futures = {}
-    for region in todo:
-        fut = client.submit(
-            fn, ctx, region, key=f"bigdecon-{stage}-{_region_key(region)}-{ctx.run_id}", retries=3, pure=False
-        )
-        futures[fut] = region
-    for fut in as_completed(futures):
-        if fut.status == "error":
-            exc = fut.exception()
-            for other in futures:
-                other.cancel()
-            if isinstance(exc, (InputError, ProcessingError)):
-                raise exc
-            raise ProcessingError(
-                f"{stage} failed on block {_region_key(futures[fut])}: {type(exc).__name__}: {exc}"
-            ) from exc
-        finish(futures[fut], fut.result())
-    return done
+    # PSFs travel through the work folder). Tasks go out in a rolling wave of a
+    # few per worker thread: the scheduler never holds the whole pass.
+    def submit(region: Region) -> Any:
+        key = f"bigdecon-{stage}-{_region_key(region)}-{ctx.run_id}"
+        fut = client.submit(fn, ctx, region, key=key, retries=3, pure=False)
+        in_flight[fut] = region
+        return fut
+
+    width = max(WAVE_MIN, WAVE_PER_THREAD * _cluster_threads(client))
+    queue = iter(todo)
+    in_flight: dict[Any, Region] = {}
+    for region in itertools.islice(queue, width):
+        submit(region)
+    finished = as_completed(list(in_flight))
+    try:
+        for fut in finished:
+            region = in_flight.pop(fut)
+            if fut.status == "error":
+                exc = fut.exception()
+                if isinstance(exc, (InputError, ProcessingError)):
+                    raise exc
+                raise ProcessingError(
+                    f"{stage} failed on block {_region_key(region)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            result = fut.result()
+            following = next(queue, None)
+            if following is not None:
+                finished.add(submit(following))
+            finish(region, result)
+    finally:
+        for other in in_flight:  # a failure, or an interrupted driver: nothing left running
+            other.cancel()
 
 
 def _per_channel_max(records: dict[str, dict[str, Any]], regions: list[Region], layout: Layout) -> list[float]:

@@ -8,6 +8,7 @@ idempotent: a retry rewrites the same bytes.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,16 +122,21 @@ def _read_source(ctx: TaskContext, region: Region) -> np.ndarray:
     return read_region(ctx.level, index, token=ctx.run_id)
 
 
-def _read_work(path: str, region: Region, ndim: int) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _open_work(path: str, token: str) -> Any:
+    # One open work array per worker process and run (``token``): with small
+    # blocks, reading its metadata for every task cost as much as the task's data.
     import zarr
 
-    return np.asarray(zarr.open_array(path, mode="r")[_region_slices(region, ndim)])
+    return zarr.open_array(path, mode="r+")
 
 
-def _write_work(path: str, region: Region, ndim: int, block: np.ndarray) -> None:
-    import zarr
+def _read_work(path: str, region: Region, ndim: int, token: str = "") -> np.ndarray:
+    return np.asarray(_open_work(path, token)[_region_slices(region, ndim)])
 
-    zarr.open_array(path, mode="r+")[_region_slices(region, ndim)] = block
+
+def _write_work(path: str, region: Region, ndim: int, block: np.ndarray, token: str = "") -> None:
+    _open_work(path, token)[_region_slices(region, ndim)] = block
 
 
 def _work_array(path: str, shape: tuple[int, ...], chunks: Sequence[int]) -> None:
@@ -215,7 +221,7 @@ def _task_preprocess(ctx: TaskContext, region: Region) -> dict[str, float]:
     raw = _read_source(ctx, raw_region)
     c = _channel(ctx, region)
     h = _embed(_solve(_preprocess_block, _solver_view(raw, lay), ctx, ctx.scale[c], ctx.mean[c], params), lay)
-    _write_work(ctx.h, region, len(lay.axes), h)
+    _write_work(ctx.h, region, len(lay.axes), h, ctx.run_id)
     return {"max": float(h.max())}
 
 
@@ -227,7 +233,7 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
     ndim = len(lay.axes)
     c = _channel(ctx, region)
     if plan.needs_preprocess:
-        h, norm = _read_work(ctx.h, grown, ndim), _maxima(ctx.h_max, "h_max")[c]
+        h, norm = _read_work(ctx.h, grown, ndim, ctx.run_id), _maxima(ctx.h_max, "h_max")[c]
     else:
         h, norm = _read_source(ctx, grown), ctx.scale[c]
     interior = tuple(
@@ -245,7 +251,7 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
         ),
         lay,
     )
-    _write_work(ctx.g, region, ndim, g)
+    _write_work(ctx.g, region, ndim, g, ctx.run_id)
     return {"max": float(g.max()) if g.size else 0.0}
 
 
@@ -258,9 +264,9 @@ def _task_final(ctx: TaskContext, region: Region) -> dict[str, float]:
     ndim = len(lay.axes)
     c = _channel(ctx, region)
     if params.sparse_iters:
-        g, norm = _read_work(ctx.g, region, ndim), _maxima(ctx.g_max, "g_max")[c]
+        g, norm = _read_work(ctx.g, region, ndim, ctx.run_id), _maxima(ctx.g_max, "g_max")[c]
     elif plan.needs_preprocess:
-        g, norm = _read_work(ctx.h, region, ndim), _maxima(ctx.h_max, "h_max")[c]
+        g, norm = _read_work(ctx.h, region, ndim, ctx.run_id), _maxima(ctx.h_max, "h_max")[c]
     else:
         g, norm = _read_source(ctx, region), ctx.scale[c]
     psf_path = ctx.psf[c]
