@@ -188,3 +188,13 @@ def test_help_names_the_new_options(capsys):
         assert flag in out
     text = " ".join(out.split())
     assert "3 Richardson-Lucy with the Wiener" in text and "Butterworth back projector" in text
+
+
+def test_deconv_type_3_volume_is_one_whole_volume_task(raw):
+    # 3-D Wiener-Butterworth (3-value fwhm) runs on whole volumes: lazy chunks give the whole-array result.
+    params = dict(fwhm=(2, 3, 3), sparse_iters=10, background=0, deconv_type=3, deconv_iters=2)
+    whole = bigdecon.sparse_deconvolve(raw, **params)
+    lazy = np.asarray(bigdecon.sparse_deconvolve(da.from_array(raw, chunks=(3, 24, 24)), chunks=(3, 24, 24), **params))
+    assert np.abs(lazy - whole).max() <= TOLERANCE * float(np.abs(whole).max())
+    rl = bigdecon.sparse_deconvolve(raw, **{**params, "deconv_type": 1})
+    assert np.abs(whole - rl).max() > 0.01 * float(np.abs(whole).max())
