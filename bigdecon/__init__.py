@@ -27,6 +27,10 @@ def __getattr__(name: str):
         from . import passes
 
         return getattr(passes, name)
+    if name == "suggest_parameters":
+        from .suggest import suggest_parameters
+
+        return suggest_parameters
     raise AttributeError(f"module 'bigdecon' has no attribute {name!r}")
 
 
@@ -45,4 +49,5 @@ __all__ = [
     "sparse_deconvolve",
     "sparse_hessian",
     "spatial_upsample",
+    "suggest_parameters",
 ]

@@ -28,6 +28,7 @@ from .errors import InputError
 __all__ = [
     "DEFAULTS",
     "PARAMETERS",
+    "PSF_MODELS",
     "Parameter",
     "Params",
     "check_output_dtype",
@@ -441,6 +442,31 @@ def _number_range(positive: bool) -> Callable[[str, Any], None]:
     return check
 
 
+def _open_unit(name: str, v: Any) -> None:
+    """A check: a number strictly between 0 and 1."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < float(v) < 1:
+        raise InputError(f"{name} must be a number between 0 and 1 (exclusive), got {v!r}")
+
+
+PSF_MODELS = ("gaussian", "widefield", "confocal", "lightsheet")
+"""The values of ``psf_model``: a Gaussian of ``fwhm`` or a PSF computed from the optics."""
+
+
+def _wavelength(v: Any) -> float | dict[int, float]:
+    """One wavelength, or ``{channel: wavelength}`` from ``0=0.52 1=0.61``."""
+    value = parse_psf_size("wavelength")(v)
+    items = value.items() if isinstance(value, dict) else [(None, value)]
+    out: dict[Any, float] = {}
+    for c, values in items:
+        if len(values) != 1 or not (math.isfinite(values[0]) and values[0] > 0):
+            where = f" for channel {c}" if c is not None else ""
+            raise InputError(f"wavelength takes one number > 0{where}, got {values}")
+        out[c] = values[0]
+    if None in out:
+        return out[None]
+    return {int(c): w for c, w in out.items()}
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -489,6 +515,7 @@ class Parameter:
 _RUN = ("run", "info", "submit")
 _CONNECT = ("run", "submit")  # options of commands that talk to a cluster
 _LOCAL = ("run", "demo")  # cluster options: a local cluster or a running scheduler
+_SUGGEST = (*_RUN, "suggest")  # the PSF and the channels: what `bigdecon suggest` measures with
 
 PARAMETERS: dict[str, Parameter] = {
     p.name: p
@@ -504,6 +531,7 @@ PARAMETERS: dict[str, Parameter] = {
             "PX",
             method=True,
             form="values",
+            commands=_SUGGEST,
         ),
         Parameter(
             "resolution",
@@ -515,6 +543,7 @@ PARAMETERS: dict[str, Parameter] = {
             "R",
             method=True,
             form="values",
+            commands=_SUGGEST,
         ),
         Parameter(
             "psf",
@@ -525,6 +554,70 @@ PARAMETERS: dict[str, Parameter] = {
             "FILE",
             method=True,
             form="values",
+            commands=_SUGGEST,
+        ),
+        # A PSF computed from the optics (bigdecon.solvers.psf) with the metadata's pixel sizes.
+        Parameter(
+            "psf_model",
+            "gaussian",
+            _choice("psf_model", PSF_MODELS),
+            "PSF from the optics: gaussian (use --fwhm/--resolution/--psf), widefield, confocal or "
+            "lightsheet (computed from --na, --wavelength, --refractive-index and the pixel sizes; "
+            "default {default}, or widefield when --na and --wavelength are given)",
+            "psf",
+            "MODEL",
+            commands=_SUGGEST,
+        ),
+        Parameter(
+            "na",
+            None,
+            _float("na"),
+            "numerical aperture of the (detection) objective",
+            "psf",
+            "NA",
+            _number_range(positive=True),
+            commands=_SUGGEST,
+        ),
+        Parameter(
+            "wavelength",
+            None,
+            _wavelength,
+            "emission wavelength in vacuum, in the metadata's unit (0.52 for 520 nm in micrometres); "
+            "per channel: 0=0.52 1=0.61",
+            "psf",
+            "WL",
+            form="values",
+            commands=_SUGGEST,
+        ),
+        Parameter(
+            "refractive_index",
+            None,
+            _float("refractive_index"),
+            "refractive index of the immersion medium (1.0 air, 1.33 water, 1.518 oil; default 1.33)",
+            "psf",
+            "N",
+            _number_range(positive=True),
+            commands=_SUGGEST,
+        ),
+        Parameter(
+            "sheet_thickness",
+            None,
+            _float("sheet_thickness"),
+            "lightsheet: FWHM of the illumination sheet along z, in the metadata's unit",
+            "psf",
+            "T",
+            _number_range(positive=True),
+            commands=_SUGGEST,
+        ),
+        Parameter(
+            "excitation_wavelength",
+            None,
+            _float("excitation_wavelength"),
+            "confocal: excitation wavelength (default: the emission wavelength)",
+            "psf",
+            "WL",
+            _number_range(positive=True),
+            commands=_SUGGEST,
         ),
         # The published parameters (names and defaults as in the published code).
         Parameter(
@@ -598,12 +691,44 @@ PARAMETERS: dict[str, Parameter] = {
             "deconv_type",
             1,
             _int("deconv_type"),
-            "final deconvolution: 0 none, 1 Richardson-Lucy, 2 Landweber ({default})",
+            "final deconvolution: 0 none, 1 Richardson-Lucy, 2 Landweber, 3 Richardson-Lucy with the "
+            "Wiener-Butterworth back projector (converges in 1-3 iterations: give --deconv-iters 2; the "
+            "default 7 over-sharpens and amplifies noise) ({default})",
             "method",
             "T",
-            _integer_range(0, 2),
+            _integer_range(0, 3),
             method=True,
             explicit=True,
+        ),
+        Parameter(
+            "wb_alpha",
+            0.001,
+            _float("wb_alpha"),
+            "deconv_type 3: Wiener parameter of the back projector ({default:g})",
+            "method",
+            "A",
+            _number_range(positive=True),
+            method=True,
+        ),
+        Parameter(
+            "wb_beta",
+            0.1,
+            _float("wb_beta"),
+            "deconv_type 3: gain of the Butterworth window at the resolution limit, 0 < beta < 1 ({default:g})",
+            "method",
+            "B",
+            _open_unit,
+            method=True,
+        ),
+        Parameter(
+            "wb_order",
+            20,
+            _int("wb_order"),
+            "deconv_type 3: order of the Butterworth window ({default})",
+            "method",
+            "N",
+            _integer_range(1),
+            method=True,
         ),
         Parameter(
             "up_sample",
@@ -616,9 +741,25 @@ PARAMETERS: dict[str, Parameter] = {
             method=True,
             explicit=True,
         ),
+        Parameter(
+            "auto",
+            False,
+            _flag("auto"),
+            "use the parameters 'bigdecon suggest' recommends for the data (given ones win); "
+            "the suggestion is recorded in the output",
+            "method",
+            commands=("run", "submit"),
+            form="switch",
+        ),
         # What to process and how to cut it.
         Parameter(
-            "channels", None, _ints("channels"), "channels to process, e.g. 0,2 (default all)", "selection", "LIST"
+            "channels",
+            None,
+            _ints("channels"),
+            "channels to process, e.g. 0,2 (default all)",
+            "selection",
+            "LIST",
+            commands=_SUGGEST,
         ),
         Parameter(
             "timepoints",
@@ -672,7 +813,7 @@ PARAMETERS: dict[str, Parameter] = {
             _flag("debug"),
             "show tracebacks and Dask's log messages",
             "general",
-            commands=(*_RUN, "demo"),
+            commands=(*_RUN, "demo", "suggest"),
             form="switch",
         ),
         # Not a cluster option: `submit` forwards it to the job that connects.
@@ -781,6 +922,9 @@ class Params:
     deconv_iters: int = _default("deconv_iters")
     deconv_type: int = _default("deconv_type")
     up_sample: int = _default("up_sample")
+    wb_alpha: float = _default("wb_alpha")
+    wb_beta: float = _default("wb_beta")
+    wb_order: int = _default("wb_order")
     psf: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -810,7 +954,7 @@ class Params:
                 raise InputError("psf must be finite, non-negative and not all zero")
         if self.deconv_type and self.deconv_iters and self.fwhm is None and self.psf is None:
             raise InputError(
-                "fwhm (PSF size in pixels) or psf is required for deconv_type 1 or 2 (or set deconv_type=0)"
+                "fwhm (PSF size in pixels) or psf is required for deconv_type 1, 2 or 3 (or set deconv_type=0)"
             )
 
     @property

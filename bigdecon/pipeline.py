@@ -34,6 +34,9 @@ def sparse_deconvolve(
     deconv_iters: int = DEFAULTS.deconv_iters,
     deconv_type: int = DEFAULTS.deconv_type,
     up_sample: int = DEFAULTS.up_sample,
+    wb_alpha: float = DEFAULTS.wb_alpha,
+    wb_beta: float = DEFAULTS.wb_beta,
+    wb_order: int = DEFAULTS.wb_order,
     **chunked_options: Any,
 ) -> Any:
     """Sparse deconvolution (Zhao et al. 2022) of a 2-D image or 3-D stack.
@@ -65,9 +68,14 @@ def sparse_deconvolve(
     deconv_iters : int
         Iterations of step 5 (default 7).
     deconv_type : int
-        0 none, 1 accelerated Richardson-Lucy (default), 2 Landweber.
+        0 none, 1 accelerated Richardson-Lucy (default), 2 Landweber, 3 Richardson-Lucy
+        with the Wiener-Butterworth back projector (1-3 iterations: give ``deconv_iters=2``;
+        the default 7 over-sharpens).
     up_sample : int
         0 none, 1 Fourier x2, 2 spatial x2 in y and x.
+    wb_alpha, wb_beta, wb_order : float, float, int
+        The back projector of ``deconv_type=3`` (see
+        :func:`~bigdecon.solvers.wiener_butterworth.rl_wiener_butterworth`).
 
     Returns
     -------
@@ -105,6 +113,9 @@ def sparse_deconvolve(
         deconv_iters=deconv_iters,
         deconv_type=deconv_type,
         up_sample=up_sample,
+        wb_alpha=wb_alpha,
+        wb_beta=wb_beta,
+        wb_order=wb_order,
     )
     if type(image).__module__.startswith("dask"):
         # Loaded on first use: the passes pull in Dask's array and zarr layers.

@@ -11,7 +11,8 @@ up-sampled: ``h``. Because up-sampling is linear, the published two
 renormalisations (after the background, after up-sampling) reduce to one
 division by ``max(h)`` over the data set.
 Stage 2 ``sparse_stage``: ``g = max(sparse_hessian(h / max(h)), 0)``.
-Stage 3 ``deconv_stage``: ``scale * RL(g / max(g))``.
+Stage 3 ``deconv_stage``: ``scale * RL(g / max(g))`` (Richardson-Lucy, Landweber
+or Richardson-Lucy with the Wiener-Butterworth back projector, by ``deconv_type``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .solvers.psf import gaussian_psf
 from .solvers.richardson_lucy import psf_half_support, published_pad, richardson_lucy
 from .solvers.sparse_hessian import sparse_hessian
 from .solvers.upsample import upsample
+from .solvers.wiener_butterworth import rl_wiener_butterworth
 
 __all__ = ["check_image", "deconv_pad", "deconv_stage", "is_coupled", "output_psf", "preprocess", "sparse_stage"]
 
@@ -116,9 +118,20 @@ def deconv_stage(g, norm: float, scale: float, params: Params, psf):
     f = xp.asarray(g, dtype=xp.float32) * xp.float32(1.0 / norm)
     if params.deconvolves:
         pad = deconv_pad(f.shape, psf)
-        solver = richardson_lucy if params.deconv_type == 1 else landweber
-        # The solvers take one pad per axis too (their hint says int): y/x, and z for a 3-D PSF.
-        f = solver(f, xp.asarray(psf), params.deconv_iters, pad=pad)  # type: ignore[arg-type]
+        if params.deconv_type == 3:
+            f = rl_wiener_butterworth(
+                f,
+                xp.asarray(psf),
+                params.deconv_iters,
+                pad=pad,
+                alpha=params.wb_alpha,
+                beta=params.wb_beta,
+                order=params.wb_order,
+            )
+        else:
+            solver = richardson_lucy if params.deconv_type == 1 else landweber
+            # The solvers take one pad per axis too (their hint says int): y/x, and z for a 3-D PSF.
+            f = solver(f, xp.asarray(psf), params.deconv_iters, pad=pad)  # type: ignore[arg-type]
     f *= xp.float32(scale)
     return f
 

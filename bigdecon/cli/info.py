@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from ._common import fmt_size, pipeline_kwargs, quiet_dask, say, shape_text
-from .options import PIPELINE_KEYS, PSF_KEYS, add_run_options, resolve_options
+from .config import fmt_number
+from .options import PIPELINE_KEYS, PSF_KEYS, add_run_options, resolve_options, uses_optics
 
 __all__ = ["add_parser", "info_command"]
 
@@ -81,12 +82,13 @@ def info_command(args: argparse.Namespace) -> int:
         )
 
     kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
-    if any(resolved.get(k) is not None for k in PSF_KEYS):
+    optics = uses_optics(resolved)
+    if optics or any(resolved.get(k) is not None for k in PSF_KEYS):
         kwargs = pipeline_kwargs(resolved)
     note = ""
-    if not any(k in kwargs for k in PSF_KEYS) and kwargs.get("deconv_type", 1):
+    if not optics and not any(k in kwargs for k in PSF_KEYS) and kwargs.get("deconv_type", 1):
         kwargs["deconv_type"] = 0  # plan without the PSF; say so below
-        note = "  (no --fwhm/--resolution/--psf given: planned without the PSF size check)"
+        note = "  (no --fwhm/--resolution/--psf/--na given: planned without the PSF size check)"
     threads = expected_threads(None, None)
     plan = bigdecon.plan(args.path, **kwargs, min_tasks=2 * threads)
     depth = plan.get("depth") or {}
@@ -100,6 +102,15 @@ def info_command(args: argparse.Namespace) -> int:
         f"thread{'s' if threads != 1 else ''}: blocks are split until each thread has two)",
         f"  memory per task:  ~{format_bytes(plan['memory_per_task_bytes'])}",
     )
+    for described in plan.get("optics_psf") or []:
+        where = f"channel {described['channel']}: " if len(plan["optics_psf"]) > 1 else ""
+        say(
+            f"  PSF:              {where}{described['model']}, NA {fmt_number(described['na'])}, wavelength "
+            f"{fmt_number(described['wavelength'])}, n {fmt_number(described['refractive_index'])}, "
+            f"shape {shape_text(described['shape'])}, FWHM "
+            + " x ".join("(wider than the PSF)" if v is None else fmt_number(v) for v in described["fwhm_px"])
+            + " px"
+        )
     fwhm_px = plan.get("fwhm_px") or []
     if any(v is not None for v in fwhm_px) and any(k in kwargs for k in ("fwhm", "resolution")):
         ids = resolved["channels"] or list(range(len(fwhm_px)))

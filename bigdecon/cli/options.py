@@ -33,6 +33,7 @@ __all__ = [
     "resolve_options",
     "run_argv_from_args",
     "split_values",
+    "uses_optics",
 ]
 
 PROG = "bigdecon"
@@ -49,6 +50,15 @@ PIPELINE_KEYS = (
     "deconv_iters",
     "deconv_type",
     "up_sample",
+    "wb_alpha",
+    "wb_beta",
+    "wb_order",
+    "psf_model",
+    "na",
+    "wavelength",
+    "refractive_index",
+    "sheet_thickness",
+    "excitation_wavelength",
     "channels",
     "timepoints",
     "chunks",
@@ -56,10 +66,11 @@ PIPELINE_KEYS = (
 )
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite")
 PSF_KEYS = ("fwhm", "resolution", "psf")
+OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
 
 _GROUPS = {
     "psf": (
-        "PSF (give one of --fwhm, --resolution, --psf)",
+        "PSF (give one of --fwhm, --resolution, --psf, or the optics: --na and --wavelength)",
         "Values are separated by spaces or commas (--fwhm 2 3 3 or --fwhm 2,3,3; INPUT and OUTPUT may "
         "follow). Per channel, give C=VALUES with the input's channel numbers: --fwhm 0=3 1=4.2,4.2, "
         "--psf 0=a.tif 1=b.npy (every processed channel needs one).",
@@ -84,7 +95,13 @@ def parameters() -> dict[str, Parameter]:
 # ``--fwhm 3 IN OUT``: after the first value, --fwhm/--resolution take only
 # further tokens that are numbers or C=VALUES, and --psf only C=FILE tokens,
 # so INPUT and OUTPUT stay positional; ``--timepoints -2:`` is a value.
-_VALUE_OPTIONS = {"--fwhm": "numbers", "--resolution": "numbers", "--psf": "files", "--timepoints": "span"}
+_VALUE_OPTIONS = {
+    "--fwhm": "numbers",
+    "--resolution": "numbers",
+    "--wavelength": "numbers",
+    "--psf": "files",
+    "--timepoints": "span",
+}
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)"
 
 
@@ -240,6 +257,8 @@ def given(args: argparse.Namespace, key: str) -> bool:
 
 def _option_values(key: str, value: Any) -> list[str]:
     """A resolved value as the tokens that follow its flag."""
+    if key == "wavelength" and isinstance(value, dict):
+        return [f"{c}={fmt_number(v)}" for c, v in value.items()]
     if key in PSF_KEYS and isinstance(value, dict):
         # Per channel: --fwhm 0=3 1=4.2,4.2 / --psf 0=a.tif 1=b.npy
         return [f"{c}={','.join(fmt_number(x) for x in v) if isinstance(v, list) else v}" for c, v in value.items()]
@@ -287,16 +306,34 @@ def method_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
         More than one of fwhm/resolution/psf, or none while step 5 runs.
     """
     kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
+    if kwargs.get("psf_model") == "gaussian":
+        del kwargs["psf_model"]  # the default: a Gaussian of --fwhm/--resolution, or --psf
     given_psf = [k for k in PSF_KEYS if resolved.get(k) is not None]
     if len(given_psf) > 1:
         raise InputError(f"give one of --fwhm, --resolution or --psf, not {' and '.join('--' + k for k in given_psf)}")
+    optics = uses_optics(resolved)
+    if optics and given_psf:
+        raise InputError(f"give --{given_psf[0]} or a PSF from the optics (--na, --wavelength), not both")
     deconvolves = resolved["deconv_type"] and resolved["deconv_iters"]
-    if deconvolves and not given_psf:
+    if deconvolves and not given_psf and not optics:
         raise InputError(
-            "give the PSF size: --fwhm PIXELS, --resolution in physical units, or --psf FILE "
-            "(or --deconv-type 0 to skip the final deconvolution)"
+            "give the PSF size: --fwhm PIXELS, --resolution in physical units, --psf FILE, or the optics "
+            "(--na and --wavelength) (or --deconv-type 0 to skip the final deconvolution)"
         )
+    if optics:
+        missing = [f"--{k.replace('_', '-')}" for k in ("na", "wavelength") if resolved.get(k) is None]
+        if resolved.get("psf_model") == "lightsheet" and resolved.get("sheet_thickness") is None:
+            missing.append("--sheet-thickness")
+        if missing:
+            raise InputError(f"--psf-model {resolved.get('psf_model') or 'widefield'} needs {' and '.join(missing)}")
     return kwargs
+
+
+def uses_optics(resolved: dict[str, Any]) -> bool:
+    """Whether the PSF is computed from the optics: a non-Gaussian ``--psf-model``, or ``--na``/``--wavelength``."""
+    return resolved.get("psf_model") not in (None, "gaussian") or any(
+        resolved.get(k) is not None for k in ("na", "wavelength")
+    )
 
 
 def check_parameters(resolved: dict[str, Any]) -> None:

@@ -40,9 +40,11 @@ class Request:
     selection: dict[int, Any]
     data: Any
     src: Any
+    optics: list[dict[str, Any]] | None = None
 
 
 _RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory", "min_tasks"}
+_OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
 _PER_CHANNEL_KEYS = ("fwhm", "resolution", "psf")
 
 
@@ -70,6 +72,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     """Resolve parameters (per channel), selections and the plan for an opened source."""
     kwargs = dict(kwargs)
     run = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_KEYS}
+    optics = {k: kwargs.pop(k, None) for k in _OPTICS_KEYS}
     data = src.data
     axes = tuple(src.axes)
     selection: dict[int, Any] = {}
@@ -109,13 +112,23 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         )
         for k in _PER_CHANNEL_KEYS
     }
+    model = _optics_model(optics, per)
+    wavelengths = (
+        _channel_values("wavelength", optics["wavelength"], n_in_channels, channel_ids, has_c) if model else None
+    )
     channel_params = []
+    optics_psfs: list[dict[str, Any]] = []
     for i, c in enumerate(channel_ids):
         fwhm = per["fwhm"][i]
+        psf = per["psf"][i]
         if per["resolution"][i] is not None:
             fwhm = _fwhm_from_resolution(per["resolution"][i], src)
         try:
-            channel_params.append(Params.from_kwargs(fwhm=fwhm, psf=per["psf"][i], **kwargs))
+            if model and kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 1):
+                assert wavelengths is not None
+                psf, described = optics_psf(model, src, {**optics, "wavelength": wavelengths[i]})
+                optics_psfs.append({"channel": c, **described})
+            channel_params.append(Params.from_kwargs(fwhm=fwhm, psf=psf, **kwargs))
         except InputError as e:
             raise InputError(f"channel {c}: {e}" if len(channel_ids) > 1 else str(e)) from None
     params = channel_params[0]
@@ -146,6 +159,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         selection=selection,
         data=data,
         src=src,
+        optics=optics_psfs or None,
     )
 
 
@@ -198,3 +212,101 @@ def _fwhm_from_resolution(resolution: Any, src: Any) -> list[float]:
             f"give the resolution in {unit}"
         )
     return fwhm
+
+
+def _optics_model(optics: Mapping[str, Any], per: Mapping[str, list[Any]]) -> str | None:
+    """The optics model a request asks for (``None``: a Gaussian or measured PSF), checked against the rest."""
+    from ..params import PSF_MODELS
+
+    model = optics.get("psf_model")
+    if model is not None and model not in PSF_MODELS:
+        raise InputError(f"psf_model must be one of {', '.join(PSF_MODELS)}, got {model!r}")
+    stated = [k for k in ("na", "wavelength") if optics.get(k) is not None]
+    if model == "gaussian":
+        if stated:
+            raise InputError("psf_model gaussian takes fwhm, resolution or psf, not na/wavelength")
+        return None
+    if model is None:
+        if not stated:
+            return None
+        model = "widefield"  # na and wavelength alone: the widefield model
+    missing = [k for k in ("na", "wavelength") if optics.get(k) is None]
+    if model == "lightsheet" and optics.get("sheet_thickness") is None:
+        missing.append("sheet_thickness")
+    if missing:
+        raise InputError(f"psf_model {model} needs {' and '.join(missing)}")
+    given = [k for k in _PER_CHANNEL_KEYS if any(v is not None for v in per[k])]
+    if given:
+        raise InputError(f"give either {' / '.join(given)} or a PSF from the optics (psf_model {model}), not both")
+    return str(model)
+
+
+def _pixel_size(src: Any, name: str, why: str) -> float:
+    """The metadata's pixel size along ``name``; one line naming the problem when it has none."""
+    size = src.scale.get(name)
+    if not size or size == 1.0 and name not in src.units:
+        raise InputError(
+            f"{why} needs the physical pixel size along {name}, which the input's metadata does not give "
+            "(no scale with a unit): use fwhm instead, or write the pixel sizes into the OME-Zarr"
+        )
+    return float(size)
+
+
+def _fwhm_px(psf: np.ndarray) -> list[float | None]:
+    """FWHM per axis in pixels; ``None`` along an axis the PSF does not fall to half along (cut by the data)."""
+    from ..solvers.psf import psf_fwhm
+
+    try:
+        return [round(float(v), 3) for v in psf_fwhm(psf)]
+    except InputError:
+        centre = np.unravel_index(int(np.argmax(psf)), psf.shape)
+        out: list[float | None] = []
+        for axis in range(psf.ndim):
+            line = psf[tuple(slice(None) if a == axis else centre[a] for a in range(psf.ndim))]
+            try:
+                out.append(round(float(psf_fwhm(line)[0]), 3))
+            except InputError:
+                out.append(None)
+        return out
+
+
+def optics_psf(model: str, src: Any, optics: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """A PSF from the optics and the metadata's pixel sizes, and what it is.
+
+    3-D ``(z, y, x)`` when the input has a z axis (a light sheet needs one),
+    else the in-focus ``(y, x)`` plane; its shape from
+    :func:`~bigdecon.solvers.psf.psf_size_for`, cut to the data's extent.
+    """
+    from ..solvers import psf as optics_models
+
+    why = f"psf_model {model}"
+    axes = tuple(src.axes)
+    pixel = (_pixel_size(src, "y", why), _pixel_size(src, "x", why))
+    nz = src.shape[axes.index("z")] if "z" in axes else 0
+    z_step = _pixel_size(src, "z", why) if nz >= 3 else None
+    if model == "lightsheet" and z_step is None:
+        raise InputError(f"psf_model lightsheet is 3-D: the input needs a z axis of 3 planes or more ({''.join(axes)})")
+    na = float(optics["na"])
+    wavelength = float(optics["wavelength"])
+    n = float(optics.get("refractive_index") or 1.33)
+    shape = optics_models.psf_size_for(na, wavelength, n, pixel, z_step)
+    # A PSF wider than the data adds nothing but cost: at most the data's extent (odd) on each axis.
+    extent = [src.shape[axes.index(a)] for a in ("z", "y", "x")[3 - len(shape) :]]
+    shape = tuple(min(s, n if n % 2 else n - 1) for s, n in zip(shape, extent))
+    common = (shape, na, wavelength, n, pixel, z_step)
+    if model == "widefield":
+        psf = optics_models.widefield_psf(*common)
+    elif model == "confocal":
+        psf = optics_models.confocal_psf(*common, excitation_wavelength=optics.get("excitation_wavelength"))
+    else:
+        assert z_step is not None
+        psf = optics_models.lightsheet_psf(shape, na, wavelength, n, pixel, z_step, float(optics["sheet_thickness"]))
+    described = {
+        "model": model,
+        "na": na,
+        "wavelength": wavelength,
+        "refractive_index": n,
+        "shape": [int(s) for s in psf.shape],
+        "fwhm_px": _fwhm_px(psf),
+    }
+    return np.asarray(psf, dtype=np.float32), described

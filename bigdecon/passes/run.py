@@ -164,7 +164,8 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     and ``task_memory``, which a run derives from its cluster); returns a dict
     with ``axes``, ``shape``, ``dtype``, ``chunks``, ``depth``, ``n_tasks``,
     ``memory_per_task_bytes``, ``output_shape`` and ``fwhm_px`` (the PSF FWHM
-    in input pixels per processed channel, ``None`` for a measured PSF).
+    in input pixels per processed channel, ``None`` for a measured PSF) and
+    ``optics_psf`` (the PSF computed from the optics, per channel, or ``None``).
 
     Examples
     --------
@@ -185,6 +186,7 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     summary["dtype"] = str(src.data.dtype)
     summary["input_chunks"] = list(src.stored_chunks)
     summary["fwhm_px"] = [list(p.fwhm) if p.fwhm is not None else None for p in request.channel_params]
+    summary["optics_psf"] = request.optics
     return summary
 
 
@@ -283,6 +285,16 @@ def deconvolve(
     deconv_iters: int = DEFAULTS.deconv_iters,
     deconv_type: int = DEFAULTS.deconv_type,
     up_sample: int = DEFAULTS.up_sample,
+    wb_alpha: float = DEFAULTS.wb_alpha,
+    wb_beta: float = DEFAULTS.wb_beta,
+    wb_order: int = DEFAULTS.wb_order,
+    psf_model: str | None = None,
+    na: float | None = None,
+    wavelength: float | Mapping[int, float] | None = None,
+    refractive_index: float | None = None,
+    sheet_thickness: float | None = None,
+    excitation_wavelength: float | None = None,
+    suggestion: dict[str, Any] | None = None,
     channels: int | Sequence[int] | None = None,
     timepoints: str | tuple[int, int] | None = None,
     chunks: Mapping[str, int] | Sequence[int] | None = None,
@@ -317,7 +329,21 @@ def deconvolve(
         from the input's channel number to that channel's value, e.g.
         ``fwhm={0: 3.0, 1: (4.2, 4.2)}``.
     sparse_iters, fidelity, sparsity, tcontinuity, background, deconv_iters, deconv_type, up_sample
-        As in :func:`bigdecon.sparse_deconvolve`.
+        As in :func:`bigdecon.sparse_deconvolve`; ``deconv_type=3`` is
+        Richardson-Lucy with the Wiener-Butterworth back projector (give
+        ``deconv_iters=2``: more iterations over-sharpen).
+    wb_alpha, wb_beta, wb_order
+        The back projector of ``deconv_type=3``, see
+        :func:`bigdecon.solvers.wiener_butterworth.rl_wiener_butterworth`.
+    psf_model, na, wavelength, refractive_index, sheet_thickness, excitation_wavelength
+        A PSF computed from the optics (``psf_model`` ``"widefield"``,
+        ``"confocal"`` or ``"lightsheet"``; widefield when ``na`` and
+        ``wavelength`` are given alone) with the pixel sizes of the input's
+        metadata, 3-D for data with a z axis (see :mod:`bigdecon.solvers.psf`).
+        ``wavelength`` may be a dict from channel number to wavelength.
+    suggestion : dict, optional
+        What :func:`bigdecon.suggest_parameters` suggested (``Suggestion.to_dict()``),
+        recorded in the output's attributes.
     channels : int or list of int, optional
         Channels to process (default all).
     timepoints : str or (int, int), optional
@@ -394,6 +420,15 @@ def deconvolve(
             deconv_iters=deconv_iters,
             deconv_type=deconv_type,
             up_sample=up_sample,
+            wb_alpha=wb_alpha,
+            wb_beta=wb_beta,
+            wb_order=wb_order,
+            psf_model=psf_model,
+            na=na,
+            wavelength=wavelength,
+            refractive_index=refractive_index,
+            sheet_thickness=sheet_thickness,
+            excitation_wavelength=excitation_wavelength,
             channels=channels,
             timepoints=timepoints,
             chunks=chunks,
@@ -500,6 +535,8 @@ def deconvolve(
         "config": config or {},
         "seconds": round(seconds, 3),
     }
+    if suggestion is not None:
+        attrs["suggestion"] = suggestion
     writer.finalize(attrs=attrs)
     ledger.remove()
     voxels = int(np.prod(layout.shape))
