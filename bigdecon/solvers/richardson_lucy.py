@@ -91,7 +91,7 @@ def _pad_pairs(shape, axes, pad, psf_shape) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def padded_geometry(shape, psf_shape, pad=None, xp=np) -> tuple[tuple[int, int, int], ...]:
+def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None) -> tuple[tuple[int, int, int], ...]:
     """``(low, high, transform length)`` of each deconvolved axis.
 
     With a 3-D PSF, an axis padded on either side gets its edge replicated
@@ -102,8 +102,11 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np) -> tuple[tuple[int, int, 
     face's treatment local, the same for a block on that face as for the whole
     volume. With a 2-D PSF (the published per-plane step) there is no guard:
     ``high`` grows to the fast length. An axis with no padding on either side
-    stays periodic at its own length.
+    stays periodic at its own length. ``guard=False`` drops the 3-D guard (the
+    unmatched back projector rings on a step to zero).
     """
+    if guard is None:
+        guard = len(psf_shape) == 3
     axes = tuple(range(len(shape) - len(psf_shape), len(shape)))
     pairs = _pad_pairs(shape, axes, pad, psf_shape)
     out = []
@@ -111,7 +114,7 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np) -> tuple[tuple[int, int, 
         n = int(shape[axis])
         if lo == hi == 0:
             total = n
-        elif len(psf_shape) == 2:
+        elif not guard:
             # The published per-plane step: no guard, the fast length filled by more
             # edge replication on the high side (periodic across the padding, as published).
             total = fast_length(n + lo + hi, xp)
@@ -161,7 +164,7 @@ def _embed(f, axes, geometry, xp):
     return out
 
 
-def padded_problem(image, psf, pad):
+def padded_problem(image, psf, pad, *, guard: bool | None = None):
     """Shared set-up of the iterative deconvolutions: float32 data padded by the
     edge rule inside a fast-length zero guard, its convolver, and the index that
     crops back to the image."""
@@ -171,7 +174,7 @@ def padded_problem(image, psf, pad):
     if psf.ndim > f.ndim:
         raise ValueError(f"a {psf.ndim}-D PSF cannot deconvolve a {f.ndim}-D image")
     axes = tuple(range(f.ndim - psf.ndim, f.ndim))
-    geometry = padded_geometry(f.shape, psf.shape, pad, xp)
+    geometry = padded_geometry(f.shape, psf.shape, pad, xp, guard)
     if any(p > g[2] for p, g in zip(psf.shape, geometry)):
         raise ValueError(f"PSF of shape {tuple(psf.shape)} is larger than the image {tuple(f.shape)}")
     padded = _embed(f, axes, geometry, xp)

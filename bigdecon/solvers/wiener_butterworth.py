@@ -239,7 +239,9 @@ def rl_wiener_butterworth(
     xp = get_xp(image)
     if iterations <= 0:
         return xp.asarray(image, dtype=xp.float32).copy()
-    padded, conv, crop = padded_problem(image, psf, pad)
+    # No zero guard: a step to zero rings through the sharp back projector and
+    # grows multiplicatively (a flat image would not stay flat at its faces).
+    padded, conv, crop = padded_problem(image, psf, pad, guard=False)
     backprojector = wiener_butterworth_backprojector(
         xp.asarray(psf, dtype=xp.float32), conv.shape, alpha=alpha, beta=beta, order=order, cutoff=cutoff
     )
