@@ -17,12 +17,13 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError, ProcessingError
-from ..io.paths import join, normalize
+from ..io.paths import normalize
 from ..params import DEFAULTS
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger
 from .request import Request, _params_record, _prepare
+from .scratch import Scratch, folder_bytes, resolve_work_dir, work_root
 from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
@@ -37,8 +38,13 @@ def _run_tasks(
     client: Any,
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
+    on_done: Callable[[Region], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records."""
+    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records.
+
+    ``on_done(region)`` runs here, in the driver, once a region's record is
+    written (it frees the inputs that no unfinished task reads).
+    """
     done = ledger.done(stage)
     todo = [r for r in regions if _region_key(r) not in done]
     counter["done"] += len(regions) - len(todo)
@@ -49,6 +55,8 @@ def _run_tasks(
     def finish(region, result):
         ledger.record(stage, _region_key(region), result)
         done[_region_key(region)] = result
+        if on_done:
+            on_done(region)
         counter["done"] += 1
         if progress:
             progress(counter["done"], counter["total"])
@@ -260,6 +268,7 @@ def deconvolve(
     task_memory: int | None = None,
     min_tasks: int | None = None,
     device: str = "auto",
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
 
@@ -308,12 +317,21 @@ def deconvolve(
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
+    work_dir : str or path, optional
+        Where the intermediates and the completion records go (a local path or
+        URL, e.g. a local disk while the output goes to object storage); by
+        default inside the output. Recorded in the output, so a resume finds
+        it; resuming with a different one is refused. Intermediates are
+        deleted chunk by chunk as soon as every task reading them is done.
 
     Returns
     -------
     dict
         ``output``, ``shape``, ``seconds``, ``voxels``, ``chunks`` (tasks in
-        all), ``resumed`` (tasks an earlier run had finished), ``stats``.
+        all), ``resumed`` (tasks an earlier run had finished), ``stats``,
+        ``peak_scratch_bytes`` (the most the output and work folders held
+        together, sampled as tasks finished) and ``output_bytes`` (the
+        finished output's size).
 
     Examples
     --------
@@ -373,6 +391,7 @@ def deconvolve(
     layout, params, the_plan = request.layout, request.params, request.plan
     channel_params = request.channel_params
     params_record = _params_record(channel_params, request.channel_ids)
+    work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
 
     run_record = {
         "params": params_record,
@@ -387,6 +406,8 @@ def deconvolve(
         "min_tasks": min_tasks,
         "task_memory": task_memory,
     }
+    if work_dir is not None:  # only when set: outputs of earlier versions still resume
+        run_record["work_dir"] = work_dir
     scale_meta = dict(src.scale)
     if params.up_sample:
         for ax in ("y", "x"):
@@ -406,7 +427,7 @@ def deconvolve(
     # written, so bad pixels leave no output behind; a resumed run reuses its own.
     stats = None
     if resume:
-        stats = Ledger(_work_root(destination)).get("stats")
+        stats = Ledger(work_root(destination, work_dir)).get("stats")
     if stats is None:
         scale, mean = _source_stats(request.data, layout, where=source_id)
         stats = {"scale": scale, "mean": mean}
@@ -425,8 +446,11 @@ def deconvolve(
         resume=resume,
         run_config=run_record,
     )
-    ledger = Ledger(_work_root(writer.path))
+    ledger = Ledger(work_root(writer.path, work_dir))
+    if not resume:  # a work folder outside the output may hold an earlier run's records
+        ledger.remove()
     ledger.put("stats", stats)
+    scratch = Scratch(writer.path, ledger.root)
     ctx = _task_context(request, stats, ledger, writer.path, device)
     ndim = len(layout.axes)
     pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
@@ -447,13 +471,21 @@ def deconvolve(
 
     if pre_tasks:
         _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan.plane_group))
-        records = _run_tasks(_task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter)
+        records = _run_tasks(
+            _task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter, scratch.watch(None, [])
+        )
         ctx = replace(ctx, h_max=_per_channel_max(records, pre_tasks, layout))
     if sparse_tasks:
         _work_array(ctx.g, the_plan.out_shape, work_chunks(blk["k"]))
-        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter)
+        h_readers = [(r, the_plan.halo(r)) for r in sparse_tasks] if pre_tasks else []
+        on_done = scratch.watch(ctx.h if pre_tasks else None, h_readers, list(ledger.done("sparse")))
+        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, on_done)
         ctx = replace(ctx, g_max=_per_channel_max(records, sparse_tasks, layout))
-    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter)
+        scratch.drop(ctx.h)
+    final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
+    on_done = scratch.watch(final_input, [(r, r) for r in final_tasks], list(ledger.done("final")))
+    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, on_done)
+    scratch.sample(force=True)
     seconds = time.perf_counter() - t0
     attrs = {
         "version": __version__,
@@ -470,6 +502,7 @@ def deconvolve(
     }
     writer.finalize(attrs=attrs)
     ledger.remove()
+    output_bytes = folder_bytes(writer.path)
     voxels = int(np.prod(layout.shape))
     return {
         "output": writer.path,
@@ -479,6 +512,8 @@ def deconvolve(
         "chunks": total,
         "resumed": counter["resumed"],
         "stats": attrs["statistics"],
+        "peak_scratch_bytes": max(scratch.peak, output_bytes),
+        "output_bytes": output_bytes,
     }
 
 
@@ -509,8 +544,3 @@ def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, outpu
         run_id=f"{os.getpid()}-{time.monotonic_ns()}",
         device=device,
     )
-
-
-def _work_root(destination: str | os.PathLike[str]) -> str:
-    """The work folder of a run: inside its output, removed when the output is complete."""
-    return join(normalize(destination)[0], ".bigdecon-work")
