@@ -23,7 +23,7 @@ from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger
 from .request import Request, _params_record, _prepare
-from .scratch import Scratch, folder_bytes, resolve_work_dir, work_root
+from .scratch import Scratch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
@@ -452,31 +452,20 @@ def deconvolve(
     ledger.put("stats", stats)
     scratch = Scratch(writer.path, ledger.root)
     ctx = _task_context(request, stats, ledger, writer.path, device)
-    ndim = len(layout.axes)
     pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
     sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
     final_tasks = the_plan.final_tasks()
     total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
     counter = {"done": 0, "total": total, "resumed": 0}
-    blk = the_plan.sparse_block
-
-    def work_chunks(k_size: int) -> list[int]:
-        # Intermediates are chunked like the step-4 blocks in y/x, so a block
-        # reads little beyond its halo; in k like the tasks that write them.
-        chunk = [1] * ndim
-        if layout.k is not None:
-            chunk[layout.k] = k_size
-        chunk[layout.y], chunk[layout.x] = blk["y"], blk["x"]
-        return chunk
 
     if pre_tasks:
-        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan.plane_group))
+        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"))
         records = _run_tasks(
             _task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter, scratch.watch(None, [])
         )
         ctx = replace(ctx, h_max=_per_channel_max(records, pre_tasks, layout))
     if sparse_tasks:
-        _work_array(ctx.g, the_plan.out_shape, work_chunks(blk["k"]))
+        _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"))
         h_readers = [(r, the_plan.halo(r)) for r in sparse_tasks] if pre_tasks else []
         on_done = scratch.watch(ctx.h if pre_tasks else None, h_readers, list(ledger.done("sparse")))
         records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, on_done)

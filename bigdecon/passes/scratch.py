@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
+import math
 import os
 import shutil
 import time
@@ -23,10 +24,10 @@ from typing import Any
 
 from ..errors import InputError
 from ..io.paths import filesystem, join, normalize
-from ..planner import Region
+from ..planner import Plan, Region
 from .tasks import _region_key
 
-__all__ = ["ChunkReaper", "Scratch", "folder_bytes", "work_root"]
+__all__ = ["ChunkReaper", "Scratch", "folder_bytes", "work_chunks", "work_root"]
 
 WORK_NAME = ".bigdecon-work"
 
@@ -69,6 +70,44 @@ def resolve_work_dir(work_dir: str | os.PathLike[str] | None, stored: dict[str, 
             f"{before if before is not None else 'its work folder inside the output'}"
         )
     return before
+
+
+def work_chunks(plan: Plan, array: str) -> list[int]:
+    """Chunks of the intermediate ``h`` (after steps 1-3) or ``g`` (after step 4).
+
+    Each chunk is written by one task only (no two tasks share a chunk) and is
+    freed as soon as the tasks reading it are done, so the chunks follow the
+    readers: ``h`` is read by step-4 blocks with their halo, and is cut in y/x
+    into halves of a block (once a half is still at least 64 px and twice the
+    halo), so a block's halo reaches into a half rather than a whole
+    neighbouring chunk and the last blocks of the pass hold less of ``h``; in
+    k it is cut like the whole-plane tasks writing it. ``g`` is written by
+    step-4 blocks and read by whole-plane tasks: in k it is cut at the common
+    divisor of both, so each chunk is freed by the one final task reading it.
+
+    Examples
+    --------
+    >>> from bigdecon.params import Params
+    >>> from bigdecon.planner import Layout, make_plan
+    >>> plan = make_plan(Layout(("t", "y", "x"), (64, 512, 512)), Params(fwhm=(3.0, 3.0)), min_tasks=4)
+    >>> plan.sparse_block, plan.plane_group
+    ({'k': 32, 'y': 256, 'x': 256}, 20)
+    >>> work_chunks(plan, "h"), work_chunks(plan, "g")
+    ([20, 128, 128], [4, 256, 256])
+    """
+    lay, blk = plan.layout, plan.sparse_block
+    chunk = [1] * len(lay.axes)
+    if array == "h":
+        k = plan.plane_group
+        for ax, name in ((lay.y, "y"), (lay.x, "x")):
+            half = blk[name] // 2
+            chunk[ax] = half if half >= max(64, 2 * plan.depth[name]) else blk[name]
+    else:
+        k = math.gcd(blk["k"], plan.plane_group)
+        chunk[lay.y], chunk[lay.x] = blk["y"], blk["x"]
+    if lay.k is not None:
+        chunk[lay.k] = k
+    return chunk
 
 
 def folder_bytes(path: str) -> int:
