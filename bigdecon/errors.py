@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BigdeconError", "InputError", "ProcessingError"]
+__all__ = ["BigdeconError", "BigdeconNotice", "InputError", "ProcessingError"]
 
 
 class BigdeconError(Exception):
@@ -21,3 +21,7 @@ class ProcessingError(BigdeconError, RuntimeError):
     """A failure while processing valid input (exit 1)."""
 
     exit_code = 1
+
+
+class BigdeconNotice(UserWarning):
+    """Something bigdecon decided about the input that the user should know (the CLI prints it once)."""

@@ -42,7 +42,7 @@ JOB_CLASSES: dict[str, tuple[str, str]] = {
 PLACEHOLDER_SCHEDULER = "tcp://SCHEDULER-ADDRESS:8786"
 
 
-def _classes(kind: str) -> tuple[type, type]:
+def _classes(kind: str) -> tuple[Any, Any]:
     import importlib
 
     try:

@@ -1,9 +1,23 @@
-"""Parameters of sparse deconvolution, checked once at the public edge."""
+"""Every parameter of bigdecon, in one table: name, type, default, allowed values, help and CLI flag.
+
+:data:`PARAMETERS` is the single source of truth. The :class:`Params` dataclass
+takes its defaults and range checks from it, and the command line
+(:mod:`bigdecon.cli`) builds its options, its ``--config`` key check and the
+options ``bigdecon submit`` forwards from it. The value parsers that more than
+one layer needs live here too: :func:`parse_timepoints`, the per-channel
+``C=VALUES`` forms of ``fwhm``/``resolution``/``psf`` (:func:`parse_psf_size`,
+:func:`parse_psf_files`) and the output dtype rule (:func:`check_output_dtype`).
+
+Every parser raises :class:`~bigdecon.errors.InputError` with one line naming
+the parameter.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,30 +25,766 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Params", "DEFAULTS"]
+__all__ = [
+    "DEFAULTS",
+    "PARAMETERS",
+    "Parameter",
+    "Params",
+    "check_output_dtype",
+    "check_psf_size",
+    "parse_psf_files",
+    "parse_psf_size",
+    "parse_timepoints",
+]
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+def _int(name: str) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool):
+            raise InputError(f"{name} must be an integer, got {v!r}")
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        try:
+            return int(str(v).strip())
+        except ValueError:
+            raise InputError(f"{name} must be an integer, got {v!r}") from None
+
+    return conv
+
+
+def _float(name: str) -> Callable[[Any], float]:
+    def conv(v: Any) -> float:
+        if isinstance(v, bool):
+            raise InputError(f"{name} must be a number, got {v!r}")
+        try:
+            return float(str(v).strip()) if isinstance(v, str) else float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be a number, got {v!r}") from None
+
+    return conv
+
+
+def _flatten(v: Any, split: Callable[[str], list[str]]) -> list[Any]:
+    """A string, a list of strings and values, or one value -> a flat list; strings cut by ``split``."""
+    if isinstance(v, str):
+        return split(v)
+    if isinstance(v, (list, tuple)):
+        out: list[Any] = []
+        for item in v:
+            out.extend(split(item) if isinstance(item, str) else [item])
+        return out
+    return [v]
+
+
+def _items(v: Any) -> list[Any]:
+    """``'3,3'``, ``['3', '3']``, ``[3, 3]`` or ``3`` -> a flat list of items."""
+    return _flatten(v, lambda text: text.replace(",", " ").split())
+
+
+def _floats(name: str) -> Callable[[Any], list[float]]:
+    one = _float(name)
+
+    def conv(v: Any) -> list[float]:
+        values = [one(x) for x in _items(v)]
+        if not values:
+            raise InputError(f"{name} needs at least one number")
+        return values
+
+    return conv
+
+
+def _ints(name: str) -> Callable[[Any], list[int]]:
+    one = _int(name)
+
+    def conv(v: Any) -> list[int]:
+        values = [one(x) for x in _items(v)]
+        if not values:
+            raise InputError(f"{name} needs at least one index, e.g. 0,2")
+        return values
+
+    return conv
+
+
+def _timepoints_match(v: Any) -> tuple[str, int | None, int | None]:
+    """``'a:b'`` -> (the text without spaces, a, b); a missing end is None."""
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        v = f"{'' if v[0] is None else v[0]}:{'' if v[1] is None else v[1]}"
+    text = "".join(str(v).split())
+    m = re.fullmatch(r"(-?\d+)?:(-?\d+)?", text)
+    if not m:
+        raise InputError(f"timepoints must look like A:B (time points A to B-1, e.g. 0:10, 5: or -10:), got {v!r}")
+    a, b = (int(x) if x is not None else None for x in m.groups())
+    return text, a, b
+
+
+def _timepoints_text(v: Any) -> str:
+    """Time points ``'a:b'``: a to b-1; either end may be left out, negative ends count from the last.
+
+    Checked without the input: the form, and ends of one sign in order.
+    """
+    text, a, b = _timepoints_match(v)
+    if a is not None and b is not None and (a < 0) == (b < 0) and a >= b:
+        raise InputError(f"timepoints {text} select nothing (empty or reversed range: A:B is A to B-1)")
+    return text
+
+
+def parse_timepoints(span: Any, n: int) -> tuple[int, int]:
+    """The time points ``a`` to ``b - 1`` that ``span`` selects from ``n``.
+
+    Parameters
+    ----------
+    span : str or (int, int)
+        ``"a:b"`` (either end may be left out) or a pair; negative ends count
+        from the last time point, as in Python slicing.
+    n : int
+        Time points in the input.
+
+    Returns
+    -------
+    a, b : int
+        ``0 <= a < b <= n``.
+
+    Raises
+    ------
+    InputError
+        Not of the form ``a:b``, an empty or reversed range, or outside ``0:n``.
+
+    Examples
+    --------
+    >>> parse_timepoints("2:-1", 10), parse_timepoints("-3:", 10), parse_timepoints((0, 4), 10)
+    ((2, 9), (7, 10), (0, 4))
+    """
+    if isinstance(span, str):
+        _, first, last = _timepoints_match(span)
+        a = 0 if first is None else first
+        b = n if last is None else last
+    else:
+        try:
+            a, b = (int(v) for v in span)
+        except (TypeError, ValueError):
+            raise InputError(f"timepoints must look like A:B or a pair (a, b), got {span!r}") from None
+    # Negative ends count from the last time point, as in Python slicing.
+    a, b = (a + n if a < 0 else a), (b + n if b < 0 else b)
+    if a >= b:
+        shown = span if isinstance(span, str) else f"{a}:{b}"
+        raise InputError(f"timepoints {shown} select nothing (empty or reversed range; the input has 0:{n})")
+    if not (0 <= a and b <= n):
+        raise InputError(f"timepoints {a}:{b} outside 0:{n}")
+    return a, b
+
+
+def _sizes(name: str, least: int = 1) -> Callable[[Any], Any]:
+    """``'t=8,y=512,x=512'`` -> dict; ``'8,512,512'`` -> list; an int or dict/list from a config file."""
+    integer = _int(name)
+
+    def one(v: Any) -> int:
+        value = integer(v)
+        if value < least:
+            raise InputError(f"{name} sizes must be >= {least}, got {value}")
+        return value
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): one(x) for k, x in v.items()}
+        items = _items(v)
+        if items and all(isinstance(i, str) and "=" in i for i in items):
+            out = {}
+            for item in items:
+                key, _, value = item.partition("=")
+                key = key.strip().lower()
+                if key not in ("t", "c", "z", "y", "x", "k"):
+                    raise InputError(f"{name}: unknown axis {key!r} in {v!r} (use t, z, y, x)")
+                out[key] = one(value)
+            return out
+        values = [one(i) for i in items]
+        if not values:
+            raise InputError(f"{name} needs sizes like t=8,y=512,x=512 or 8,512,512")
+        return values
+
+    return conv
+
+
+def _depth(v: Any) -> Any:
+    value = _sizes("depth", least=0)(v)
+    if isinstance(value, list):
+        # Positional halo: one value for every axis, (y, x), or (t|z, y, x).
+        if len(value) == 1:
+            return value[0]
+        names = {2: ("y", "x"), 3: ("k", "y", "x")}.get(len(value))
+        if names is None:
+            raise InputError(f"depth takes 1, 2 (y, x) or 3 (t|z, y, x) values, got {len(value)}")
+        return dict(zip(names, value))
+    return value
+
+
+def _choice(name: str, choices: Sequence[str]) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        text = str(v).strip()
+        if text not in choices:
+            raise InputError(f"{name} must be one of {', '.join(choices)}, got {v!r}")
+        return text
+
+    return conv
+
+
+def _seconds(name: str) -> Callable[[Any], float]:
+    one = _float(name)
+
+    def conv(v: Any) -> float:
+        value = one(v)
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name} must be a number of seconds > 0, got {v!r}")
+        return value
+
+    return conv
+
+
+def _text(v: Any) -> str:
+    return str(v)
+
+
+def _flag(name: str) -> Callable[[Any], bool]:
+    def conv(v: Any) -> bool:
+        if isinstance(v, bool):
+            return v
+        text = str(v).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise InputError(f"{name} must be true or false, got {v!r}")
+
+    return conv
+
+
+def _tristate(name: str) -> Callable[[Any], bool | None]:
+    flag = _flag(name)
+
+    def conv(v: Any) -> bool | None:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return None
+        return flag(v)
+
+    return conv
+
+
+def _channel_key(name: str, key: Any) -> int:
+    try:
+        if isinstance(key, bool):
+            raise ValueError
+        c = int(str(key).strip())
+    except ValueError:
+        raise InputError(f"{name}: per-channel values need channel numbers, like 0=3 1=4.2,4.2; got {key!r}") from None
+    if c < 0:
+        raise InputError(f"{name}: channel numbers are >= 0, got {c}")
+    return c
+
+
+def _tokens(v: Any) -> list[Any]:
+    """Whitespace-separated tokens (commas kept: they separate one channel's values)."""
+    return _flatten(v, str.split)
+
+
+def parse_psf_size(name: str) -> Callable[[Any], Any]:
+    """The parser of a PSF size option (``fwhm`` or ``resolution``).
+
+    ``3``, ``2,3,3``, ``"2 3 3"`` -> a list of floats; ``"0=3 1=4.2,4.2"``,
+    ``["0=3", "1=4.2,4.2"]`` or a dict -> ``{channel: list}`` sorted by channel.
+
+    Examples
+    --------
+    >>> parse_psf_size("fwhm")("0=3 1=4.2,4.2")
+    {0: [3.0], 1: [4.2, 4.2]}
+    >>> parse_psf_size("fwhm")(["2", "3,3"])
+    [2.0, 3.0, 3.0]
+    """
+    values = _floats(name)
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, dict):
+            if not v:
+                raise InputError(f"{name} per channel needs at least one channel")
+            return {_channel_key(name, k): values(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+        tokens = _tokens(v)
+        keyed = [t for t in tokens if isinstance(t, str) and "=" in t]
+        if not keyed:
+            return values(tokens)
+        if len(keyed) != len(tokens):
+            raise InputError(
+                f"{name}: give one value for all channels or C=VALUES for each channel "
+                f"(e.g. 0=3 1=4.2,4.2), not both: {' '.join(map(str, tokens))}"
+            )
+        out: dict[int, list[float]] = {}
+        for token in keyed:
+            key, _, value = token.partition("=")
+            c = _channel_key(name, key)
+            if c in out:
+                raise InputError(f"{name}: channel {c} given twice")
+            out[c] = values(value)
+        return dict(sorted(out.items()))
+
+    return conv
+
+
+_CHANNEL_FILE = re.compile(r"\s*\d+\s*=")
+
+
+def parse_psf_files(v: Any) -> str | dict[int, str]:
+    """A ``psf`` file option: ``"a.tif"`` -> the path; ``"0=a.tif 1=b.npy"``, ``["0=a.tif", "1=b.npy"]``
+    or a dict -> ``{channel: path}`` sorted by channel.
+
+    A string is one path (it may hold spaces) unless every whitespace-separated
+    token of it is a ``C=FILE`` token.
+
+    Examples
+    --------
+    >>> parse_psf_files("my psf.tif"), parse_psf_files("0=a.tif 1=b.npy")
+    ('my psf.tif', {0: 'a.tif', 1: 'b.npy'})
+    """
+    if isinstance(v, dict):
+        if not v:
+            raise InputError("psf per channel needs at least one channel")
+        return {_channel_key("psf", k): str(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(v, (list, tuple)):
+        items = [str(i) for i in v]
+    else:
+        tokens = str(v).split()
+        per_channel = len(tokens) > 1 and all(_CHANNEL_FILE.match(t) for t in tokens)
+        items = tokens if per_channel else [str(v)]
+    keyed = [i for i in items if _CHANNEL_FILE.match(i)]
+    if not keyed:
+        if len(items) != 1:
+            raise InputError(f"psf takes one file, or C=FILE per channel (e.g. 0=a.tif 1=b.npy), got {' '.join(items)}")
+        return items[0]
+    if len(keyed) != len(items):
+        raise InputError(f"psf: give one file for all channels or C=FILE for each channel, not both: {' '.join(items)}")
+    out: dict[int, str] = {}
+    for item in keyed:
+        key, _, path = item.partition("=")
+        c = _channel_key("psf", key)
+        if c in out:
+            raise InputError(f"psf: channel {c} given twice")
+        out[c] = path.strip()
+    return dict(sorted(out.items()))
+
+
+def check_output_dtype(v: Any) -> np.dtype:
+    """The output dtype rule, the same for the CLI, :func:`bigdecon.deconvolve` and the OME-Zarr writer:
+    float32, float64 or an integer type (float16 loses too much of a deconvolved image).
+
+    Examples
+    --------
+    >>> check_output_dtype("uint16")
+    dtype('uint16')
+    """
+    try:
+        dtype = np.dtype(v.strip() if isinstance(v, str) else v)
+    except TypeError:
+        raise InputError(f"output_dtype {v!r} is not a NumPy dtype (use float32, uint16, ...)") from None
+    if not (dtype in (np.float32, np.float64) or np.issubdtype(dtype, np.integer)):
+        raise InputError(f"output_dtype must be float32, float64 or an integer type such as uint16, got {dtype}")
+    return dtype
+
+
+def _output_dtype(v: Any) -> str:
+    return str(check_output_dtype(v))
+
+
+def check_psf_size(name: str, value: Any, unit: str = "pixels") -> tuple[float, ...]:
+    """One PSF size (``fwhm`` in pixels or ``resolution`` in physical units): 1, 2 (y, x) or 3 (z, y, x)
+    finite values > 0, as a tuple (one value is returned twice: y and x).
+
+    Examples
+    --------
+    >>> check_psf_size("fwhm", 3), check_psf_size("fwhm", [2, 3, 3])
+    ((3.0, 3.0), (2.0, 3.0, 3.0))
+    """
+    values = [value] if np.ndim(value) == 0 else list(np.ravel(value))
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers of {unit} > 0, got {value!r}") from None
+    if len(floats) not in (1, 2, 3):
+        raise InputError(f"{name} takes 1, 2 (y, x) or 3 (z, y, x) values, got {len(floats)}")
+    for f in floats:
+        if not (math.isfinite(f) and f > 0):
+            raise InputError(f"{name} must be a finite number of {unit} > 0, got {f}")
+    return tuple(floats * 2 if len(floats) == 1 else floats)
+
+
+# --------------------------------------------------------------------------- range checks
+
+
+def _integer_range(lo: int, hi: int | None = None) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
+            allowed = f"an integer >= {lo}" if hi is None else f"one of {lo}-{hi}"
+            raise InputError(f"{name} must be {allowed}, got {v!r}")
+
+    return check
+
+
+def _number_range(positive: bool) -> Callable[[str, Any], None]:
+    def check(name: str, v: Any) -> None:
+        try:
+            ok = math.isfinite(float(v)) and (float(v) > 0 if positive else float(v) >= 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+
+    return check
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter: the facts every layer (API, CLI, config files, submit) takes from here.
+
+    ``convert`` turns a command-line or config-file value into the typed value;
+    ``check`` (when given) accepts or refuses a typed value, so the API and the
+    CLI apply one rule. ``help`` may name ``{default}``.
+    """
+
+    name: str
+    default: Any
+    convert: Callable[[Any], Any]
+    help: str
+    group: str  # "psf", "method", "selection", "output", "general", "cluster"
+    metavar: str | None = None
+    check: Callable[[str, Any], None] | None = None
+    method: bool = False  # a keyword of sparse_deconvolve / deconvolve's method parameters
+    commands: tuple[str, ...] = ("run", "info", "submit")
+    form: str = "value"  # "value", "values" (several tokens), "switch" (store_true), "tristate" (--x/--no-x)
+    explicit: bool = False  # submit states it even at its default (the image's defaults may differ)
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--sparse-iters``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def cluster(self) -> bool:
+        """A Dask cluster option of ``run``/``demo`` (not part of a run's parameters)."""
+        return self.group == "cluster"
+
+    def parse(self, value: Any) -> Any:
+        """A command-line or config-file value, converted and checked."""
+        typed = self.convert(value)
+        if self.check is not None:
+            self.check(self.name, typed)
+        return typed
+
+    def help_text(self) -> str:
+        return self.help.format(default=self.default)
+
+
+_RUN = ("run", "info", "submit")
+_CONNECT = ("run", "submit")  # options of commands that talk to a cluster
+_LOCAL = ("run", "demo")  # cluster options: a local cluster or a running scheduler
+
+PARAMETERS: dict[str, Parameter] = {
+    p.name: p
+    for p in [
+        # PSF: one of the three (or deconv_type 0).
+        Parameter(
+            "fwhm",
+            None,
+            parse_psf_size("fwhm"),
+            "PSF full width at half maximum in input pixels: one value (y and x), "
+            "two (y x) or three (z y x: true 3-D deconvolution)",
+            "psf",
+            "PX",
+            method=True,
+            form="values",
+        ),
+        Parameter(
+            "resolution",
+            None,
+            parse_psf_size("resolution"),
+            "PSF FWHM in the physical units of the metadata (e.g. 0.28 for 280 nm "
+            "in micrometres); converted to pixels with the pixel size",
+            "psf",
+            "R",
+            method=True,
+            form="values",
+        ),
+        Parameter(
+            "psf",
+            None,
+            parse_psf_files,
+            "measured PSF, 2-D or 3-D (.npy or .tif)",
+            "psf",
+            "FILE",
+            method=True,
+            form="values",
+        ),
+        # The published parameters (names and defaults as in the published code).
+        Parameter(
+            "sparse_iters",
+            100,
+            _int("sparse_iters"),
+            "split-Bregman iterations, 0 = Richardson-Lucy only ({default})",
+            "method",
+            "N",
+            _integer_range(0),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "fidelity",
+            150.0,
+            _float("fidelity"),
+            "weight of the data term; higher keeps more of the raw image ({default:g})",
+            "method",
+            "F",
+            _number_range(positive=True),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "sparsity",
+            10.0,
+            _float("sparsity"),
+            "weight of the sparsity (L1) prior ({default:g})",
+            "method",
+            "S",
+            _number_range(positive=False),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "tcontinuity",
+            0.5,
+            _float("tcontinuity"),
+            "continuity along t or z ({default:g})",
+            "method",
+            "C",
+            _number_range(positive=False),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "background",
+            1,
+            _int("background"),
+            "background removal 0-5: 0 none, 1 weak, 2 strong (high SNR), 3/4/5 weak/medium/strong (low SNR) "
+            "({default})",
+            "method",
+            "MODE",
+            _integer_range(0, 5),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "deconv_iters",
+            7,
+            _int("deconv_iters"),
+            "iterations of the final deconvolution ({default})",
+            "method",
+            "N",
+            _integer_range(0),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "deconv_type",
+            1,
+            _int("deconv_type"),
+            "final deconvolution: 0 none, 1 Richardson-Lucy, 2 Landweber ({default})",
+            "method",
+            "T",
+            _integer_range(0, 2),
+            method=True,
+            explicit=True,
+        ),
+        Parameter(
+            "up_sample",
+            0,
+            _int("up_sample"),
+            "x2 up-sampling in y/x: 0 none, 1 Fourier, 2 spatial ({default})",
+            "method",
+            "U",
+            _integer_range(0, 2),
+            method=True,
+            explicit=True,
+        ),
+        # What to process and how to cut it.
+        Parameter(
+            "channels", None, _ints("channels"), "channels to process, e.g. 0,2 (default all)", "selection", "LIST"
+        ),
+        Parameter(
+            "timepoints",
+            None,
+            _timepoints_text,
+            "time points A to B-1, e.g. 0:100, 50: or -10: (negative: from the end; default all)",
+            "selection",
+            "A:B",
+        ),
+        Parameter(
+            "chunks",
+            None,
+            _sizes("chunks"),
+            "block size of the sparse step, e.g. t=8,y=512,x=512 or 8,512,512",
+            "selection",
+            "SIZES",
+        ),
+        Parameter(
+            "depth",
+            None,
+            _depth,
+            "overlap (halo) between blocks: one number, y,x, t|z,y,x or t=8,y=16 "
+            "(default: measured safe value, see 'bigdecon info')",
+            "selection",
+            "SIZES",
+        ),
+        # The output.
+        Parameter(
+            "output_dtype",
+            "float32",
+            _output_dtype,
+            "{default} (default), float64 or an integer type such as uint16 (clipped to its range)",
+            "output",
+            "DTYPE",
+            explicit=True,
+        ),
+        Parameter(
+            "ngff_version",
+            "0.5",
+            _choice("ngff_version", ("0.4", "0.5")),
+            "OME-Zarr version of the output: 0.4 or 0.5 ({default})",
+            "output",
+            "V",
+            explicit=True,
+        ),
+        Parameter("resume", False, _flag("resume"), "continue an interrupted run", "output", form="switch"),
+        Parameter("overwrite", False, _flag("overwrite"), "replace an existing output", "output", form="switch"),
+        Parameter(
+            "debug",
+            False,
+            _flag("debug"),
+            "show tracebacks and Dask's log messages",
+            "general",
+            commands=(*_RUN, "demo"),
+            form="switch",
+        ),
+        # Not a cluster option: `submit` forwards it to the job that connects.
+        Parameter(
+            "scheduler_timeout",
+            10.0,
+            _seconds("scheduler_timeout"),
+            "how long to wait for the --scheduler to answer; refused connections are "
+            "retried until then (default {default:g}; e.g. 600 for a scheduler still starting)",
+            "general",
+            "SECONDS",
+            commands=_CONNECT,
+        ),
+        Parameter(
+            "device",
+            "auto",
+            _choice("device", ("auto", "cpu", "gpu")),
+            "where workers compute: auto (a worker's GPU when it has one), cpu, or gpu (CuPy) (default {default})",
+            "general",
+            "{auto,cpu,gpu}",
+            commands=_CONNECT,
+        ),
+        # The Dask cluster of `run` and `demo`.
+        Parameter(
+            "workers",
+            None,
+            _int("workers"),
+            "worker processes (default: cores / threads per worker)",
+            "cluster",
+            "N",
+            commands=_LOCAL,
+        ),
+        Parameter(
+            "threads_per_worker",
+            None,
+            _int("threads_per_worker"),
+            "threads per worker (default 1)",
+            "cluster",
+            "N",
+            commands=_LOCAL,
+        ),
+        Parameter(
+            "memory_limit",
+            None,
+            _text,
+            "memory per worker, e.g. 8GiB (default: 90%% of RAM / workers)",
+            "cluster",
+            "SIZE",
+            commands=_LOCAL,
+        ),
+        Parameter(
+            "gpus",
+            None,
+            _tristate("gpus"),
+            "--gpus: one worker per NVIDIA GPU (needs dask-cuda and CuPy: pip install 'bigdecon[gpu]'); "
+            "--no-gpus: CPU workers computing on the CPU; default: GPUs when both are installed "
+            "and a GPU is present",
+            "cluster",
+            commands=_LOCAL,
+            form="tristate",
+        ),
+        Parameter(
+            "scheduler",
+            None,
+            _text,
+            "use a running Dask scheduler, e.g. tcp://host:8786",
+            "cluster",
+            "ADDRESS",
+            commands=_LOCAL,
+        ),
+        Parameter(
+            "dashboard_address",
+            None,
+            _text,
+            "dashboard of the local cluster (default :8787)",
+            "cluster",
+            "ADDR",
+            commands=_LOCAL,
+        ),
+    ]
+}
+"""Every parameter, in the order the CLI shows and records them."""
+
+
+def _default(name: str) -> Any:
+    return PARAMETERS[name].default
+
+
+# --------------------------------------------------------------------------- the method's parameters
 
 
 @dataclass(frozen=True)
 class Params:
-    """The published parameters (names and defaults as in the published code).
+    """The published parameters (names and defaults as in the published code; see :data:`PARAMETERS`).
 
     ``fwhm`` is the PSF full width at half maximum in input pixels: one number
     (y and x), two (y, x) or three (z, y, x; true 3-D deconvolution).
     """
 
     fwhm: tuple[float, ...] | None = None
-    sparse_iters: int = 100
-    fidelity: float = 150.0
-    sparsity: float = 10.0
-    tcontinuity: float = 0.5
-    background: int = 1
-    deconv_iters: int = 7
-    deconv_type: int = 1
-    up_sample: int = 0
+    sparse_iters: int = _default("sparse_iters")
+    fidelity: float = _default("fidelity")
+    sparsity: float = _default("sparsity")
+    tcontinuity: float = _default("tcontinuity")
+    background: int = _default("background")
+    deconv_iters: int = _default("deconv_iters")
+    deconv_type: int = _default("deconv_type")
+    up_sample: int = _default("up_sample")
     psf: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_kwargs(cls, fwhm=None, psf=None, **kwargs) -> Params:
+    def from_kwargs(cls, fwhm: Any = None, psf: Any = None, **kwargs: Any) -> Params:
         """Build and validate; every problem is an :class:`InputError` naming the parameter."""
         unknown = set(kwargs) - {f for f in cls.__dataclass_fields__ if f not in ("fwhm", "psf")}
         if unknown:
@@ -42,45 +792,16 @@ class Params:
         if fwhm is not None and psf is not None:
             raise InputError("give either fwhm (a Gaussian PSF's size) or psf (a measured PSF), not both")
         if fwhm is not None:
-            values = [fwhm] if np.ndim(fwhm) == 0 else list(np.ravel(fwhm))
-            try:
-                values = [float(v) for v in values]
-            except (TypeError, ValueError):
-                raise InputError(f"fwhm must be numbers of pixels > 0, got {fwhm!r}") from None
-            if len(values) not in (1, 2, 3):
-                raise InputError(f"fwhm takes 1, 2 (y, x) or 3 (z, y, x) values, got {len(values)}")
-            for v in values:
-                if not (math.isfinite(v) and v > 0):
-                    raise InputError(f"fwhm must be a finite number of pixels > 0, got {v}")
-            fwhm = tuple(values * 2 if len(values) == 1 else values)
+            fwhm = check_psf_size("fwhm", fwhm)
         p = cls(fwhm=fwhm, psf=psf, **kwargs)
         p._check()
         return p
 
     def _check(self) -> None:
-        def integer(name: str, lo: int, hi: int | None = None) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
-                allowed = f"an integer >= {lo}" if hi is None else f"one of {lo}-{hi}"
-                raise InputError(f"{name} must be {allowed}, got {v!r}")
-
-        def number(name: str, positive: bool) -> None:
-            v = getattr(self, name)
-            try:
-                ok = math.isfinite(float(v)) and (float(v) > 0 if positive else float(v) >= 0)
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise InputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
-
-        integer("sparse_iters", 0)
-        integer("deconv_iters", 0)
-        integer("background", 0, 5)
-        integer("deconv_type", 0, 2)
-        integer("up_sample", 0, 2)
-        number("fidelity", True)
-        number("sparsity", False)
-        number("tcontinuity", False)
+        for name in self.__dataclass_fields__:
+            check = PARAMETERS[name].check
+            if check is not None:
+                check(name, getattr(self, name))
         if self.psf is not None:
             psf = np.asarray(self.psf)
             if psf.ndim not in (2, 3):

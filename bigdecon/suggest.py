@@ -198,7 +198,7 @@ def _noise(d: np.ndarray, level: np.ndarray) -> tuple[float, float | None, float
 def _psf_fwhm(psf: np.ndarray) -> tuple[float, float | None]:
     """FWHM in pixels of a PSF along x and (for a 3-D PSF) z, by linear interpolation of the profile."""
     p = np.asarray(psf, dtype=np.float64)
-    c = np.unravel_index(int(np.argmax(p)), p.shape)
+    c = tuple(int(i) for i in np.unravel_index(int(np.argmax(p)), p.shape))
 
     def width(profile: np.ndarray, i: int) -> float:
         half = profile[i] / 2.0
@@ -245,7 +245,7 @@ def measure(image: Any, *, fwhm=None, psf=None, axes: str | None = None) -> Esti
     peak = float(ndimage.median_filter(sub, size=(1, 3, 3)).max()) - background
     peak = max(peak, 0.0)
     photons = peak / gain if gain else None
-    noise_peak = math.sqrt(max(gain * (peak + background) + offset, sigma**2)) if gain else sigma
+    noise_peak = math.sqrt(max(gain * (peak + background) + (offset or 0.0), sigma**2)) if gain else sigma
     snr = peak / noise_peak if noise_peak > 0 else float("inf")
     noise_rel = sigma / peak if peak > 0 else float("inf")
     return Estimates(

@@ -1,14 +1,17 @@
-"""The ``bigdecon`` command line, run for real in a subprocess on real stores.
+"""The ``bigdecon`` command line on real stores: runs in a subprocess, refusals in process.
 
 Bad input must give exit code 2, one line on stderr naming the problem, no
-traceback, and no output that opens as an image.
+traceback, and no output that opens as an image. Commands that fail before any
+cluster starts run through ``bigdecon.cli.main`` in this process (``run_main``);
+runs, interrupts and a few refusals run as real processes (``cli``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
-import io
+import logging
 import os
 import re
 import shutil
@@ -45,6 +48,40 @@ def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess
     )
 
 
+@dataclasses.dataclass
+class Ran:
+    """What a command printed and returned, in the shape of subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_main(capsys):
+    """``bigdecon.cli.main(args)`` in this process: for commands that fail before any cluster starts.
+
+    The loggers the CLI quiets are restored afterwards (pytest restores the warning filters).
+    """
+    from bigdecon.cli import main
+
+    names = ("distributed", "dask", "bokeh", "tornado")
+    levels = {name: logging.getLogger(name).level for name in names}
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: usage errors, --help
+            code = exc.code if isinstance(exc.code, int) else 2
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    yield run
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def write_ome(path: Path, array: np.ndarray, axes: str = "tyx", chunks=None) -> Path:
     writer = OmeZarrWriter(
         str(path),
@@ -67,7 +104,7 @@ def small(tmp_path_factory) -> Path:
     return write_ome(tmp_path_factory.mktemp("in") / "small.ome.zarr", raw, chunks=(3, 32, 32))
 
 
-def assert_usage_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+def assert_usage_error(proc: subprocess.CompletedProcess | Ran, *words: str) -> None:
     err = proc.stderr.strip()
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
@@ -204,12 +241,12 @@ def test_info_reports_image_and_plan(small):
     assert "t 6" in out and "y 16" in out  # the halo, named by axis
 
 
-def test_info_on_tiff_without_fwhm(tmp_path):
+def test_info_on_tiff_without_fwhm(tmp_path, run_main):
     import tifffile
 
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, np.ones((5, 32, 32), np.uint16), metadata={"axes": "ZYX"})
-    proc = cli("info", path)
+    proc = run_main("info", path)
     assert proc.returncode == 0, proc.stderr
     assert "TIFF" in proc.stdout and "uint16" in proc.stdout and "no --fwhm" in proc.stdout
 
@@ -225,18 +262,18 @@ def test_info_on_tiff_without_fwhm(tmp_path):
         (["SMALL", "--fwhm", "3", "--timepoints", "1:-1"], "output shape:     4x64x64"),
     ],
 )
-def test_info_argument_forms(small, argv, expected):
-    proc = cli("info", *[small if a == "SMALL" else a for a in argv])
+def test_info_argument_forms(small, argv, expected, run_main):
+    proc = run_main("info", *[small if a == "SMALL" else a for a in argv])
     assert proc.returncode == 0, proc.stderr
     assert expected in proc.stdout, proc.stdout
 
 
-def test_resolution_needs_pixel_sizes(tmp_path):
+def test_resolution_needs_pixel_sizes(tmp_path, run_main):
     import tifffile
 
     path = tmp_path / "no-sizes.tif"
     tifffile.imwrite(path, np.ones((5, 32, 32), np.uint16), metadata={"axes": "ZYX"})
-    assert_usage_error(cli("info", path, "--resolution", "0.2"), "resolution", "pixel size")
+    assert_usage_error(run_main("info", path, "--resolution", "0.2"), "resolution", "pixel size")
 
 
 def test_tiff_run_relative_output_then_info(tmp_path):
@@ -254,6 +291,23 @@ def test_tiff_run_relative_output_then_info(tmp_path):
     assert "made by:     bigdecon" in info.stdout and "PSF FWHM 3 x 3 px" in info.stdout, info.stdout
 
 
+@pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
+def test_run_on_a_tiff_stack_of_three_planes(tmp_path):
+    """tifffile.imwrite(path, (3, y, x) stack) stores planar RGB: run reads the planes as channels, says so once."""
+    import tifffile
+
+    raw, _ = data.filaments_timelapse((3, 48, 48), seed=6)
+    tifffile.imwrite(tmp_path / "three.tif", (raw * 100).astype(np.uint16))
+    out = tmp_path / "out.ome.zarr"
+    proc = cli("run", tmp_path / "three.tif", out, *FAST, *CLUSTER)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("bigdecon: note:")]
+    assert len(notes) == 1 and "reading them as channels" in notes[0], proc.stderr
+    assert "Input cyx 3x48x48 uint16" in proc.stdout, proc.stdout
+    img = open_image(out)
+    assert img.axes == ("c", "y", "x") and img.shape == (3, 48, 48)
+
+
 @pytest.fixture(scope="module")
 def two_channels(tmp_path_factory) -> Path:
     a, _ = data.filaments_timelapse((4, 48, 48), seed=4)
@@ -261,7 +315,7 @@ def two_channels(tmp_path_factory) -> Path:
     return write_ome(tmp_path_factory.mktemp("c2") / "two.ome.zarr", np.stack([a, b], axis=1), axes="tcyx")
 
 
-def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path):
+def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path, run_main):
     out = tmp_path / "out.ome.zarr"
     proc = cli(
         "run", two_channels, out, "--fwhm", "0=3", "1=4.2,4.2", "--sparse-iters", "5", "--deconv-iters", "2", *CLUSTER
@@ -278,7 +332,7 @@ def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path):
     assert info.returncode == 0, info.stderr
     assert "channel 0: 3 x 3 px; channel 1: 4.2 x 4.2 px" in info.stdout, info.stdout
     # A channel the input does not have is bad input.
-    assert_usage_error(cli("info", two_channels, "--fwhm", "0=3", "5=4"), "fwhm", "5")
+    assert_usage_error(run_main("info", two_channels, "--fwhm", "0=3", "5=4"), "fwhm", "5")
 
 
 def test_no_arguments_and_version():
@@ -287,6 +341,9 @@ def test_no_arguments_and_version():
     assert proc.stderr.strip().startswith("bigdecon: error:") and "\n" not in proc.stderr.strip()
     version = cli("--version")
     assert version.returncode == 0 and re.fullmatch(r"bigdecon \d+\.\d+\.\d+\S*", version.stdout.strip())
+    # python -m bigdecon is the same command
+    module = subprocess.run([sys.executable, "-m", "bigdecon", "--version"], capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and module.stdout == version.stdout, module.stderr
 
 
 def test_stdout_closed_early(small):
@@ -317,7 +374,7 @@ def test_stdout_closed_early(small):
         ),
     ],
 )
-def test_remote_store_problems_are_bad_input(url, package, words, tmp_path, monkeypatch):
+def test_remote_store_problems_are_bad_input(url, package, words, tmp_path, monkeypatch, run_main):
     if package == "gcsfs" and importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed")
     if package == "s3fs" and importlib.util.find_spec("s3fs") is None:
@@ -329,7 +386,7 @@ def test_remote_store_problems_are_bad_input(url, package, words, tmp_path, monk
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    assert_usage_error(cli("info", url, timeout=60), *words)
+    assert_usage_error(run_main("info", url), *words)
 
 
 @pytest.mark.slow
@@ -443,16 +500,31 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_exits_2_in_one_line(case, bad, small, tmp_path):
+def bad_run_args(case: str, bad: dict[str, Path], small: Path, out: Path) -> tuple[list, list[str]]:
+    """``bigdecon run`` arguments of a BAD_INPUTS case, and the words its error must contain."""
     source, extra, words = BAD_INPUTS[case]
-    src = small if source == "SMALL" else bad.get(source, tmp_path / source)
+    src = small if source == "SMALL" else bad.get(source, out.parent / source)
     extra = [a.replace("BAD/", str(next(iter(bad.values())).parent) + "/") for a in extra if a != "--fwhm-missing"]
     if source != "SMALL" and "--fwhm" not in extra:
         extra = ["--fwhm", "3", *extra]
+    return ["run", src, out, *extra, *CLUSTER], words
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_in_one_line(case, bad, small, tmp_path, run_main):
+    """Refused before any cluster starts: in this process, through bigdecon.cli.main."""
     out = tmp_path / "out.ome.zarr"
-    proc = cli("run", src, out, *extra, *CLUSTER, timeout=60)
-    assert_usage_error(proc, *words)
+    argv, words = bad_run_args(case, bad, small, out)
+    assert_usage_error(run_main(*argv), *words)
+    assert_no_image(out)
+
+
+@pytest.mark.parametrize("case", ["missing path", "fwhm NaN", "unknown option"])
+def test_bad_input_in_a_real_process(case, bad, small, tmp_path):
+    """The same refusals from the installed command: exit 2, one line, no traceback."""
+    out = tmp_path / "out.ome.zarr"
+    argv, words = bad_run_args(case, bad, small, out)
+    assert_usage_error(cli(*argv, timeout=60), *words)
     assert_no_image(out)
 
 
@@ -465,30 +537,30 @@ def test_non_finite_pixels(name, bad, tmp_path):
 
 
 @pytest.mark.parametrize("where, words", [("inside", ["inside"]), ("same", ["is the input"])])
-def test_output_is_or_inside_input(small, where, words):
+def test_output_is_or_inside_input(small, where, words, run_main):
     out = small / "result.ome.zarr" if where == "inside" else small
-    proc = cli("run", small, out, *FAST, *CLUSTER, "--overwrite")
+    proc = run_main("run", small, out, *FAST, *CLUSTER, "--overwrite")
     assert_usage_error(proc, *words)
     assert not (small / "result.ome.zarr").exists()
     assert open_image(small).shape == (6, 64, 64)
 
 
-def test_unwritable_output(small, tmp_path):
+def test_unwritable_output(small, tmp_path, run_main):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = blocker / "out.ome.zarr"  # a file where a folder should be: unwritable even for root
-    proc = cli("run", small, out, *FAST, *CLUSTER)
+    proc = run_main("run", small, out, *FAST, *CLUSTER)
     assert_usage_error(proc, "cannot write output")
     assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize("kind", ["read-only folder", "/proc"])
-def test_read_only_output_folder(small, tmp_path, kind):
+def test_read_only_output_folder(small, tmp_path, kind, run_main):
     if kind == "/proc":
         if not os.path.isdir("/proc/self"):
             pytest.skip("no /proc")
         # Nobody, root included, can create folders in /proc.
-        proc = cli("run", small, "/proc/bigdecon-test/out.ome.zarr", *FAST, *CLUSTER)
+        proc = run_main("run", small, "/proc/bigdecon-test/out.ome.zarr", *FAST, *CLUSTER)
         assert_usage_error(proc, "cannot write output", "/proc")
         return
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -497,18 +569,18 @@ def test_read_only_output_folder(small, tmp_path, kind):
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        proc = cli("run", small, folder / "out.ome.zarr", *FAST, *CLUSTER)
+        proc = run_main("run", small, folder / "out.ome.zarr", *FAST, *CLUSTER)
         assert_usage_error(proc, "cannot write output")
     finally:
         folder.chmod(0o755)
 
 
 @pytest.mark.parametrize("where", ["/proc/bigdecon-demo", "FILE/demo-output"])
-def test_demo_output_unwritable(tmp_path, where):
+def test_demo_output_unwritable(tmp_path, where, run_main):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     start = time.monotonic()
-    proc = cli("demo", where.replace("FILE", str(blocker)), timeout=60)
+    proc = run_main("demo", where.replace("FILE", str(blocker)))
     assert_usage_error(proc, "cannot write demo output")
     assert time.monotonic() - start < 20  # refused before any cluster starts
 
@@ -559,15 +631,15 @@ def test_scheduler_that_does_not_answer(small, tmp_path, kind, request):
         ("sparse_iters = 'many'\n", ["options.toml", "sparse_iters"]),
     ],
 )
-def test_bad_config_file(small, tmp_path, text, words):
+def test_bad_config_file(small, tmp_path, text, words, run_main):
     config = tmp_path / "options.toml"
     config.write_text(text)
-    proc = cli("run", small, tmp_path / "out.ome.zarr", "--fwhm", "3", "--config", config)
+    proc = run_main("run", small, tmp_path / "out.ome.zarr", "--fwhm", "3", "--config", config)
     assert_usage_error(proc, *words)
 
 
-def test_missing_config_file(small, tmp_path):
-    proc = cli("run", small, tmp_path / "out.ome.zarr", "--fwhm", "3", "--config", tmp_path / "nope.yaml")
+def test_missing_config_file(small, tmp_path, run_main):
+    proc = run_main("run", small, tmp_path / "out.ome.zarr", "--fwhm", "3", "--config", tmp_path / "nope.yaml")
     assert_usage_error(proc, "config file not found")
 
 
@@ -627,7 +699,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("bigdecon: error:")
 
 
-def test_gpus_without_dask_cuda(small, tmp_path):
+def test_gpus_without_dask_cuda(small, tmp_path, run_main):
     try:
         import cupy  # noqa: F401
         import dask_cuda  # noqa: F401
@@ -635,7 +707,7 @@ def test_gpus_without_dask_cuda(small, tmp_path):
         pass
     else:
         pytest.skip("dask-cuda and CuPy are installed")
-    proc = cli("run", small, tmp_path / "out.ome.zarr", *FAST, "--gpus")
+    proc = run_main("run", small, tmp_path / "out.ome.zarr", *FAST, "--gpus")
     assert_usage_error(proc, "--gpus", "dask-cuda")
 
 
@@ -715,87 +787,6 @@ def test_config_file_format_is_sniffed(tmp_path):
     assert load_config(tmp_path / "options.conf") == {"fwhm": 3, "sparse_iters": 50}
 
 
-def test_worker_choice():
-    from bigdecon.cluster import worker_choice
-
-    assert worker_choice(False, "auto") == (False, "cpu", None)  # --no-gpus: CPU workers on the CPU
-    assert worker_choice(False, "gpu") == (False, "gpu", None)
-    assert worker_choice(None, "cpu") == (False, "cpu", None)  # --device cpu never starts GPU workers
-    assert worker_choice(None, "auto", "tcp://h:8786") == (False, "auto", None)  # remote workers decide
-
-
-def test_progress_counts_resumed_tasks_apart():
-    from bigdecon.progress import ProgressReporter
-
-    now = [0.0]
-    stream = io.StringIO()
-    report = ProgressReporter(2000, stream=stream, tty=False, interval=0.0, clock=lambda: now[0])
-    report(15, 20)  # a resumed run: an earlier one had finished 15 tasks
-    for done in range(16, 21):
-        now[0] += 1.0
-        report(done, 20)
-    lines = stream.getvalue().splitlines()
-    assert "15 resumed" in lines[0] and "voxel/s" not in lines[0]
-    assert "100 voxel/s" in lines[2]  # 2 new tasks of 20 (200 voxels) in 2 s, not 17 tasks in 2 s
-    summary = "\n".join(
-        report.summary({"output": "o.zarr", "shape": [4], "seconds": 5.0, "voxels": 2000, "chunks": 20})
-    )
-    assert "500 voxels, 100 voxel/s, 20 tasks (15 resumed from an earlier run)" in summary
-    assert f"Output: {os.path.abspath('o.zarr')}" in summary
-
-
-def test_notebook_progress_outside_jupyter(capsys):
-    from bigdecon.progress import NotebookProgress
-
-    bar = NotebookProgress(1000, interval=0.0)
-    for done in range(4):
-        bar(done, 3)
-    out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith("bigdecon: 3/3 tasks (100%)") and "done" in out
-
-
-def test_progress_plain_lines_are_throttled():
-    from bigdecon.progress import ProgressReporter
-
-    now = [0.0]
-    stream = io.StringIO()
-    report = ProgressReporter(10**6, stream=stream, tty=False, interval=2.0, clock=lambda: now[0])
-    for done in range(0, 21):
-        now[0] += 0.5
-        report(done, 20)
-    report(20, 20)  # repeated final call prints nothing new
-    lines = stream.getvalue().splitlines()
-    assert "\r" not in stream.getvalue()
-    assert 4 <= len(lines) <= 7  # 10 s of updates, one line per ~2 s, plus the last
-    assert lines[-1].startswith("[####################] 20/20 tasks (100%)") and "done" in lines[-1]
-    assert "voxel/s" in lines[-2] and "ETA" in lines[-2]
-
-
-def test_progress_tty_redraws_one_line():
-    from bigdecon.progress import ProgressReporter
-
-    now = [0.0]
-    stream = io.StringIO()
-    report = ProgressReporter(1000, stream=stream, tty=True, clock=lambda: now[0])
-    for done in range(4):
-        now[0] += 1
-        report(done, 3)
-    text = stream.getvalue()
-    assert text.count("\r") == 4 and text.endswith("\n") and text.count("\n") == 1
-
-
-def test_summary_lines():
-    from bigdecon.progress import summary_lines
-
-    lines = summary_lines(
-        {"output": "/data/out.ome.zarr", "shape": [6, 64, 64], "seconds": 2.0, "voxels": 24576, "chunks": 3},
-        peak_memory=3 * 2**30,
-    )
-    text = "\n".join(lines)
-    assert "12.3 kvoxel/s" in text and "3.0 GiB" in text
-    assert "napari --plugin napari-ome-zarr /data/out.ome.zarr" in text
-
-
 def test_psf_file_from_an_object_store():
     """--psf may name a URL (beside the data a cluster reads); here the in-process memory:// store."""
     import io
@@ -803,11 +794,11 @@ def test_psf_file_from_an_object_store():
     import fsspec
     import numpy as np
 
-    from bigdecon.cli import _load_psf
+    from bigdecon.cli._common import load_psf
 
     psf = np.outer(np.hanning(9), np.hanning(9)).astype(np.float32)
     buf = io.BytesIO()
     np.save(buf, psf)
     fsspec.filesystem("memory").pipe_file("/psfs/a.npy", buf.getvalue())
-    loaded = _load_psf("memory://psfs/a.npy")
+    loaded = load_psf("memory://psfs/a.npy")
     assert loaded.shape == (9, 9) and np.allclose(loaded / loaded.sum(), psf / psf.sum())

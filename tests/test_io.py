@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import zarr
 
-from bigdecon.errors import InputError
+from bigdecon.errors import BigdeconNotice, InputError
 from bigdecon.io import (
     OmeZarrWriter,
     aligned_chunks,
@@ -478,3 +478,17 @@ def test_reading_tasks_are_whole_stored_chunks_of_about_64_mib():
     assert 16 * 2**20 < 2 * np.prod(chunks) <= 64 * 2**20
     n_tasks = np.prod([-(-n // c) for n, c in zip((1000, 4096, 4096), chunks)])
     assert n_tasks < 1e5  # (versus 4 million stored chunks)
+
+
+@pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
+@pytest.mark.parametrize("shape", [(3, 24, 20), (4, 24, 20), (5, 3, 24, 20)])
+def test_tiff_stack_of_planar_samples_reads_as_channels(tmp_path, shape):
+    """tifffile.imwrite stores a (3|4, y, x) stack as planar RGB(A): its samples open as channels."""
+    path = tmp_path / "stack.tif"
+    stack = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
+    tifffile.imwrite(path, stack)
+    with pytest.warns(BigdeconNotice, match="reading them as channels"):
+        img = open_image(path)
+    assert img.axes == (("z",) if len(shape) == 4 else ()) + ("c", "y", "x")
+    assert img.shape == shape
+    np.testing.assert_array_equal(np.asarray(img.data.compute()), stack)

@@ -21,7 +21,9 @@ import pytest
 import yaml
 from conftest import stop_process_groups, wait_for_port
 
-from bigdecon import k8s
+from bigdecon import k8s, params
+from bigdecon.cli.submit import EXPLICIT_RUN_OPTIONS, pod_path_problems, psf_files, psf_paths
+from bigdecon.params import PARAMETERS
 
 K8S_VERSION = "1.37.0"
 REPO = Path(__file__).resolve().parents[1]
@@ -199,28 +201,12 @@ def _free_port() -> int:
 def _cli_main():
     from bigdecon import cli
 
-    if not hasattr(cli, "main"):
-        pytest.skip("bigdecon.cli has no main yet")
     return cli
 
 
 def _run_default(key: str) -> Any:
     """Default of a ``bigdecon run`` option on this machine."""
-    return _cli_main().OPTIONS[key].default
-
-
-def _has_run_command() -> bool:
-    try:
-        import bigdecon.cli as cli
-    except ImportError:
-        return False
-    try:
-        cli.main(["run", "--help"])
-    except SystemExit as exc:
-        return exc.code == 0
-    except Exception:
-        return False
-    return True
+    return PARAMETERS[key].default
 
 
 # --------------------------------------------------------------------------
@@ -539,8 +525,8 @@ def test_cli_job_states_every_parameter(
     )
     assert rc == 0
     job = _args(m, "job")
-    for key in k8s.EXPLICIT_RUN_OPTIONS:
-        assert cli.OPTIONS[key].flag in job, key
+    for key in EXPLICIT_RUN_OPTIONS:
+        assert PARAMETERS[key].flag in job, key
     submitted = cli.resolve_options(
         cli.build_parser().parse_args(
             [
@@ -576,12 +562,12 @@ def test_cli_job_states_every_parameter(
         "output_dtype": "uint16",
         "ngff_version": "0.4",
     }
-    options = dict(cli.OPTIONS)
+    options = dict(PARAMETERS)
     for key, value in other.items():
         options[key] = dataclasses.replace(options[key], default=value)
-    monkeypatch.setattr(cli, "OPTIONS", options)
+    monkeypatch.setattr(params, "PARAMETERS", options)
     runner = cli.resolve_options(cli.build_parser().parse_args(job[1:]), cluster=False)
-    for key in (*k8s.EXPLICIT_RUN_OPTIONS, "fwhm", "chunks"):
+    for key in (*EXPLICIT_RUN_OPTIONS, "fwhm", "chunks"):
         assert runner[key] == submitted[key], key
     assert runner["scheduler_timeout"] == 600
     assert "--config" not in job  # expanded: the pods do not see the file
@@ -616,14 +602,14 @@ def test_cli_scheduler_timeout_default_and_override(capsys: pytest.CaptureFixtur
 
 
 def test_psf_paths_forms() -> None:
-    assert k8s.psf_paths(None) == []
-    assert k8s.psf_paths("/data/psf.tif") == ["/data/psf.tif"]
-    assert k8s.psf_paths(["0=/data/a.tif", "1=b.npy"]) == ["/data/a.tif", "b.npy"]
-    assert k8s.psf_paths("0=/data/a.tif 1=/data/b.npy") == ["/data/a.tif", "/data/b.npy"]
-    assert k8s.psf_paths({0: "/data/a.tif", "1": "s3://b/p.npy"}) == ["/data/a.tif", "s3://b/p.npy"]
-    assert k8s.psf_paths("/data/x=1.npy") == ["/data/x=1.npy"]  # not a channel token
-    assert k8s.psf_files({1: "/b", 0: "/a"}) == [(1, "/b"), (0, "/a")]
-    assert k8s.psf_files(["2=/c.tif"]) == [(2, "/c.tif")] and k8s.psf_files("/p.npy") == [(None, "/p.npy")]
+    assert psf_paths(None) == []
+    assert psf_paths("/data/psf.tif") == ["/data/psf.tif"]
+    assert psf_paths(["0=/data/a.tif", "1=b.npy"]) == ["/data/a.tif", "b.npy"]
+    assert psf_paths("0=/data/a.tif 1=/data/b.npy") == ["/data/a.tif", "/data/b.npy"]
+    assert psf_paths({0: "/data/a.tif", "1": "s3://b/p.npy"}) == ["/data/a.tif", "s3://b/p.npy"]
+    assert psf_paths("/data/x=1.npy") == ["/data/x=1.npy"]  # not a channel token
+    assert psf_files({1: "/b", 0: "/a"}) == [(1, "/b"), (0, "/a")]
+    assert psf_files(["2=/c.tif"]) == [(2, "/c.tif")] and psf_files("/p.npy") == [(None, "/p.npy")]
 
 
 @pytest.mark.parametrize(
@@ -686,8 +672,8 @@ def test_cli_paths_the_pods_cannot_see(
 
 
 def test_psf_tokens_checked_per_channel() -> None:
-    errors, warnings = k8s.pod_path_problems(
-        [(f"PSF {i}", p) for i, p in enumerate(k8s.psf_paths(["0=/data/a.tif", "1=b.npy", "2=/x/c.npy"]))],
+    errors, warnings = pod_path_problems(
+        [(f"PSF {i}", p) for i, p in enumerate(psf_paths(["0=/data/a.tif", "1=b.npy", "2=/x/c.npy"]))],
         pvc="c",
         pvc_mount="/data",
     )
@@ -847,7 +833,6 @@ def _write_input(path: Path) -> tuple[int, ...]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_run_command(), reason="bigdecon.cli has no 'run' subcommand yet")
 def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
     """Scheduler, two workers and the job runner, each from the manifest's args."""
     # "$(DASK_SCHEDULER_ADDRESS)" in the output's name: defined in the pods, so it

@@ -42,6 +42,7 @@ from bigdecon.io._meta import (
     task_chunks,
 )
 from bigdecon.io.paths import filesystem, join, normalize
+from bigdecon.params import check_output_dtype
 
 __all__ = [
     "OmeZarrWriter",
@@ -454,8 +455,7 @@ class OmeZarrWriter:
             raise InputError(f"output shape {self.shape} and chunks {self.chunks} must be positive")
         if self.ngff_version not in ("0.4", "0.5"):
             raise InputError(f"unsupported NGFF version {self.ngff_version!r}: use 0.4 or 0.5")
-        if self.dtype.kind not in "iuf":
-            raise InputError(f"unsupported output dtype {self.dtype}: use a float or integer type")
+        check_output_dtype(self.dtype)  # the one rule of bigdecon.params: float32, float64 or integers
         if self.shards is not None:
             if self.ngff_version == "0.4":
                 raise InputError("shards need NGFF 0.5 (zarr v3); NGFF 0.4 has no sharding")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -13,7 +14,7 @@ import tifffile
 import zarr
 from dask.base import tokenize
 
-from bigdecon.errors import InputError
+from bigdecon.errors import BigdeconNotice, InputError
 from bigdecon.io._meta import ImageSource, check_axes, normalize_unit, task_chunks
 
 __all__ = ["open_tiff", "is_tiff"]
@@ -68,8 +69,10 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
     Raises
     ------
     InputError
-        Missing or unreadable file, RGB data (an 'S' axis), or axes other than
-        t, c, z, y, x.
+        Missing or unreadable file, interleaved RGB data (samples after x), or
+        axes other than t, c, z, y, x. Planar samples (a 3- or 4-plane stack
+        that ``tifffile.imwrite`` saved as RGB) are read as channels, with a
+        :class:`~bigdecon.errors.BigdeconNotice` warning.
     """
     p = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.exists(p):
@@ -85,8 +88,7 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
     except (tifffile.TiffFileError, OSError, IndexError, ValueError, KeyError) as e:
         raise InputError(f"cannot read TIFF: {p} ({e})") from e
 
-    if "S" in raw_axes:
-        raise InputError(f"RGB / multi-sample TIFF not supported: {p} (axes {raw_axes}); save the channels as a C axis")
+    raw_axes = _planar_samples_as_channels(raw_axes, p)
     axes = _map_axes(raw_axes, ij, p)
     scale = {a: 1.0 for a in axes}
     units: dict[str, str] = {}
@@ -124,6 +126,26 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
         level=("tiff", p, mtime),
         stored_chunks=unit,
     )
+
+
+def _planar_samples_as_channels(raw: str, where: str) -> str:
+    """Planar samples (axis 'S' before y and x) read as channels; interleaved RGB is refused.
+
+    ``tifffile.imwrite(path, stack)`` stores a (3 or 4, y, x) stack as planar
+    RGB(A): the commonest way of saving a small stack should open as the planes
+    it holds, so each sample becomes a channel (with one notice).
+    """
+    if "S" not in raw:
+        return raw
+    if raw.index("S") < raw.index("Y") and "C" not in raw:
+        warnings.warn(
+            f"{where}: TIFF stores planar samples (axes {raw}, e.g. a 3- or 4-plane stack saved as RGB); "
+            "reading them as channels (axis c)",
+            BigdeconNotice,
+            stacklevel=3,
+        )
+        return raw.replace("S", "C")
+    raise InputError(f"RGB / multi-sample TIFF not supported: {where} (axes {raw}); save the channels as a C axis")
 
 
 def _map_axes(raw: str, ij: dict | None, where: str) -> tuple[str, ...]:

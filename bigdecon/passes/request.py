@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..params import Params
+from ..params import Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, make_plan
 from ..stages import check_image
 
@@ -95,7 +95,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         if "t" not in axes:
             raise InputError("timepoints given, but the input has no t axis")
         ti = axes.index("t")
-        a, b = _parse_span(timepoints, data.shape[ti])
+        a, b = parse_timepoints(timepoints, data.shape[ti])
         selection[ti] = a
         data = data[(slice(None),) * ti + (slice(a, b),)]
     layout = Layout(axes, tuple(int(s) for s in data.shape))
@@ -170,27 +170,6 @@ class _Shape:
     @property
     def ndim(self) -> int:
         return len(self.shape)
-
-
-def _parse_span(span: str | tuple[int, int], n: int) -> tuple[int, int]:
-    """``"a:b"`` or ``(a, b)`` -> ``(a, b)`` within ``0:n``; negative ends count from the last."""
-    if isinstance(span, str):
-        parts = span.split(":")
-        if len(parts) != 2:
-            raise InputError(f"timepoints must look like a:b, got {span!r}")
-        a = int(parts[0]) if parts[0] else 0
-        b = int(parts[1]) if parts[1] else n
-    else:
-        a, b = (int(v) for v in span)
-    # Negative ends count from the last time point, as in Python slicing.
-    a, b = (a + n if a < 0 else a), (b + n if b < 0 else b)
-    if a >= b:
-        raise InputError(
-            f"timepoints {span if isinstance(span, str) else f'{a}:{b}'} select nothing (empty or reversed range; the input has 0:{n})"
-        )
-    if not (0 <= a and b <= n):
-        raise InputError(f"timepoints {a}:{b} outside 0:{n}")
-    return a, b
 
 
 def _fwhm_from_resolution(resolution: Any, src: Any) -> list[float]:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError, ProcessingError
 from ..io.paths import normalize
-from ..params import DEFAULTS
+from ..params import DEFAULTS, check_output_dtype
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger
@@ -353,12 +353,7 @@ def deconvolve(
         raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
     if ngff_version not in ("0.4", "0.5"):
         raise InputError(f"ngff_version must be 0.4 or 0.5, got {ngff_version!r}")
-    try:
-        dtype = np.dtype(output_dtype)
-    except TypeError:
-        raise InputError(f"output_dtype {output_dtype!r} is not a NumPy dtype") from None
-    if not (dtype == np.float32 or dtype == np.float64 or np.issubdtype(dtype, np.integer)):
-        raise InputError(f"output_dtype must be float32 or an integer type, got {dtype}")
+    dtype = check_output_dtype(output_dtype)
     src = open_image(source)
     check_output_path(source, destination)
     source_id = normalize(source)[0]

@@ -26,6 +26,8 @@ sample so that the loop between them has no index arithmetic and vectorises.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 try:
@@ -57,7 +59,7 @@ def use_threads(n: int) -> None:
 
 if numba is not None:
     # nnan, ninf: min/max instructions for the clip; no reassociation, so results are unchanged.
-    _opts = dict(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"nnan", "ninf"})
+    _opts: dict[str, Any] = dict(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"nnan", "ninf"})
 
     @njit(inline="always", fastmath={"nnan", "ninf"})
     def _clip(v):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -499,7 +500,7 @@ def psf_size_for(
     pixel = min(py, px)
     r = np.arange(0.0, (half_lat + 1) * max(py, px) * math.sqrt(2.0), pixel / 4.0)
     if z_step is None:
-        z = np.zeros(1)
+        z: np.ndarray = np.zeros(1)
     else:
         z = np.arange(half_z + 1) * _positive("z_step", z_step)
     profile = _defocus_profiles(r, z, na, wavelength, n)
@@ -549,7 +550,7 @@ def psf_fwhm(psf) -> tuple[float, ...]:
         raise _input_error("the PSF has no positive maximum")
     widths = []
     for axis in range(a.ndim):
-        index = list(peak)
+        index: list[Any] = list(peak)
         index[axis] = slice(None)
         line = a[tuple(index)]
         if line.size < 3:

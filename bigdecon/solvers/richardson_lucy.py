@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -189,6 +190,7 @@ class _Convolver:
 
     def __init__(self, shape, psf, xp):
         self.xp = xp
+        self.region: tuple[slice, ...] = tuple(slice(None) for _ in shape)  # data region (no guard)
         self.fft = fft_module(xp)
         self.kw = fft_workers(xp, int(np.prod(shape)))
         self.axes = tuple(range(len(shape) - psf.ndim, len(shape)))
@@ -316,7 +318,8 @@ def richardson_lucy(
     adaptive = accelerate and alpha == "adaptive"
 
     y = padded
-    x_prev = v_prev = None
+    x_prev: Any = None
+    v_prev: Any = None
     for it in range(iterations):
         ratio = conv.forward(y)
         xp.maximum(ratio, floor, out=ratio)
@@ -328,7 +331,7 @@ def richardson_lucy(
         if not accelerate:
             y = x
             continue
-        v = None
+        v: Any = None
         if adaptive:
             v = x - y
             xp.maximum(v, floor, out=v)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -136,10 +137,10 @@ class _ShrinkStep:
         self.coupled = len(self.terms) == len(_fused_cpu.TERM_ORDER)
         standard = names == (_fused_cpu.TERM_ORDER if self.coupled else _fused_cpu.TERM_ORDER[:3] + ("sparse",))
         self.fused = xp is np and _fused_cpu.available() and f.size > 4096 and standard
-        self.state = None
+        self.state: np.ndarray | None = None
         self.weights = np.array([w for _n, _a, w in self.terms], dtype=np.float32)
-        self._arrays = None
-        self.tmp = None
+        self._arrays: tuple[Any, list[Any], Any] | None = None
+        self.tmp: Any = None
 
     def _expression_arrays(self):
         """Bregman variables and scratch of the array-expression path (allocated on first use)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,7 +162,7 @@ def wiener_butterworth_backprojector(
     eps2 = max((gain / max(beta, 1e-12)) ** 2 - 1.0, 0.0)
 
     # sum_a (k_a / kc_a)^2, then the window; float32 throughout.
-    w = None
+    w: Any = None
     for f, c in zip(_frequencies(shape, xp), kc):
         term = (f / xp.float32(c)) ** 2
         w = term if w is None else w + term

@@ -1,0 +1,8 @@
+"""``python -m bigdecon``: the ``bigdecon`` command."""
+
+import sys
+
+from bigdecon.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

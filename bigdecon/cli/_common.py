@@ -1,0 +1,182 @@
+"""What the commands share: terminal output, the cluster, checks of OUTPUT, reading a PSF file.
+
+The CLI's only imports of the out-of-core layer (plan, passes) are here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import BigdeconNotice, InputError
+from .config import fmt_number, one_line
+from .options import PROG, PSF_KEYS, method_kwargs
+
+__all__ = [
+    "check_output",
+    "check_writable",
+    "client_for",
+    "fmt_size",
+    "load_psf",
+    "pipeline_kwargs",
+    "say",
+    "quiet_dask",
+    "run_sizing",
+    "shape_text",
+]
+
+
+def say(*lines: str) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def fmt_size(values: Any) -> str:
+    """``[3.0, 3.0]`` -> ``'3 x 3'``."""
+    return " x ".join(fmt_number(float(v)) for v in values)
+
+
+def _show_notice(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    if isinstance(category, type) and issubclass(category, BigdeconNotice):
+        text = one_line(message)
+        if text not in _shown:  # the input is opened more than once in a run (plan, then the run)
+            _shown.add(text)
+            print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+_shown: set[str] = set()
+
+
+def quiet_dask(args: argparse.Namespace, debug: bool) -> None:
+    """Keep Dask's own log lines and warnings off the terminal unless --debug; bigdecon's notices show once."""
+    args.debug = debug  # a --config file can turn it on too: main() reads it on errors
+    if not debug:
+        for name in ("distributed", "dask", "bokeh", "tornado"):
+            # Failures reach the user once, as the one-line error main() prints.
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore")
+    warnings.filterwarnings("always", category=BigdeconNotice)
+    warnings.showwarning = _show_notice
+
+
+def client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpus: bool = False) -> tuple[Any, Any]:
+    from ..cluster import SCHEDULER_TIMEOUT, make_client
+
+    return make_client(
+        workers=resolved["workers"],
+        threads_per_worker=resolved["threads_per_worker"],
+        memory_limit=resolved["memory_limit"],
+        gpus=gpus,
+        scheduler=resolved["scheduler"],
+        dashboard_address=resolved["dashboard_address"],
+        task_memory=task_memory,
+        scheduler_timeout=resolved.get("scheduler_timeout") or SCHEDULER_TIMEOUT,
+        log_level=logging.WARNING if resolved.get("debug") else logging.CRITICAL,
+    )
+
+
+def run_sizing(client: Any, resolved: dict[str, Any], output: str, device: str) -> dict[str, Any]:
+    """``min_tasks`` and ``task_memory`` of this run, passed to both ``plan`` and ``deconvolve``,
+    so that the plan printed before the run (``N tasks``) is the one that runs."""
+    from ..passes import run_sizing as sizing
+
+    return sizing(client, output, resume=resolved["resume"], chunks=resolved["chunks"], device=device)
+
+
+def load_psf(path: str) -> Any:
+    """A measured PSF from a ``.npy`` or ``.tif`` file, local or a URL, as float32 (2-D or 3-D)."""
+    import io
+
+    import numpy as np
+
+    from ..io.paths import is_url
+
+    lower = path.lower()
+    if not lower.endswith((".npy", ".tif", ".tiff")):
+        raise InputError(f"PSF file must be .npy or .tif, got {path}")
+    try:
+        if is_url(path):  # e.g. s3://bucket/psf.tif, beside the data a cluster reads
+            import fsspec
+
+            with fsspec.open(path, "rb") as fh:
+                raw: Any = io.BytesIO(fh.read())
+        elif os.path.isfile(path):
+            raw = path
+        else:
+            raise InputError(f"PSF file not found: {path}")
+        if lower.endswith(".npy"):
+            psf = np.load(raw, allow_pickle=False)
+        else:
+            import tifffile
+
+            psf = tifffile.imread(raw)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise InputError(f"cannot read PSF file {path}: {one_line(exc)}") from None
+    psf = np.squeeze(np.asarray(psf))
+    if psf.dtype.kind not in "iuf":
+        raise InputError(f"PSF file {path} must hold real numbers, got dtype {psf.dtype}")
+    if psf.ndim not in (2, 3):
+        raise InputError(f"PSF file {path} must hold a 2-D or 3-D PSF, got shape {psf.shape}")
+    psf = psf.astype(np.float32)
+    if not np.isfinite(psf).all():
+        raise InputError(f"PSF file {path} contains NaN or infinite values")
+    return psf
+
+
+def pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``plan``/``deconvolve``, measured PSFs read from their files."""
+    kwargs = method_kwargs(resolved)
+    psf = resolved.get("psf")
+    if psf:
+        kwargs["psf"] = {c: load_psf(f) for c, f in psf.items()} if isinstance(psf, dict) else load_psf(psf)
+    return kwargs
+
+
+def check_output(input_path: str, output: str, resolved: dict[str, Any]) -> None:
+    """Cheap checks of OUTPUT before a cluster starts (the writer repeats them)."""
+    from ..io import check_output_path
+    from ..io.paths import normalize
+
+    check_output_path(input_path, output)
+    local, is_local = normalize(output)
+    if not is_local:
+        return
+    if os.path.lexists(local) and not (resolved["resume"] or resolved["overwrite"]):
+        if not os.path.isdir(local) or os.listdir(local):
+            raise InputError(f"output exists: {local} (use --overwrite to replace it or --resume to continue it)")
+    check_writable(local, "output")
+
+
+def check_writable(local: str, what: str) -> None:
+    """Whether the folder ``local`` can be created or written: a real attempt, so root sees /proc's limits too."""
+    import tempfile
+
+    parent = local
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"cannot write {what}: {local} ({parent} is a file, not a folder)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bigdecon-write-check-", dir=parent))
+    except OSError as exc:
+        raise InputError(
+            f"cannot write {what}: {local} (cannot create folders in {parent}: {exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def psf_keys_given(kwargs: dict[str, Any]) -> bool:
+    return any(k in kwargs for k in PSF_KEYS)

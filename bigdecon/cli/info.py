@@ -1,0 +1,114 @@
+"""``bigdecon info PATH``: what an image is, and what a run on it would do."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import fmt_size, pipeline_kwargs, quiet_dask, say, shape_text
+from .options import PIPELINE_KEYS, PSF_KEYS, add_run_options, resolve_options
+
+__all__ = ["add_parser", "info_command"]
+
+
+def add_parser(sub: Any) -> None:
+    info = sub.add_parser(
+        "info",
+        help="describe an image and what a run on it would do",
+        description="Show axes, shape, dtype, chunks, pixel sizes, channels and NGFF version of PATH, "
+        "and the plan of a run with the given options (overlap, tasks, memory per task).",
+    )
+    info.add_argument("path", metavar="PATH", help="OME-Zarr or TIFF")
+    add_run_options(info, "info")
+    info.set_defaults(func=info_command)
+
+
+def info_command(args: argparse.Namespace) -> int:
+    """Handler of ``bigdecon info``."""
+    import numpy as np
+
+    import bigdecon
+
+    from ..cluster import expected_threads
+    from ..io import open_image
+    from ..progress import format_bytes
+
+    resolved = resolve_options(args, cluster=False)
+    quiet_dask(args, resolved["debug"])
+    src = open_image(args.path)
+    fmt = f"OME-Zarr (NGFF {src.ngff_version})" if src.ngff_version else "TIFF"
+    # The chunks on disk (the Dask array may group several into one read).
+    stored = [int(c) for c in getattr(src, "stored_chunks", None) or [c[0] for c in src.data.chunks]]
+    sizes = []
+    for ax in src.axes:
+        if ax == "c":
+            continue
+        unit = src.units.get(ax)
+        sizes.append(
+            f"{ax} {src.scale.get(ax, 1.0):g} {unit}" if unit else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
+        )
+    say(
+        f"{src.path or args.path}",
+        f"  format:      {fmt}",
+        f"  axes:        {''.join(src.axes)}",
+        f"  shape:       {shape_text(src.shape)}  ({', '.join(f'{a}={n}' for a, n in zip(src.axes, src.shape))})",
+        f"  dtype:       {src.dtype}",
+        f"  chunks:      {shape_text(stored)}",
+        f"  pixel size:  {', '.join(sizes)}",
+        f"  size:        {format_bytes(int(np.prod(src.shape)) * np.dtype(src.dtype).itemsize)}",
+    )
+    n_channels = src.shape[src.axes.index("c")] if "c" in src.axes else 1
+    labels = [str(c.get("label", "")) for c in (src.channels or [])]
+    if "c" in src.axes or labels:
+        shown = [f"{i} {labels[i]!r}" if i < len(labels) and labels[i] else str(i) for i in range(n_channels)]
+        say(f"  channels:    {', '.join(shown)}")
+    made = (src.attrs or {}).get("bigdecon") if isinstance(getattr(src, "attrs", None), dict) else None
+    if isinstance(made, dict) and made.get("parameters"):
+        params = made["parameters"]
+        fwhm = params.get("fwhm")
+        what = (
+            ", ".join(f"channel {c}: {fmt_size(v)} px" for c, v in fwhm.items())
+            if isinstance(fwhm, dict)
+            else f"{fmt_size(fwhm)} px"
+            if fwhm
+            else "measured PSF"
+            if params.get("psf_shape")
+            else "none"
+        )
+        say(
+            f"  made by:     bigdecon {made.get('version', '?')} (sparse_iters {params.get('sparse_iters')}, "
+            f"PSF FWHM {what})"
+        )
+
+    kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
+    if any(resolved.get(k) is not None for k in PSF_KEYS):
+        kwargs = pipeline_kwargs(resolved)
+    note = ""
+    if not any(k in kwargs for k in PSF_KEYS) and kwargs.get("deconv_type", 1):
+        kwargs["deconv_type"] = 0  # plan without the PSF; say so below
+        note = "  (no --fwhm/--resolution/--psf given: planned without the PSF size check)"
+    threads = expected_threads(None, None)
+    plan = bigdecon.plan(args.path, **kwargs, min_tasks=2 * threads)
+    depth = plan.get("depth") or {}
+    k_name = next((a for a in ("z", "t") if a in plan["axes"]), None)
+    overlap = ", ".join(f"{k_name if n == 'k' else n} {v}" for n, v in depth.items()) or "none (no sparse step)"
+    say(
+        "planned run:" + note,
+        f"  output shape:     {shape_text(plan['output_shape'])} ({plan['axes']}), {resolved['output_dtype']}",
+        f"  overlap per axis: {overlap}",
+        f"  tasks:            {plan['n_tasks']} (for a local cluster of this machine's {threads} worker "
+        f"thread{'s' if threads != 1 else ''}: blocks are split until each thread has two)",
+        f"  memory per task:  ~{format_bytes(plan['memory_per_task_bytes'])}",
+    )
+    fwhm_px = plan.get("fwhm_px") or []
+    if any(v is not None for v in fwhm_px) and any(k in kwargs for k in ("fwhm", "resolution")):
+        ids = resolved["channels"] or list(range(len(fwhm_px)))
+        if len({tuple(v) for v in fwhm_px if v is not None}) <= 1:
+            text = f"{fmt_size(fwhm_px[0])} px"
+        else:
+            text = "; ".join(f"channel {c}: {fmt_size(v)} px" for c, v in zip(ids, fwhm_px) if v is not None)
+        say(
+            f"  PSF FWHM:         {text}"
+            + (" (from --resolution and the pixel size)" if "resolution" in kwargs else "")
+        )
+    return 0

@@ -1,0 +1,115 @@
+"""``bigdecon run INPUT OUTPUT``: deconvolve on a local cluster or a running Dask scheduler."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import __version__
+from ..errors import InputError
+from ._common import (
+    check_output,
+    client_for,
+    pipeline_kwargs,
+    quiet_dask,
+    run_sizing,
+    say,
+    shape_text,
+)
+from .config import format_config
+from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, resolve_options
+
+__all__ = ["add_parser", "run_command"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """INPUT, OUTPUT and every option of ``bigdecon run``."""
+    parser.add_argument("input", metavar="INPUT", help="OME-Zarr (path or URL such as s3://...) or TIFF")
+    parser.add_argument("output", metavar="OUTPUT", help="OME-Zarr to create (path or URL)")
+    add_run_options(parser, "run")
+    add_cluster_options(parser, "run")
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="deconvolve an OME-Zarr or TIFF into a new OME-Zarr",
+        description="Deconvolve INPUT (OME-Zarr, local or URL, or TIFF) into the OME-Zarr OUTPUT.",
+        epilog="Example: bigdecon run cells.ome.zarr cells-decon.ome.zarr --fwhm 3",
+    )
+    add_arguments(run)
+    run.set_defaults(func=run_command)
+
+
+def _check_cheap(resolved: dict[str, Any]) -> None:
+    """Checks that need neither the input nor a cluster."""
+    if resolved["resume"] and resolved["overwrite"]:
+        raise InputError("give --resume (continue the output) or --overwrite (replace it), not both")
+    check_parameters(resolved)
+
+
+def _current_memory(client: Any) -> int | None:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    values = [int(w.get("metrics", {}).get("memory", 0)) for w in workers]
+    return max(values) if values else None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handler of ``bigdecon run``."""
+    import numpy as np
+
+    import bigdecon
+
+    from ..cluster import close, describe, expected_threads, peak_worker_memory, worker_choice
+    from ..progress import ProgressReporter, format_bytes
+
+    resolved = resolve_options(args)
+    quiet_dask(args, resolved["debug"])
+    _check_cheap(resolved)
+    record = {"input": args.input, "output": args.output, **{k: v for k, v in resolved.items() if k != "debug"}}
+    say(
+        f"bigdecon {__version__}: {args.input} -> {args.output}",
+        "# configuration (reusable with --config)",
+        format_config(record),
+        "",
+    )
+    kwargs = pipeline_kwargs(resolved)
+    # Everything about the input and the output is checked before any cluster starts;
+    # the memory estimate assumes the blocks a local cluster of this size would get.
+    threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
+    plan = bigdecon.plan(args.input, **kwargs, min_tasks=2 * threads)
+    check_output(args.input, args.output, resolved)
+    gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
+    say(
+        f"Input {plan['axes']} {shape_text(plan['shape'])} {plan['dtype']} -> output "
+        f"{shape_text(plan['output_shape'])} {resolved['output_dtype']}"
+    )
+    if note:
+        say(note)
+
+    client, cluster = client_for(resolved, plan["memory_per_task_bytes"], gpus=gpus)
+    reporter = None
+    try:
+        say(describe(client, cluster))
+        sizing = run_sizing(client, resolved, args.output, device)
+        plan = bigdecon.plan(args.input, **kwargs, **sizing)
+        say(f"Plan: {plan['n_tasks']} tasks, ~{format_bytes(plan['memory_per_task_bytes'])} per task")
+        reporter = ProgressReporter(int(np.prod(plan["shape"])), memory_probe=lambda: _current_memory(client))
+        result = bigdecon.deconvolve(
+            args.input,
+            args.output,
+            **kwargs,
+            **{k: resolved[k] for k in WRITE_KEYS},
+            client=client,
+            progress=reporter,
+            config=record,
+            device=device,
+            **sizing,
+        )
+        reporter.close()
+        say(*reporter.summary(result, peak_memory=peak_worker_memory(client)))
+    finally:
+        if reporter is not None:
+            reporter.close()
+        close(client, cluster)
+    return 0

@@ -1,0 +1,376 @@
+"""``bigdecon submit`` (a Kubernetes DaskJob, or Dask workers as Slurm/PBS/LSF jobs), ``status`` and ``logs``.
+
+The manifests and the Kubernetes API calls are :mod:`bigdecon.k8s`; the batch
+systems are :mod:`bigdecon.hpc`. This module turns command-line arguments into
+their calls: it checks the run's parameters and the paths the pods will see
+first, and forwards every run option to the job's ``bigdecon run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import posixpath
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import InputError
+from ..params import PARAMETERS, parse_psf_files
+from .config import fmt_number
+from .options import Parser, add_run_options, check_parameters, given, resolve_options, run_argv_from_args
+
+__all__ = [
+    "EXPLICIT_RUN_OPTIONS",
+    "add_parser",
+    "logs_command",
+    "looks_like_gpu_image",
+    "pod_path_problems",
+    "psf_files",
+    "psf_paths",
+    "run_argv",
+    "status_command",
+    "submit_command",
+]
+
+# Parameters every submitted job states explicitly, even at their defaults, so that
+# the result does not depend on the defaults of the bigdecon installed in the image.
+EXPLICIT_RUN_OPTIONS = tuple(p.name for p in PARAMETERS.values() if p.explicit)
+
+_HPC_KINDS = ("slurm", "pbs", "lsf")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``submit``, ``status`` and ``logs`` subcommands."""
+    from ..k8s import JOB_SCHEDULER_TIMEOUT
+
+    p = subparsers.add_parser(
+        "submit",
+        help="run a job on Kubernetes (DaskJob) or an HPC batch system",
+        description=(
+            "Submit 'bigdecon run INPUT OUTPUT ...' to a Kubernetes cluster with the "
+            "dask-kubernetes operator (default), or run it here against Dask workers "
+            "started through Slurm/PBS/LSF (--slurm/--pbs/--lsf)."
+        ),
+    )
+    p.add_argument("input", metavar="INPUT", help="input OME-Zarr (as the workers see it)")
+    p.add_argument("output", metavar="OUTPUT", help="output OME-Zarr (as the workers see it)")
+    add_run_options(p, "submit")
+    for action in p._actions:
+        if action.dest == "scheduler_timeout":
+            # The runner pod starts before the scheduler is up and is not restarted.
+            action.help = (
+                f"how long the job keeps trying to reach its scheduler (default "
+                f"{fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)"
+            )
+
+    g = p.add_argument_group("cluster")
+    g.add_argument("--workers", type=int, default=1, help="worker pods / batch jobs (default 1)")
+    g.add_argument(
+        "--gpus-per-worker",
+        type=int,
+        default=None,
+        metavar="G",
+        help="GPUs per worker, one Dask worker per GPU (default: 1 on Kubernetes, 0 on HPC); "
+        "use 0 with a CPU image (GPU workers need the CUDA image's dask-cuda)",
+    )
+    g.add_argument("--worker-memory", default="32Gi", help="memory per worker (default 32Gi)")
+    g.add_argument("--worker-cpu", default="8", help="CPUs per worker (default 8)")
+    g.add_argument("--dry-run", action="store_true", help="print the DaskJob YAML (or the batch job script) and exit")
+
+    k = p.add_argument_group("Kubernetes")
+    k.add_argument("--image", help="container image with bigdecon (required for Kubernetes)")
+    k.add_argument("--namespace", default="default", help="namespace (default 'default')")
+    k.add_argument("--name", help="DaskJob name (default: derived from OUTPUT)")
+    k.add_argument(
+        "--storage-secret", metavar="NAME", help="Secret with object-storage credentials, exposed as env vars"
+    )
+    k.add_argument("--service-account", metavar="NAME", help="ServiceAccount for the pods")
+    k.add_argument("--pvc", metavar="CLAIM", help="PersistentVolumeClaim to mount in job/workers")
+    k.add_argument("--pvc-mount", default="/data", help="mount path of --pvc (default /data)")
+    k.add_argument("--scheduler-memory", default="4Gi", help="scheduler pod memory (default 4Gi)")
+    k.add_argument("--job-memory", default="4Gi", help="job-runner pod memory (default 4Gi)")
+    k.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG)")
+
+    h = p.add_argument_group("HPC batch systems")
+    kind = h.add_mutually_exclusive_group()
+    for name in _HPC_KINDS:
+        kind.add_argument(
+            f"--{name}", dest="hpc", action="store_const", const=name, help=f"start workers as {name.upper()} jobs"
+        )
+    h.add_argument("--queue", help="queue / partition")
+    h.add_argument("--account", help="account / project to charge")
+    h.add_argument("--walltime", default="01:00:00", help="walltime per job (default 01:00:00)")
+    h.add_argument("--cores", type=int, help="cores per job (default: --worker-cpu)")
+    h.add_argument("--memory", help="memory per job (default: --worker-memory)")
+    h.add_argument(
+        "--job-extra",
+        action="append",
+        default=[],
+        metavar="DIRECTIVE",
+        help="extra batch directive, repeatable (e.g. '--qos=high')",
+    )
+    p.set_defaults(func=submit_command)
+
+    for cmd, func, text in (
+        ("status", status_command, "show the status of a submitted DaskJob"),
+        ("logs", logs_command, "print the logs of a DaskJob's job-runner pod"),
+    ):
+        s = subparsers.add_parser(cmd, help=text, description=text)
+        s.add_argument("name", metavar="NAME", help="DaskJob name")
+        s.add_argument("--namespace", default="default", help="namespace (default 'default')")
+        s.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG)")
+        if cmd == "logs":
+            s.add_argument("--tail", type=int, default=None, metavar="N", help="last N lines")
+        s.set_defaults(func=func)
+
+
+# --------------------------------------------------------------------------- what the job runs
+
+
+def run_argv(args: argparse.Namespace) -> list[str]:
+    """The ``bigdecon run`` options of ``args``, every parameter of :data:`EXPLICIT_RUN_OPTIONS` included.
+
+    The others are written when they differ from this machine's defaults
+    (``--scheduler-timeout`` also when it was given), in the parameter
+    table's order.
+    """
+    explicit = [*EXPLICIT_RUN_OPTIONS, *(["scheduler_timeout"] if given(args, "scheduler_timeout") else [])]
+    return run_argv_from_args(args, explicit=explicit)
+
+
+# --------------------------------------------------------------------------- paths the pods see
+
+
+def psf_files(value: Any) -> list[tuple[int | None, str]]:
+    """``(channel or None, path)`` of each file in a ``--psf`` value: ``PATH``,
+    per-channel ``C=PATH`` tokens, or a ``{channel: path}`` dict (in its order)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        return [(int(k), str(v)) for k, v in value.items()]
+    parsed = parse_psf_files(value)
+    if isinstance(parsed, dict):
+        return list(parsed.items())
+    return [(None, parsed)]
+
+
+def psf_paths(value: Any) -> list[str]:
+    """The file paths in a ``--psf`` value (see :func:`psf_files`)."""
+    return [path for _channel, path in psf_files(value)]
+
+
+def pod_path_problems(
+    paths: Sequence[tuple[str, str]], pvc: str | None, pvc_mount: str = "/data"
+) -> tuple[list[str], list[str]]:
+    """Paths the pods will not see, as ``(errors, warnings)``.
+
+    Parameters
+    ----------
+    paths
+        ``(label, path)`` pairs, e.g. ``("INPUT", "s3://b/in.zarr")``; a label
+        starting with ``PSF`` is a measured PSF, which ``bigdecon run`` reads
+        from a file of the job pod (not from object storage).
+    pvc, pvc_mount
+        The claim mounted in the pods, and where.
+
+    Returns
+    -------
+    errors, warnings
+        Errors are certainly wrong (a relative path with ``--pvc``: the pods'
+        working directory is not on the claim); warnings may be right (a path
+        inside the image, say).
+    """
+    from ..io.paths import is_url  # (bigdecon.io loads zarr and dask: only when needed)
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    mount = posixpath.normpath(pvc_mount or "/")
+    for label, path in paths:
+        is_psf = label.startswith("PSF")
+        if is_url(path):
+            if is_psf:
+                warnings.append(
+                    f"{label} {path!r} is a URL: 'bigdecon run' reads --psf from a file "
+                    "the job pod sees (put it on the --pvc volume)"
+                )
+            continue
+        # As given (not made absolute here): the pods' working directory is not ours.
+        local = str(path)[len("file://") :] if str(path).startswith("file://") else str(path)
+        if not pvc:
+            # Pods don't see the submitting machine's files.
+            where = "put it on a volume (--pvc)" if is_psf else "use object storage or --pvc"
+            warnings.append(f"{label} {path!r} is not a URL; the pods must see it ({where})")
+            continue
+        if not local.startswith("/"):
+            errors.append(
+                f"{label} {path!r} is a relative path; with --pvc give the path the pods "
+                f"see, under --pvc-mount {pvc_mount}"
+            )
+            continue
+        norm = posixpath.normpath(local)
+        if norm != mount and not norm.startswith(mount.rstrip("/") + "/"):
+            warnings.append(
+                f"{label} {path!r} is outside --pvc-mount {pvc_mount}; the pods see only their image's files there"
+            )
+    return errors, warnings
+
+
+def looks_like_gpu_image(image: str) -> bool:
+    """Whether an image reference names CUDA or a GPU (``...:0.1.0-cuda``, ``.../bigdecon-gpu``)."""
+    return re.search(r"cuda|gpu", str(image), re.IGNORECASE) is not None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _error(cmd: str, exc: BaseException) -> int:
+    # One line, no traceback: the usual causes are config/credential problems.
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    if len(msg) > 300:
+        msg = msg[:297] + "..."
+    print(f"bigdecon {cmd}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+    return 1
+
+
+def _warn(message: str) -> None:
+    print(f"bigdecon submit: warning: {message}", file=sys.stderr)
+
+
+def _refuse(message: str) -> int:
+    print(f"bigdecon submit: error: {message}", file=sys.stderr)
+    return 2
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    """Handler of ``bigdecon submit``."""
+    try:
+        resolved = resolve_options(args, cluster=False)
+        check_parameters(resolved)
+    except InputError as exc:
+        return _refuse(str(exc))
+    args.debug = resolved["debug"]  # main() reads it on errors
+    if getattr(args, "hpc", None):
+        return _submit_hpc(args)
+    if not args.image:
+        return _refuse("--image is required for Kubernetes")
+    from .. import k8s
+
+    gpus = 1 if args.gpus_per_worker is None else args.gpus_per_worker
+    paths = [("INPUT", args.input), ("OUTPUT", args.output)]
+    paths += [("PSF" if c is None else f"PSF of channel {c}", p) for c, p in psf_files(resolved.get("psf"))]
+    errors, warnings = pod_path_problems(paths, args.pvc, args.pvc_mount)
+    if errors:
+        return _refuse(errors[0])
+    try:
+        manifest = k8s.build_daskjob(
+            args.name,
+            args.input,
+            args.output,
+            run_argv(args),
+            image=args.image,
+            workers=args.workers,
+            gpus_per_worker=gpus,
+            namespace=args.namespace,
+            worker_memory=args.worker_memory,
+            worker_cpu=args.worker_cpu,
+            storage_secret=args.storage_secret,
+            scheduler_memory=args.scheduler_memory,
+            job_memory=args.job_memory,
+            service_account=args.service_account,
+            pvc=args.pvc,
+            pvc_mount=args.pvc_mount,
+        )
+    except ValueError as exc:
+        return _refuse(str(exc))
+    for message in warnings:
+        _warn(message)
+    if gpus > 0 and not looks_like_gpu_image(args.image):
+        # 'dask cuda worker' is only in the CUDA image: CPU-image workers would crash-loop.
+        default = " (the default on Kubernetes)" if args.gpus_per_worker is None else ""
+        _warn(
+            f"{gpus} GPU(s) per worker{default} with image {args.image!r}, "
+            "whose name has no 'cuda' or 'gpu': GPU workers run 'dask cuda worker', which "
+            "only the CUDA image has; use --gpus-per-worker 0 with a CPU image"
+        )
+    if args.dry_run:
+        sys.stdout.write(k8s.to_yaml(manifest))
+        return 0
+    try:
+        k8s.create_daskjob(manifest, kubeconfig=args.kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - report any API/config failure in one line
+        return _error("submit", exc)
+    meta = manifest["metadata"]
+    print(f"daskjob {meta['namespace']}/{meta['name']} created")
+    print(f"  bigdecon status {meta['name']} --namespace {meta['namespace']}")
+    print(f"  bigdecon logs {meta['name']} --namespace {meta['namespace']}")
+    return 0
+
+
+def _submit_hpc(args: argparse.Namespace) -> int:
+    from .. import hpc
+    from .run import add_arguments, run_command
+
+    try:
+        cores = args.cores or int(args.worker_cpu)
+    except ValueError:
+        print("bigdecon submit: error: give --cores N (whole CPUs) for batch jobs", file=sys.stderr)
+        return 2
+    options = dict(
+        cores=cores,
+        memory=args.memory or args.worker_memory,
+        walltime=args.walltime,
+        queue=args.queue,
+        account=args.account,
+        gpus_per_worker=args.gpus_per_worker or 0,
+        job_extra=list(args.job_extra),
+    )
+    forwarded = run_argv(args)
+    if args.dry_run:
+        sys.stdout.write(hpc.job_script(args.hpc, **options))
+        return 0
+    submit = hpc.submit_program(args.hpc)
+    if shutil.which(submit) is None:
+        # Without it jobqueue only logs the failure and the run would wait forever.
+        print(f"bigdecon submit: error: '{submit}' not found; run this on a {args.hpc} login node", file=sys.stderr)
+        return 1
+    try:
+        cluster = hpc.make_jobqueue_cluster(args.hpc, workers=args.workers, **options)
+    except Exception as exc:  # noqa: BLE001
+        return _error("submit", exc)
+    try:
+        # This process runs the job against the batch workers; its errors reach main() as run's would.
+        parser = Parser(prog="bigdecon run")
+        add_arguments(parser)
+        run_args = parser.parse_args([args.input, args.output, *forwarded, "--scheduler", cluster.scheduler_address])
+        return run_command(run_args)
+    finally:
+        cluster.close()
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """Handler of ``bigdecon status``."""
+    from ..k8s import daskjob_status
+
+    try:
+        status = daskjob_status(args.name, args.namespace, kubeconfig=args.kubeconfig)
+    except Exception as exc:  # noqa: BLE001
+        return _error("status", exc)
+    print(f"{args.namespace}/{args.name}: {status.get('jobStatus') or 'Pending'}")
+    for key in ("clusterName", "jobRunnerPodName", "startTime", "endTime"):
+        if status.get(key):
+            print(f"  {key}: {status[key]}")
+    return 0
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    """Handler of ``bigdecon logs``."""
+    from ..k8s import daskjob_logs
+
+    try:
+        text = daskjob_logs(args.name, args.namespace, kubeconfig=args.kubeconfig, tail_lines=args.tail)
+    except Exception as exc:  # noqa: BLE001
+        return _error("logs", exc)
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
