@@ -17,6 +17,8 @@ from bigdecon.io import open_image
 from bigdecon.passes.scratch import folder_bytes, work_root
 from bigdecon.progress import summary_lines
 
+pytestmark = pytest.mark.slow
+
 PARAMS = dict(fwhm=3, sparse_iters=20, background=1, deconv_iters=3)
 CHUNKS = {"t": 4, "y": 32, "x": 32}
 # 2 preprocess tasks (4 planes each), 18 sparse blocks (2 x 3 x 3), 2 final tasks.
@@ -172,3 +174,30 @@ def test_summary_reports_the_peak_scratch(expected):
     assert any(line.startswith("Peak scratch: ") and f"{ratio:.2f}x the output's" in line for line in lines)
     line = summary_lines({**result, "peak_scratch_bytes": 3 * 2**30, "output_bytes": 2 * 2**30})[2]
     assert line == "Peak scratch: 3.0 GiB (1.50x the output's 2.0 GiB)"
+
+
+def test_cli_work_dir_and_summary(source, tmp_path):
+    """``bigdecon run --work-dir``: intermediates elsewhere, the summary's scratch line; submit forwards it."""
+    import subprocess
+    import sys
+
+    from bigdecon.cli import build_parser, run_argv_from_args
+
+    out, scratch = tmp_path / "out.zarr", tmp_path / "nvme"
+    fast = ["--fwhm", "3", "--sparse-iters", "5", "--deconv-iters", "2", "--workers", "1"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bigdecon", "run", source, str(out), *fast, "--work-dir", str(scratch)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("Peak scratch: "))
+    assert "x the output's" in line
+    assert not (out / ".bigdecon-work").exists() and scratch.is_dir() and not os.listdir(scratch)
+    args = build_parser().parse_args(["submit", "in.zarr", "out.zarr", "--fwhm", "3", "--work-dir", "/nvme/w"])
+    argv = run_argv_from_args(args)
+    assert argv[argv.index("--work-dir") + 1] == "/nvme/w"

@@ -54,7 +54,7 @@ PIPELINE_KEYS = (
     "chunks",
     "depth",
 )
-WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite")
+WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")
 
 _GROUPS = {
