@@ -808,6 +808,16 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("resume", False, _flag("resume"), "continue an interrupted run", "output", form="switch"),
         Parameter("overwrite", False, _flag("overwrite"), "replace an existing output", "output", form="switch"),
         Parameter(
+            "work_dir",
+            None,
+            _text,
+            "where the intermediates go (path or URL), e.g. a local disk while OUTPUT is on object storage "
+            "(default: inside OUTPUT); removed at the end, and found again by --resume",
+            "output",
+            "PATH_OR_URL",
+            commands=_CONNECT,
+        ),
+        Parameter(
             "debug",
             False,
             _flag("debug"),

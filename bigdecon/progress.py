@@ -332,7 +332,9 @@ def summary_lines(result: dict, *, peak_memory: int | None = None) -> list[str]:
         The dict :func:`bigdecon.deconvolve` returns (``output``, ``shape``,
         ``seconds``, ``voxels``, ``chunks``: tasks in all, ``resumed``: tasks
         an earlier run had finished). The throughput counts only this
-        session's share of the voxels.
+        session's share of the voxels. With ``peak_scratch_bytes`` and
+        ``output_bytes`` a line gives the most disk the run held against the
+        finished output's size.
     peak_memory
         Highest memory of any worker in bytes, if known.
     """
@@ -348,9 +350,14 @@ def summary_lines(result: dict, *, peak_memory: int | None = None) -> list[str]:
     done = f"{tasks if tasks is not None else '?'} tasks"
     if resumed:
         done += f" ({resumed} resumed from an earlier run)"
-    return [
+    lines = [
         f"Finished in {format_time(seconds)}: {voxels:,} voxels, {format_rate(rate)}, {done}",
         f"Peak worker memory: {format_bytes(peak_memory)}",
+    ]
+    peak, size = result.get("peak_scratch_bytes"), result.get("output_bytes")
+    if peak is not None and size:
+        lines.append(f"Peak scratch: {format_bytes(peak)} ({peak / size:.2f}x the output's {format_bytes(size)})")
+    return lines + [
         f"Output: {output} (shape {shape})" if shape else f"Output: {output}",
         f"Open it with: napari --plugin napari-ome-zarr {_quote(output)}",
     ]

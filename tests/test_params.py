@@ -22,7 +22,17 @@ from bigdecon.params import (
 )
 
 METHOD = [name for name, p in PARAMETERS.items() if p.method]
-RUN_OPTIONS = ["channels", "timepoints", "chunks", "depth", "output_dtype", "ngff_version", "resume", "overwrite"]
+RUN_OPTIONS = [
+    "channels",
+    "timepoints",
+    "chunks",
+    "depth",
+    "output_dtype",
+    "ngff_version",
+    "resume",
+    "overwrite",
+    "work_dir",
+]
 
 
 @pytest.mark.parametrize("function", ["sparse_deconvolve", "deconvolve"])

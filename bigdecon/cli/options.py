@@ -64,7 +64,7 @@ PIPELINE_KEYS = (
     "chunks",
     "depth",
 )
-WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite")
+WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")
 OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
 

@@ -161,6 +161,7 @@ class RecordBook:
         # Files merged into the next index (the index itself is rewritten in place).
         self._merged = [n for n in files if n != _INDEX]
         self._pending: dict[str, dict[str, Any]] = {}
+        self._written: list[str] = []  # keys written since the last take_written()
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._token = f"{os.getpid()}-{time.monotonic_ns()}"
@@ -193,10 +194,17 @@ class RecordBook:
             name = f"{_BATCH}{self._token}-{self._seq:06d}.json"
             self._seq += 1
             write_atomic(self.ledger.path("ledger", self.stage, name), json.dumps(pending).encode())
+            self._written.extend(pending)
             self._merged.append(name)
             compact = len(self._merged) >= self.compact_every
         if compact:
             self.compact()
+
+    def take_written(self) -> list[str]:
+        """Keys whose records are on disk (in a batch file) and not yet taken."""
+        with self._lock:
+            keys, self._written = self._written, []
+        return keys
 
     def compact(self) -> None:
         """Merge every written record into the index; delete the merged batch files."""

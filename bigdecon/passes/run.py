@@ -18,12 +18,13 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError, ProcessingError
-from ..io.paths import join, normalize
+from ..io.paths import normalize
 from ..params import DEFAULTS, check_output_dtype
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger, RecordBook
 from .request import Request, _params_record, _prepare
+from .scratch import Scratch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
@@ -45,13 +46,28 @@ def _run_tasks(
     client: Any,
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
+    on_done: Callable[[Region], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records."""
+    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records.
+
+    ``on_done(region)`` runs here, in the driver, once a region's record has
+    been written to the ledger (not merely added to the pending batch): it
+    frees inputs that no unfinished task reads, which is safe only once a
+    resumed run can no longer re-run the region.
+    """
     book = RecordBook(ledger, stage)
+    by_key = {_region_key(r): r for r in regions} if on_done else {}
+
+    def release() -> None:
+        if on_done:
+            for key in book.take_written():
+                on_done(by_key[key])
+
     try:
-        _run_pass(fn, ctx, regions, stage, book, client, progress, counter)
+        _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release)
     finally:
         book.close()  # what finished is recorded, even when the pass failed
+    release()
     return book.done
 
 
@@ -64,6 +80,7 @@ def _run_pass(
     client: Any,
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
+    release: Callable[[], None],
 ) -> None:
     done = book.done
     todo = [r for r in regions if _region_key(r) not in done]
@@ -74,6 +91,7 @@ def _run_pass(
 
     def finish(region: Region, result: dict[str, Any]) -> None:
         book.add(_region_key(region), result)
+        release()
         counter["done"] += 1
         if progress:
             progress(counter["done"], counter["total"])
@@ -309,6 +327,7 @@ def deconvolve(
     task_memory: int | None = None,
     min_tasks: int | None = None,
     device: str = "auto",
+    work_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
 
@@ -371,12 +390,21 @@ def deconvolve(
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
+    work_dir : str or path, optional
+        Where the intermediates and the completion records go (a local path or
+        URL, e.g. a local disk while the output goes to object storage); by
+        default inside the output. Recorded in the output, so a resume finds
+        it; resuming with a different one is refused. Intermediates are
+        deleted chunk by chunk as soon as every task reading them is done.
 
     Returns
     -------
     dict
         ``output``, ``shape``, ``seconds``, ``voxels``, ``chunks`` (tasks in
-        all), ``resumed`` (tasks an earlier run had finished), ``stats``.
+        all), ``resumed`` (tasks an earlier run had finished), ``stats``,
+        ``peak_scratch_bytes`` (the most the output and work folders held
+        together, sampled as tasks finished) and ``output_bytes`` (the
+        finished output's size).
 
     Examples
     --------
@@ -440,6 +468,7 @@ def deconvolve(
     layout, params, the_plan = request.layout, request.params, request.plan
     channel_params = request.channel_params
     params_record = _params_record(channel_params, request.channel_ids)
+    work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
 
     run_record = {
         "params": params_record,
@@ -454,6 +483,8 @@ def deconvolve(
         "min_tasks": min_tasks,
         "task_memory": task_memory,
     }
+    if work_dir is not None:  # only when set: outputs of earlier versions still resume
+        run_record["work_dir"] = work_dir
     scale_meta = dict(src.scale)
     if params.up_sample:
         for ax in ("y", "x"):
@@ -473,7 +504,7 @@ def deconvolve(
     # written, so bad pixels leave no output behind; a resumed run reuses its own.
     stats = None
     if resume:
-        stats = Ledger(_work_root(destination)).get("stats")
+        stats = Ledger(work_root(destination, work_dir)).get("stats")
     if stats is None:
         scale, mean = _source_stats(request.data, layout, where=source_id)
         stats = {"scale": scale, "mean": mean}
@@ -492,35 +523,35 @@ def deconvolve(
         resume=resume,
         run_config=run_record,
     )
-    ledger = Ledger(_work_root(writer.path))
+    ledger = Ledger(work_root(writer.path, work_dir))
+    if not resume:  # a work folder outside the output may hold an earlier run's records
+        ledger.remove()
     ledger.put("stats", stats)
+    scratch = Scratch(writer.path, ledger.root)
     ctx = _task_context(request, stats, ledger, writer.path, device)
-    ndim = len(layout.axes)
     pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
     sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
     final_tasks = the_plan.final_tasks()
     total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
     counter = {"done": 0, "total": total, "resumed": 0}
-    blk = the_plan.sparse_block
-
-    def work_chunks(k_size: int) -> list[int]:
-        # Intermediates are chunked like the step-4 blocks in y/x, so a block
-        # reads little beyond its halo; in k like the tasks that write them.
-        chunk = [1] * ndim
-        if layout.k is not None:
-            chunk[layout.k] = k_size
-        chunk[layout.y], chunk[layout.x] = blk["y"], blk["x"]
-        return chunk
 
     if pre_tasks:
-        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan.plane_group))
-        records = _run_tasks(_task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter)
+        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"))
+        records = _run_tasks(
+            _task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter, scratch.watch(None, [])
+        )
         ctx = replace(ctx, h_max=_per_channel_max(records, pre_tasks, layout))
     if sparse_tasks:
-        _work_array(ctx.g, the_plan.out_shape, work_chunks(blk["k"]))
-        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter)
+        _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"))
+        h_readers = [(r, the_plan.halo(r)) for r in sparse_tasks] if pre_tasks else []
+        on_done = scratch.watch(ctx.h if pre_tasks else None, h_readers, list(ledger.done("sparse")))
+        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, on_done)
         ctx = replace(ctx, g_max=_per_channel_max(records, sparse_tasks, layout))
-    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter)
+        scratch.drop(ctx.h)
+    final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
+    on_done = scratch.watch(final_input, [(r, r) for r in final_tasks], list(ledger.done("final")))
+    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, on_done)
+    scratch.sample(force=True)
     seconds = time.perf_counter() - t0
     attrs = {
         "version": __version__,
@@ -539,6 +570,7 @@ def deconvolve(
         attrs["suggestion"] = suggestion
     writer.finalize(attrs=attrs)
     ledger.remove()
+    output_bytes = folder_bytes(writer.path)
     voxels = int(np.prod(layout.shape))
     return {
         "output": writer.path,
@@ -548,6 +580,8 @@ def deconvolve(
         "chunks": total,
         "resumed": counter["resumed"],
         "stats": attrs["statistics"],
+        "peak_scratch_bytes": max(scratch.peak, output_bytes),
+        "output_bytes": output_bytes,
     }
 
 
@@ -578,8 +612,3 @@ def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, outpu
         run_id=f"{os.getpid()}-{time.monotonic_ns()}",
         device=device,
     )
-
-
-def _work_root(destination: str | os.PathLike[str]) -> str:
-    """The work folder of a run: inside its output, removed when the output is complete."""
-    return join(normalize(destination)[0], ".bigdecon-work")

@@ -140,13 +140,18 @@ def _write_work(path: str, region: Region, ndim: int, block: np.ndarray, token: 
 
 
 def _work_array(path: str, shape: tuple[int, ...], chunks: Sequence[int]) -> None:
-    """Create an intermediate float32 array, or keep the one a resumed run left."""
+    """Create an intermediate float32 array, or keep the one a resumed run left.
+
+    A resumed run keeps it whatever its chunks (a version that cut it
+    otherwise): it holds the recorded tasks' results, and every reader and
+    :class:`~bigdecon.passes.scratch.ChunkReaper` takes the chunks from the array.
+    """
     import zarr
 
     chunks = tuple(int(c) for c in chunks)
     try:
         arr = zarr.open_array(path, mode="r")
-        if tuple(arr.shape) == tuple(shape) and tuple(arr.chunks) == chunks:
+        if tuple(arr.shape) == tuple(shape):
             return
     except Exception:  # missing (or unreadable): make it anew
         pass

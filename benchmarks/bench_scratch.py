@@ -1,0 +1,145 @@
+"""Scratch space of a run: the most disk a ``bigdecon run`` holds, against its finished output.
+
+    python benchmarks/bench_scratch.py                 # 64 x 512 x 512 uint16, ~10 min on 2 loaded cores
+    python benchmarks/bench_scratch.py --small         # 32 x 256 x 256, ~2 min
+    python benchmarks/bench_scratch.py --code /work/main   # the same with another checkout (before/after)
+
+Writes a generated uint16 time-lapse as OME-Zarr, then runs the CLI
+(``bigdecon run``, a subprocess: float32 output, default arguments apart from
+the pass being switched off) once per mode: every pass (background 1 ->
+``h``, sparse -> ``g``, Richardson-Lucy -> output), without the background
+pass (``--background 0``: no ``h``), without the sparse pass
+(``--sparse-iters 0``: no ``g``) and without the final deconvolution
+(``--deconv-iters 0``). A thread sums the sizes of the files under the output
+folder (which holds the work folder) every 0.2 s; the script prints the peak,
+the finished output's size, their ratio (target <= 1.6), the floor (the
+largest intermediate, whole once the pass writing it ends, over the output:
+no schedule goes below it) and, where the code reports it, the run's own
+``Peak scratch`` line (sampled as tasks finish, before their inputs are freed,
+so it sees peaks a 0.2 s sampler can miss). ``--iters`` cuts both
+iteration counts to keep the run short (the scratch use is the same
+intermediates either way; only their compressibility could move a little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+MODES = {
+    "all passes": [],
+    "no background": ["--background", "0"],
+    "no sparse": ["--sparse-iters", "0"],
+    "no deconv": ["--deconv-iters", "0"],
+}
+
+
+def folder_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # deleted while we walk
+                pass
+    return total
+
+
+def write_input(path: str, shape: tuple[int, int, int]) -> None:
+    """Drifting blurred ridges with Poisson noise, uint16, written in plane groups."""
+    from scipy.ndimage import gaussian_filter
+
+    from bigdecon.io import write_image
+
+    rng = np.random.default_rng(0)
+    t, h, w = shape
+    base = np.zeros((h, w), np.float32)
+    for _ in range(h * w // 2000):
+        y0, amp, period = rng.uniform(0, h), rng.uniform(3, 12), rng.uniform(40, 120)
+        xs = np.arange(w)
+        ys = (y0 + amp * np.sin(2 * np.pi * xs / period)).astype(int) % h
+        base[ys, xs] += rng.uniform(0.5, 1.0)
+    planes = np.empty(shape, np.uint16)
+    for k in range(t):
+        plane = gaussian_filter(np.roll(base, k, axis=0), 1.3) * 3000 + 100
+        planes[k] = np.clip(rng.poisson(plane), 0, 65535)
+    write_image(path, planes, "tyx", chunks=(8, 256, 256))
+
+
+def run_mode(source: str, out: str, extra: list[str], code: str) -> tuple[int, int, int, float, str]:
+    """One CLI run: (peak bytes sampled, largest intermediate, finished output bytes, seconds, the run's own line)."""
+    peak = [0, 0]
+    stop = threading.Event()
+    work = os.path.join(out, ".bigdecon-work")
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], folder_bytes(out))
+            peak[1] = max([peak[1]] + [folder_bytes(os.path.join(work, n)) for n in ("h.zarr", "g.zarr")])
+            stop.wait(0.2)
+
+    env = dict(os.environ, PYTHONPATH=code)
+    cmd = [sys.executable, "-m", "bigdecon", "run", source, out, "--fwhm", "3", "--overwrite", *extra]
+    sampler = threading.Thread(target=sample, daemon=True)
+    t0 = time.perf_counter()
+    sampler.start()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=code)
+    finally:
+        stop.set()
+        sampler.join()
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"bigdecon run failed ({' '.join(extra)}):\n{proc.stdout}\n{proc.stderr}")
+    size = folder_bytes(out)
+    own = re.search(r"Peak scratch: .*", proc.stdout)
+    return max(peak[0], size), peak[1], size, seconds, own.group(0) if own else "(not reported by this code)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="32 x 256 x 256 instead of 64 x 512 x 512")
+    parser.add_argument("--code", default=os.getcwd(), help="checkout whose bigdecon runs (PYTHONPATH)")
+    parser.add_argument("--iters", type=int, default=None, help="sparse and deconv iterations (default: defaults)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
+    args = parser.parse_args()
+    shape = (32, 256, 256) if args.small else (64, 512, 512)
+    folder = tempfile.mkdtemp(prefix="bench-scratch-")
+    try:
+        source = os.path.join(folder, "in.ome.zarr")
+        write_input(source, shape)
+        raw = np.prod(shape) * 2
+        print(f"input {'x'.join(map(str, shape))} uint16 ({raw / 2**20:.1f} MiB raw), float32 output, code {args.code}")
+        cut = ["--sparse-iters", str(args.iters), "--deconv-iters", str(args.iters)] if args.iters is not None else []
+        print(
+            f"{'mode':<15} {'peak MiB':>9} {'output MiB':>10} {'ratio':>6} {'floor':>6} {'seconds':>8}  run's own report"
+        )
+        for mode in args.modes.split(","):
+            extra = cut + MODES[mode]  # a mode's own option comes last and wins
+            out = os.path.join(folder, "out.ome.zarr")
+            peak, largest, size, seconds, own = run_mode(source, out, extra, args.code)
+            print(
+                f"{mode:<15} {peak / 2**20:>9.1f} {size / 2**20:>10.1f} {peak / size:>5.2f}x "
+                f"{max(size, largest) / size:>5.2f}x {seconds:>8.1f}  {own}",
+                flush=True,
+            )
+            shutil.rmtree(out, ignore_errors=True)
+        print(
+            "target: peak <= 1.6x the finished output (before chunk freeing: 2.8x with every pass). floor: the\n"
+            "largest intermediate (h or g, whole at the end of the pass writing it) / the output: no run goes below"
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Scratch space of an out-of-core run: where the work folder lives, what it frees, how much it peaks at.
+
+The intermediates ``h`` (after steps 1-3) and ``g`` (after step 4) are each as
+large as the float32 output. Kept whole until the run ends, they make a run
+write about three times its output; freed as they are consumed, a little more
+than one. :class:`ChunkReaper` deletes a work array's chunks as soon as every
+task that reads them is recorded done in the ledger: the driver calls it after
+writing a record, so a resumed run (which reruns only unrecorded tasks) never
+reads a deleted chunk. :class:`Scratch` also measures the run's peak use by
+sampling the size of the output and work folders as tasks finish.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ..errors import InputError
+from ..io.paths import filesystem, join, normalize
+from ..planner import Plan, Region
+from .tasks import _region_key
+
+__all__ = ["ChunkReaper", "Scratch", "folder_bytes", "work_chunks", "work_root"]
+
+WORK_NAME = ".bigdecon-work"
+
+
+def work_root(destination: str | os.PathLike[str], work_dir: str | os.PathLike[str] | None = None) -> str:
+    """The work folder of a run writing ``destination``.
+
+    Inside the output by default; under ``work_dir`` (a local path or URL) in
+    a folder named after the output (with a hash of its full location, so two
+    outputs of the same name never share one) otherwise.
+
+    Examples
+    --------
+    >>> work_root("/data/out.zarr")
+    '/data/out.zarr/.bigdecon-work'
+    >>> work_root("s3://bucket/out.zarr", "/scratch").startswith("/scratch/out.zarr-")
+    True
+    """
+    out = normalize(destination)[0]
+    if work_dir is None:
+        return join(out, WORK_NAME)
+    tag = hashlib.sha1(out.encode()).hexdigest()[:10]
+    name = out.rstrip("/").rsplit("/", 1)[-1]
+    return join(normalize(work_dir)[0], f"{name}-{tag}{WORK_NAME}")
+
+
+def resolve_work_dir(work_dir: str | os.PathLike[str] | None, stored: dict[str, Any], resume: bool) -> str | None:
+    """The work folder location a run uses: a resumed run keeps the one it was started with.
+
+    Resuming without ``work_dir`` finds the stored one; naming a different one
+    is refused (its ledger and intermediates are elsewhere).
+    """
+    wanted = normalize(work_dir)[0] if work_dir is not None else None
+    if not resume:
+        return wanted
+    before = stored.get("work_dir")
+    if wanted is not None and wanted != before:
+        raise InputError(
+            f"cannot resume with work_dir {wanted}: the run was started with "
+            f"{before if before is not None else 'its work folder inside the output'}"
+        )
+    return before
+
+
+def work_chunks(plan: Plan, array: str) -> list[int]:
+    """Chunks of the intermediate ``h`` (after steps 1-3) or ``g`` (after step 4).
+
+    Each chunk is written by one task only (no two tasks share a chunk) and is
+    freed as soon as the tasks reading it are done, so the chunks follow the
+    readers: ``h`` is read by step-4 blocks with their halo, and is cut in y/x
+    into halves of a block (once a half is still at least 64 px and twice the
+    halo), so a block's halo reaches into a half rather than a whole
+    neighbouring chunk and the last blocks of the pass hold less of ``h``; in
+    k it is cut like the whole-plane tasks writing it. ``g`` is written by
+    step-4 blocks and read by whole-plane tasks: in k it is cut at the common
+    divisor of both, so each chunk is freed by the one final task reading it.
+
+    Examples
+    --------
+    >>> from bigdecon.params import Params
+    >>> from bigdecon.planner import Layout, make_plan
+    >>> plan = make_plan(Layout(("t", "y", "x"), (64, 512, 512)), Params(fwhm=(3.0, 3.0)), min_tasks=4)
+    >>> plan.sparse_block, plan.plane_group
+    ({'k': 32, 'y': 256, 'x': 256}, 20)
+    >>> work_chunks(plan, "h"), work_chunks(plan, "g")
+    ([20, 128, 128], [4, 256, 256])
+    """
+    lay, blk = plan.layout, plan.sparse_block
+    chunk = [1] * len(lay.axes)
+    if array == "h":
+        k = plan.plane_group
+        for ax, name in ((lay.y, "y"), (lay.x, "x")):
+            half = blk[name] // 2
+            chunk[ax] = half if half >= max(64, 2 * plan.depth[name]) else blk[name]
+    else:
+        k = math.gcd(blk["k"], plan.plane_group)
+        chunk[lay.y], chunk[lay.x] = blk["y"], blk["x"]
+    if lay.k is not None:
+        chunk[lay.k] = k
+    return chunk
+
+
+def folder_bytes(path: str) -> int:
+    """Bytes stored under a local folder or a URL prefix (0 if it does not exist)."""
+    location, local = normalize(path)
+    if local:
+        total = 0
+        for root, _, files in os.walk(location):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except FileNotFoundError:  # deleted while we walk
+                    pass
+        return total
+    fs = filesystem(location)
+    return int(fs.du(location)) if fs.exists(location) else 0
+
+
+def _chunk_ids(region: Region, shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Grid indices of the chunks a region touches."""
+    spans = []
+    for i, (n, c) in enumerate(zip(shape, chunks)):
+        a, b = region.get(i, (0, n))
+        spans.append(range(a // c, -(-b // c)))
+    return itertools.product(*spans)
+
+
+def _delete(paths: list[str]) -> None:
+    """Delete files (local or one object store); ones already gone are fine."""
+    if not paths:
+        return
+    location, local = normalize(paths[0])
+    if local:
+        for p in paths:
+            try:
+                os.remove(normalize(p)[0])
+            except FileNotFoundError:
+                pass
+        return
+    fs = filesystem(location)
+    try:
+        fs.rm(paths)
+    except FileNotFoundError:  # some were gone (a resumed run freeing again): one by one
+        for p in paths:
+            if fs.exists(p):
+                fs.rm(p)
+
+
+class ChunkReaper:
+    """Deletes a work array's chunks once every task that reads them is done.
+
+    Parameters
+    ----------
+    path
+        The work array (local path or URL).
+    readers
+        ``(task region, region it reads)`` for every task of the pass that reads it.
+    done
+        Keys of tasks already recorded (a resumed run): their chunks are freed now.
+
+    Examples
+    --------
+    >>> import os, tempfile, zarr
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.zarr")
+    >>> arr = zarr.create_array(path, shape=(4, 8), chunks=(4, 4), dtype="float32", fill_value=0.0)
+    >>> arr[:] = 1.0
+    >>> a, b = {0: (0, 4), 1: (0, 4)}, {0: (0, 4), 1: (4, 8)}
+    >>> reaper = ChunkReaper(path, [(a, {0: (0, 4), 1: (0, 6)}), (b, b)])
+    >>> reaper.release(a)  # chunk (0, 1) is still needed by b
+    1
+    >>> reaper.release(b)
+    1
+    >>> sorted(os.listdir(os.path.join(path, "c", "0")))
+    []
+    """
+
+    def __init__(self, path: str, readers: Sequence[tuple[Region, Region]], done: Sequence[str] = ()) -> None:
+        import zarr
+
+        arr = zarr.open_array(normalize(path)[0], mode="r")
+        self.path = normalize(path)[0]
+        self._encode = arr.metadata.encode_chunk_key
+        self._of: dict[str, list[tuple[int, ...]]] = {}
+        self._count: collections.Counter[tuple[int, ...]] = collections.Counter()
+        for task, read in readers:
+            ids = list(_chunk_ids(read, arr.shape, arr.chunks))
+            self._of[_region_key(task)] = ids
+            self._count.update(ids)
+        for key in done:
+            self._release_key(key)
+
+    def release(self, task: Region) -> int:
+        """Task ``task`` is recorded done: delete the chunks nothing else reads; returns how many."""
+        return self._release_key(_region_key(task))
+
+    def _release_key(self, key: str) -> int:
+        gone = []
+        for c in self._of.pop(key, ()):
+            self._count[c] -= 1
+            if self._count[c] == 0:
+                del self._count[c]
+                gone.append(join(self.path, self._encode(c)))
+        try:
+            _delete(gone)
+        except OSError as e:  # a store's hiccup costs space until the run ends, never the run
+            warnings.warn(f"could not free {len(gone)} work chunks ({e}); the work folder's removal will", stacklevel=2)
+            return 0
+        return len(gone)
+
+
+class Scratch:
+    """The run's scratch space: frees intermediates as they are consumed, and measures the peak.
+
+    The peak is the largest sampled size of the output and the work folder
+    together. Samples are taken as tasks finish (before their inputs are
+    freed), at most every ``min_interval`` seconds and never more often than
+    keeps listing the folders under a tenth of the driver's time.
+    """
+
+    def __init__(self, output: str, root: str, min_interval: float = 0.5) -> None:
+        self.output = normalize(output)[0]
+        self.root = normalize(root)[0]
+        self.min_interval = min_interval
+        inside = self.root.startswith(self.output.rstrip("/") + "/")
+        self.folders = [self.output] if inside else [self.output, self.root]
+        self.peak = 0
+        self._last = -float("inf")
+        self._cost = 0.0
+
+    def sample(self, force: bool = False) -> int:
+        """Measure the folders now (or skip if a sample is recent); returns the peak so far."""
+        now = time.perf_counter()
+        if not force and now - self._last < max(self.min_interval, 10 * self._cost):
+            return self.peak
+        size = sum(folder_bytes(f) for f in self.folders)
+        self._last = time.perf_counter()
+        self._cost = self._last - now
+        self.peak = max(self.peak, size)
+        return self.peak
+
+    def watch(
+        self, path: str | None, readers: Sequence[tuple[Region, Region]], done: Sequence[str] = ()
+    ) -> Callable[[Region], None]:
+        """The callback for a pass's recorded tasks: sample, then free what only finished tasks read."""
+        reaper = ChunkReaper(path, readers, done) if path is not None else None
+
+        def on_done(task: Region) -> None:
+            self.sample()
+            if reaper is not None:
+                reaper.release(task)
+
+        return on_done
+
+    def drop(self, path: str) -> None:
+        """Delete a whole work array that no later pass reads."""
+        self.sample(force=True)
+        location, local = normalize(path)
+        if local:
+            shutil.rmtree(location, ignore_errors=True)
+            return
+        fs = filesystem(location)
+        if fs.exists(location):
+            fs.rm(location, recursive=True)

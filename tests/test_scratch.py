@@ -1,0 +1,203 @@
+"""Scratch space of a run: intermediates freed chunk by chunk, work_dir elsewhere, the peak reported."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+from conftest import filaments
+from test_chunked import write_input
+
+import bigdecon
+from bigdecon.io import open_image
+from bigdecon.passes.scratch import folder_bytes, work_root
+from bigdecon.progress import summary_lines
+
+pytestmark = pytest.mark.slow
+
+PARAMS = dict(fwhm=3, sparse_iters=20, background=1, deconv_iters=3)
+CHUNKS = {"t": 4, "y": 32, "x": 32}
+# 2 preprocess tasks (4 planes each), 18 sparse blocks (2 x 3 x 3), 2 final tasks.
+N_PRE, N_SPARSE, N_FINAL = 2, 18, 2
+# Progress calls in order: the opening one, 2 preprocess tasks, the sparse pass's opening one,
+# then its 18 tasks: these are the calls made while sparse tasks remain.
+SPARSE_UNDERWAY = slice(N_PRE + 1, N_PRE + 1 + N_SPARSE)
+
+
+class Interrupted(Exception):
+    """Raised from a progress callback: the run stops right after a record, as a kill would."""
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    data = filaments((8, 96, 96), seed=3)[0]
+    path = tmp_path_factory.mktemp("src") / "in.zarr"
+    write_input(str(path), np.clip(data, 0, 65535).astype(np.uint16), "tyx", (4, 48, 48))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def expected(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out.zarr"
+    result = bigdecon.deconvolve(source, str(out), chunks=CHUNKS, **PARAMS)
+    return open_image(str(out)).data.compute(), result
+
+
+def chunk_files(array: Path) -> int:
+    folder = array / "c"
+    return sum(len(files) for _, _, files in os.walk(folder)) if folder.is_dir() else 0
+
+
+def test_chunks_are_freed_during_the_run_and_the_peak_is_reported(source, expected, tmp_path):
+    out = tmp_path / "out.zarr"
+    work = out / ".bigdecon-work"
+    seen: list[tuple[int, int, int, int]] = []  # done, h chunks, g chunks, bytes of the output folder
+
+    def progress(done, total):
+        seen.append((done, chunk_files(work / "h.zarr"), chunk_files(work / "g.zarr"), folder_bytes(str(out))))
+
+    result = bigdecon.deconvolve(source, str(out), chunks=CHUNKS, progress=progress, **PARAMS)
+    np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected[0])
+    assert not work.exists()
+    h_during = {d: h for d, h, _, _ in seen}
+    g_during = {d: g for d, _, g, _ in seen}
+    # After steps 1-3 all 18 h chunks exist; the sparse pass frees them before it ends ...
+    assert h_during[N_PRE] == 18
+    assert min(h_during[d] for d in range(N_PRE + 1, N_PRE + N_SPARSE)) < 18
+    # ... h is gone once the sparse pass is, and the first final task frees the half of g it read.
+    assert h_during[N_PRE + N_SPARSE + 1] == 0
+    assert g_during[N_PRE + N_SPARSE] == 18 and g_during[N_PRE + N_SPARSE + 1] == 9
+    # The reported peak is one the folder really reached, and the output's size is the finished folder's.
+    assert result["output_bytes"] == folder_bytes(str(out))
+    most = max(b for *_, b in seen)
+    assert result["output_bytes"] <= result["peak_scratch_bytes"] < 2.0 * result["output_bytes"]
+    # Before chunks were freed the same run held h, g and the output together (~2.8x); now < 2x.
+    assert most < 2.0 * result["output_bytes"]
+
+
+@pytest.mark.parametrize("stop_at", [N_PRE + 16, N_PRE + N_SPARSE + 1], ids=["mid-sparse", "mid-final"])
+def test_resume_after_freeing_gives_the_identical_result(source, expected, tmp_path, stop_at):
+    """A resumed run never needs a chunk freed before the interrupt: same bytes as one run."""
+    out = tmp_path / "out.zarr"
+
+    def stop(done, total):
+        if done >= stop_at:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        bigdecon.deconvolve(source, str(out), chunks=CHUNKS, progress=stop, **PARAMS)
+    if stop_at > N_PRE + N_SPARSE:
+        assert not (out / ".bigdecon-work" / "h.zarr").exists()
+        assert chunk_files(out / ".bigdecon-work" / "g.zarr") == 9
+    result = bigdecon.deconvolve(source, str(out), chunks=CHUNKS, resume=True, **PARAMS)
+    assert result["resumed"] == stop_at
+    np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected[0])
+    assert not (out / ".bigdecon-work").exists()
+
+
+def test_work_dir_on_a_separate_local_folder(source, expected, tmp_path):
+    out, scratch = tmp_path / "out.zarr", tmp_path / "nvme"
+    work = Path(work_root(str(out), str(scratch)))
+    inside: list[bool] = []
+
+    def stop(done, total):
+        inside.append((out / ".bigdecon-work").exists())
+        assert (work / "stats.json").is_file()
+        if done == N_PRE + 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        bigdecon.deconvolve(source, str(out), chunks=CHUNKS, progress=stop, work_dir=str(scratch), **PARAMS)
+    assert inside and not any(inside)
+    # A resume naming another work folder is refused in one line; without one it finds the stored one.
+    with pytest.raises(bigdecon.InputError, match="cannot resume with work_dir") as err:
+        bigdecon.deconvolve(source, str(out), chunks=CHUNKS, resume=True, work_dir=str(tmp_path / "other"), **PARAMS)
+    assert "\n" not in str(err.value)
+    result = bigdecon.deconvolve(source, str(out), chunks=CHUNKS, resume=True, **PARAMS)
+    assert result["resumed"] == N_PRE + 5
+    np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected[0])
+    # The run's own folder is gone; the user's folder stays.
+    assert not work.exists() and scratch.is_dir()
+    # A fresh run over an old output with --overwrite never trusts the old run's records.
+    again = bigdecon.deconvolve(source, str(out), chunks=CHUNKS, overwrite=True, work_dir=str(scratch), **PARAMS)
+    assert again["resumed"] == 0
+
+
+def test_work_dir_on_an_object_store(source, expected, tmp_path):
+    out = tmp_path / "out.zarr"
+    url = f"memory://scratch-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    root = work_root(str(out), url)
+    h_objects: list[int] = []
+
+    def progress(done, total):
+        assert not (out / ".bigdecon-work").exists()
+        h = f"{root}/h.zarr/c"
+        h_objects.append(len(fs.find(h)) if fs.exists(h) else 0)
+
+    result = bigdecon.deconvolve(source, str(out), chunks=CHUNKS, progress=progress, work_dir=url, **PARAMS)
+    np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected[0])
+    assert h_objects[N_PRE] == 18 and min(h_objects[SPARSE_UNDERWAY]) < 18
+    assert not fs.exists(root)
+    assert result["peak_scratch_bytes"] >= result["output_bytes"] == folder_bytes(str(out))
+
+
+def test_chunks_are_freed_on_a_local_cluster(source, expected, tmp_path):
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "out.zarr"
+    work = out / ".bigdecon-work"
+    h_files: list[int] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        result = bigdecon.deconvolve(
+            source,
+            str(out),
+            chunks=CHUNKS,
+            client=client,
+            progress=lambda d, t: h_files.append(chunk_files(work / "h.zarr")),
+            **PARAMS,
+        )
+    np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected[0])
+    assert max(h_files) == 18 and min(h_files[SPARSE_UNDERWAY]) < 18
+    assert not work.exists()
+    assert result["output_bytes"] <= result["peak_scratch_bytes"]
+
+
+def test_summary_reports_the_peak_scratch(expected):
+    result = expected[1]
+    lines = summary_lines(result)
+    ratio = result["peak_scratch_bytes"] / result["output_bytes"]
+    assert any(line.startswith("Peak scratch: ") and f"{ratio:.2f}x the output's" in line for line in lines)
+    line = summary_lines({**result, "peak_scratch_bytes": 3 * 2**30, "output_bytes": 2 * 2**30})[2]
+    assert line == "Peak scratch: 3.0 GiB (1.50x the output's 2.0 GiB)"
+
+
+def test_cli_work_dir_and_summary(source, tmp_path):
+    """``bigdecon run --work-dir``: intermediates elsewhere, the summary's scratch line; submit forwards it."""
+    import subprocess
+    import sys
+
+    from bigdecon.cli import build_parser, run_argv_from_args
+
+    out, scratch = tmp_path / "out.zarr", tmp_path / "nvme"
+    fast = ["--fwhm", "3", "--sparse-iters", "5", "--deconv-iters", "2", "--workers", "1"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bigdecon", "run", source, str(out), *fast, "--work-dir", str(scratch)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("Peak scratch: "))
+    assert "x the output's" in line
+    assert not (out / ".bigdecon-work").exists() and scratch.is_dir() and not os.listdir(scratch)
+    args = build_parser().parse_args(["submit", "in.zarr", "out.zarr", "--fwhm", "3", "--work-dir", "/nvme/w"])
+    argv = run_argv_from_args(args)
+    assert argv[argv.index("--work-dir") + 1] == "/nvme/w"
