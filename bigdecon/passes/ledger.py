@@ -193,7 +193,9 @@ class RecordBook:
                 return
             name = f"{_BATCH}{self._token}-{self._seq:06d}.json"
             self._seq += 1
-            write_atomic(self.ledger.path("ledger", self.stage, name), json.dumps(pending).encode())
+            # No fsync: a kill keeps what was written (the page cache survives it), and
+            # the blocks' own chunks are not fsync'd either, so it would promise nothing more.
+            write_atomic(self.ledger.path("ledger", self.stage, name), json.dumps(pending).encode(), fsync=False)
             self._written.extend(pending)
             self._merged.append(name)
             compact = len(self._merged) >= self.compact_every

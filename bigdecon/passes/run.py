@@ -63,11 +63,13 @@ def _run_tasks(
             for key in book.take_written():
                 on_done(by_key[key])
 
+    release.finished = getattr(on_done, "finished", None)  # type: ignore[attr-defined]
+
     try:
         _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release)
     finally:
         book.close()  # what finished is recorded, even when the pass failed
-    release()
+        release()  # and what is recorded may be freed: a resume will not run it again
     return book.done
 
 
@@ -89,8 +91,13 @@ def _run_pass(
     if progress:
         progress(counter["done"], counter["total"])
 
+    mark_finished = getattr(release, "finished", None)
+
     def finish(region: Region, result: dict[str, Any]) -> None:
-        book.add(_region_key(region), result)
+        key = _region_key(region)
+        book.add(key, result)
+        if mark_finished is not None and mark_finished(key):
+            book.flush()  # inputs nobody else reads can go once the records are on disk, not a batch later
         release()
         counter["done"] += 1
         if progress:

@@ -199,6 +199,16 @@ class ChunkReaper:
             self._count.update(ids)
         for key in done:
             self._release_key(key)
+        self._unfinished = collections.Counter(self._count)  # readers not yet finished, recorded or not
+
+    def finished(self, key: str) -> bool:
+        """Count task ``key`` as finished (its record may still be pending); True when
+        that leaves a chunk with no unfinished reader, so writing the records frees space."""
+        hit = False
+        for c in self._of.get(key, ()):
+            self._unfinished[c] -= 1
+            hit = hit or self._unfinished[c] == 0
+        return hit
 
     def release(self, task: Region) -> int:
         """Task ``task`` is recorded done: delete the chunks nothing else reads; returns how many."""
@@ -260,6 +270,8 @@ class Scratch:
             if reaper is not None:
                 reaper.release(task)
 
+        # The driver writes the pending records at once (not with their batch) when that frees space.
+        on_done.finished = reaper.finished if reaper is not None else (lambda key: False)  # type: ignore[attr-defined]
         return on_done
 
     def drop(self, path: str) -> None:
