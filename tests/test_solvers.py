@@ -294,11 +294,13 @@ def test_symmetric_3d_psf_takes_the_unpadded_mirror_path(solver):
     One period of the half-sample symmetric extension, solved periodically, is the mirror
     boundary exactly; its sums are 8x the volume's, so even the adaptive alpha is the same.
     """
+    from bigdecon.solvers.psf import widefield_psf
     from bigdecon.solvers.richardson_lucy import boundary_rule, padded_problem
 
     psf = gaussian_psf((4.0, 2.0, 2.0))  # 19 x 11 x 11: longer than half the z axis below
     image = _volume_with_beads((12, 40, 36), psf)
     assert boundary_rule(3, psf) == "mirror"
+    assert boundary_rule(3, widefield_psf((15, 21, 21), 1.2, 0.52, 1.33, 0.1, 0.2)) == "mirror"  # Born-Wolf
     padded, _conv, crop = padded_problem(image, psf, None, "auto")
     assert padded.shape == image.shape  # no padding, no guard
     fn = landweber if solver == "landweber" else richardson_lucy
