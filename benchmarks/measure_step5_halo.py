@@ -3,11 +3,17 @@
     python benchmarks/measure_step5_halo.py            # ~10-20 min on 2 cores
     python benchmarks/measure_step5_halo.py --quick    # the Gaussian PSF only
 
+    python benchmarks/measure_step5_halo.py --boundary edge   # the padded real-FFT path
+
 Pure NumPy. A volume of beads and filaments is blurred with the PSF and given
-Poisson noise; each solver runs once on the whole volume (faces padded by the
-PSF's half-support, edge replicate, as ``pad=None`` does) and once per block:
-the block grown by the halo, clipped at the volume's faces, padded only on the
-sides that touch a face (``pad=((lo, hi), ...)``), its interior kept. Printed:
+Poisson noise; each solver runs once on the whole volume and once per block:
+the block grown by the halo, clipped at the volume's faces, its interior kept.
+``--boundary auto`` (default, what the solvers do by default): a symmetric PSF
+takes the mirror path (unpadded DCT-II), and a block is solved with no padding
+at all (the mirror at a data-set face is the whole volume's mirror); a
+measured-style PSF takes the padded path. ``--boundary edge``: faces padded by
+the PSF's half-support (edge replicate) and a block padded only on the sides
+that touch a face (``pad=((lo, hi), ...)``). Printed:
 max |block - whole| / max(whole) over the measured blocks, per solver, PSF,
 iteration count and halo (in units of the PSF half-support and in pixels);
 then the image quality of plain / adaptive / scheduled RL against the truth;
@@ -31,7 +37,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import bigdecon  # noqa: E402
 from bigdecon.solvers.landweber import landweber  # noqa: E402
-from bigdecon.solvers.richardson_lucy import deconv_halo, psf_half_support, richardson_lucy  # noqa: E402
+from bigdecon.solvers.richardson_lucy import (  # noqa: E402
+    boundary_rule,
+    deconv_halo,
+    psf_half_support,
+    richardson_lucy,
+)
 
 
 def measured_style_psf(shape=(33, 65, 65), fwhm_xy=3.0, fwhm_z=6.0, seed=0) -> np.ndarray:
@@ -111,13 +122,20 @@ def blockwise(solve, image, block, halo, half, which):
     return out
 
 
+# Face rule of every solver call (--boundary); "auto" is the solvers' default.
+BOUNDARY = {"rule": "auto"}
+
 SOLVERS = {
-    "RL plain": lambda img, psf, it, pad: richardson_lucy(img, psf, it, accelerate=False, pad=pad),
-    "RL adaptive alpha": lambda img, psf, it, pad: richardson_lucy(img, psf, it, accelerate=True, pad=pad),
-    "RL schedule alpha": lambda img, psf, it, pad: richardson_lucy(
-        img, psf, it, accelerate=True, pad=pad, alpha="schedule"
+    "RL plain": lambda img, psf, it, pad: richardson_lucy(
+        img, psf, it, accelerate=False, pad=pad, boundary=BOUNDARY["rule"]
     ),
-    "Landweber": lambda img, psf, it, pad: landweber(img, psf, it, pad=pad),
+    "RL adaptive alpha": lambda img, psf, it, pad: richardson_lucy(
+        img, psf, it, accelerate=True, pad=pad, boundary=BOUNDARY["rule"]
+    ),
+    "RL schedule alpha": lambda img, psf, it, pad: richardson_lucy(
+        img, psf, it, accelerate=True, pad=pad, alpha="schedule", boundary=BOUNDARY["rule"]
+    ),
+    "Landweber": lambda img, psf, it, pad: landweber(img, psf, it, pad=pad, boundary=BOUNDARY["rule"]),
 }
 
 
@@ -129,6 +147,8 @@ def halo_table(cases, log):
     for c in cases:
         psf, image = c["psf"], c["image"]
         half = psf_half_support(psf.shape)
+        if boundary_rule(3, psf, BOUNDARY["rule"]) == "mirror":
+            half = (0, 0, 0)  # the mirror path pads nothing: blocks get no pad (and it would be ignored)
         nblocks = [int(np.ceil(n / b)) for n, b in zip(image.shape, c["block"])]
         which = c.get("which") or list(itertools.product(*[range(k) for k in nblocks]))
         for it in c["iterations"]:
@@ -137,7 +157,7 @@ def halo_table(cases, log):
                 whole = solver(image, psf, it, None)
                 peak = float(whole.max())
                 for m in c["halo_factors"]:
-                    halo = tuple(int(np.ceil(m * h)) for h in half)
+                    halo = tuple(int(np.ceil(m * h)) for h in psf_half_support(psf.shape))
                     t0 = time.perf_counter()
                     parts = blockwise(
                         lambda a, pad, solver=solver, psf=psf, it=it: solver(a, psf, it, pad),
@@ -195,19 +215,28 @@ def quality(truth, image, psf, iterations, log):
 _MEM_CODE = """
 import resource, sys, numpy as np
 sys.path.insert(0, {root!r})
-from bigdecon.solvers.richardson_lucy import richardson_lucy, padded_geometry
+from bigdecon.solvers.richardson_lucy import boundary_rule, richardson_lucy, padded_geometry
 from bigdecon.solvers.landweber import landweber
 from bigdecon import gaussian_psf
-shape = {shape}; kind = {kind!r}
+shape = {shape}; kind = {kind!r}; boundary = {boundary!r}
 psf = gaussian_psf((6.0, 3.0, 3.0))
-geo = padded_geometry(shape, psf.shape, None)
+if boundary_rule(3, psf, boundary) == "mirror":
+    geo = [(0, 0, n) for n in shape]  # transformed as it is
+else:
+    geo = padded_geometry(shape, psf.shape, None)
 base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024  # resident now, KiB
+try:  # forget the imports' peak (Linux): else a small block's peak hides below it
+    open("/proc/self/clear_refs", "w").write("5")
+except OSError:
+    pass
 img = np.random.default_rng(0).random(shape, dtype=np.float32) + np.float32(0.1)
 if kind == "landweber":
-    landweber(img, psf, 3)
+    landweber(img, psf, 3, boundary=boundary)
 else:
-    richardson_lucy(img, psf, 3, accelerate=kind != "plain", alpha="adaptive" if kind == "adaptive" else "schedule")
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    richardson_lucy(img, psf, 3, accelerate=kind != "plain", alpha="adaptive" if kind == "adaptive" else "schedule",
+                    boundary=boundary)
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+peak = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("MEM", (peak - base) * 1024, int(np.prod([g[2] for g in geo])), img.nbytes, base * 1024)
 """
 
@@ -216,7 +245,7 @@ def memory_table(shapes, log):
     rows = []
     for shape in shapes:
         for kind in ("plain", "schedule", "adaptive", "landweber"):
-            code = _MEM_CODE.format(root=str(HERE.parent), shape=tuple(shape), kind=kind)
+            code = _MEM_CODE.format(root=str(HERE.parent), shape=tuple(shape), kind=kind, boundary=BOUNDARY["rule"])
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEM ")][-1].split()
             extra, padded, _in_bytes, _base = int(line[1]), int(line[2]), int(line[3]), int(line[4])
@@ -236,7 +265,13 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="halo,quality,memory", help="sections to run (comma-separated)")
     ap.add_argument("--psf", default="gaussian,measured", help="PSFs of the halo table (comma-separated)")
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--boundary", default="auto", choices=("auto", "mirror", "edge"), help="solvers' face rule")
+    ap.add_argument("--solvers", default=",".join(SOLVERS), help="solvers of the halo table (comma-separated)")
+    ap.add_argument("--halos", default=None, help="halo factors, e.g. 1,2,3 (default 1,2,3,4; --quick 2,3)")
     args = ap.parse_args(argv)
+    BOUNDARY["rule"] = args.boundary
+    chosen = tuple(n.strip() for n in args.solvers.split(","))
+    factors = tuple(float(m) for m in args.halos.split(",")) if args.halos else None
 
     def log(msg):
         print(msg, flush=True)
@@ -256,8 +291,8 @@ def main(argv=None) -> int:
                     block=(16, 64, 64),
                     which=[(0, 0, 0), (1, 1, 1), (3, 2, 2), (2, 1, 0)],
                     iterations=(7, 20),
-                    halo_factors=(1, 2, 3, 4) if not args.quick else (2, 3),
-                    solvers=tuple(SOLVERS),
+                    halo_factors=factors or ((1, 2, 3, 4) if not args.quick else (2, 3)),
+                    solvers=chosen,
                 )
             )
         if not args.quick and "measured" in args.psf:
@@ -276,7 +311,7 @@ def main(argv=None) -> int:
                     solvers=("RL plain", "RL schedule alpha"),
                 )
             )
-        log("Halo: max |block - whole| / max(whole)")
+        log(f"Halo: max |block - whole| / max(whole), boundary {args.boundary!r}")
         results["halo"] = halo_table(cases, log)
     if "quality" in sections:
         log("Quality against the truth (Gaussian PSF, 64x192x192)")

@@ -251,11 +251,12 @@ def test_3d_blocks_with_deconv_halo_equal_the_whole_volume(solver):
     truth[tuple(rng.integers(0, s, 300) for s in truth.shape)] = rng.uniform(0.3, 1, 300)
     image = (rng.poisson((convolve(truth, psf, mode="reflect") + 0.02) * 300) / 300).astype(np.float32)
     iterations = 7
+    # The padded real-FFT path (a measured PSF's); the mirror path is tested below.
     if solver == "landweber":
-        solve = lambda a, pad: landweber(a, psf, iterations, pad=pad)  # noqa: E731
+        solve = lambda a, pad: landweber(a, psf, iterations, pad=pad, boundary="edge")  # noqa: E731
         kind = "landweber"
     else:
-        solve = lambda a, pad: richardson_lucy(a, psf, iterations, pad=pad, **solver)  # noqa: E731
+        solve = lambda a, pad: richardson_lucy(a, psf, iterations, pad=pad, boundary="edge", **solver)  # noqa: E731
         kind = "rl"
     whole = solve(image, None)
     halo = deconv_halo(psf.shape, iterations, kind)
@@ -263,9 +264,110 @@ def test_3d_blocks_with_deconv_halo_equal_the_whole_volume(solver):
     assert np.abs(chunked - whole).max() <= 1e-5 * whole.max()
     # The adaptive (published) alpha is a global statistic: a block's own alpha does not converge to it.
     if solver == dict(accelerate=False):
-        adaptive = lambda a, pad: richardson_lucy(a, psf, iterations, pad=pad)  # noqa: E731
+        adaptive = lambda a, pad: richardson_lucy(a, psf, iterations, pad=pad, boundary="edge")  # noqa: E731
         off = _blockwise(adaptive, image, (10, 16, 16), halo, psf_half_support(psf.shape))
         assert np.abs(off - adaptive(image, None)).max() > 1e-4 * whole.max()
+
+
+def _volume_with_beads(shape, psf, seed=4, count=300):
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.float32)
+    truth[tuple(rng.integers(0, s, count) for s in shape)] = rng.uniform(0.3, 1, count)
+    return (rng.poisson((convolve(truth, psf, mode="reflect") + 0.02) * 300) / 300).astype(np.float32)
+
+
+def _mirror_unfolded(a):
+    """``a`` followed by its reflection along every axis: one period of the mirror extension."""
+    for axis in range(a.ndim):
+        a = np.concatenate([a, np.flip(a, axis)], axis=axis)
+    return a
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [dict(accelerate=False), dict(accelerate=True), dict(accelerate=True, alpha="schedule"), "landweber"],
+    ids=["rl-plain", "rl-adaptive", "rl-schedule", "landweber"],
+)
+def test_symmetric_3d_psf_takes_the_unpadded_mirror_path(solver):
+    """Default 3-D path == the periodic real-FFT solver on the mirror-unfolded (2N per axis) volume.
+
+    One period of the half-sample symmetric extension, solved periodically, is the mirror
+    boundary exactly; its sums are 8x the volume's, so even the adaptive alpha is the same.
+    """
+    from bigdecon.solvers.psf import widefield_psf
+    from bigdecon.solvers.richardson_lucy import boundary_rule, padded_problem
+
+    psf = gaussian_psf((4.0, 2.0, 2.0))  # 19 x 11 x 11: longer than half the z axis below
+    image = _volume_with_beads((12, 40, 36), psf)
+    assert boundary_rule(3, psf) == "mirror"
+    assert boundary_rule(3, widefield_psf((15, 21, 21), 1.2, 0.52, 1.33, 0.1, 0.2)) == "mirror"  # Born-Wolf
+    padded, _conv, crop = padded_problem(image, psf, None, "auto")
+    assert padded.shape == image.shape  # no padding, no guard
+    fn = landweber if solver == "landweber" else richardson_lucy
+    kw = {} if solver == "landweber" else solver
+    for iterations in (1, 7):
+        ours = fn(image, psf, iterations, **kw)
+        assert ours.shape == image.shape and ours.dtype == np.float32
+        unfolded = fn(_mirror_unfolded(image), psf, iterations, pad=0, boundary="edge", **kw)
+        ref = unfolded[: image.shape[0], : image.shape[1], : image.shape[2]]
+        assert np.abs(ours - ref).max() <= 1e-5 * ref.max(), (iterations, np.abs(ours - ref).max() / ref.max())
+        # The mirror path ignores pad.
+        np.testing.assert_array_equal(fn(image, psf, iterations, pad=3, **kw), ours)
+
+
+def test_mirror_operator_is_reflect_convolution():
+    """``H`` of the mirror path is scipy.ndimage's ``mode="reflect"`` convolution (float64), also with a
+    kernel longer than an axis (repeated reflections), and ``H^T 1 = 1``."""
+    from bigdecon.solvers.richardson_lucy import padded_problem
+
+    psf = gaussian_psf((5.0, 2.0, 3.0))
+    x = np.random.default_rng(1).uniform(0, 1, (6, 30, 25)).astype(np.float32)
+    assert psf.shape[0] > 2 * x.shape[0]
+    _f, conv, _crop = padded_problem(x, psf, None, "mirror")
+    ref = convolve(x.astype(np.float64), psf.astype(np.float64), mode="reflect")
+    assert np.abs(conv.forward(x) - ref).max() <= 1e-6 * ref.max()
+    np.testing.assert_allclose(conv.adjoint(np.ones_like(x)), 1.0, atol=1e-6)
+
+
+def test_non_symmetric_or_2d_psf_keeps_the_padded_fft_path():
+    from bigdecon.solvers.richardson_lucy import boundary_rule, padded_problem
+
+    psf = gaussian_psf((4.0, 2.0, 2.0))
+    skewed = psf * np.linspace(0.8, 1.2, psf.shape[2], dtype=np.float32)  # a measured-like asymmetry in x
+    skewed /= skewed.sum()
+    image = _volume_with_beads((12, 40, 36), psf)
+    assert boundary_rule(3, skewed) == "edge" and boundary_rule(3, psf[:, :, :-1]) == "edge"  # even size
+    assert boundary_rule(3, gaussian_psf(2.0)) == "edge"  # 2-D PSF: the published per-plane padding
+    padded, _conv, _crop = padded_problem(image, skewed, None, "auto")
+    assert padded.shape != image.shape  # padded with edge replication and a zero guard
+    np.testing.assert_array_equal(richardson_lucy(image, skewed, 3), richardson_lucy(image, skewed, 3, boundary="edge"))
+    with pytest.raises(ValueError, match="symmetric"):
+        richardson_lucy(image, skewed, 3, boundary="mirror")
+    with pytest.raises(ValueError, match="boundary"):
+        landweber(image, psf, 3, boundary="periodic")
+
+
+@pytest.mark.parametrize("iterations", [7, 20])
+@pytest.mark.parametrize(
+    "solver",
+    [dict(accelerate=False), dict(accelerate=True, alpha="schedule"), "landweber"],
+    ids=["rl-plain", "rl-schedule", "landweber"],
+)
+def test_mirror_path_blocks_with_deconv_halo_equal_the_whole_volume(solver, iterations):
+    """Mirror path: blocks grown by deconv_halo, clipped at the faces, solved with no pad at all."""
+    from bigdecon.solvers.richardson_lucy import deconv_halo
+
+    psf = gaussian_psf((4.0, 2.0, 2.0))
+    image = _volume_with_beads((40, 64, 64), psf)
+    if solver == "landweber":
+        solve = lambda a, pad: landweber(a, psf, iterations)  # noqa: E731
+        kind = "landweber"
+    else:
+        solve = lambda a, pad: richardson_lucy(a, psf, iterations, **solver)  # noqa: E731
+        kind = "rl" if solver == dict(accelerate=False) else "rl-schedule"
+    whole = solve(image, None)
+    chunked = _blockwise(solve, image, (10, 16, 16), deconv_halo(psf.shape, iterations, kind), (0, 0, 0))
+    assert np.abs(chunked - whole).max() <= 1e-5 * whole.max()
 
 
 def test_richardson_lucy_rejects_unknown_alpha_rule():

@@ -110,8 +110,8 @@ def blurred_scene():
 def test_three_wb_iterations_match_twenty_plain_rl_iterations(blurred_scene):
     """Issue 12's target: the quality of 20 plain RL iterations in <= 3 WB iterations.
 
-    With the half-support face padding (no guard) this scene scores WB-2 0.639,
-    WB-3 0.705 and RL-20 0.642 (Pearson with the truth)."""
+    Against RL as users get it (its default face rule): on this scene WB-2 scores
+    0.639, WB-3 0.705, RL-20 0.658 (mirror faces; 0.642 with edge padding)."""
     truth, psf, noisy = blurred_scene
     wb2 = rl_wiener_butterworth(noisy, psf, 2)
     wb3 = rl_wiener_butterworth(noisy, psf, 3)

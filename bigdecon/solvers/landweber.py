@@ -10,13 +10,14 @@ from .richardson_lucy import FLOOR, padded_problem
 __all__ = ["landweber"]
 
 
-def landweber(image, psf, iterations: int = 7, *, pad=None):
+def landweber(image, psf, iterations: int = 7, *, pad=None, boundary: str = "auto"):
     """Accelerated Landweber deconvolution, floored at 1e-6.
 
     Gradient steps ``x = y + H^T (f - H y)`` on the least-squares data term,
     with Nesterov momentum ``y = x + (t_k - 1) / t_{k+1} (x - x_prev)``.
     Plane by plane for a 2-D PSF, as a volume for a 3-D PSF, with the same
-    edge padding as :func:`richardson_lucy`.
+    face rules as :func:`richardson_lucy`: a mirror and unpadded DCT-II for a
+    3-D PSF symmetric along every axis, edge padding otherwise.
 
     Parameters
     ----------
@@ -31,7 +32,10 @@ def landweber(image, psf, iterations: int = 7, *, pad=None):
         axis or one ``(low, high)`` pair per axis; default the published
         ``floor(min(h, w) / 6)`` for a 2-D PSF, the PSF's half-support for a
         3-D PSF. The momentum depends only on the iteration number, so blocks
-        of a volume compute what the whole volume computes.
+        of a volume compute what the whole volume computes. Ignored by the
+        mirror boundary.
+    boundary : {"auto", "mirror", "edge"}
+        Face rule, as in :func:`richardson_lucy`.
 
     Returns
     -------
@@ -58,13 +62,14 @@ def landweber(image, psf, iterations: int = 7, *, pad=None):
     xp = get_xp(image)
     if iterations <= 0:
         return xp.asarray(image, dtype=xp.float32).copy()
-    padded, conv, crop = padded_problem(image, psf, pad)
+    padded, conv, crop = padded_problem(image, psf, pad, boundary)
     floor = xp.float32(FLOOR)
     x_prev = padded
     y = padded
     t = 1.0
     for _ in range(iterations):
-        residual = padded - conv.forward(y)
+        residual = conv.forward(y)
+        xp.subtract(padded, residual, out=residual)
         x = y + conv.adjoint(residual)
         xp.maximum(x, floor, out=x)
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0

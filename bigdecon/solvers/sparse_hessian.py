@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import cpu_threads, fft_module, fft_workers, get_xp
+from .._backend import cpu_threads, get_xp
 from . import _fused_cpu
+from ._dct import DCT3 as _DCT
 
 __all__ = ["sparse_hessian", "sparse_hessian_terms"]
 
@@ -182,72 +183,6 @@ def sparse_hessian_terms(tcontinuity: float, coupled: bool) -> list[tuple[str, t
     if rho > 0:
         terms += [("kk", (0,), rho * rho), ("xk", (0, 2), 2.0 * rho), ("yk", (0, 1), 2.0 * rho)]
     return terms
-
-
-class _DCT:
-    """3-D DCT-II and its inverse for a ``(k, y, x)`` block.
-
-    y and x go through ``dctn``; a short k axis (the usual time-lapse block)
-    is transformed by a small matrix product instead, which reads memory once
-    where a strided length-5 transform costs as much as the whole y/x part.
-    """
-
-    _MATMUL_MAX = 32
-
-    def __init__(self, shape, xp: ModuleType):
-        self.xp = xp
-        self.fft = fft_module(xp)
-        self.kw = fft_workers(xp, math.prod(shape))
-        n = shape[0]
-        self.k_axis = n > 1
-        self.matrix = None
-        if 1 < n <= self._MATMUL_MAX:
-            i = np.arange(n)
-            # scipy's unnormalised DCT-II: y_k = 2 sum_n x_n cos(pi k (2n + 1) / 2N)
-            c = 2.0 * np.cos(np.pi * np.outer(i, 2 * i + 1) / (2 * n))
-            self.matrix = xp.asarray(c.astype(np.float32))
-            self.inverse_matrix = xp.asarray(np.linalg.inv(c).astype(np.float32))
-
-    def _along_k(self, a, m):
-        n = a.shape[0]
-        return (m @ a.reshape(n, -1)).reshape(a.shape)
-
-    def forward(self, a):
-        spec = self.fft.dctn(a, type=2, axes=(1, 2), **self.kw)
-        if not self.k_axis:
-            return spec
-        if self.matrix is not None:
-            return self._along_k(spec, self.matrix)
-        return self.fft.dct(spec, type=2, axis=0, **self.kw)
-
-    def inverse(self, spec):
-        if self.k_axis:
-            if self.matrix is not None:
-                spec = self._along_k(spec, self.inverse_matrix)
-            else:
-                spec = self.fft.idct(spec, type=2, axis=0, **self.kw)
-        return self.fft.idctn(spec, type=2, axes=(1, 2), **self.kw)
-
-    def _in_place(self, transform, a, **kwargs):
-        out = transform(a, type=2, overwrite_x=True, **kwargs, **self.kw)
-        if out.ctypes.data != a.ctypes.data:  # scipy writes float32 in place; never rely on it silently
-            np.copyto(a, out)
-
-    def solve_in_place(self, a, inv_denom, coupled: bool) -> None:
-        """NumPy: ``a = IDCT(inv_denom * DCT(a))`` without temporaries (scipy, Numba along a short k).
-
-        Without coupling ``inv_denom`` does not depend on k, so k is not transformed at all.
-        """
-        self._in_place(self.fft.dctn, a, axes=(1, 2))
-        if coupled and self.matrix is not None:
-            _fused_cpu.solve_short_k(a, self.matrix, self.inverse_matrix, inv_denom)
-        elif coupled and self.k_axis:
-            self._in_place(self.fft.dct, a, axis=0)
-            a *= inv_denom
-            self._in_place(self.fft.idct, a, axis=0)
-        else:
-            a *= inv_denom
-        self._in_place(self.fft.idctn, a, axes=(1, 2))
 
 
 def _dct_eigenvalues(n: int, xp: ModuleType):
