@@ -355,19 +355,24 @@ def _transform_length(length: int, pad: tuple[int, int], half: int) -> int:
     return total
 
 
-def _deconv_lengths(n: int, block: int, halo: int, half: int) -> list[int]:
+@functools.lru_cache(maxsize=16384)
+def _deconv_lengths(n: int, block: int, halo: int, half: int) -> tuple[int, ...]:
     """Transform lengths of the step-5 blocks along one axis."""
     out = []
     for span in _spans(n, block):
         grown = deconv_grown(span, halo, n)
         out.append(_transform_length(grown[1] - grown[0], deconv_face_pad(grown, n, half), half))
-    return out
+    return tuple(out)
 
 
-def _block_candidates(n: int, unit: int) -> list[int]:
-    """Block lengths tried along an axis: 1 .. unit - 1, multiples of ``unit``, the whole axis."""
-    sizes = set(range(1, min(unit, n))) | set(range(unit, n, unit)) | {n}
-    return sorted(sizes)
+def _block_candidates(n: int, unit: int, cap: int) -> list[int]:
+    """Block lengths tried along an axis: multiples of ``unit`` up to ``cap``, of ``cap // 4`` beyond
+    (so an output chunk of at least ``unit``, at most ``cap``, divides each), the whole axis, and
+    1 .. unit - 1 on a short axis."""
+    sizes = set(range(unit, min(n, cap + 1), unit)) | set(range(cap // 4, n, cap // 4)) | {n}
+    if n < 8 * unit:
+        sizes |= set(range(1, min(unit, n)))
+    return sorted(b for b in sizes if b <= n)
 
 
 def _deconv_block(
@@ -383,14 +388,14 @@ def _deconv_block(
 
     Work is the sum of the blocks' transform sizes over the data set (what the
     halo and the FFT lengths cost); among blocks that fit, those giving at
-    least ``min_tasks`` tasks are preferred. Lengths are multiples of 4 planes
-    and 16 px (or the whole axis), so output chunks can divide them. When even
-    the smallest block does not fit, the smallest is taken.
+    least ``min_tasks`` tasks are preferred. Lengths come from
+    :func:`_block_candidates`, so output chunks can divide them. When even the
+    smallest block does not fit, the smallest is taken.
     """
     names = ("k", "y", "x")
     tables = {}
     for a in names:
-        cands = _block_candidates(sizes[a], 4 if a == "k" else 16)
+        cands = _block_candidates(sizes[a], 4 if a == "k" else 16, _OUT_CHUNK_CAP[a])
         lengths = [_deconv_lengths(sizes[a], b, depth[a], half[a]) for b in cands]
         tables[a] = (
             np.array(cands),
