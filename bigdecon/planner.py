@@ -390,7 +390,7 @@ def _deconv_block(
     halo and the FFT lengths cost); among blocks that fit, those giving at
     least ``min_tasks`` tasks are preferred. Lengths come from
     :func:`_block_candidates`, so output chunks can divide them. When even the
-    smallest block does not fit, the smallest is taken.
+    smallest block does not fit, the budget is twice what the smallest needs.
     """
     names = ("k", "y", "x")
     tables = {}
@@ -428,7 +428,11 @@ def _deconv_block(
             if enough not in best or work[j, m] < best[enough][0]:
                 best[enough] = (float(work[j, m]), i, int(j), int(m))
     assert smallest is not None
-    _, i, j, m = best.get(True) or best.get(False) or smallest
+    if not best:
+        # Nothing fits: the halo alone is over budget. Take twice the least a block needs,
+        # rather than blocks of a voxel that cost as much.
+        return _deconv_block(sizes, depth, half, 1, int(2 * smallest[0]), min_tasks, n_outer)
+    _, i, j, m = best.get(True) or best[False]
     return {"k": int(ky[0][i]), "y": int(yy[0][j]), "x": int(xy[0][m])}
 
 

@@ -54,6 +54,13 @@ def volume():
     return np.concatenate([data, data[::-1]])  # 24 planes
 
 
+@pytest.fixture(scope="module")
+def wide_volume():
+    """Wide enough in y/x for blocks whose halo does not reach both faces with the 17x33x33 PSF."""
+    data = filaments((12, 144, 144), seed=6)[0]
+    return np.concatenate([data, data[::-1]])
+
+
 PSFS = {"gauss": dict(fwhm=(4, 3, 3)), "measured": dict(psf=measured_style_psf())}
 MODES = {
     "rl": dict(sparse_iters=0, background=0),
@@ -61,35 +68,48 @@ MODES = {
     "sparse-rl": dict(sparse_iters=20, background=0),
     "sparse-landweber-bg": dict(sparse_iters=20, deconv_type=2),
 }
-# Bytes per task that give 8-12 step-5 blocks on the 24x80x88 volume (for either PSF).
-SMALL_TASK = {"gauss": 12 * 2**20, "measured": 40 * 2**20}
+CASES = [pytest.param("gauss", mode, id=f"gauss-{mode}") for mode in MODES] + [
+    pytest.param("measured", mode, id=f"measured-{mode}", marks=pytest.mark.slow)
+    for mode in ("rl", "sparse-landweber-bg")
+]
 
 
-@pytest.mark.parametrize("psf", list(PSFS))
-@pytest.mark.parametrize("mode", list(MODES))
-def test_out_of_core_3d_blocks_equal_the_whole_volume(tmp_path, volume, psf, mode):
+@pytest.mark.parametrize("psf, mode", CASES)
+def test_out_of_core_3d_blocks_equal_the_whole_volume(tmp_path, volume, wide_volume, psf, mode):
     """Step-5 block tasks (halo read from the intermediate store, faces padded, interiors written) equal
     the whole-volume result."""
     params = dict(**PSFS[psf], **MODES[mode])
+    if psf == "measured":
+        volume = wide_volume
     src = write_input(str(tmp_path / "in.zarr"), volume, "zyx", (6, 40, 44))
-    summary = bigdecon.plan(src, task_memory=SMALL_TASK[psf], **params)
+    sizing = dict(task_memory=12 * 2**20) if psf == "gauss" else dict(min_tasks=9)
+    summary = bigdecon.plan(src, **sizing, **params)
     assert summary["deconv_tasks"] >= 4
-    out = bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), task_memory=SMALL_TASK[psf], **params)
+    out = bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), **sizing, **params)
     whole = bigdecon.sparse_deconvolve(volume, **params)
     err = seam_error(open_image(out["output"]).data.compute(), whole)
     print(f"out-of-core {psf} {mode}: {summary['deconv_tasks']} blocks, max error / max {err:.1e}")
     assert err <= (1e-4 if psf == "gauss" else 1e-3)
 
 
-@pytest.mark.parametrize("psf", list(PSFS))
-@pytest.mark.parametrize("mode", ["rl", "landweber", "sparse-rl"])
-def test_lazy_3d_blocks_equal_the_whole_volume(volume, psf, mode):
+LAZY = [
+    pytest.param("gauss", "rl", id="gauss-rl"),
+    pytest.param("gauss", "landweber", id="gauss-landweber"),
+    pytest.param("gauss", "sparse-rl", id="gauss-sparse-rl"),
+    pytest.param("measured", "sparse-rl", id="measured-sparse-rl", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("psf, mode", LAZY)
+def test_lazy_3d_blocks_equal_the_whole_volume(volume, wide_volume, psf, mode):
     params = dict(**PSFS[psf], **MODES[mode])
+    if psf == "measured":
+        volume = wide_volume
     whole = bigdecon.sparse_deconvolve(volume, **params)
     lazy = bigdecon.sparse_deconvolve(
-        da.from_array(volume, chunks=(6, 40, 44)), chunks=(8, 40, 44), deconv_chunks=(8, 32, 40), **params
+        da.from_array(volume, chunks=(6, 40, 44)), chunks=(8, 40, 44), deconv_chunks=(8, 48, 40), **params
     )
-    assert lazy.chunks == ((8, 8, 8), (32, 32, 16), (40, 40, 8))
+    assert len(lazy.chunks[1]) >= 2 and len(lazy.chunks[2]) >= 3
     err = seam_error(lazy.compute(), whole)
     print(f"lazy {psf} {mode}: max error / max {err:.1e}")
     assert err <= (1e-4 if psf == "gauss" else 1e-3)
