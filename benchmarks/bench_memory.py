@@ -15,8 +15,8 @@ RSS (the working set; the interpreter, NumPy, SciPy and Numba take a fixed
 iteration counts are cut (3 + 3) to keep the run short: a task's working set
 does not depend on them, only its duration does.
 
-``--psf3d``: zyx volumes instead (the larger 4x deeper in z, and at full size
-3.3x the summed memory limit of the workers) with a 3-D Gaussian PSF (FWHM z 6,
+``--psf3d``: zyx volumes instead (the larger 4x deeper in z, and at full size,
+600x1024x1024 float32, 3.0x the summed memory limit of the two 400 MiB workers) with a 3-D Gaussian PSF (FWHM z 6,
 y/x 3 px), so step 5 runs on (z, y, x) blocks with its halo; default
 ``deconv_iters`` (7) there, since the halo depends on it.
 """
@@ -139,7 +139,7 @@ def main() -> None:
     t_small = args.frames or (16 if args.small else 64)
     axes, params = ("zyx", PARAMS_3D) if args.psf3d else ("tyx", PARAMS_2D)
     if args.psf3d and not args.frames:
-        t_small = 16 if args.small else 52  # 4 x 52 x 1024 x 1024 float32: 3.3x two 250 MiB workers
+        t_small = 16 if args.small else 150  # 4 x 150 x 1024 x 1024 float32: 3.0x two 400 MiB workers
     chunks = {axes[0]: 8, "y": 128, "x": 128}
     limit = parse_bytes(args.memory_limit)
     root = tempfile.mkdtemp(prefix="bigdecon-bench-")
