@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory.py            # ~8 min on 2 cores
     python benchmarks/bench_memory.py --small    # a quicker, smaller run (~1 min)
+    python benchmarks/bench_memory.py --psf3d [--small]   # zyx volumes, 3-D PSF: step 5 on (z, y, x) blocks
 
 Writes two generated time-lapses as OME-Zarr, the second 4x longer than the
 first (so 4x more chunks of the same size), the larger 2.6x bigger than one
@@ -13,6 +14,11 @@ RSS (the working set; the interpreter, NumPy, SciPy and Numba take a fixed
 ~200 MiB), throughput, and the ratio of the peaks (target <= 1.3). The
 iteration counts are cut (3 + 3) to keep the run short: a task's working set
 does not depend on them, only its duration does.
+
+``--psf3d``: zyx volumes instead (the larger 4x deeper in z, and at full size,
+600x1024x1024 float32, 3.0x the summed memory limit of the two 400 MiB workers) with a 3-D Gaussian PSF (FWHM z 6,
+y/x 3 px), so step 5 runs on (z, y, x) blocks with its halo; default
+``deconv_iters`` (7) there, since the halo depends on it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import time
 import numpy as np
 
 
-def write_timelapse(path: str, shape: tuple[int, int, int], chunk_t: int) -> None:
+def write_timelapse(path: str, shape: tuple[int, int, int], chunk_t: int, axes: str = "tyx") -> None:
     """A drifting texture of filament-like ridges, written plane group by plane group."""
     from scipy.ndimage import gaussian_filter
 
@@ -43,7 +49,7 @@ def write_timelapse(path: str, shape: tuple[int, int, int], chunk_t: int) -> Non
         tile[ys, xs] += 1.0
     tile = gaussian_filter(tile, 1.3, mode="wrap") * 800 + 50
     big = np.tile(tile, (h // 256 + 1, w // 256 + 1))
-    writer = OmeZarrWriter(path, shape=shape, axes="tyx", chunks=(chunk_t, 256, 256), dtype="float32")
+    writer = OmeZarrWriter(path, shape=shape, axes=axes, chunks=(chunk_t, 256, 256), dtype="float32")
     for t0 in range(0, t, chunk_t):
         n = min(chunk_t, t - t0)
         block = np.stack([np.roll(big, k + t0, axis=1)[:h, :w] for k in range(n)])
@@ -88,7 +94,11 @@ def worker_rss(client) -> int:
     return max(psutil.Process(pid).memory_info().rss for pid in client.run(os.getpid).values())
 
 
-def run_case(client, src: str, dst: str, chunks: dict) -> tuple[float, float, int]:
+PARAMS_2D = dict(fwhm=3, sparse_iters=3, deconv_iters=3, background=1)
+PARAMS_3D = dict(fwhm=(6, 3, 3), sparse_iters=3, background=1)
+
+
+def run_case(client, src: str, dst: str, chunks: dict, params: dict | None = None) -> tuple[float, float, int]:
     import bigdecon
 
     pids = list(client.run(os.getpid).values())
@@ -101,14 +111,11 @@ def run_case(client, src: str, dst: str, chunks: dict) -> tuple[float, float, in
         summary = bigdecon.deconvolve(
             src,
             dst,
-            fwhm=3,
-            sparse_iters=3,
-            deconv_iters=3,
-            background=1,
+            **(params or PARAMS_2D),
             chunks=chunks,
             client=client,
             overwrite=True,
-            task_memory=64 * 2**20,  # one plane per whole-plane task
+            task_memory=64 * 2**20,  # one plane per whole-plane task; the step-5 blocks fit it
         )
         seconds = time.perf_counter() - t
     finally:
@@ -123,13 +130,17 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="400MiB", help="each worker's memory limit")
     ap.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
     ap.add_argument("--frames", type=int, default=None, help="frames of the smaller data set (the larger has 4x)")
+    ap.add_argument("--psf3d", action="store_true", help="zyx volumes and a 3-D PSF (blockwise 3-D step 5)")
     args = ap.parse_args()
     from dask.utils import parse_bytes
     from distributed import Client, LocalCluster
 
     h = w = 512 if args.small else 1024
     t_small = args.frames or (16 if args.small else 64)
-    chunks = {"t": 8, "y": 128, "x": 128}
+    axes, params = ("zyx", PARAMS_3D) if args.psf3d else ("tyx", PARAMS_2D)
+    if args.psf3d and not args.frames:
+        t_small = 16 if args.small else 150  # 4 x 150 x 1024 x 1024 float32: 3.0x two 400 MiB workers
+    chunks = {axes[0]: 8, "y": 128, "x": 128}
     limit = parse_bytes(args.memory_limit)
     root = tempfile.mkdtemp(prefix="bigdecon-bench-")
     try:
@@ -137,10 +148,10 @@ def main() -> None:
         for factor in (1, 4):
             shape = (t_small * factor, h, w)
             path = os.path.join(root, f"in{factor}.zarr")
-            write_timelapse(path, shape, 16)
+            write_timelapse(path, shape, 16, axes)
             cases.append((factor, shape, path))
         warm = os.path.join(root, "warm-in.zarr")
-        write_timelapse(warm, (16, h, w), 16)
+        write_timelapse(warm, (16, h, w), 16, axes)
         with (
             LocalCluster(
                 n_workers=args.workers,
@@ -153,23 +164,23 @@ def main() -> None:
             Client(cluster) as client,
         ):
             # Warm the workers once (imports, JIT) so both cases start from the same state.
-            run_case(client, warm, os.path.join(root, "warm.zarr"), chunks)
+            run_case(client, warm, os.path.join(root, "warm.zarr"), chunks, params)
             idle = worker_rss(client)
             results = []
             for factor, shape, path in cases:
-                peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks)
+                peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks, params)
                 results.append((factor, shape, peak, seconds, voxels))
         print(
-            f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; chunks {chunks}; "
-            f"idle worker RSS {idle / 2**20:.0f} MiB"
+            f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; {axes}, {params}; "
+            f"chunks {chunks}; idle worker RSS {idle / 2**20:.0f} MiB"
         )
         print(
-            f"{'data':>22} {'size':>9} {'x 1 limit':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}"
+            f"{'data':>22} {'size':>9} {'x limits':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}"
         )
         for _factor, shape, peak, seconds, voxels in results:
             size = voxels * 4
             print(
-                f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / limit:9.1f} {peak / 2**20:8.0f}Mi "
+                f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / (limit * args.workers):9.1f} {peak / 2**20:8.0f}Mi "
                 f"{(peak - idle) / 2**20:10.0f}Mi {seconds:7.1f}s {voxels / seconds / 1e6:8.2f}"
             )
         ratio = results[1][2] / results[0][2]

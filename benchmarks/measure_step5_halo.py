@@ -142,6 +142,17 @@ SOLVERS = {
 KIND = {"RL plain": "rl", "RL adaptive alpha": "rl", "RL schedule alpha": "rl-schedule", "Landweber": "landweber"}
 
 
+def energy_radius(psf, fraction=0.999):
+    """Per axis, the radius around the centre that holds ``fraction`` of the PSF's marginal energy."""
+    out = []
+    for a in range(psf.ndim):
+        prof = psf.sum(axis=tuple(i for i in range(psf.ndim) if i != a))
+        c = len(prof) // 2
+        r = next(r for r in range(c + 1) if prof[max(0, c - r) : c + r + 1].sum() >= fraction * prof.sum())
+        out.append(r)
+    return tuple(out)
+
+
 def halo_table(cases, log):
     rows = []
     for c in cases:
@@ -149,6 +160,10 @@ def halo_table(cases, log):
         half = psf_half_support(psf.shape)
         if boundary_rule(3, psf, BOUNDARY["rule"]) == "mirror":
             half = (0, 0, 0)  # the mirror path pads nothing: blocks get no pad (and it would be ignored)
+        log(
+            f"  {c['label']}: half-support {half}, radius of 99% / 99.9% / 99.99% of the energy "
+            f"{energy_radius(psf, 0.99)} / {energy_radius(psf, 0.999)} / {energy_radius(psf, 0.9999)}"
+        )
         nblocks = [int(np.ceil(n / b)) for n, b in zip(image.shape, c["block"])]
         which = c.get("which") or list(itertools.product(*[range(k) for k in nblocks]))
         for it in c["iterations"]:
@@ -268,6 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--boundary", default="auto", choices=("auto", "mirror", "edge"), help="solvers' face rule")
     ap.add_argument("--solvers", default=",".join(SOLVERS), help="solvers of the halo table (comma-separated)")
     ap.add_argument("--halos", default=None, help="halo factors, e.g. 1,2,3 (default 1,2,3,4; --quick 2,3)")
+    ap.add_argument("--measured-iterations", default="7,20", help="iteration counts of the measured-PSF rows")
     args = ap.parse_args(argv)
     BOUNDARY["rule"] = args.boundary
     chosen = tuple(n.strip() for n in args.solvers.split(","))
@@ -306,9 +322,9 @@ def main(argv=None) -> int:
                     block=(16, 64, 64),
                     # a corner block (two faces in every axis' reach) and an interior one
                     which=[(0, 0, 0), (2, 1, 1)],
-                    iterations=(7, 20),
-                    halo_factors=(2, 3),
-                    solvers=("RL plain", "RL schedule alpha"),
+                    iterations=tuple(int(i) for i in args.measured_iterations.split(",")),
+                    halo_factors=(1, 1.5, 2, 3),
+                    solvers=("RL schedule alpha", "Landweber"),
                 )
             )
         log(f"Halo: max |block - whole| / max(whole), boundary {args.boundary!r}")

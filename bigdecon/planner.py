@@ -2,15 +2,21 @@
 
 The method has three kinds of steps, and each is chunked the way its reach allows:
 
-* steps 1-3 (scale, wavelet background, up-sampling) and steps 5-6
-  (Richardson-Lucy or Landweber, plane by plane as published, or volume by
-  volume with a 3-D PSF) run on **whole planes** (whole volumes): the
-  background reaches ~1,400 px and the accelerated Richardson-Lucy's alpha is
-  a sum over the plane, so any split in y/x would change the result;
+* steps 1-3 (scale, wavelet background, up-sampling) and the published 2-D
+  steps 5-6 (Richardson-Lucy or Landweber, plane by plane) run on **whole
+  planes**: the background reaches ~1,400 px and the accelerated
+  Richardson-Lucy's adaptive alpha is a sum over the plane, so any split in
+  y/x would change the result;
 * step 4 (sparse Hessian, 100 split-Bregman iterations, the expensive part) runs
   on **blocks with a halo** in k (t or z), y and x, cut from the whole data set
   and clipped at its outer faces, where the solver's own mirror boundary
-  applies. Only the block's interior is kept.
+  applies. Only the block's interior is kept;
+* steps 5-6 with a 3-D PSF run on their own **(z, y, x) blocks with a halo**
+  (:attr:`Plan.deconv_block`, :func:`deconv_halo`): the accelerated
+  Richardson-Lucy then uses the Nesterov alpha schedule (a function of the
+  iteration number only, in the whole-volume path too), the block pads only
+  the sides on a face of the data set, and its interior equals the whole
+  volume's result (``docs/step5_blocks.md``).
 
 :func:`make_plan` chooses those blocks for a data set's :class:`Layout`; the
 passes (:mod:`bigdecon.passes`) run them.
@@ -26,21 +32,43 @@ depth is ``16 * (150 / fidelity)^(1/4)`` px in y and x and
 ``8 * (150 / fidelity)^(1/4) * (tcontinuity / 0.5)^(1/4)`` planes in k,
 rounded up (in output pixels when up-sampling), and never more than the axis.
 ``depth=`` overrides it.
+
+Blocks of 3-D step 5
+--------------------
+Memory per task follows the block alone: ``DECONV_BYTES`` per voxel of the
+block's transform (the block grown by the halo, rounded up to a fast FFT
+length; at a face, edge padding and a zero guard instead), measured by
+``benchmarks/measure_step5_halo.py``. :func:`make_plan` picks, among block
+sizes that fit ``task_memory``, the one with the least transform work over
+the data set (halo overhead and FFT lengths included).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import InputError
 from .params import Params
-from .stages import is_coupled, output_psf
+from .solvers.richardson_lucy import deconv_halo, fast_length, padded_geometry, psf_half_support
+from .stages import deconv_kind, is_coupled, output_psf
 
-__all__ = ["WORKSET_FACTOR", "Layout", "Plan", "Region", "default_depth", "make_plan"]
+__all__ = [
+    "DECONV_BYTES",
+    "WORKSET_FACTOR",
+    "Layout",
+    "Plan",
+    "Region",
+    "deconv_grown",
+    "default_depth",
+    "make_plan",
+]
 
 # A block of a pass: axis position -> (start, stop) over the output grid.
 Region = dict[int, tuple[int, int]]
@@ -48,6 +76,14 @@ Region = dict[int, tuple[int, int]]
 # Bytes of working memory per voxel of a block, measured by benchmarks/bench_solvers.py
 # (peak RSS / float32 input size): sparse Hessian ~13x, Richardson-Lucy on padded planes ~12x.
 WORKSET_FACTOR = 14
+
+# Peak bytes of one 3-D step-5 block task per voxel of its transform (the padded
+# block), input block included: measured 32.3-32.7 B for schedule-alpha RL and
+# 32.7-36.2 B for Landweber (docs/step5_blocks.md), rounded up.
+DECONV_BYTES = {"rl-schedule": 34, "landweber": 37}
+
+# Output chunks stay at most this long (k, y/x) where a step-5 block is longer.
+_OUT_CHUNK_CAP = {"k": 64, "y": 512, "x": 512}
 
 
 # --------------------------------------------------------------------------- layout
@@ -147,9 +183,13 @@ class Plan:
     out_chunks: tuple[int, ...]
     coupled: bool
     needs_preprocess: bool
-    volumetric: bool = False  # step 5 is 3-D: its tasks take whole volumes
+    volumetric: bool = False  # step 5 is 3-D (a 3-D PSF)
     itemsize: int = 4
-    psf_z: int = 0  # planes of a 3-D PSF: a whole-volume task is padded by as many on each side
+    # 3-D step 5 (None otherwise): block sizes, halo and the PSF's half-support per
+    # solver axis (k, y, x); the halo is the largest over the processed channels.
+    deconv_block: dict[str, int] | None = None
+    deconv_depth: dict[str, int] | None = None
+    deconv_half: dict[str, int] | None = None
 
     # Blocks are dicts axis-position -> (start, stop) over the output grid.
     def _outer_regions(self) -> Iterator[Region]:
@@ -173,19 +213,24 @@ class Plan:
         return tasks
 
     def final_tasks(self) -> list[Region]:
-        """Tasks of steps 5-6: whole planes, or whole volumes for a 3-D PSF."""
-        return self.plane_tasks(whole_volumes=self.volumetric and self.params.deconvolves)
+        """Tasks of steps 5-6: whole planes, or ``deconv_block`` blocks for a 3-D PSF."""
+        if self.deconv_block is not None:
+            return self._block_tasks(self.deconv_block)
+        return self.plane_tasks()
 
     def sparse_tasks(self) -> list[Region]:
         """Step-4 blocks of ``sparse_block`` (without their halo)."""
+        return self._block_tasks(self.sparse_block)
+
+    def _block_tasks(self, block: dict[str, int]) -> list[Region]:
         lay = self.layout
         tasks = []
-        kspans = [(0, 1)] if lay.k is None else _spans(lay.n_planes, self.sparse_block["k"])
+        kspans = [(0, 1)] if lay.k is None else _spans(lay.n_planes, block["k"])
         for base in self._outer_regions():
             for ks, ys, xs in itertools.product(
                 kspans,
-                _spans(self.out_shape[lay.y], self.sparse_block["y"]),
-                _spans(self.out_shape[lay.x], self.sparse_block["x"]),
+                _spans(self.out_shape[lay.y], block["y"]),
+                _spans(self.out_shape[lay.x], block["x"]),
             ):
                 region = dict(base)
                 if lay.k is not None:
@@ -205,6 +250,30 @@ class Plan:
             grown[ax] = (max(0, a - self.depth[name]), min(self.out_shape[ax], b + self.depth[name]))
         return grown
 
+    def deconv_halo(self, region: Region) -> Region:
+        """A step-5 block grown by its halo (see :func:`deconv_grown`), clipped at the faces."""
+        assert self.deconv_depth is not None  # only 3-D step 5 has blocks
+        lay = self.layout
+        grown = dict(region)
+        for ax, name in ((lay.k, "k"), (lay.y, "y"), (lay.x, "x")):
+            if ax is not None:
+                grown[ax] = deconv_grown(region[ax], self.deconv_depth[name], self.out_shape[ax])
+        return grown
+
+    def deconv_task_bytes(self) -> int:
+        """Peak memory of the largest step-5 block task (0 without 3-D step 5)."""
+        if self.deconv_block is None:
+            return 0
+        assert self.deconv_depth is not None and self.deconv_half is not None
+        lay = self.layout
+        voxels = 1
+        for ax, name in ((lay.k, "k"), (lay.y, "y"), (lay.x, "x")):
+            assert ax is not None  # 3-D step 5 has a k axis
+            n = self.out_shape[ax]
+            lengths = _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])
+            voxels *= max(lengths)
+        return int(DECONV_BYTES[deconv_kind(self.params)] * voxels)
+
     def summary(self) -> dict[str, Any]:
         """The plan as :func:`bigdecon.plan` reports it (JSON-friendly)."""
         lay = self.layout
@@ -219,13 +288,23 @@ class Plan:
         block[2] = min(block[2], self.out_shape[lay.x])
         plane_vox = self.out_shape[lay.y] * self.out_shape[lay.x]
         pad = 1 + 2 / 6  # the published one-sixth edge padding of step 5
-        whole_volumes = self.volumetric and self.params.deconvolves
-        final_planes = lay.n_planes + 2 * self.psf_z if whole_volumes else self.plane_group
-        plane_task = plane_vox * pad * pad * final_planes
+        # Whole-plane tasks: steps 1-3, and the 2-D (or no) step 5.
+        plane_task = plane_vox * pad * pad * self.plane_group
+        if self.deconv_block is not None and not self.needs_preprocess:
+            plane_task = 0
         mem = WORKSET_FACTOR * 4 * max(math.prod(block) if self.params.sparse_iters else 0, plane_task)
+        mem = max(mem, self.deconv_task_bytes())
         n_sparse = len(self.sparse_tasks()) if self.params.sparse_iters else 0
         n_plane = len(self.plane_tasks())
         n_final = len(self.final_tasks())
+        deconv = {}
+        if self.deconv_block is not None:
+            deconv = {
+                "deconv_block": dict(self.deconv_block),
+                "deconv_depth": dict(self.deconv_depth or {}),
+                "deconv_tasks": n_final,
+                "deconv_memory_per_task_bytes": self.deconv_task_bytes(),
+            }
         return {
             "axes": "".join(lay.axes),
             "shape": list(lay.shape),
@@ -238,7 +317,130 @@ class Plan:
             "coupled_k": self.coupled,
             "n_tasks": n_sparse + n_final + (n_plane if self.needs_preprocess else 0),
             "memory_per_task_bytes": int(mem),
+            **deconv,
         }
+
+
+def deconv_grown(span: tuple[int, int], halo: int, n: int) -> tuple[int, int]:
+    """A step-5 block's span grown by ``halo`` on each side, clipped at ``0`` and ``n``.
+
+    Where neither side reaches a face, the span grows a little more, to a fast
+    FFT length: the solver transforms such an axis at its own length
+    (periodic; the halo absorbs the wrap), and extra halo only adds real data.
+    Where a side reaches a face, the solver pads that face and picks a fast
+    length itself.
+    """
+    a, b = span
+    lo, hi = a - halo, b + halo
+    if lo > 0 and hi < n:
+        extra = _fast_length(hi - lo) - (hi - lo)
+        lo, hi = lo - extra // 2, hi + extra - extra // 2
+    return max(0, lo), min(n, hi)
+
+
+def deconv_face_pad(grown: tuple[int, int], n: int, half: int) -> tuple[int, int]:
+    """Edge padding of a step-5 block on one axis: the half-support on a side at a face, else 0."""
+    return (half if grown[0] == 0 else 0, half if grown[1] == n else 0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fast_length(n: int) -> int:
+    return fast_length(n)
+
+
+@functools.lru_cache(maxsize=4096)
+def _transform_length(length: int, pad: tuple[int, int], half: int) -> int:
+    """What the solver transforms along an axis of ``length`` with ``pad`` (its own geometry)."""
+    ((_lo, _hi, total),) = padded_geometry((length,), (2 * half + 1,), [pad])
+    return total
+
+
+@functools.lru_cache(maxsize=16384)
+def _deconv_lengths(n: int, block: int, halo: int, half: int) -> tuple[int, ...]:
+    """Transform lengths of the step-5 blocks along one axis."""
+    out = []
+    for span in _spans(n, block):
+        grown = deconv_grown(span, halo, n)
+        out.append(_transform_length(grown[1] - grown[0], deconv_face_pad(grown, n, half), half))
+    return tuple(out)
+
+
+def _block_candidates(n: int, unit: int, cap: int) -> list[int]:
+    """Block lengths tried along an axis: multiples of ``unit`` up to ``cap``, of ``cap // 4`` beyond
+    (so an output chunk of at least ``unit``, at most ``cap``, divides each), the whole axis, and
+    1 .. unit - 1 on a short axis."""
+    sizes = set(range(unit, min(n, cap + 1), unit)) | set(range(cap // 4, n, cap // 4)) | {n}
+    if n < 8 * unit:
+        sizes |= set(range(1, min(unit, n)))
+    return sorted(b for b in sizes if b <= n)
+
+
+def _deconv_block(
+    sizes: dict[str, int],
+    depth: dict[str, int],
+    half: dict[str, int],
+    bytes_per_voxel: int,
+    task_memory: int,
+    min_tasks: int,
+    n_outer: int,
+) -> dict[str, int]:
+    """The step-5 block (k, y, x) with the least transform work that fits ``task_memory``.
+
+    Work is the sum of the blocks' transform sizes over the data set (what the
+    halo and the FFT lengths cost); among blocks that fit, those giving at
+    least ``min_tasks`` tasks are preferred. Lengths come from
+    :func:`_block_candidates`, so output chunks can divide them. When even the
+    smallest block does not fit, the budget is twice what the smallest needs.
+    """
+    names = ("k", "y", "x")
+    tables = {}
+    for a in names:
+        cands = _block_candidates(sizes[a], 4 if a == "k" else 16, _OUT_CHUNK_CAP[a])
+        lengths = [_deconv_lengths(sizes[a], b, depth[a], half[a]) for b in cands]
+        tables[a] = (
+            np.array(cands),
+            np.array([max(ls) for ls in lengths], dtype=np.float64),
+            np.array([sum(ls) for ls in lengths], dtype=np.float64),
+            np.array([len(ls) for ls in lengths], dtype=np.float64),
+        )
+    ky, yy, xy = tables["k"], tables["y"], tables["x"]
+    budget = task_memory / bytes_per_voxel
+    mem_yx = yy[1][:, None] * xy[1][None, :]
+    work_yx = yy[2][:, None] * xy[2][None, :]
+    tasks_yx = yy[3][:, None] * xy[3][None, :] * n_outer
+    # Best (work, k index, y index, x index) among blocks giving enough tasks, and among all that fit.
+    best: dict[bool, tuple[float, int, int, int]] = {}
+    smallest: tuple[float, int, int, int] | None = None
+    for i in range(len(ky[0])):
+        mem = ky[1][i] * mem_yx
+        j, m = np.unravel_index(int(np.argmin(mem)), mem.shape)
+        if smallest is None or mem[j, m] < smallest[0]:
+            smallest = (float(mem[j, m]), i, int(j), int(m))
+        fits = mem <= budget
+        if not fits.any():
+            continue
+        work = ky[2][i] * work_yx
+        for enough in (True, False):
+            ok = fits & (ky[3][i] * tasks_yx >= min_tasks) if enough else fits
+            if not ok.any():
+                continue
+            j, m = np.unravel_index(int(np.argmin(np.where(ok, work, np.inf))), work.shape)
+            if enough not in best or work[j, m] < best[enough][0]:
+                best[enough] = (float(work[j, m]), i, int(j), int(m))
+    assert smallest is not None
+    if not best:
+        # Nothing fits: the halo alone is over budget. Take twice the least a block needs,
+        # rather than blocks of a voxel that cost as much.
+        return _deconv_block(sizes, depth, half, 1, int(2 * smallest[0]), min_tasks, n_outer)
+    _, bi, bj, bm = best.get(True) or best[False]
+    return {"k": int(ky[0][bi]), "y": int(yy[0][bj]), "x": int(xy[0][bm])}
+
+
+def _divisor_chunk(block: int, n: int, cap: int, default: int) -> int:
+    """An output chunk length that tiles a step-5 block: the largest divisor <= cap."""
+    if block >= n:
+        return default
+    return max(d for d in range(1, min(block, cap) + 1) if block % d == 0)
 
 
 def make_plan(
@@ -249,12 +451,21 @@ def make_plan(
     depth: Mapping[str, int] | int | None = None,
     task_memory: int = 512 * 2**20,
     min_tasks: int = 1,
+    deconv_chunks: Mapping[str, int] | Sequence[int] | None = None,
+    psf_shapes: Sequence[Sequence[int]] | None = None,
 ) -> Plan:
     """Choose block sizes, halo depths and output chunks for a data set.
 
     Without explicit ``chunks``, step-4 blocks are 32 planes x 256 x 256 px,
     halved (y/x first, not below 64 px; then k, not below the halo) until
     there are at least ``min_tasks`` of them, so every worker has work.
+
+    With a 3-D PSF, step 5 gets its own blocks (``deconv_chunks``, or chosen
+    so that one block task fits ``task_memory``, see :func:`_deconv_block`),
+    with the halo of :func:`~bigdecon.solvers.richardson_lucy.deconv_halo`
+    for the largest of ``psf_shapes`` (the step-5 PSF of every processed
+    channel; by default the one of ``params``). Output chunks then tile the
+    step-5 blocks, so no two tasks write one stored chunk.
     """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
@@ -324,6 +535,13 @@ def make_plan(
             out_chunks.append(group)
         else:
             out_chunks.append(min(out_shape[i], 512))
+    deconv: dict[str, Any] = {}
+    # The Wiener-Butterworth back projector (deconv_type 3) has no measured halo yet: whole volumes.
+    if params.volumetric and params.deconvolves and layout.k is not None and params.deconv_type != 3:
+        deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes)
+        for ax, name in ((layout.k, "k"), (layout.y, "y"), (layout.x, "x")):
+            n = out_shape[ax]
+            out_chunks[ax] = _divisor_chunk(deconv["deconv_block"][name], n, _OUT_CHUNK_CAP[name], out_chunks[ax])
     return Plan(
         layout=layout,
         params=params,
@@ -335,16 +553,48 @@ def make_plan(
         coupled=is_coupled(K, params) if layout.k is not None else False,
         needs_preprocess=bool(params.background or params.up_sample),
         volumetric=params.volumetric,
-        psf_z=_psf_planes(params),
+        **deconv,
     )
 
 
-def _psf_planes(params: Params) -> int:
-    """Planes of step 5's 3-D PSF (0 for plane-by-plane deconvolution)."""
-    if not (params.volumetric and params.deconvolves):
-        return 0
-    psf = output_psf(params, 3)
-    return int(psf.shape[0]) if psf is not None else 0
+def _deconv_plan(
+    layout: Layout,
+    params: Params,
+    sizes: tuple[int, int, int],
+    task_memory: int,
+    min_tasks: int,
+    deconv_chunks: Mapping[str, int] | Sequence[int] | None,
+    psf_shapes: Sequence[Sequence[int]] | None,
+) -> dict[str, Any]:
+    """Block, halo and half-support of 3-D step 5 (the ``deconv_*`` fields of a Plan)."""
+    if psf_shapes is None:
+        psf = output_psf(params, 3)
+        assert psf is not None  # step 5 runs
+        psf_shapes = [psf.shape]
+    names = ("k", "y", "x")
+    kind = deconv_kind(params)
+    halos = [deconv_halo(tuple(shape), params.deconv_iters, kind) for shape in psf_shapes]
+    halves = [psf_half_support(tuple(shape)) for shape in psf_shapes]
+    n = dict(zip(names, sizes))
+    depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
+    half = {a: max(h[i] for h in halves) for i, a in enumerate(names)}
+    if deconv_chunks is not None:
+        named = _named_chunks(layout, deconv_chunks)
+        if isinstance(deconv_chunks, Mapping):
+            named = _solver_axes_only(layout, named, "deconv_chunks")
+        k_name = _k_name(layout)
+        block = {a: n[a] for a in names}
+        for a in names:
+            key = k_name if a == "k" else a
+            if key in named:
+                block[a] = int(named[key])
+        if min(block.values()) < 1:
+            raise InputError(f"deconv_chunks sizes must be >= 1, got {deconv_chunks!r}")
+        block = {a: min(n[a], block[a]) for a in names}
+    else:
+        n_outer = math.prod(layout.shape[i] for i in layout.outer)
+        block = _deconv_block(n, depth, half, DECONV_BYTES[kind], task_memory, min_tasks, n_outer)
+    return {"deconv_block": block, "deconv_depth": depth, "deconv_half": half}
 
 
 def _k_name(layout: Layout) -> str | None:

@@ -32,7 +32,16 @@ from .solvers.sparse_hessian import sparse_hessian
 from .solvers.upsample import upsample
 from .solvers.wiener_butterworth import rl_wiener_butterworth
 
-__all__ = ["check_image", "deconv_pad", "deconv_stage", "is_coupled", "output_psf", "preprocess", "sparse_stage"]
+__all__ = [
+    "check_image",
+    "deconv_kind",
+    "deconv_pad",
+    "deconv_stage",
+    "is_coupled",
+    "output_psf",
+    "preprocess",
+    "sparse_stage",
+]
 
 
 def is_coupled(n_planes: int, params: Params) -> bool:
@@ -114,26 +123,47 @@ def deconv_pad(shape, psf) -> tuple[int, ...]:
     return (yx, yx)
 
 
-def deconv_stage(g, norm: float, scale: float, params: Params, psf):
-    """Steps 5-6 on whole planes (or whole volumes for a 3-D PSF): ``scale * RL(g / norm)``."""
+def deconv_kind(params: Params) -> str:
+    """The iteration of 3-D step 5, as :func:`deconv_halo` names it.
+
+    ``"rl-schedule"`` for Richardson-Lucy (deconv_type 1: accelerated, with the
+    Nesterov alpha schedule in 3-D), ``"landweber"`` for deconv_type 2.
+    """
+    return "rl-schedule" if params.deconv_type == 1 else "landweber"
+
+
+def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None):
+    """Steps 5-6: ``scale * RL(g / norm)``.
+
+    With a 2-D PSF on whole planes, the published way (adaptive alpha). With a
+    3-D PSF on a whole volume or on a block of one: the accelerated
+    Richardson-Lucy then extrapolates with the Nesterov schedule
+    (``alpha="schedule"``), which depends on the iteration number only, so
+    blocks with a halo compute what the whole volume computes; ``pad`` (one
+    ``(low, high)`` pair per axis) is a block's edge padding, only on the sides
+    at a face of the data set (default: every face, :func:`deconv_pad`).
+    """
     xp = get_xp(g)
     f = xp.asarray(g, dtype=xp.float32) * xp.float32(1.0 / norm)
     if params.deconvolves:
-        pad = deconv_pad(f.shape, psf)
+        if pad is None:
+            pad = deconv_pad(f.shape, psf)
+        psf = xp.asarray(psf)
         if params.deconv_type == 3:
             f = rl_wiener_butterworth(
                 f,
-                xp.asarray(psf),
+                psf,
                 params.deconv_iters,
                 pad=pad,
                 alpha=params.wb_alpha,
                 beta=params.wb_beta,
                 order=params.wb_order,
             )
+        elif params.deconv_type == 1:
+            alpha = "schedule" if psf.ndim == 3 else "adaptive"
+            f = richardson_lucy(f, psf, params.deconv_iters, pad=pad, alpha=alpha)
         else:
-            solver = richardson_lucy if params.deconv_type == 1 else landweber
-            # The solvers take one pad per axis too (their hint says int): y/x, and z for a 3-D PSF.
-            f = solver(f, xp.asarray(psf), params.deconv_iters, pad=pad)  # type: ignore[arg-type]
+            f = landweber(f, psf, params.deconv_iters, pad=pad)
     f *= xp.float32(scale)
     return f
 

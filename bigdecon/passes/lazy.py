@@ -13,9 +13,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..params import Params
-from ..planner import Layout, _spans, make_plan
+from ..planner import Layout, Plan, _spans, make_plan
 from ..stages import check_image, output_psf, sparse_stage
-from .tasks import _final_block, _preprocess_block
+from .tasks import _deconv_block, _final_block, _preprocess_block, block_face_pad
 
 __all__ = ["sparse_deconvolve_dask"]
 
@@ -26,6 +26,8 @@ def sparse_deconvolve_dask(
     *,
     chunks: Mapping[str, int] | Sequence[int] | None = None,
     depth: Mapping[str, int] | int | None = None,
+    deconv_chunks: Mapping[str, int] | Sequence[int] | None = None,
+    task_memory: int = 512 * 2**20,
 ) -> Any:
     """Lazy sparse deconvolution of a 2-D or 3-D Dask array (see :func:`bigdecon.sparse_deconvolve`).
 
@@ -34,6 +36,11 @@ def sparse_deconvolve_dask(
     later steps wait for, so the step-4 blocks stay in memory until their
     maximum is known: for data larger than the cluster's memory use
     :func:`bigdecon.deconvolve`, which keeps them in a store.
+
+    ``chunks`` and ``depth`` size the step-4 blocks; with a 3-D PSF, step 5
+    runs on blocks of ``deconv_chunks`` (default: chosen to fit
+    ``task_memory`` bytes per task) with the halo of
+    :func:`~bigdecon.solvers.richardson_lucy.deconv_halo`.
     """
     import dask
     import dask.array as da
@@ -41,7 +48,7 @@ def sparse_deconvolve_dask(
     check_image(image, params)
     axes = ("y", "x") if image.ndim == 2 else ("t", "y", "x")
     layout = Layout(axes, tuple(int(s) for s in image.shape))
-    plan = make_plan(layout, params, chunks=chunks, depth=depth)
+    plan = make_plan(layout, params, chunks=chunks, depth=depth, deconv_chunks=deconv_chunks, task_memory=task_memory)
     raw = image
     finite, scale, total = dask.compute(da.isfinite(raw).all(), raw.max(), raw.sum(dtype=np.float64))
     if not finite:
@@ -80,10 +87,40 @@ def sparse_deconvolve_dask(
     else:
         g = f
     psf = output_psf(params, image.ndim)
+    if plan.deconv_block is not None and psf is not None:
+        return _deconv_blocks(g, plan, scale, params, psf)
     whole = {-2: -1, -1: -1}
     if image.ndim == 3:
-        whole[0] = -1 if params.volumetric else plan.plane_group
+        whole[0] = plan.plane_group
     return g.rechunk(whole).map_blocks(_final_block, 1.0, scale, params, psf, dtype=np.float32)
+
+
+def _deconv_blocks(g: Any, plan: Plan, scale: float, params: Params, psf: np.ndarray) -> Any:
+    """3-D step 5 on the plan's blocks: each slices its halo from ``g`` (already divided by its
+    maximum), deconvolves, keeps its interior; the interiors tile the result.
+
+    The same block function and halo as the out-of-core tasks: explicit halo
+    slices rather than ``map_overlap``, because the halo is deeper than a block
+    may be and a block's padding depends on which faces its halo reaches.
+    """
+    import dask.array as da
+
+    tasks = plan.final_tasks()
+    grid = [len(_spans(n, plan.deconv_block[a])) for n, a in zip(g.shape, "kyx")]  # type: ignore[index]
+    starts = [sorted({t[ax][0] for t in tasks}) for ax in range(3)]
+    pieces = np.empty(grid, dtype=object)
+    for region in tasks:
+        grown = plan.deconv_halo(region)
+        spans = [grown[ax] for ax in range(3)]
+        pad = block_face_pad(spans, g.shape, psf.shape)
+        interior = tuple(slice(region[ax][0] - spans[ax][0], region[ax][1] - spans[ax][0]) for ax in range(3))
+        piece = g[tuple(slice(a, b) for a, b in spans)].rechunk(-1)
+        out_chunks = tuple((region[ax][1] - region[ax][0],) for ax in range(3))
+        index = tuple(starts[ax].index(region[ax][0]) for ax in range(3))
+        pieces[index] = piece.map_blocks(
+            _deconv_block, 1.0, scale, params, psf, pad, interior, dtype=np.float32, chunks=out_chunks
+        )
+    return da.block(pieces.tolist())
 
 
 def _rechunk_for_depth(arr: Any, depth: Sequence[int]) -> Any:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..params import Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, make_plan
-from ..stages import check_image
+from ..stages import check_image, output_psf
 
 __all__ = ["Request"]
 
@@ -149,6 +149,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         depth=run.get("depth"),
         task_memory=run.get("task_memory") or 512 * 2**20,
         min_tasks=run.get("min_tasks") or 1,
+        psf_shapes=_step5_psf_shapes(channel_params, layout),
     )
     return Request(
         layout=layout,
@@ -310,3 +311,10 @@ def optics_psf(model: str, src: Any, optics: Mapping[str, Any]) -> tuple[np.ndar
         "fwhm_px": _fwhm_px(psf),
     }
     return np.asarray(psf, dtype=np.float32), described
+
+
+def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:
+    """Shapes of every channel's 3-D step-5 PSF (the plan's halo covers the largest); None otherwise."""
+    if not (channel_params[0].volumetric and channel_params[0].deconvolves and layout.k is not None):
+        return None
+    return [tuple(np.shape(output_psf(p, 3))) for p in channel_params]

@@ -556,7 +556,9 @@ def deconvolve(
         ctx = replace(ctx, g_max=_per_channel_max(records, sparse_tasks, layout))
         scratch.drop(ctx.h)
     final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
-    on_done = scratch.watch(final_input, [(r, r) for r in final_tasks], list(ledger.done("final")))
+    # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
+    read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
+    on_done = scratch.watch(final_input, [(r, read(r)) for r in final_tasks], list(ledger.done("final")))
     _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, on_done)
     scratch.sample(force=True)
     seconds = time.perf_counter() - t0

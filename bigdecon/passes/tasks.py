@@ -18,7 +18,8 @@ import numpy as np
 
 from .._backend import get_xp
 from ..params import Params
-from ..planner import Layout, Plan, Region
+from ..planner import Layout, Plan, Region, deconv_face_pad
+from ..solvers.richardson_lucy import psf_half_support
 from ..stages import deconv_stage, preprocess, sparse_stage
 from .ledger import load_array
 
@@ -90,6 +91,32 @@ def _final_block(g: Any, norm: float, scale: float, params: Params, psf: np.ndar
     if norm <= 0 or scale <= 0:
         return get_xp(g).zeros(g.shape, np.float32)
     return deconv_stage(g, norm, scale, params, psf)
+
+
+def _deconv_block(
+    g: Any,
+    norm: float,
+    scale: float,
+    params: Params,
+    psf: np.ndarray,
+    pad: tuple[tuple[int, int], ...],
+    interior: tuple[slice, ...],
+) -> Any:
+    """3-D steps 5-6 on a block grown by its halo: the interior of ``scale * RL(g / norm)``.
+
+    ``pad`` is the edge padding on the sides of the grown block that lie on a
+    face of the data set (:func:`block_face_pad`), the only ones the whole
+    volume pads.
+    """
+    xp = get_xp(g)
+    if norm <= 0 or scale <= 0:
+        return xp.zeros(g[interior].shape, np.float32)
+    return xp.ascontiguousarray(deconv_stage(g, norm, scale, params, psf, pad=pad)[interior])
+
+
+def block_face_pad(grown: Sequence[tuple[int, int]], shape: Sequence[int], psf_shape: Sequence[int]):
+    """Per solver axis, the PSF's half-support on each side of ``grown`` that lies on a face, else 0."""
+    return tuple(deconv_face_pad(g, n, h) for g, n, h in zip(grown, shape, psf_half_support(psf_shape)))
 
 
 # --------------------------------------------------------------------------- reading and writing
@@ -260,24 +287,44 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
     return {"max": float(g.max()) if g.size else 0.0}
 
 
+def _read_step5_input(ctx: TaskContext, region: Region, c: int) -> tuple[np.ndarray, float]:
+    """What step 5 deconvolves over ``region``: ``g``, or ``h``, or the raw input; and its maximum."""
+    ndim = len(ctx.layout.axes)
+    if ctx.params.sparse_iters:
+        return _read_work(ctx.g, region, ndim, ctx.run_id), _maxima(ctx.g_max, "g_max")[c]
+    if ctx.plan.needs_preprocess:
+        return _read_work(ctx.h, region, ndim, ctx.run_id), _maxima(ctx.h_max, "h_max")[c]
+    return _read_source(ctx, region), ctx.scale[c]
+
+
 def _task_final(ctx: TaskContext, region: Region) -> dict[str, float]:
-    """Steps 5-6 on whole planes (or volumes): ``g`` (or ``h``, or the raw input) -> the output."""
+    """Steps 5-6 on whole planes, or on a 3-D block with its halo: ``g`` (or ``h``, or the raw input) -> the output."""
     from ..io import write_block
 
     _one_thread_per_task()
     lay, params, plan = ctx.layout, ctx.params, ctx.plan
     ndim = len(lay.axes)
     c = _channel(ctx, region)
-    if params.sparse_iters:
-        g, norm = _read_work(ctx.g, region, ndim, ctx.run_id), _maxima(ctx.g_max, "g_max")[c]
-    elif plan.needs_preprocess:
-        g, norm = _read_work(ctx.h, region, ndim, ctx.run_id), _maxima(ctx.h_max, "h_max")[c]
-    else:
-        g, norm = _read_source(ctx, region), ctx.scale[c]
     psf_path = ctx.psf[c]
     psf = load_array(psf_path, ctx.run_id) if psf_path else None
-    out = _solve(
-        _final_block, _solver_view(g, lay).astype(np.float32, copy=False), ctx, norm, ctx.scale[c], params, psf
-    )
+    if plan.deconv_block is not None and psf is not None:
+        out = _final_3d_block(ctx, region, c, psf)
+    else:
+        g, norm = _read_step5_input(ctx, region, c)
+        out = _solve(
+            _final_block, _solver_view(g, lay).astype(np.float32, copy=False), ctx, norm, ctx.scale[c], params, psf
+        )
     write_block(ctx.output, _region_slices(region, ndim), _embed(out, lay))
-    return {"max": float(out.max())}
+    return {"max": float(out.max()) if out.size else 0.0}
+
+
+def _final_3d_block(ctx: TaskContext, region: Region, c: int, psf: np.ndarray) -> np.ndarray:
+    """3-D step 5 on one block: read it grown by the halo, deconvolve, keep the interior."""
+    lay, plan = ctx.layout, ctx.plan
+    grown = plan.deconv_halo(region)
+    g, norm = _read_step5_input(ctx, grown, c)
+    axes = [a for a in (lay.k, lay.y, lay.x) if a is not None]
+    pad = block_face_pad([grown[a] for a in axes], [plan.out_shape[a] for a in axes], psf.shape)
+    interior = tuple(slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0]) for a in axes)
+    block = _solver_view(g, lay).astype(np.float32, copy=False)
+    return _solve(_deconv_block, block, ctx, norm, ctx.scale[c], ctx.params, psf, pad, interior)
