@@ -20,6 +20,7 @@ from test_chunked import write_input
 import bigdecon
 from bigdecon.io import open_image
 from bigdecon.params import Params
+from bigdecon.passes.ledger import Ledger
 from bigdecon.passes.tasks import block_face_pad
 from bigdecon.planner import DECONV_BYTES, Layout, make_plan
 from bigdecon.solvers.richardson_lucy import padded_geometry, richardson_lucy
@@ -226,7 +227,7 @@ def test_resume_after_an_interrupted_3d_pass(tmp_path, volume):
 
     with pytest.raises(Interrupt):
         bigdecon.deconvolve(src, str(out), progress=stop, **params)
-    assert len(os.listdir(out / ".bigdecon-work" / "ledger" / "final")) == 3
+    assert len(Ledger(str(out / ".bigdecon-work")).done("final")) == 3
     info = bigdecon.deconvolve(src, str(out), resume=True, **params)
     assert info["resumed"] == total - n_final + 3
     np.testing.assert_array_equal(open_image(str(out)).data.compute(), expected)

@@ -91,7 +91,8 @@ def sparse_deconvolve_dask(
         return _deconv_blocks(g, plan, scale, params, psf)
     whole = {-2: -1, -1: -1}
     if image.ndim == 3:
-        whole[0] = plan.plane_group
+        # A 3-D PSF without blocks (deconv_type 3) deconvolves the whole volume at once.
+        whole[0] = -1 if psf is not None and psf.ndim == 3 else plan.plane_group
     return g.rechunk(whole).map_blocks(_final_block, 1.0, scale, params, psf, dtype=np.float32)
 
 

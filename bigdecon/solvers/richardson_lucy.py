@@ -113,7 +113,7 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
     unmatched back projector rings on a step to zero).
     """
     if guard is None:
-        guard = len(psf_shape) == 3
+        guard = len(psf_shape) != 2  # the published per-plane step has none
     axes = tuple(range(len(shape) - len(psf_shape), len(shape)))
     pairs = _pad_pairs(shape, axes, pad, psf_shape)
     out = []
