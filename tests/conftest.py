@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -102,3 +105,50 @@ def stopped_at_exit(procs: list[subprocess.Popen], logs: list[Path]):
         raise
     finally:
         stop_process_groups(procs)
+
+
+def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``bigdecon ARGS`` as a real subprocess (the CLI a user runs)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+
+
+class Ran(NamedTuple):
+    """What a command printed and returned, in the shape of subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_main(capsys):
+    """``bigdecon.cli.main(args)`` in this process: for commands that fail before any cluster starts.
+
+    The loggers the CLI quiets are restored afterwards (pytest restores the warning filters).
+    """
+    from bigdecon.cli import main
+
+    names = ("distributed", "dask", "bokeh", "tornado")
+    levels = {name: logging.getLogger(name).level for name in names}
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: usage errors, --help
+            code = exc.code if isinstance(exc.code, int) else 2
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    yield run
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)

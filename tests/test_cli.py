@@ -9,9 +9,7 @@ runs, interrupts and a few refusals run as real processes (``cli``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.util
-import logging
 import os
 import re
 import shutil
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import stop_process_groups
+from conftest import Ran, cli, stop_process_groups
 
 from bigdecon import data
 from bigdecon.io import OmeZarrWriter, open_image, write_block
@@ -33,53 +31,6 @@ from bigdecon.io import OmeZarrWriter, open_image, write_block
 # One small worker process: cluster start-up dominates these runs.
 CLUSTER = ["--workers", "1", "--threads-per-worker", "2"]
 FAST = ["--fwhm", "3", "--sparse-iters", "10", "--deconv-iters", "3"]
-
-
-def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-    )
-
-
-@dataclasses.dataclass
-class Ran:
-    """What a command printed and returned, in the shape of subprocess.CompletedProcess."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def run_main(capsys):
-    """``bigdecon.cli.main(args)`` in this process: for commands that fail before any cluster starts.
-
-    The loggers the CLI quiets are restored afterwards (pytest restores the warning filters).
-    """
-    from bigdecon.cli import main
-
-    names = ("distributed", "dask", "bokeh", "tornado")
-    levels = {name: logging.getLogger(name).level for name in names}
-
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:  # argparse: usage errors, --help
-            code = exc.code if isinstance(exc.code, int) else 2
-        out, err = capsys.readouterr()
-        return Ran(code, out, err)
-
-    yield run
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
 
 
 def write_ome(path: Path, array: np.ndarray, axes: str = "tyx", chunks=None) -> Path:

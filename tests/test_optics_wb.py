@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import cli
 
 import bigdecon
 from bigdecon.data import filaments_timelapse
@@ -21,30 +18,6 @@ from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth
 TOLERANCE = 1e-3  # of the image maximum (ALGORITHM.md)
 UM = "micrometer"
 OPTICS = dict(na=1.1, wavelength=0.52, refractive_index=1.33)
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def main(capsys, *args: str) -> tuple[int, str, str]:
-    from bigdecon.cli import main as bigdecon_main
-
-    capsys.readouterr()
-    try:
-        code = bigdecon_main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 2
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -105,26 +78,26 @@ def test_optics_psf_is_used_as_a_measured_psf(stores, tmp_path):
     assert a.attrs["bigdecon"]["parameters"]["psf_shape"] == list(psf.shape)
 
 
-def test_optics_psf_needs_pixel_sizes(stores, capsys):
+def test_optics_psf_needs_pixel_sizes(stores, run_main):
     with pytest.raises(InputError, match="pixel size along y"):
         bigdecon.plan(stores["bare"], **OPTICS)
     with pytest.raises(InputError, match="needs sheet_thickness"):
         bigdecon.plan(stores["zyx"], psf_model="lightsheet", **OPTICS)
     with pytest.raises(InputError, match="not both"):
         bigdecon.plan(stores["zyx"], fwhm=3, **OPTICS)
-    code, _, err = main(capsys, "info", stores["bare"], "--na", "1.1", "--wavelength", "0.52")
+    code, _, err = run_main("info", stores["bare"], "--na", "1.1", "--wavelength", "0.52")
     assert code == 2 and err.startswith("bigdecon: error:") and err.count("\n") == 1, err
     assert "pixel size" in err and "Traceback" not in err
 
 
-def test_cli_info_prints_the_optics_psf(stores, capsys):
+def test_cli_info_prints_the_optics_psf(stores, run_main):
     args = ["--na", "1.1", "--wavelength", "0.52", "--refractive-index", "1.33", "--psf-model", "widefield"]
-    code, out, err = main(capsys, "info", stores["zyx"], *args)
+    code, out, err = run_main("info", stores["zyx"], *args)
     assert code == 0, err
     lateral = min(psf_size_for(1.1, 0.52, 1.33, (0.1, 0.1), 0.3)[1], 47)
     line = next(x for x in out.splitlines() if x.strip().startswith("PSF:"))
     assert f"widefield, NA 1.1, wavelength 0.52, n 1.33, shape 5x{lateral}x{lateral}, FWHM" in line
-    code, out, err = main(capsys, "info", stores["czyx"], "--na", "1.1", "--wavelength", "0=0.52", "1=0.61")
+    code, out, err = run_main("info", stores["czyx"], "--na", "1.1", "--wavelength", "0=0.52", "1=0.61")
     assert code == 0, err
     lines = [x for x in out.splitlines() if x.strip().startswith("PSF:")]
     assert len(lines) == 2 and "channel 1: widefield" in lines[1] and "wavelength 0.61" in lines[1]
@@ -181,8 +154,8 @@ def test_cli_run_deconv_type_3(stores, tmp_path, raw):
     assert np.abs(np.asarray(img.data) - whole).max() <= TOLERANCE * float(whole.max())
 
 
-def test_help_names_the_new_options(capsys):
-    code, out, _ = main(capsys, "run", "--help")
+def test_help_names_the_new_options(run_main):
+    code, out, _ = run_main("run", "--help")
     assert code == 0
     for flag in ("--na", "--wavelength", "--refractive-index", "--sheet-thickness", "--psf-model", "--wb-alpha"):
         assert flag in out

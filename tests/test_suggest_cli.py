@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import cli
 
 import bigdecon
 from bigdecon.data import filaments_timelapse
@@ -17,30 +15,6 @@ from bigdecon.suggest import suggest_parameters
 UM = "micrometer"
 SCALE = {"z": 0.2, "y": 0.065, "x": 0.065}
 UNITS = {"z": UM, "y": UM, "x": UM}
-
-
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def main(capsys, *args: str) -> tuple[int, str, str]:
-    from bigdecon.cli import main as bigdecon_main
-
-    capsys.readouterr()
-    try:
-        code = bigdecon_main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 2
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +32,21 @@ def test_top_level_export(dim):
     assert lazy == suggest_parameters(raw, fwhm=3, axes="zyx")  # the lazy Dask read sees the same pixels
 
 
-def test_suggest_prints_values_reasons_and_estimates(dim, capsys):
+def test_suggest_prints_values_reasons_and_estimates(dim, run_main):
     path, raw = dim
     expected = suggest_parameters(raw, fwhm=3, axes="zyx")
-    code, out, err = main(capsys, "suggest", path, "--fwhm", "3")
+    code, out, err = run_main("suggest", path, "--fwhm", "3")
     assert code == 0, err
     lines = out.splitlines()
     for name, value in expected.as_kwargs().items():
         line = next(x for x in lines if x.split()[:1] == [name])
         assert line.split()[1] == f"{value:g}" and expected.reasons[name] in line
     assert any("estimates:" in x and "noise sigma" in x and "photons" in x and "Nyquist" in x for x in lines)
-    code, out, err = main(capsys, "suggest", path, "--fwhm", "3", "--json")
+    code, out, err = run_main("suggest", path, "--fwhm", "3", "--json")
     record = json.loads(out)["channels"]["0"]
     assert record["fidelity"] == expected.fidelity and record["reasons"] == expected.reasons
     assert record["measured"]["noise_rel"] == expected.measured.noise_rel
-    code, out, err = main(capsys, "suggest", path)
+    code, out, err = run_main("suggest", path)
     assert code == 2 and "PSF size" in err and err.count("\n") == 1
 
 
