@@ -24,7 +24,7 @@ from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger, RecordBook
 from .request import Request, _params_record, _prepare
-from .scratch import Scratch, folder_bytes, resolve_work_dir, work_chunks, work_root
+from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
@@ -46,27 +46,25 @@ def _run_tasks(
     client: Any,
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
-    on_done: Callable[[Region], None] | None = None,
+    watch: Watch | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records.
 
-    ``on_done(region)`` runs here, in the driver, once a region's record has
+    ``watch.recorded(region)`` runs here, in the driver, once a region's record has
     been written to the ledger (not merely added to the pending batch): it
     frees inputs that no unfinished task reads, which is safe only once a
     resumed run can no longer re-run the region.
     """
     book = RecordBook(ledger, stage)
-    by_key = {_region_key(r): r for r in regions} if on_done else {}
+    by_key = {_region_key(r): r for r in regions} if watch else {}
 
     def release() -> None:
-        if on_done:
+        if watch:
             for key in book.take_written():
-                on_done(by_key[key])
-
-    release.finished = getattr(on_done, "finished", None)  # type: ignore[attr-defined]
+                watch.recorded(by_key[key])
 
     try:
-        _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release)
+        _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release, watch)
     finally:
         book.close()  # what finished is recorded, even when the pass failed
         release()  # and what is recorded may be freed: a resume will not run it again
@@ -83,6 +81,7 @@ def _run_pass(
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
     release: Callable[[], None],
+    watch: Watch | None,
 ) -> None:
     done = book.done
     todo = [r for r in regions if _region_key(r) not in done]
@@ -91,12 +90,10 @@ def _run_pass(
     if progress:
         progress(counter["done"], counter["total"])
 
-    mark_finished = getattr(release, "finished", None)
-
     def finish(region: Region, result: dict[str, Any]) -> None:
         key = _region_key(region)
         book.add(key, result)
-        if mark_finished is not None and mark_finished(key):
+        if watch is not None and watch.finished(key):
             book.flush()  # inputs nobody else reads can go once the records are on disk, not a batch later
         release()
         counter["done"] += 1
@@ -551,15 +548,15 @@ def deconvolve(
     if sparse_tasks:
         _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"))
         h_readers = [(r, the_plan.halo(r)) for r in sparse_tasks] if pre_tasks else []
-        on_done = scratch.watch(ctx.h if pre_tasks else None, h_readers, list(ledger.done("sparse")))
-        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, on_done)
+        watch = scratch.watch(ctx.h if pre_tasks else None, h_readers, list(ledger.done("sparse")))
+        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, watch)
         ctx = replace(ctx, g_max=_per_channel_max(records, sparse_tasks, layout))
         scratch.drop(ctx.h)
     final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
     # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
     read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
-    on_done = scratch.watch(final_input, [(r, read(r)) for r in final_tasks], list(ledger.done("final")))
-    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, on_done)
+    watch = scratch.watch(final_input, [(r, read(r)) for r in final_tasks], list(ledger.done("final")))
+    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, watch)
     scratch.sample(force=True)
     seconds = time.perf_counter() - t0
     attrs = {

@@ -20,7 +20,8 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
@@ -229,6 +230,25 @@ class ChunkReaper:
         return len(gone)
 
 
+@dataclass(frozen=True)
+class Watch:
+    """A pass's side of the scratch space: the driver calls :meth:`finished` when a task
+    returns (its record may still wait in a batch) and :meth:`recorded` once its record is
+    on disk; only then are the inputs that no unfinished task reads deleted."""
+
+    scratch: Scratch
+    reaper: ChunkReaper | None
+
+    def finished(self, key: str) -> bool:
+        """True when writing the pending records now would free a chunk."""
+        return self.reaper is not None and self.reaper.finished(key)
+
+    def recorded(self, task: Region) -> None:
+        self.scratch.sample()
+        if self.reaper is not None:
+            self.reaper.release(task)
+
+
 class Scratch:
     """The run's scratch space: frees intermediates as they are consumed, and measures the peak.
 
@@ -259,20 +279,9 @@ class Scratch:
         self.peak = max(self.peak, size)
         return self.peak
 
-    def watch(
-        self, path: str | None, readers: Sequence[tuple[Region, Region]], done: Sequence[str] = ()
-    ) -> Callable[[Region], None]:
-        """The callback for a pass's recorded tasks: sample, then free what only finished tasks read."""
-        reaper = ChunkReaper(path, readers, done) if path is not None else None
-
-        def on_done(task: Region) -> None:
-            self.sample()
-            if reaper is not None:
-                reaper.release(task)
-
-        # The driver writes the pending records at once (not with their batch) when that frees space.
-        on_done.finished = reaper.finished if reaper is not None else (lambda key: False)  # type: ignore[attr-defined]
-        return on_done
+    def watch(self, path: str | None, readers: Sequence[tuple[Region, Region]], done: Sequence[str] = ()) -> Watch:
+        """What the driver tells about a pass's tasks: finished, then recorded (sample, free)."""
+        return Watch(self, ChunkReaper(path, readers, done) if path is not None else None)
 
     def drop(self, path: str) -> None:
         """Delete a whole work array that no later pass reads."""
