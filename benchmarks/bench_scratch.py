@@ -35,23 +35,14 @@ import time
 
 import numpy as np
 
+from bigdecon.passes.scratch import folder_bytes  # the run's own measure of a folder
+
 MODES = {
     "all passes": [],
     "no background": ["--background", "0"],
     "no sparse": ["--sparse-iters", "0"],
     "no deconv": ["--deconv-iters", "0"],
 }
-
-
-def folder_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except FileNotFoundError:  # deleted while we walk
-                pass
-    return total
 
 
 def write_input(path: str, shape: tuple[int, int, int]) -> None:

@@ -74,6 +74,18 @@ def quality(result: np.ndarray, truth: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- line pairs
 
 
+def pearson_ssim(result: np.ndarray, truth: np.ndarray, axes: str) -> tuple[float, float]:
+    """Pearson r and SSIM (after a least-squares intensity factor) against the truth;
+    a time-lapse (``axes="tyx"``) scores SSIM frame by frame."""
+    t = truth.astype(np.float64) / truth.max()
+    r = match_scale(result, t)
+    if axes == "tyx":
+        s = float(np.mean([ssim(r[i], t[i], data_range=1.0) for i in range(t.shape[0])]))
+    else:
+        s = ssim(r, t, data_range=1.0)
+    return pearson(result, t), s
+
+
 def rayleigh_dip(profile: np.ndarray, left: float, right: float, tolerance: float = 1.0) -> float:
     """Relative dip between two peaks expected near positions ``left`` < ``right``.
 

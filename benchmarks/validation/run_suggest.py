@@ -85,17 +85,6 @@ def phantom(kind: str, photons: float, seed: int):
     return raw, truth, WF_FWHM, "zyx"
 
 
-def score(result: np.ndarray, truth: np.ndarray, axes: str) -> tuple[float, float]:
-    """Pearson r and SSIM (after a least-squares intensity factor) against the truth."""
-    t = truth.astype(np.float64) / truth.max()
-    r = M.match_scale(result, t)
-    if axes == "tyx":
-        s = float(np.mean([M.ssim(r[i], t[i], data_range=1.0) for i in range(t.shape[0])]))
-    else:
-        s = M.ssim(r, t, data_range=1.0)
-    return M.pearson(result, t), s
-
-
 def staged(raw, fwhm, *, background, fidelity, sparsity, sparse_iters=100, tcontinuity=0.5, iters=(7,)):
     """The pipeline with the public solvers, one result per RL iteration count."""
     scale = float(raw.max())
@@ -138,7 +127,7 @@ def sweep(seed: int = 0, kinds=("sim2d", "wf3d"), photons_list=PHOTONS, path: Pa
             base = dict(kind=kind, photons=photons, seed=seed, **est.estimates())
 
             def add(setting, result, base=base, truth=truth, axes=axes):
-                p, s = score(result, truth, axes)
+                p, s = M.pearson_ssim(result, truth, axes)
                 records.append(dict(base, **setting, pearson=round(p, 4), ssim=round(s, 4)))
 
             add(dict(sparse_iters=0, background=0, deconv_iters=0, fidelity=0, sparsity=0), raw)
@@ -206,9 +195,9 @@ def table(out: Path, json_path: Path, seed: int = 1) -> int:
                 "rl": bigdecon.sparse_deconvolve(raw, fwhm=fwhm, **RL_ONLY),
             }
             row = dict(kind=kind, photons=photons, seed=seed, suggestion=sug.to_dict(), t_suggest=t_suggest)
-            row["raw"] = score(raw, truth, axes)
+            row["raw"] = M.pearson_ssim(raw, truth, axes)
             for name, result in runs.items():
-                row[name] = score(result, truth, axes)
+                row[name] = M.pearson_ssim(result, truth, axes)
             row["warning"] = would_differ(sug, DEFAULTS)
             rows.append(row)
             if photons in (30, 1000):
