@@ -510,3 +510,30 @@ def test_cupy_matches_numpy(stack, params):
 
 def test_version_is_exported():
     assert bigdecon.__version__
+
+
+@pytest.mark.parametrize("shape, psf", [((24, 48, 48), (3.0, 2.0, 2.0)), ((96, 96), 2.5)])
+def test_richardson_lucy_constant_start_matches_scikit_image(shape, psf):
+    """From scikit-image's start (0.5 everywhere) the iteration is scikit-image's, away from the faces."""
+    from skimage.restoration import richardson_lucy as sk_rl
+
+    rng = np.random.default_rng(3)
+    truth = np.zeros(shape, np.float32)
+    inner = tuple(slice(8, n - 8) for n in shape)
+    truth[inner] = (rng.random(truth[inner].shape) > 0.995).astype(np.float32)
+    kernel = bigdecon.gaussian_psf(psf)
+    image = np.clip(convolve(truth, kernel, mode="constant"), 0, None).astype(np.float32) + 1e-3
+    ours = richardson_lucy(image, kernel, iterations=10, accelerate=False, start=0.5)
+    theirs = sk_rl(image, kernel, num_iter=10, clip=False)
+    core = tuple(slice(8, n - 8) for n in shape)
+    assert ours.dtype == np.float32
+    assert np.corrcoef(ours[core].ravel(), theirs[core].ravel())[0, 1] > 0.9999
+    # The published start (the image) is a different trajectory.
+    default = richardson_lucy(image, kernel, iterations=10, accelerate=False)
+    assert np.abs(default - ours)[core].max() > 1e-3 * ours.max()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "zeros", True])
+def test_richardson_lucy_rejects_bad_start(bad):
+    with pytest.raises(ValueError, match="start"):
+        richardson_lucy(np.ones((16, 16), np.float32), bigdecon.gaussian_psf(2.0), iterations=2, start=bad)

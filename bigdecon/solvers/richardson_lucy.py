@@ -322,6 +322,7 @@ def richardson_lucy(
     pad=None,
     alpha: str = "adaptive",
     boundary: str = "auto",
+    start: str | float = "image",
 ):
     """Richardson-Lucy deconvolution, optionally with Biggs-Andrews acceleration.
 
@@ -364,6 +365,11 @@ def richardson_lucy(
         ``IDCT(lam * DCT(.))`` on the image's own shape (no padding, no guard,
         ``H^T = H``); a block of a volume needs no ``pad`` either, only a
         halo (:func:`deconv_halo`). ``"edge"``: ``pad`` and real FFTs.
+    start : "image" or float
+        First estimate. ``"image"`` (default, the published start): the data
+        themselves. A number: that constant everywhere, as scikit-image's
+        ``richardson_lucy`` (0.5) and many textbook versions start; after one
+        plain iteration a constant start gives ``H^T f`` whatever its value.
 
     Returns
     -------
@@ -419,6 +425,8 @@ def richardson_lucy(
         raise ValueError(f"alpha must be one of {ALPHA_RULES}, got {alpha!r}")
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    if not (start == "image" or (isinstance(start, (int, float)) and not isinstance(start, bool) and start > 0)):
+        raise ValueError(f"start must be 'image' or a positive number, got {start!r}")
     if iterations <= 0:
         return xp.asarray(image, dtype=xp.float32).copy()
     padded, conv, crop = padded_problem(image, psf, pad, boundary)
@@ -427,6 +435,9 @@ def richardson_lucy(
     adaptive = accelerate and alpha == "adaptive"
 
     y = padded
+    if start != "image":
+        y = xp.zeros_like(padded)  # the zero guard (edge rule) stays zero
+        y[conv.region] = xp.float32(start)
     x_prev: Any = None
     v_prev: Any = None
     for it in range(iterations):
