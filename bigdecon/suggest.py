@@ -388,9 +388,11 @@ def would_differ(suggestion: Suggestion, params: Any) -> str | None:
     >>> print(would_differ(s, {}))
     data suggest: sparse_iters 0 (yours 100: noise low), background 0 (yours 1), deconv_iters 20 (yours 7)
     """
-    from .params import DEFAULTS  # noqa: PLC0415  (params is light; kept local against cycles)
+    from .params import DEFAULTS, resolve_deconv_iters  # noqa: PLC0415  (params is light; kept local against cycles)
 
     got = {k: _get(params, k, getattr(DEFAULTS, k)) for k in suggestion.as_kwargs()}
+    # deconv_iters' default depends on deconv_type (None or absent: 7 for RL, 2 for Wiener-Butterworth).
+    got["deconv_iters"] = resolve_deconv_iters(_get(params, "deconv_iters", None), got["deconv_type"])
     want = suggestion.as_kwargs()
     diffs = []
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from .. import params
 from ..errors import InputError
-from ..params import Parameter, check_psf_size
+from ..params import Parameter, check_psf_size, resolve_deconv_iters
 from .config import fmt_number, load_config, one_line
 
 __all__ = [
@@ -247,6 +247,8 @@ def resolve_options(args: argparse.Namespace, *, cluster: bool = True) -> dict[s
             resolved[key] = p.parse(value)
         except InputError as exc:
             raise InputError(where + str(exc)) from None
+    if "deconv_iters" in resolved:  # its default depends on deconv_type: state the number everywhere
+        resolved["deconv_iters"] = resolve_deconv_iters(resolved["deconv_iters"], resolved.get("deconv_type"))
     return resolved
 
 
