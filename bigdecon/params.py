@@ -932,7 +932,7 @@ def resolve_deconv_iters(deconv_iters: Any, deconv_type: Any) -> Any:
     """
     if deconv_iters is not None:
         return deconv_iters
-    return DECONV_ITERS_BY_TYPE.get(deconv_type, 7) if isinstance(deconv_type, (int, np.integer)) else 7
+    return DECONV_ITERS_BY_TYPE.get(int(deconv_type), 7) if isinstance(deconv_type, (int, np.integer)) else 7
 
 
 # --------------------------------------------------------------------------- the method's parameters
