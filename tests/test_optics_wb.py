@@ -131,6 +131,26 @@ def test_deconv_iters_default_depends_on_deconv_type(raw):
     )
 
 
+def test_run_argv_states_deconv_iters_only_off_its_types_default():
+    from bigdecon.cli import build_parser, run_argv_from_args
+    from bigdecon.cli.submit import EXPLICIT_RUN_OPTIONS
+
+    parser = build_parser()
+
+    def argv(*options):
+        return run_argv_from_args(parser.parse_args(["run", "in.zarr", "out.zarr", "--fwhm", "3", *options]))
+
+    assert argv("--deconv-type", "3") == ["--fwhm", "3", "--deconv-type", "3"]
+    assert argv("--deconv-type", "3", "--deconv-iters", "7") == [
+        "--fwhm", "3", "--deconv-iters", "7", "--deconv-type", "3"
+    ]  # fmt: skip
+    assert argv("--deconv-iters", "2") == ["--fwhm", "3", "--deconv-iters", "2"]
+    # A submitted job states the resolved number (the image's bigdecon may resolve differently).
+    args = parser.parse_args(["run", "in.zarr", "out.zarr", "--fwhm", "3", "--deconv-type", "3"])
+    stated = run_argv_from_args(args, explicit=EXPLICIT_RUN_OPTIONS)
+    assert stated[stated.index("--deconv-iters") + 1] == "2"
+
+
 def test_cli_info_prints_the_final_step_and_its_iterations(stores, run_main):
     code, out, err = run_main("info", stores["tyx"], "--fwhm", "3", "--deconv-type", "3")
     assert code == 0, err

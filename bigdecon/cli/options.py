@@ -286,7 +286,10 @@ def run_argv_from_args(args: argparse.Namespace, *, explicit: Sequence[str] = ()
     argv: list[str] = []
     for key, value in resolved.items():
         p = parameters()[key]
-        if value is None or (value == p.default and key not in explicit):
+        default = p.default
+        if key == "deconv_iters":  # resolved above; its default is the one of the deconv_type
+            default = resolve_deconv_iters(None, resolved.get("deconv_type"))
+        if value is None or (value == default and key not in explicit):
             continue
         if isinstance(value, bool):
             if value:
