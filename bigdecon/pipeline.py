@@ -31,7 +31,7 @@ def sparse_deconvolve(
     sparsity: float = DEFAULTS.sparsity,
     tcontinuity: float = DEFAULTS.tcontinuity,
     background: int = DEFAULTS.background,
-    deconv_iters: int = DEFAULTS.deconv_iters,
+    deconv_iters: int | None = None,
     deconv_type: int = DEFAULTS.deconv_type,
     up_sample: int = DEFAULTS.up_sample,
     wb_alpha: float = DEFAULTS.wb_alpha,
@@ -65,12 +65,13 @@ def sparse_deconvolve(
         Data weight (150), L1 weight (10) and continuity along k (0.5).
     background : int
         Background mode 0-5 (default 1, weak background / high SNR).
-    deconv_iters : int
-        Iterations of step 5 (default 7).
+    deconv_iters : int, optional
+        Iterations of step 5; default (None) 7 for ``deconv_type`` 1 and 2 (the
+        published value) and 2 for 3.
     deconv_type : int
         0 none, 1 accelerated Richardson-Lucy (default), 2 Landweber, 3 Richardson-Lucy
-        with the Wiener-Butterworth back projector (1-3 iterations: give ``deconv_iters=2``;
-        the default 7 over-sharpens).
+        with the Wiener-Butterworth back projector (converges in 1-3 iterations, hence
+        its default of 2; more over-sharpen).
     up_sample : int
         0 none, 1 Fourier x2, 2 spatial x2 in y and x.
     wb_alpha, wb_beta, wb_order : float, float, int

@@ -11,7 +11,7 @@ import bigdecon
 from bigdecon.data import filaments_timelapse
 from bigdecon.errors import InputError
 from bigdecon.io import open_image, write_image
-from bigdecon.params import Params
+from bigdecon.params import DEFAULTS, PARAMETERS, Params
 from bigdecon.solvers.psf import psf_fwhm, psf_size_for, widefield_psf
 from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth
 
@@ -113,6 +113,66 @@ def test_deconv_type_3_parameters():
         Params.from_kwargs(fwhm=3, deconv_type=4)
     with pytest.raises(InputError, match="wb_beta"):
         Params.from_kwargs(fwhm=3, deconv_type=3, wb_beta=1.0)
+
+
+def test_deconv_iters_default_depends_on_deconv_type(raw):
+    # None (the default) resolves on construction: 7 for RL and Landweber, 2 for Wiener-Butterworth.
+    assert DEFAULTS.deconv_iters == 7 and PARAMETERS["deconv_iters"].default is None
+    assert [Params.from_kwargs(fwhm=3, deconv_type=t).deconv_iters for t in (0, 1, 2, 3)] == [7, 7, 7, 2]
+    assert Params.from_kwargs(fwhm=3, deconv_type=3, deconv_iters=5).deconv_iters == 5  # given wins
+    assert Params.from_kwargs(fwhm=3, deconv_type=3).to_dict()["deconv_iters"] == 2  # recorded resolved
+    kw = dict(fwhm=3, sparse_iters=0, background=0)
+    np.testing.assert_array_equal(
+        bigdecon.sparse_deconvolve(raw, **kw, deconv_type=3),
+        bigdecon.sparse_deconvolve(raw, **kw, deconv_type=3, deconv_iters=2),
+    )
+    np.testing.assert_array_equal(
+        bigdecon.sparse_deconvolve(raw, **kw), bigdecon.sparse_deconvolve(raw, **kw, deconv_iters=7)
+    )
+
+
+def test_run_argv_states_deconv_iters_only_off_its_types_default():
+    from bigdecon.cli import build_parser, run_argv_from_args
+    from bigdecon.cli.submit import EXPLICIT_RUN_OPTIONS
+
+    parser = build_parser()
+
+    def argv(*options):
+        return run_argv_from_args(parser.parse_args(["run", "in.zarr", "out.zarr", "--fwhm", "3", *options]))
+
+    assert argv("--deconv-type", "3") == ["--fwhm", "3", "--deconv-type", "3"]
+    assert argv("--deconv-type", "3", "--deconv-iters", "7") == [
+        "--fwhm", "3", "--deconv-iters", "7", "--deconv-type", "3"
+    ]  # fmt: skip
+    assert argv("--deconv-iters", "2") == ["--fwhm", "3", "--deconv-iters", "2"]
+    # A submitted job states the resolved number (the image's bigdecon may resolve differently).
+    args = parser.parse_args(["run", "in.zarr", "out.zarr", "--fwhm", "3", "--deconv-type", "3"])
+    stated = run_argv_from_args(args, explicit=EXPLICIT_RUN_OPTIONS)
+    assert stated[stated.index("--deconv-iters") + 1] == "2"
+
+
+def test_cli_info_prints_the_final_step_and_its_iterations(stores, run_main):
+    code, out, err = run_main("info", stores["tyx"], "--fwhm", "3", "--deconv-type", "3")
+    assert code == 0, err
+    assert "final step:       Richardson-Lucy, Wiener-Butterworth back projector, 2 iterations" in out
+    code, out, err = run_main("info", stores["tyx"], "--fwhm", "3")
+    assert code == 0, err
+    assert "final step:       Richardson-Lucy, 7 iterations" in out
+    code, out, err = run_main("info", stores["tyx"], "--fwhm", "3", "--deconv-type", "2", "--deconv-iters", "4")
+    assert code == 0, err
+    assert "final step:       Landweber, 4 iterations" in out
+
+
+@pytest.mark.slow
+def test_cli_run_deconv_type_3_records_its_default_iterations(stores, tmp_path, raw):
+    dest = tmp_path / "wb_default.ome.zarr"
+    args = ["--fwhm", "3", "--sparse-iters", "10", "--deconv-type", "3", "--workers", "1", "--threads-per-worker", "1"]
+    proc = cli("run", stores["tyx"], dest, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "deconv_iters = 2" in proc.stdout  # the configuration printed (and reusable) states the number
+    assert open_image(dest).attrs["bigdecon"]["parameters"]["deconv_iters"] == 2
+    whole = bigdecon.sparse_deconvolve(raw, fwhm=3, sparse_iters=10, deconv_type=3, deconv_iters=2)
+    assert np.abs(np.asarray(open_image(dest).data) - whole).max() <= TOLERANCE * float(whole.max())
 
 
 def test_deconv_type_3_runs_the_wiener_butterworth_solver(raw):

@@ -19,6 +19,7 @@ from bigdecon.params import (
     parse_psf_files,
     parse_psf_size,
     parse_timepoints,
+    resolve_deconv_iters,
 )
 
 METHOD = [name for name, p in PARAMETERS.items() if p.method]
@@ -50,7 +51,11 @@ def test_public_signatures_match_the_model(function):
 def test_params_defaults_and_checks_come_from_the_model():
     for name in Params.__dataclass_fields__:
         if name in PARAMETERS and name not in ("fwhm", "psf"):
-            assert getattr(DEFAULTS, name) == PARAMETERS[name].default, name
+            # deconv_iters' model default is None: the number for the deconv_type, resolved on construction.
+            expected = PARAMETERS[name].default
+            if name == "deconv_iters":
+                expected = resolve_deconv_iters(expected, DEFAULTS.deconv_type)
+            assert getattr(DEFAULTS, name) == expected, name
     with pytest.raises(InputError, match="background must be one of 0-5, got 9"):
         Params.from_kwargs(fwhm=3, background=9)
     with pytest.raises(InputError, match="background must be one of 0-5, got 9"):
@@ -62,7 +67,8 @@ def test_cli_defaults_and_flags_come_from_the_model():
     resolved = resolve_options(parser.parse_args(["run", "i", "o", "--fwhm", "3"]))
     for name, p in PARAMETERS.items():
         if name != "fwhm":
-            assert resolved[name] == p.default, name
+            default = resolve_deconv_iters(None, resolved["deconv_type"]) if name == "deconv_iters" else p.default
+            assert resolved[name] == default, name
     helps = {cmd: parser.parse_args([cmd, "x", "y"] if cmd != "info" else [cmd, "x"]) for cmd in ("run", "info")}
     for cmd, args in helps.items():
         for name, p in PARAMETERS.items():

@@ -55,6 +55,8 @@ def test_suggest_subprocess_with_optics(dim):
     proc = cli("suggest", path, "--na", "1.2", "--wavelength", "0.52", "--refractive-index", "1.33")
     assert proc.returncode == 0, proc.stderr
     assert "suggested parameters" in proc.stdout and "x Nyquist" in proc.stdout
+    # A 6-plane stack: the Born-Wolf PSF is cut to 5 planes, whose out-of-focus share is printed.
+    assert "of the PSF's light out of focus" in proc.stdout
 
 
 @pytest.mark.slow

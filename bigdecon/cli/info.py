@@ -102,6 +102,12 @@ def info_command(args: argparse.Namespace) -> int:
         f"thread{'s' if threads != 1 else ''}: blocks are split until each thread has two)",
         f"  memory per task:  ~{format_bytes(plan['memory_per_task_bytes'])}",
     )
+    step5 = ("none", "Richardson-Lucy", "Landweber", "Richardson-Lucy, Wiener-Butterworth back projector")
+    deconv_type, deconv_iters = resolved["deconv_type"], resolved["deconv_iters"]
+    say(
+        f"  final step:       {step5[deconv_type]}"
+        + (f", {deconv_iters} iteration{'s' if deconv_iters != 1 else ''}" if deconv_type and deconv_iters else "")
+    )
     for described in plan.get("optics_psf") or []:
         where = f"channel {described['channel']}: " if len(plan["optics_psf"]) > 1 else ""
         say(

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from .. import params
 from ..errors import InputError
-from ..params import Parameter, check_psf_size
+from ..params import Parameter, check_psf_size, resolve_deconv_iters
 from .config import fmt_number, load_config, one_line
 
 __all__ = [
@@ -247,6 +247,8 @@ def resolve_options(args: argparse.Namespace, *, cluster: bool = True) -> dict[s
             resolved[key] = p.parse(value)
         except InputError as exc:
             raise InputError(where + str(exc)) from None
+    if "deconv_iters" in resolved:  # its default depends on deconv_type: state the number everywhere
+        resolved["deconv_iters"] = resolve_deconv_iters(resolved["deconv_iters"], resolved.get("deconv_type"))
     return resolved
 
 
@@ -284,7 +286,10 @@ def run_argv_from_args(args: argparse.Namespace, *, explicit: Sequence[str] = ()
     argv: list[str] = []
     for key, value in resolved.items():
         p = parameters()[key]
-        if value is None or (value == p.default and key not in explicit):
+        default = p.default
+        if key == "deconv_iters":  # resolved above; its default is the one of the deconv_type
+            default = resolve_deconv_iters(None, resolved.get("deconv_type"))
+        if value is None or (value == default and key not in explicit):
             continue
         if isinstance(value, bool):
             if value:

@@ -87,6 +87,8 @@ def estimates_line(s: Any) -> str:
     m = s.measured
     photons = "unknown (no Poisson noise found)" if m.peak_photons is None else _g(m.peak_photons)
     sampling = f"{_g(m.nyquist)} x Nyquist (FWHM {_g(m.fwhm_px)} px)"
+    if m.out_of_focus is not None:
+        sampling += f", {m.out_of_focus:.0%} of the PSF's light out of focus"
     return (
         f"noise sigma {_g(m.noise_sigma)} ({_g(m.noise_rel)} of the peak), photons at the peak "
         f"{photons}, SNR {_g(m.snr)}, sampling {sampling}; from {m.planes_used} planes of {m.crop[0]}x{m.crop[1]}"

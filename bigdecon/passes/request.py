@@ -124,7 +124,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         if per["resolution"][i] is not None:
             fwhm = _fwhm_from_resolution(per["resolution"][i], src)
         try:
-            if model and kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 1):
+            if model and kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 1) != 0:
                 assert wavelengths is not None
                 psf, described = optics_psf(model, src, {**optics, "wavelength": wavelengths[i]})
                 optics_psfs.append({"channel": c, **described})

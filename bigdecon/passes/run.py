@@ -304,7 +304,7 @@ def deconvolve(
     sparsity: float = DEFAULTS.sparsity,
     tcontinuity: float = DEFAULTS.tcontinuity,
     background: int = DEFAULTS.background,
-    deconv_iters: int = DEFAULTS.deconv_iters,
+    deconv_iters: int | None = None,
     deconv_type: int = DEFAULTS.deconv_type,
     up_sample: int = DEFAULTS.up_sample,
     wb_alpha: float = DEFAULTS.wb_alpha,
@@ -353,8 +353,8 @@ def deconvolve(
         ``fwhm={0: 3.0, 1: (4.2, 4.2)}``.
     sparse_iters, fidelity, sparsity, tcontinuity, background, deconv_iters, deconv_type, up_sample
         As in :func:`bigdecon.sparse_deconvolve`; ``deconv_type=3`` is
-        Richardson-Lucy with the Wiener-Butterworth back projector (give
-        ``deconv_iters=2``: more iterations over-sharpen).
+        Richardson-Lucy with the Wiener-Butterworth back projector (``deconv_iters``
+        defaults to 2 for it, 7 for types 1 and 2; the resolved number is recorded).
     wb_alpha, wb_beta, wb_order
         The back projector of ``deconv_type=3``, see
         :func:`bigdecon.solvers.wiener_butterworth.rl_wiener_butterworth`.
