@@ -170,6 +170,11 @@ def main() -> None:
             for factor, shape, path in cases:
                 peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks, params)
                 results.append((factor, shape, peak, seconds, voxels))
+                # Each case as it ends: a long run that is stopped still leaves its first figures.
+                print(
+                    f"done {shape}: peak RSS {peak / 2**20:.0f} MiB (idle {idle / 2**20:.0f}), {seconds:.1f} s",
+                    flush=True,
+                )
         print(
             f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; {axes}, {params}; "
             f"chunks {chunks}; idle worker RSS {idle / 2**20:.0f} MiB"
