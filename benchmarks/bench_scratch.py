@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--code", default=os.getcwd(), help="checkout whose bigdecon runs (PYTHONPATH)")
     parser.add_argument("--iters", type=int, default=None, help="sparse and deconv iterations (default: defaults)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
+    parser.add_argument("--chunks", default=None, help="the run's --chunks (step-4 block size), e.g. t=32,y=64,x=64")
     args = parser.parse_args()
     shape = (32, 256, 256) if args.small else (64, 512, 512)
     folder = tempfile.mkdtemp(prefix="bench-scratch-")
@@ -122,6 +123,8 @@ def main() -> None:
         raw = np.prod(shape) * 2
         print(f"input {'x'.join(map(str, shape))} uint16 ({raw / 2**20:.1f} MiB raw), float32 output, code {args.code}")
         cut = ["--sparse-iters", str(args.iters), "--deconv-iters", str(args.iters)] if args.iters is not None else []
+        if args.chunks is not None:
+            cut += ["--chunks", args.chunks]
         print(
             f"{'mode':<15} {'peak MiB':>9} {'output MiB':>10} {'ratio':>6} {'floor':>6} {'seconds':>8}  run's own report"
         )
