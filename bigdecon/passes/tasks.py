@@ -174,6 +174,12 @@ def work_compressor() -> Any:
     them worse, higher levels save ~2% more at under half the write speed. Their low
     mantissa bytes are noise no lossless codec removes. The output keeps zarr's
     default (see :class:`~bigdecon.io.OmeZarrWriter`).
+
+    Examples
+    --------
+    >>> codec = work_compressor()
+    >>> codec.cname.value, codec.clevel, codec.shuffle.value
+    ('zstd', 1, 'shuffle')
     """
     from zarr.codecs import BloscCodec
 
