@@ -17,7 +17,7 @@ largest intermediate, whole once the pass writing it ends, over the output:
 no schedule goes below it) and, where the code reports it, the run's own
 ``Peak scratch`` line (sampled as tasks finish, before their inputs are freed,
 so it sees peaks a 0.2 s sampler can miss), and what the folders held at the sampled peak
-(``h``, ``g``, the output's ``s0`` and the rest: ledger, PSFs, metadata). ``--iters`` cuts both
+(``h``, ``g``, the output's ``s0`` and the rest: pyramid levels, ledger, PSFs, metadata). ``--iters`` cuts both
 iteration counts to keep the run short (the scratch use is the same
 intermediates either way; only their compressibility could move a little).
 """
@@ -82,7 +82,7 @@ def run_mode(source: str, out: str, extra: list[str], code: str) -> tuple[int, i
             total = folder_bytes(out)
             if total > peak[0]:
                 peak[0] = total
-                rest = total - sum(parts.values())  # ledger, PSFs, metadata (or files written between the walks)
+                rest = total - sum(parts.values())  # pyramid levels s1.., ledger, PSFs, metadata
                 at_peak[0] = " ".join(f"{n.split('.')[0]} {b / 2**20:.1f}" for n, b in parts.items())
                 at_peak[0] += f" other {rest / 2**20:.1f}"
             peak[1] = max(peak[1], parts["h.zarr"], parts["g.zarr"])
