@@ -18,7 +18,9 @@ does not depend on them, only its duration does.
 ``--psf3d``: zyx volumes instead (the larger 4x deeper in z, and at full size,
 600x1024x1024 float32, 3.0x the summed memory limit of the two 400 MiB workers) with a 3-D Gaussian PSF (FWHM z 6,
 y/x 3 px), so step 5 runs on (z, y, x) blocks with its halo; default
-``deconv_iters`` (7) there, since the halo depends on it.
+``deconv_iters`` (7) there, since the halo depends on it. ``--psf3d --workers 1
+--frames 75`` is the same proof (300x1024x1024, 3.0x one worker's limit) with a
+quarter of the voxels: ~1 h on one core of a loaded 2-core VM.
 """
 
 from __future__ import annotations
@@ -59,23 +61,45 @@ def write_timelapse(path: str, shape: tuple[int, int, int], chunk_t: int, axes: 
 
 
 class PeakRSS:
-    """Sample a process's resident memory in a thread; keep the maximum."""
+    """Sample the resident memory of this process's worker processes in a thread; keep the maximum.
 
-    def __init__(self, pid: int):
+    Follows the processes, not the pids a run started with: a worker the nanny
+    restarts (memory over 95% of its limit) is replaced by a new process, which
+    is sampled too, and counted in ``restarts``.
+    """
+
+    def __init__(self, workers: int):
         import psutil
 
-        self.proc = psutil.Process(pid)
+        self.me = psutil.Process()
+        self.workers = workers
         self.peak = 0
+        self.seen: set[int] = set()
+        self._kind: dict[int, bool] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _is_worker(self, proc) -> bool:
+        if proc.pid not in self._kind:  # a spawned worker, not the resource tracker
+            self._kind[proc.pid] = "spawn_main" in " ".join(proc.cmdline())
+        return self._kind[proc.pid]
+
     def _run(self) -> None:
+        import psutil
+
         while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except Exception:
-                return
+            for proc in self.me.children(recursive=True):
+                try:
+                    if self._is_worker(proc):
+                        self.peak = max(self.peak, proc.memory_info().rss)
+                        self.seen.add(proc.pid)
+                except psutil.Error:  # gone between the listing and the read
+                    continue
             time.sleep(0.02)
+
+    @property
+    def restarts(self) -> int:
+        return max(0, len(self.seen) - self.workers)
 
     def __enter__(self):
         self._thread.start()
@@ -98,15 +122,13 @@ PARAMS_2D = dict(fwhm=3, sparse_iters=3, deconv_iters=3, background=1)
 PARAMS_3D = dict(fwhm=(6, 3, 3), sparse_iters=3, background=1)
 
 
-def run_case(client, src: str, dst: str, chunks: dict, params: dict | None = None) -> tuple[float, float, int]:
+def run_case(client, src: str, dst: str, chunks: dict, params: dict | None = None) -> tuple[float, float, int, int]:
+    """One run: (peak worker RSS, seconds, voxels, worker restarts)."""
     import bigdecon
 
-    pids = list(client.run(os.getpid).values())
     client.run(lambda: __import__("gc").collect())
-    samplers = [PeakRSS(pid) for pid in pids]
-    for sampler in samplers:
-        sampler.__enter__()
-    try:
+    sampler = PeakRSS(len(client.scheduler_info()["workers"]))
+    with sampler:
         t = time.perf_counter()
         summary = bigdecon.deconvolve(
             src,
@@ -118,10 +140,7 @@ def run_case(client, src: str, dst: str, chunks: dict, params: dict | None = Non
             task_memory=64 * 2**20,  # one plane per whole-plane task; the step-5 blocks fit it
         )
         seconds = time.perf_counter() - t
-    finally:
-        for sampler in samplers:
-            sampler.__exit__(None, None, None)
-    return max(s.peak for s in samplers), seconds, summary["voxels"]
+    return sampler.peak, seconds, summary["voxels"], sampler.restarts
 
 
 def main() -> None:
@@ -168,20 +187,28 @@ def main() -> None:
             idle = worker_rss(client)
             results = []
             for factor, shape, path in cases:
-                peak, seconds, voxels = run_case(client, path, os.path.join(root, f"out{factor}.zarr"), chunks, params)
-                results.append((factor, shape, peak, seconds, voxels))
+                out = os.path.join(root, f"out{factor}.zarr")
+                peak, seconds, voxels, restarts = run_case(client, path, out, chunks, params)
+                results.append((factor, shape, peak, seconds, voxels, restarts))
+                # Each case as it ends: a long run that is stopped still leaves its first figures.
+                print(
+                    f"done {shape}: peak RSS {peak / 2**20:.0f} MiB (idle {idle / 2**20:.0f}), {seconds:.1f} s, "
+                    f"{restarts} worker restarts",
+                    flush=True,
+                )
         print(
             f"{args.workers} workers x 1 thread, each limited to {limit / 2**20:.0f} MiB; {axes}, {params}; "
             f"chunks {chunks}; idle worker RSS {idle / 2**20:.0f} MiB"
         )
         print(
             f"{'data':>22} {'size':>9} {'x limits':>9} {'peak RSS':>10} {'working set':>12} {'time':>8} {'Mvox/s':>8}"
+            f" {'restarts':>9}"
         )
-        for _factor, shape, peak, seconds, voxels in results:
+        for _factor, shape, peak, seconds, voxels, restarts in results:
             size = voxels * 4
             print(
                 f"{str(shape):>22} {size / 2**20:7.0f}Mi {size / (limit * args.workers):9.1f} {peak / 2**20:8.0f}Mi "
-                f"{(peak - idle) / 2**20:10.0f}Mi {seconds:7.1f}s {voxels / seconds / 1e6:8.2f}"
+                f"{(peak - idle) / 2**20:10.0f}Mi {seconds:7.1f}s {voxels / seconds / 1e6:8.2f} {restarts:9d}"
             )
         ratio = results[1][2] / results[0][2]
         ws_ratio = (results[1][2] - idle) / max(results[0][2] - idle, 1)

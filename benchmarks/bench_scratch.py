@@ -16,7 +16,8 @@ the finished output's size, their ratio (target <= 1.6), the floor (the
 largest intermediate, whole once the pass writing it ends, over the output:
 no schedule goes below it) and, where the code reports it, the run's own
 ``Peak scratch`` line (sampled as tasks finish, before their inputs are freed,
-so it sees peaks a 0.2 s sampler can miss). ``--iters`` cuts both
+so it sees peaks a 0.2 s sampler can miss), and what the folders held at the sampled peak
+(``h``, ``g``, the output's ``s0`` and the rest: pyramid levels, ledger, PSFs, metadata). ``--iters`` cuts both
 iteration counts to keep the run short (the scratch use is the same
 intermediates either way; only their compressibility could move a little).
 """
@@ -66,16 +67,25 @@ def write_input(path: str, shape: tuple[int, int, int]) -> None:
     write_image(path, planes, "tyx", chunks=(8, 256, 256))
 
 
-def run_mode(source: str, out: str, extra: list[str], code: str) -> tuple[int, int, int, float, str]:
-    """One CLI run: (peak bytes sampled, largest intermediate, finished output bytes, seconds, the run's own line)."""
+def run_mode(source: str, out: str, extra: list[str], code: str) -> tuple[int, int, int, float, str, str]:
+    """One CLI run: (peak bytes sampled, largest intermediate, finished output bytes, seconds, the run's own
+    line, what the folders held at the sampled peak)."""
     peak = [0, 0]
+    at_peak = [""]
     stop = threading.Event()
     work = os.path.join(out, ".bigdecon-work")
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], folder_bytes(out))
-            peak[1] = max([peak[1]] + [folder_bytes(os.path.join(work, n)) for n in ("h.zarr", "g.zarr")])
+            parts = {n: folder_bytes(os.path.join(work, n)) for n in ("h.zarr", "g.zarr")}
+            parts["s0"] = folder_bytes(os.path.join(out, "s0"))
+            total = folder_bytes(out)
+            if total > peak[0]:
+                peak[0] = total
+                rest = total - sum(parts.values())  # pyramid levels s1.., ledger, PSFs, metadata
+                at_peak[0] = " ".join(f"{n.split('.')[0]} {b / 2**20:.1f}" for n, b in parts.items())
+                at_peak[0] += f" other {rest / 2**20:.1f}"
+            peak[1] = max(peak[1], parts["h.zarr"], parts["g.zarr"])
             stop.wait(0.2)
 
     env = dict(os.environ, PYTHONPATH=code)
@@ -93,7 +103,8 @@ def run_mode(source: str, out: str, extra: list[str], code: str) -> tuple[int, i
         raise SystemExit(f"bigdecon run failed ({' '.join(extra)}):\n{proc.stdout}\n{proc.stderr}")
     size = folder_bytes(out)
     own = re.search(r"Peak scratch: .*", proc.stdout)
-    return max(peak[0], size), peak[1], size, seconds, own.group(0) if own else "(not reported by this code)"
+    own_line = own.group(0) if own else "(not reported by this code)"
+    return max(peak[0], size), peak[1], size, seconds, own_line, at_peak[0]
 
 
 def main() -> None:
@@ -102,6 +113,7 @@ def main() -> None:
     parser.add_argument("--code", default=os.getcwd(), help="checkout whose bigdecon runs (PYTHONPATH)")
     parser.add_argument("--iters", type=int, default=None, help="sparse and deconv iterations (default: defaults)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
+    parser.add_argument("--chunks", default=None, help="the run's --chunks (step-4 block size), e.g. t=32,y=64,x=64")
     args = parser.parse_args()
     shape = (32, 256, 256) if args.small else (64, 512, 512)
     folder = tempfile.mkdtemp(prefix="bench-scratch-")
@@ -111,18 +123,21 @@ def main() -> None:
         raw = np.prod(shape) * 2
         print(f"input {'x'.join(map(str, shape))} uint16 ({raw / 2**20:.1f} MiB raw), float32 output, code {args.code}")
         cut = ["--sparse-iters", str(args.iters), "--deconv-iters", str(args.iters)] if args.iters is not None else []
+        if args.chunks is not None:
+            cut += ["--chunks", args.chunks]
         print(
             f"{'mode':<15} {'peak MiB':>9} {'output MiB':>10} {'ratio':>6} {'floor':>6} {'seconds':>8}  run's own report"
         )
         for mode in args.modes.split(","):
             extra = cut + MODES[mode]  # a mode's own option comes last and wins
             out = os.path.join(folder, "out.ome.zarr")
-            peak, largest, size, seconds, own = run_mode(source, out, extra, args.code)
+            peak, largest, size, seconds, own, at_peak = run_mode(source, out, extra, args.code)
             print(
                 f"{mode:<15} {peak / 2**20:>9.1f} {size / 2**20:>10.1f} {peak / size:>5.2f}x "
                 f"{max(size, largest) / size:>5.2f}x {seconds:>8.1f}  {own}",
                 flush=True,
             )
+            print(f"{'':<15} at the sampled peak, MiB: {at_peak}", flush=True)
             shutil.rmtree(out, ignore_errors=True)
         print(
             "target: peak <= 1.6x the finished output (before chunk freeing: 2.8x with every pass). floor: the\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+import zarr
 from conftest import filaments
 from test_chunked import write_input
 
@@ -77,6 +78,42 @@ def test_chunks_are_freed_during_the_run_and_the_peak_is_reported(source, expect
     assert result["output_bytes"] <= result["peak_scratch_bytes"] < 2.0 * result["output_bytes"]
     # Before chunks were freed the same run held h, g and the output together (~2.8x); now < 2x.
     assert most < 2.0 * result["output_bytes"]
+
+
+def test_intermediates_use_blosc_shuffle_zstd_and_the_result_is_bit_identical(source, expected, tmp_path, monkeypatch):
+    """h and g are stored with Blosc (byte shuffle, zstd 1), the output with zstd; lossless: a run whose
+    intermediates use zarr's default codec instead writes the same bytes, and holds a larger h."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    from bigdecon.passes import tasks
+
+    def run(out):
+        work = out / ".bigdecon-work"
+        codecs: dict[str, tuple] = {}
+        h_bytes: list[int] = []
+
+        def progress(done, total):
+            for name in ("h", "g"):
+                if (work / f"{name}.zarr").exists():
+                    codecs[name] = tuple(zarr.open_array(str(work / f"{name}.zarr"), mode="r").compressors)
+            if done == N_PRE:  # steps 1-3 done, h whole, nothing freed yet
+                h_bytes.append(folder_bytes(str(work / "h.zarr")))
+
+        bigdecon.deconvolve(source, str(out), chunks=CHUNKS, progress=progress, **PARAMS)
+        return open_image(str(out)).data.compute(), codecs, h_bytes[0]
+
+    blosc = (BloscCodec(typesize=4, cname="zstd", clevel=1, shuffle="shuffle"),)
+    result, codecs, h_blosc = run(tmp_path / "blosc.zarr")
+    assert codecs == {"h": blosc, "g": blosc}
+    assert tuple(zarr.open_array(str(tmp_path / "blosc.zarr" / "s0"), mode="r").compressors) == (ZstdCodec(level=0),)
+    np.testing.assert_array_equal(result, expected[0])
+
+    monkeypatch.setattr(tasks, "work_compressor", lambda: ZstdCodec(level=0))  # zarr's default, as before
+    before, codecs, h_zstd = run(tmp_path / "zstd.zarr")
+    assert codecs == {"h": (ZstdCodec(level=0),), "g": (ZstdCodec(level=0),)}
+    assert result.dtype == before.dtype == np.float32
+    assert np.array_equal(result.view(np.uint32), before.view(np.uint32))
+    assert h_blosc < h_zstd
 
 
 @pytest.mark.parametrize("stop_at", [N_PRE + 16, N_PRE + N_SPARSE + 1], ids=["mid-sparse", "mid-final"])
