@@ -375,8 +375,8 @@ def _solved_voxels(src: str, fwhm: Any, threads: int) -> dict[str, float]:
 
 # What the CLI prints when each phase ends (start of its stdout lines): phase name.
 CLI_MARKS = (
-    ("bigdecon ", "Python start + imports + options"),
-    ("Input ", "input checks + plan (+ the z-stack parameter note)"),
+    ("bigdecon ", "Python start, imports, options (+ a z stack's parameter note)"),
+    ("Input ", "input checks + plan"),
     ("Dask ", "local cluster start"),
     ("Plan: ", "sizing + plan on the cluster"),
     ("Finished in", "run (statistics, passes, finalize + pyramid)"),
