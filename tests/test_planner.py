@@ -129,7 +129,7 @@ def test_makespan_is_exact_for_equal_tasks_and_bounded_otherwise():
 
 def test_3d_step5_blocks_come_in_whole_waves():
     """64 x 512 x 512 zyx with FWHM (6, 3, 3) on 2 threads: an even number of step-5 blocks of one size
-    (3 blocks, as before, left a thread idle for the last one)."""
+    (the least total work, the previous rule, gave 3 blocks of 64 x 208 x 512: one thread idle for the last)."""
     layout = Layout(("z", "y", "x"), (64, 512, 512))
     plan = make_plan(layout, Params.from_kwargs(fwhm=(6, 3, 3)), min_tasks=2)
     volumes = solved(plan, plan.final_tasks(), plan.deconv_halo)
