@@ -351,13 +351,13 @@ def _pipeline_input(src: str, shape: tuple[int, int, int], psf3d: bool) -> np.nd
     return open_image(src).data.compute()
 
 
-def _solved_voxels(src: str, fwhm: Any, threads: int) -> dict[str, float]:
+def _solved_voxels(src: str, fwhm: Any, sizing: dict) -> dict[str, Any]:
     """Voxels the passes transform (blocks grown by their halo) per voxel of the data, for the
-    blocks a cluster of ``threads`` worker threads gets by default (and ``min_tasks`` as run_sizing)."""
+    default blocks of a run with ``sizing`` (what ``run_sizing`` derives from the cluster)."""
     from bigdecon.io import open_image
     from bigdecon.passes.request import _prepare
 
-    request = _prepare(open_image(src), dict(fwhm=fwhm, min_tasks=2 * threads, task_memory=None))
+    request = _prepare(open_image(src), dict(fwhm=fwhm, **sizing))
     plan, lay = request.plan, request.layout
     n = math.prod(lay.shape)
     axes = [a for a in (lay.k, lay.y, lay.x) if a is not None]
@@ -365,7 +365,7 @@ def _solved_voxels(src: str, fwhm: Any, threads: int) -> dict[str, float]:
     def volume(region):
         return math.prod(region[a][1] - region[a][0] for a in axes)
 
-    out = {"step4": sum(volume(plan.halo(r)) for r in plan.sparse_tasks()) / n}
+    out: dict[str, Any] = {"step4": sum(volume(plan.halo(r)) for r in plan.sparse_tasks()) / n}
     if plan.deconv_block is not None:
         out["step5"] = sum(volume(plan.deconv_halo(r)) for r in plan.final_tasks()) / n
     out["sparse_block"] = dict(plan.sparse_block)
@@ -407,7 +407,7 @@ def _run_cli(cmd: list[str]) -> tuple[float, dict[str, float]]:
 
 
 def pipeline(work: Path, psf3d: bool = False, shape: tuple[int, int, int] = (64, 512, 512)) -> dict:
-    from bigdecon.cluster import close, expected_threads, make_client
+    from bigdecon.cluster import close, make_client
 
     fwhm: Any = FWHM_3D if psf3d else 3
     src = str(work / ("pipe3d-in.ome.zarr" if psf3d else "pipe-in.ome.zarr"))
@@ -419,8 +419,6 @@ def pipeline(work: Path, psf3d: bool = False, shape: tuple[int, int, int] = (64,
     bigdecon.sparse_deconvolve(raw, fwhm=fwhm)
     res["in_memory_s"] = time.perf_counter() - t0
     log(f"pipeline: in memory {res['in_memory_s']:.1f} s")
-    res["solved"] = _solved_voxels(src, fwhm, expected_threads())
-    log(f"pipeline: voxels solved per data voxel (default blocks): {res['solved']}")
 
     exe = shutil.which("bigdecon")
     cmd = [exe] if exe else [sys.executable, "-c", "import sys; from bigdecon.cli import main; sys.exit(main())"]
@@ -435,6 +433,10 @@ def pipeline(work: Path, psf3d: bool = False, shape: tuple[int, int, int] = (64,
     client, cluster = make_client()
     t_cluster = time.perf_counter() - t0
     try:
+        from bigdecon.passes.run import run_sizing
+
+        res["solved"] = _solved_voxels(src, fwhm, run_sizing(client, dst))
+        log(f"pipeline: voxels solved per data voxel (default blocks): {res['solved']}")
         ev = Events()
         t0 = time.perf_counter()
         info = bigdecon.deconvolve(src, dst, fwhm=fwhm, client=client, progress=ev)
