@@ -3,6 +3,7 @@
     python benchmarks/bench_bookkeeping.py --tasks 10000            # ~2-3 min on 2 cores
     python benchmarks/bench_bookkeeping.py --tasks 10000 100000     # + ~10-15 min
     python benchmarks/bench_bookkeeping.py --pipeline               # part 2 only: ~5 min
+    python benchmarks/bench_bookkeeping.py --psf3d                  # part 2 with a 3-D PSF: ~5 min
     python benchmarks/bench_bookkeeping.py --tasks 10000 --pipeline --json out.json
 
 Part 1, bookkeeping (``--tasks N ...``). The real driver path, ``bigdecon.deconvolve``
@@ -35,7 +36,12 @@ OME-Zarr (drifting filaments, FWHM 3 px), default parameters, real solvers:
 in-memory :func:`bigdecon.sparse_deconvolve` of the array vs ``bigdecon run``
 (the CLI in a subprocess, default arguments: it starts its own local cluster) vs
 ``bigdecon.deconvolve`` on a cluster started like the CLI's, with the time of each
-phase (cluster start, statistics and set-up, each pass, finalize and pyramid).
+phase (cluster start, statistics and set-up, each pass, finalize and pyramid);
+the CLI's own time is split at the lines it prints (imports, checks and plan,
+cluster start, sizing, the run, summary and exit), and the voxels each pass
+solves (blocks grown by their halo) per voxel of the data are printed.
+``--psf3d``: the same on a zyx volume of beads with a 3-D PSF (FWHM 6,3,3 px;
+step 5 on (z, y, x) blocks with a halo).
 
 Timings on a shared 2-core VM drift by +-20% between runs; ratios are measured
 within one run.
@@ -55,6 +61,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -65,6 +72,7 @@ from bigdecon.io import write_image
 HERE = Path(__file__).resolve().parent
 BLOCK = (1, 16, 16)
 SIDE = 512
+FWHM_3D = (6, 3, 3)
 
 
 def log(msg: str) -> None:
@@ -325,32 +333,99 @@ def memory_resume(n: int, src: str) -> dict:
 # --------------------------------------------------------------------------- pipeline
 
 
-def pipeline(work: Path) -> dict:
+def _pipeline_input(src: str, shape: tuple[int, int, int], psf3d: bool) -> np.ndarray:
+    """The run's input, written to ``src``; returns the array (uint16)."""
+    from bigdecon.io import open_image
+
+    if psf3d:
+        from bigdecon.data import beads_volume
+
+        raw, _ = beads_volume(shape, FWHM_3D, seed=0)
+        data = np.clip(np.rint(raw * (2000 / max(float(raw.max()), 1e-6)) + 100), 0, 65535).astype(np.uint16)
+        write_image(src, data, "zyx", chunks=(1, shape[1], shape[2]), overwrite=True)
+        return data
     sys.path.insert(0, str(HERE))
     from bench_scaling import make_input as filaments
 
-    from bigdecon.cluster import close, make_client
-    from bigdecon.io import open_image
-
-    shape = (64, 512, 512)
-    src = str(work / "pipe-in.ome.zarr")
     filaments(src, shape=shape)
-    raw = open_image(src).data.compute()
-    log("pipeline: warm-up (Numba caches) ...")
-    bigdecon.sparse_deconvolve(raw[:4, :64, :64], fwhm=3)
-    res: dict = {"shape": list(shape)}
+    return open_image(src).data.compute()
+
+
+def _solved_voxels(src: str, fwhm: Any, sizing: dict) -> dict[str, Any]:
+    """Voxels the passes transform (blocks grown by their halo) per voxel of the data, for the
+    default blocks of a run with ``sizing`` (what ``run_sizing`` derives from the cluster)."""
+    from bigdecon.io import open_image
+    from bigdecon.passes.request import _prepare
+
+    request = _prepare(open_image(src), dict(fwhm=fwhm, **sizing))
+    plan, lay = request.plan, request.layout
+    n = math.prod(lay.shape)
+    axes = [a for a in (lay.k, lay.y, lay.x) if a is not None]
+
+    def volume(region):
+        return math.prod(region[a][1] - region[a][0] for a in axes)
+
+    out: dict[str, Any] = {"step4": sum(volume(plan.halo(r)) for r in plan.sparse_tasks()) / n}
+    if plan.deconv_block is not None:
+        out["step5"] = sum(volume(plan.deconv_halo(r)) for r in plan.final_tasks()) / n
+    out["sparse_block"] = dict(plan.sparse_block)
+    out["deconv_block"] = dict(plan.deconv_block or {})
+    return out
+
+
+# What the CLI prints when each phase ends (start of its stdout lines): phase name.
+CLI_MARKS = (
+    ("bigdecon ", "Python start, imports, options (+ a z stack's parameter note)"),
+    ("Input ", "input checks + plan"),
+    ("Dask ", "local cluster start"),
+    ("Plan: ", "sizing + plan on the cluster"),
+    ("Finished in", "run (statistics, passes, finalize + pyramid)"),
+)
+
+
+def _run_cli(cmd: list[str]) -> tuple[float, dict[str, float]]:
+    """Run the CLI; its wall time and the time between the lines that end each phase."""
     t0 = time.perf_counter()
-    bigdecon.sparse_deconvolve(raw, fwhm=3)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    stamps: list[tuple[float, str]] = []
+    for line in proc.stdout:
+        stamps.append((time.perf_counter(), line))
+    if proc.wait() != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed")
+    wall = time.perf_counter() - t0
+    phases: dict[str, float] = {}
+    last = t0
+    for mark, name in CLI_MARKS:
+        hit = next((t for t, line in stamps if line.startswith(mark) and t >= last), None)
+        if hit is None:
+            continue
+        phases[name] = hit - last
+        last = hit
+    phases["summary + cluster close + exit"] = wall - (last - t0)
+    return wall, phases
+
+
+def pipeline(work: Path, psf3d: bool = False, shape: tuple[int, int, int] = (64, 512, 512)) -> dict:
+    from bigdecon.cluster import close, make_client
+
+    fwhm: Any = FWHM_3D if psf3d else 3
+    src = str(work / ("pipe3d-in.ome.zarr" if psf3d else "pipe-in.ome.zarr"))
+    raw = _pipeline_input(src, shape, psf3d)
+    log("pipeline: warm-up (Numba caches) ...")
+    bigdecon.sparse_deconvolve(raw[:8, :64, :64], fwhm=fwhm)
+    res: dict = {"shape": list(shape), "fwhm": fwhm, "load_before": os.getloadavg()}
+    t0 = time.perf_counter()
+    bigdecon.sparse_deconvolve(raw, fwhm=fwhm)
     res["in_memory_s"] = time.perf_counter() - t0
     log(f"pipeline: in memory {res['in_memory_s']:.1f} s")
 
     exe = shutil.which("bigdecon")
     cmd = [exe] if exe else [sys.executable, "-c", "import sys; from bigdecon.cli import main; sys.exit(main())"]
     dst = str(work / "pipe-cli.ome.zarr")
-    t0 = time.perf_counter()
-    subprocess.run(cmd + ["run", src, dst, "--fwhm", "3"], check=True, stdout=subprocess.DEVNULL)
-    res["cli_s"] = time.perf_counter() - t0
-    log(f"pipeline: bigdecon run {res['cli_s']:.1f} s")
+    fwhm_arg = ",".join(map(str, fwhm)) if psf3d else str(fwhm)
+    res["cli_s"], res["cli_phases_s"] = _run_cli(cmd + ["run", src, dst, "--fwhm", fwhm_arg])
+    log(f"pipeline: bigdecon run {res['cli_s']:.1f} s: {res['cli_phases_s']}")
     shutil.rmtree(dst, ignore_errors=True)
 
     dst = str(work / "pipe-api.ome.zarr")
@@ -358,9 +433,13 @@ def pipeline(work: Path) -> dict:
     client, cluster = make_client()
     t_cluster = time.perf_counter() - t0
     try:
+        from bigdecon.passes.run import run_sizing
+
+        res["solved"] = _solved_voxels(src, fwhm, run_sizing(client, dst))
+        log(f"pipeline: voxels solved per data voxel (default blocks): {res['solved']}")
         ev = Events()
         t0 = time.perf_counter()
-        info = bigdecon.deconvolve(src, dst, fwhm=3, client=client, progress=ev)
+        info = bigdecon.deconvolve(src, dst, fwhm=fwhm, client=client, progress=ev)
         t1 = time.perf_counter()
     finally:
         close(client, cluster)
@@ -375,6 +454,7 @@ def pipeline(work: Path) -> dict:
     res["api_s"] = t1 - t0 + t_cluster
     res["api_phases_s"] = phases
     res["tasks"] = info["chunks"]
+    res["load_after"] = os.getloadavg()
     log(f"pipeline: API {res['api_s']:.1f} s: {phases}")
     shutil.rmtree(dst, ignore_errors=True)
     return res
@@ -388,7 +468,7 @@ def _count(ev: Events, i: int, opens: list[int], j: int) -> int:
 # --------------------------------------------------------------------------- report
 
 
-def report(rows: list[dict], pipe: dict | None) -> str:
+def report(rows: list[dict], pipes: list[dict]) -> str:
     L = []
     if rows:
         L += [
@@ -424,21 +504,38 @@ def report(rows: list[dict], pipe: dict | None) -> str:
             f"{big['memory_resume']['startup_s'] * f:.0f} s memory://; statistics over 1e6 stored chunks "
             f"{big['stats']['seconds'] * f:.0f} s, graph ~{big['stats']['graph_tasks'] * f:.0f} tasks.",
         ]
-    if pipe:
-        m = pipe["in_memory_s"]
-        L += [
-            "",
-            f"Pipeline overhead, {'x'.join(map(str, pipe['shape']))} uint16, defaults (FWHM 3 px), {pipe['tasks']} tasks:",
-            "",
-            "| what | seconds | vs in memory |",
-            "|---|---|---|",
-            f"| in-memory sparse_deconvolve | {m:.1f} | 1.00x |",
-            f"| bigdecon run (CLI subprocess, default arguments) | {pipe['cli_s']:.1f} | {pipe['cli_s'] / m:.2f}x |",
-            f"| bigdecon.deconvolve on a CLI-like local cluster | {pipe['api_s']:.1f} | {pipe['api_s'] / m:.2f}x |",
-        ]
-        for k, v in pipe["api_phases_s"].items():
-            L.append(f"| - {k} | {v:.1f} | {v / m:.2f}x |")
+    for pipe in pipes:
+        L += ["", *pipeline_report(pipe)]
     return "\n".join(L)
+
+
+def pipeline_report(pipe: dict) -> list[str]:
+    """The ratio to the in-memory call, and where the time goes (CLI lines, API phases)."""
+    m = pipe["in_memory_s"]
+    fwhm = pipe["fwhm"]
+    psf = f"3-D PSF FWHM {','.join(map(str, fwhm))} px" if isinstance(fwhm, (list, tuple)) else f"FWHM {fwhm} px"
+    solved = pipe["solved"]
+    L = [
+        f"Pipeline overhead, {'x'.join(map(str, pipe['shape']))} uint16, defaults ({psf}), {pipe['tasks']} tasks; "
+        f"load average {pipe['load_before'][0]:.1f} before, {pipe['load_after'][0]:.1f} after:",
+        "",
+        f"**bigdecon run / in memory: {pipe['cli_s'] / m:.2f}x** ({pipe['cli_s']:.1f} s vs {m:.1f} s). "
+        f"Voxels solved per data voxel with the default blocks: step 4 {solved['step4']:.3f}x "
+        f"(blocks {solved['sparse_block']})"
+        + (f", step 5 {solved['step5']:.3f}x (blocks {solved['deconv_block']})" if "step5" in solved else "")
+        + ".",
+        "",
+        "| what | seconds | vs in memory |",
+        "|---|---|---|",
+        f"| in-memory sparse_deconvolve | {m:.1f} | 1.00x |",
+        f"| bigdecon run (CLI subprocess, default arguments) | {pipe['cli_s']:.1f} | {pipe['cli_s'] / m:.2f}x |",
+    ]
+    for k, v in pipe["cli_phases_s"].items():
+        L.append(f"| - {k} | {v:.1f} | {v / m:.2f}x |")
+    L.append(f"| bigdecon.deconvolve on a CLI-like local cluster | {pipe['api_s']:.1f} | {pipe['api_s'] / m:.2f}x |")
+    for k, v in pipe["api_phases_s"].items():
+        L.append(f"| - {k} | {v:.1f} | {v / m:.2f}x |")
+    return L
 
 
 def main(argv=None) -> int:
@@ -446,18 +543,22 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", type=float, nargs="*", default=[], help="task counts of part 1 (e.g. 1e4 1e5)")
     ap.add_argument("--workers", type=int, default=2, help="dask worker processes (default 2)")
     ap.add_argument("--threads", type=int, default=2, help="threads per worker (default 2)")
-    ap.add_argument("--pipeline", action="store_true", help="run part 2 (pipeline overhead)")
+    ap.add_argument("--pipeline", action="store_true", help="run part 2 (pipeline overhead), 2-D PSF")
+    ap.add_argument("--psf3d", action="store_true", help="run part 2 on a zyx volume with a 3-D PSF (FWHM 6,3,3)")
+    ap.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512], help="part 2's input (default 64 512 512)")
     ap.add_argument("--json", help="also write the numbers here")
     ap.add_argument("--workdir", help="where to put the files (default: a temporary folder)")
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bigdecon-books-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = [bookkeeping(int(n), work, args.workers, args.threads) for n in args.tasks]
-    pipe = pipeline(work) if args.pipeline else None
-    text = report(rows, pipe)
+    pipes = [pipeline(work, psf3d=False, shape=tuple(args.shape))] if args.pipeline else []
+    if args.psf3d:
+        pipes.append(pipeline(work, psf3d=True, shape=tuple(args.shape)))
+    text = report(rows, pipes)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "pipeline": pipe}, indent=1, default=str))
+        Path(args.json).write_text(json.dumps({"rows": rows, "pipeline": pipes}, indent=1, default=str))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -384,11 +384,12 @@ def _deconv_block(
     min_tasks: int,
     n_outer: int,
 ) -> dict[str, int]:
-    """The step-5 block (k, y, x) with the least transform work that fits ``task_memory``.
+    """The step-5 block (k, y, x) with the least transform work per thread that fits ``task_memory``.
 
     Work is the sum of the blocks' transform sizes over the data set (what the
-    halo and the FFT lengths cost); among blocks that fit, those giving at
-    least ``min_tasks`` tasks are preferred. Lengths come from
+    halo and the FFT lengths cost), run on ``min_tasks`` worker threads
+    (:func:`_makespan`: a last wave that leaves threads idle counts); among
+    blocks that fit, those giving at least ``min_tasks`` tasks are preferred. Lengths come from
     :func:`_block_candidates`, so output chunks can divide them. When even the
     smallest block does not fit, the budget is twice what the smallest needs.
     """
@@ -408,7 +409,8 @@ def _deconv_block(
     mem_yx = yy[1][:, None] * xy[1][None, :]
     work_yx = yy[2][:, None] * xy[2][None, :]
     tasks_yx = yy[3][:, None] * xy[3][None, :] * n_outer
-    # Best (work, k index, y index, x index) among blocks giving enough tasks, and among all that fit.
+    threads = max(1, min_tasks)
+    # Best (time, k index, y index, x index) among blocks giving enough tasks, and among all that fit.
     best: dict[bool, tuple[float, int, int, int]] = {}
     smallest: tuple[float, int, int, int] | None = None
     for i in range(len(ky[0])):
@@ -419,14 +421,18 @@ def _deconv_block(
         fits = mem <= budget
         if not fits.any():
             continue
-        work = ky[2][i] * work_yx
+        tasks = ky[3][i] * tasks_yx
+        est = _makespan(tasks, ky[2][i] * work_yx * n_outer, mem, threads)
         for enough in (True, False):
-            ok = fits & (ky[3][i] * tasks_yx >= min_tasks) if enough else fits
+            ok = fits & (tasks >= min_tasks) if enough else fits
             if not ok.any():
                 continue
-            j, m = np.unravel_index(int(np.argmin(np.where(ok, work, np.inf))), work.shape)
-            if enough not in best or work[j, m] < best[enough][0]:
-                best[enough] = (float(work[j, m]), i, int(j), int(m))
+            # The least time; among equal times (within 0.1%), fewer tasks.
+            t = np.where(ok, est, np.inf)
+            near = t <= t.min() * 1.001
+            j, m = np.unravel_index(int(np.argmin(np.where(near, tasks, np.inf))), t.shape)
+            if enough not in best or t[j, m] < best[enough][0] * 0.999:
+                best[enough] = (float(t[j, m]), i, int(j), int(m))
     assert smallest is not None
     if not best:
         # Nothing fits: the halo alone is over budget. Take twice the least a block needs,
@@ -434,6 +440,107 @@ def _deconv_block(
         return _deconv_block(sizes, depth, half, 1, int(2 * smallest[0]), min_tasks, n_outer)
     _, bi, bj, bm = best.get(True) or best[False]
     return {"k": int(ky[0][bi]), "y": int(yy[0][bj]), "x": int(xy[0][bm])}
+
+
+def _spans_grown(n: int, block: int, halo: int) -> np.ndarray:
+    """Lengths of the blocks along an axis once grown by ``halo`` and clipped at the faces."""
+    starts = np.arange(0, n, block)
+    stops = np.minimum(starts + block, n)
+    return np.minimum(stops + halo, n) - np.maximum(starts - halo, 0)
+
+
+# Work one extra task costs, in voxels of a step-4 block (reading, writing and
+# scheduling it); it only breaks ties between cuts that solve as many voxels.
+_TASK_VOXELS = 2**16
+
+
+def _sparse_candidates(n: int, unit: int, cap: int) -> list[int]:
+    """Step-4 block lengths tried along an axis: multiples of ``unit`` up to ``cap``, and the whole axis."""
+    return sorted({b for b in range(unit, min(n, cap) + 1, unit)} | {n})
+
+
+def _sparse_block(
+    sizes: dict[str, int], depth: dict[str, int], task_memory: int, threads: int, n_outer: int
+) -> dict[str, int]:
+    """The default step-4 block (k, y, x): the least work per worker thread that fits ``task_memory``.
+
+    A block's memory is ``4 * WORKSET_FACTOR`` bytes per voxel of the block
+    grown by its halo. The work of a cut is the voxels its blocks solve
+    (grown by the halo, clipped at the faces), run on ``threads`` threads
+    (:func:`_makespan`): a last wave that leaves threads idle counts, so a
+    small data set is cut into as many blocks as threads (not more) along the
+    axes where the halo costs least, and a large one into the largest blocks
+    that fit. At least ``threads`` blocks where the data allow. When no block
+    fits, the one needing the least memory.
+
+    Examples
+    --------
+    >>> _sparse_block({"k": 64, "y": 512, "x": 512}, {"k": 8, "y": 16, "x": 16}, 512 * 2**20, 2, 1)
+    {'k': 64, 'y': 256, 'x': 512}
+    """
+    names = ("k", "y", "x")
+    tables = {}
+    for a in names:
+        cands = _sparse_candidates(sizes[a], 8 if a == "k" else 64, 256 if a == "k" else 4096)
+        grown = [_spans_grown(sizes[a], b, depth[a]) for b in cands]
+        tables[a] = (
+            np.array(cands),
+            np.array([min(sizes[a], b + 2 * depth[a]) for b in cands], dtype=np.float64),  # memory
+            np.array([g.sum() for g in grown], dtype=np.float64),  # voxels solved along the axis
+            np.array([len(g) for g in grown], dtype=np.float64),  # blocks along the axis
+            np.array([g.max() for g in grown], dtype=np.float64),  # the longest grown block
+        )
+    k, y, x = tables["k"], tables["y"], tables["x"]
+    mem = k[1][:, None, None] * y[1][None, :, None] * x[1][None, None, :] * 4 * WORKSET_FACTOR
+    tasks = k[3][:, None, None] * y[3][None, :, None] * x[3][None, None, :] * n_outer
+    work = k[2][:, None, None] * y[2][None, :, None] * x[2][None, None, :] * n_outer + _TASK_VOXELS * tasks
+    largest = k[4][:, None, None] * y[4][None, :, None] * x[4][None, None, :] + _TASK_VOXELS
+    cost = _makespan(tasks, work, largest, threads)
+    ok = mem <= task_memory
+    if not ok.any():
+        ok = mem == mem.min()
+    enough = ok & (tasks >= min(threads, tasks.max()))
+    if enough.any():
+        ok = enough
+    # Least cost; among equal costs (within 0.1%), fewer tasks.
+    cost = np.where(ok, cost, np.inf)
+    near = cost <= cost.min() * 1.001
+    i, j, m = np.unravel_index(int(np.argmin(np.where(near, tasks, np.inf))), cost.shape)
+    return {"k": int(k[0][i]), "y": int(y[0][j]), "x": int(x[0][m])}
+
+
+def _makespan(tasks: Any, work: Any, largest: Any, threads: int) -> Any:
+    """Time to run ``tasks`` tasks of ``work`` in all, the largest ``largest``, on ``threads`` threads.
+
+    Whole waves of the largest task, or the bound of list scheduling (an even
+    share plus at most one task), whichever is less: exact for equal tasks,
+    close for many unequal ones. Works on arrays.
+    """
+    waves = np.ceil(tasks / threads) * largest
+    return np.minimum(waves, work / threads + largest * (1 - 1 / threads))
+
+
+def _plane_group(n_planes: int, most: int, threads: int, n_outer: int) -> int:
+    """Planes per whole-plane task: at most ``most``, balanced over ``threads``.
+
+    The least time over ``threads`` threads (:func:`_makespan`, in planes),
+    at least ``threads`` tasks where the data allow; among equal ones, the
+    largest group (fewest tasks).
+
+    Examples
+    --------
+    >>> _plane_group(64, 20, 2, 1)  # 4 tasks of 16 planes rather than 20, 20, 20 and 4
+    16
+    """
+    best: tuple[float, int] | None = None
+    for group in range(max(1, most), 0, -1):
+        tasks = n_outer * -(-n_planes // group)
+        if tasks < min(threads, n_outer * n_planes):
+            continue
+        cost = float(_makespan(tasks, n_outer * n_planes + 1e-3 * tasks, group + 1e-3, threads))
+        if best is None or cost < best[0] * (1 - 1e-9):
+            best = (cost, group)
+    return best[1] if best is not None else 1
 
 
 def _divisor_chunk(block: int, n: int, cap: int, default: int) -> int:
@@ -456,9 +563,12 @@ def make_plan(
 ) -> Plan:
     """Choose block sizes, halo depths and output chunks for a data set.
 
-    Without explicit ``chunks``, step-4 blocks are 32 planes x 256 x 256 px,
-    halved (y/x first, not below 64 px; then k, not below the halo) until
-    there are at least ``min_tasks`` of them, so every worker has work.
+    ``min_tasks`` is the number of worker threads the run has (one block
+    each at least). Without explicit ``chunks``, step-4 blocks are chosen by
+    :func:`_sparse_block`: among those that fit ``task_memory`` with their
+    halo, the ones with the least work per thread, halo voxels and the idle
+    threads of an unfinished last wave included; whole-plane tasks are
+    balanced the same way (:func:`_plane_group`).
 
     With a 3-D PSF, step 5 gets its own blocks (``deconv_chunks``, or chosen
     so that one block task fits ``task_memory``, see :func:`_deconv_block`),
@@ -483,32 +593,12 @@ def make_plan(
             raise InputError(f"depth must be >= 0, got {depth!r}")
     K, Y, X = layout.n_planes, out_shape[layout.y], out_shape[layout.x]
     d = {"k": min(d["k"], K), "y": min(d["y"], Y), "x": min(d["x"], X)}
-    block = {"k": min(K, 32), "y": min(Y, 256), "x": min(X, 256)}
     n_outer = math.prod(layout.shape[i] for i in layout.outer)
-
-    def block_bytes(b: dict[str, int]) -> int:
-        return 4 * WORKSET_FACTOR * math.prod(min(n, b[a] + 2 * d[a]) for n, a in ((K, "k"), (Y, "y"), (X, "x")))
-
+    threads = max(1, int(min_tasks))
     if chunks is None:
-        # A large memory budget (a GPU worker's card) takes larger blocks: less halo per voxel.
-        while block_bytes({**block, "y": 2 * block["y"], "x": 2 * block["x"]}) <= task_memory and (
-            block["y"] < Y or block["x"] < X
-        ):
-            block["y"], block["x"] = min(Y, 2 * block["y"]), min(X, 2 * block["x"])
-
-    def n_blocks(b: dict[str, int]) -> int:
-        return n_outer * math.prod(-(-n // b[a]) for n, a in ((K, "k"), (Y, "y"), (X, "x")))
-
-    if chunks is None:
-        while n_blocks(block) < min_tasks:
-            if max(block["y"], block["x"]) > 64:
-                axis = "y" if block["y"] >= block["x"] else "x"
-                block[axis] = max(64, -(-block[axis] // 2))
-            elif block["k"] > max(1, d["k"]):
-                block["k"] = max(1, d["k"], -(-block["k"] // 2))
-            else:
-                break
-    if chunks is not None:
+        block = _sparse_block({"k": K, "y": Y, "x": X}, d, task_memory, threads, n_outer)
+    else:
+        block = {"k": min(K, 32), "y": min(Y, 256), "x": min(X, 256)}
         named = _named_chunks(layout, chunks)
         if isinstance(chunks, Mapping):
             named = _solver_axes_only(layout, named, "chunks")
@@ -525,8 +615,7 @@ def make_plan(
     plane_bytes = 4 * Y * X * (1 + 2 / 6) ** 2 * WORKSET_FACTOR
     group = max(1, min(block["k"], int(task_memory // max(plane_bytes, 1))))
     if chunks is None:
-        while group > 1 and n_outer * -(-K // group) < min_tasks:
-            group = -(-group // 2)
+        group = _plane_group(K, group, threads, n_outer)
     out_chunks = []
     for i in range(len(layout.axes)):
         if i in layout.outer:

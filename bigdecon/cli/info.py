@@ -90,7 +90,7 @@ def info_command(args: argparse.Namespace) -> int:
         kwargs["deconv_type"] = 0  # plan without the PSF; say so below
         note = "  (no --fwhm/--resolution/--psf/--na given: planned without the PSF size check)"
     threads = expected_threads(None, None)
-    plan = bigdecon.plan(args.path, **kwargs, min_tasks=2 * threads)
+    plan = bigdecon.plan(args.path, **kwargs, min_tasks=threads)
     depth = plan.get("depth") or {}
     k_name = next((a for a in ("z", "t") if a in plan["axes"]), None)
     overlap = ", ".join(f"{k_name if n == 'k' else n} {v}" for n, v in depth.items()) or "none (no sparse step)"

@@ -120,7 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
     # Everything about the input and the output is checked before any cluster starts;
     # the memory estimate assumes the blocks a local cluster of this size would get.
     threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
-    plan = bigdecon.plan(args.input, **kwargs, min_tasks=2 * threads)
+    plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
     check_output(args.input, args.output, resolved)
     gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
     say(

@@ -197,8 +197,8 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     >>> from bigdecon.io import write_image
     >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((40, 600, 600), np.uint16), "tyx")
     >>> summary = bigdecon.plan(path, fwhm=3)
-    >>> summary["depth"], summary["n_tasks"]
-    ({'k': 8, 'y': 16, 'x': 16}, 24)
+    >>> summary["depth"], summary["sparse_block"], summary["n_tasks"]
+    ({'k': 8, 'y': 16, 'x': 16}, {'k': 40, 'y': 320, 'x': 600}, 8)
     """
     from ..io import open_image
 
@@ -249,8 +249,9 @@ def run_sizing(
 ) -> dict[str, Any]:
     """``min_tasks`` and ``task_memory`` of a run on ``client``, as :func:`deconvolve` derives them.
 
-    Default blocks are sized so every worker thread has two of them, and from
-    the card's memory on GPU workers; a resumed run keeps the sizing of the
+    Default blocks are sized for the cluster's worker threads (``min_tasks``:
+    at least one block each, cut so the threads finish together, see
+    :func:`~bigdecon.planner.make_plan`), and from the card's memory on GPU workers; a resumed run keeps the sizing of the
     run it continues, whatever cluster it has now. Waits for a first worker.
     Call it to print the plan that will run (``plan(..., **run_sizing(...))``)
     and pass the same values to :func:`deconvolve`.
@@ -260,7 +261,7 @@ def run_sizing(
     task_memory = stored.get("task_memory")
     if "task_memory" not in stored and chunks is None and device != "cpu":
         task_memory = _gpu_task_memory(client)
-    return {"min_tasks": stored.get("min_tasks", _cluster_threads(client) * 2), "task_memory": task_memory}
+    return {"min_tasks": stored.get("min_tasks", _cluster_threads(client)), "task_memory": task_memory}
 
 
 def _gpu_task_memory(client: Any) -> int | None:
@@ -389,8 +390,9 @@ def deconvolve(
         The resolved configuration to record in the output's attributes.
     task_memory, min_tasks : int, optional
         Bytes one task may use (by default 40% of the workers' GPU memory, or
-        512 MiB on CPUs) and the fewest step-4 blocks (by default two per worker
-        thread): they size the default blocks. See :func:`run_sizing`.
+        512 MiB on CPUs) and the worker threads the blocks are cut for (by
+        default the cluster's, at least one block each): they size the
+        default blocks. See :func:`run_sizing`.
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.

@@ -93,9 +93,9 @@ def work_chunks(plan: Plan, array: str) -> list[int]:
     >>> from bigdecon.planner import Layout, make_plan
     >>> plan = make_plan(Layout(("t", "y", "x"), (64, 512, 512)), Params(fwhm=(3.0, 3.0)), min_tasks=4)
     >>> plan.sparse_block, plan.plane_group
-    ({'k': 32, 'y': 256, 'x': 256}, 20)
+    ({'k': 64, 'y': 256, 'x': 256}, 16)
     >>> work_chunks(plan, "h"), work_chunks(plan, "g")
-    ([20, 128, 128], [4, 256, 256])
+    ([16, 128, 128], [16, 256, 256])
     """
     lay, blk = plan.layout, plan.sparse_block
     chunk = [1] * len(lay.axes)

@@ -15,9 +15,15 @@ from types import ModuleType
 import numpy as np
 
 from .._backend import fft_module, fft_workers
-from . import _fused_cpu
 
 __all__ = ["DCT3", "mirror_eigenvalues"]
+
+
+def _fused():
+    """The Numba kernels, imported on first use: a driver that only plans does not load Numba."""
+    from . import _fused_cpu
+
+    return _fused_cpu
 
 
 class DCT3:
@@ -76,7 +82,7 @@ class DCT3:
         """
         self._in_place(self.fft.dctn, a, axes=(1, 2))
         if coupled and self.matrix is not None:
-            _fused_cpu.solve_short_k(a, self.matrix, self.inverse_matrix, inv_denom)
+            _fused().solve_short_k(a, self.matrix, self.inverse_matrix, inv_denom)
         elif coupled and self.k_axis:
             self._in_place(self.fft.dct, a, axis=0)
             a *= inv_denom
@@ -91,7 +97,7 @@ class DCT3:
         ``eigenvalues`` is ``(k, y, x)``, or ``(1, y, x)`` with ``coupled=False``
         (k not transformed: one plane at a time).
         """
-        if self.xp is np and (self.matrix is None or not coupled or _fused_cpu.available()):
+        if self.xp is np and (self.matrix is None or not coupled or _fused().available()):
             self.solve_in_place(a, eigenvalues, coupled and self.k_axis)
             return a
         if not coupled:

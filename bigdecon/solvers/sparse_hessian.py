@@ -9,10 +9,16 @@ from typing import Any
 import numpy as np
 
 from .._backend import cpu_threads, get_xp
-from . import _fused_cpu
 from ._dct import DCT3 as _DCT
 
 __all__ = ["sparse_hessian", "sparse_hessian_terms"]
+
+
+def _fused():
+    """The Numba kernels, imported on first use: a driver that only plans does not load Numba."""
+    from . import _fused_cpu
+
+    return _fused_cpu
 
 
 def _s(ndim: int, axis: int, sl: slice) -> tuple:
@@ -135,9 +141,9 @@ class _ShrinkStep:
         self.fidelity = float(fidelity)
         self.terms = list(terms) + [("sparse", None, float(sparsity))]
         names = tuple(name for name, _axes, _w in self.terms)
-        self.coupled = len(self.terms) == len(_fused_cpu.TERM_ORDER)
-        standard = names == (_fused_cpu.TERM_ORDER if self.coupled else _fused_cpu.TERM_ORDER[:3] + ("sparse",))
-        self.fused = xp is np and _fused_cpu.available() and f.size > 4096 and standard
+        self.coupled = len(self.terms) == len(_fused().TERM_ORDER)
+        standard = names == (_fused().TERM_ORDER if self.coupled else _fused().TERM_ORDER[:3] + ("sparse",))
+        self.fused = xp is np and _fused().available() and f.size > 4096 and standard
         self.state: np.ndarray | None = None
         self.weights = np.array([w for _n, _a, w in self.terms], dtype=np.float32)
         self._arrays: tuple[Any, list[Any], Any] | None = None
@@ -164,12 +170,12 @@ class _ShrinkStep:
             _accumulate(g, self.terms, bregman, rhs, t, self.tmp, self.xp)
             return
         if self.state is None:
-            _fused_cpu.use_threads(cpu_threads(self.f.size))
+            _fused().use_threads(cpu_threads(self.f.size))
             # One state per term, t = D g + b, in a single allocation (zero: b starts at 0).
             self.state = np.zeros((len(self.terms), *self.f.shape), dtype=np.float32)
         g = np.ascontiguousarray(g, dtype=np.float32)
-        _fused_cpu.shrink(g, self.state, self.coupled)
-        _fused_cpu.accumulate(self.state, self.f, self.fidelity, self.weights, rhs, self.coupled)
+        _fused().shrink(g, self.state, self.coupled)
+        _fused().accumulate(self.state, self.f, self.fidelity, self.weights, rhs, self.coupled)
 
 
 def sparse_hessian_terms(tcontinuity: float, coupled: bool) -> list[tuple[str, tuple[int, ...], float]]:
