@@ -495,7 +495,7 @@ def deconv_halo(psf_shape: Sequence[int], iterations: int, kind: str = "rl") -> 
         Shape of the PSF, one entry per blocked axis.
     iterations : int
         Iterations of the solver.
-    kind : {"rl", "rl-schedule", "landweber"}
+    kind : {"rl", "rl-schedule", "landweber", "wb"}
         Plain Richardson-Lucy, accelerated with ``alpha="schedule"``, or Landweber.
 
     Returns
@@ -514,6 +514,10 @@ def deconv_halo(psf_shape: Sequence[int], iterations: int, kind: str = "rl") -> 
         factor = 2.0 + math.sqrt(iterations / 7.0)
     elif kind in ("rl-schedule", "landweber"):
         factor = 1.5 + 1.5 * math.sqrt(iterations / 7.0)
+    elif kind == "wb":
+        # The sharp back projector's kernel rings far past the PSF: few iterations, but each
+        # reaches further (benchmarks/measure_wb_blocks.py, docs/backprojector.md).
+        factor = 3.0 + iterations
     else:
-        raise ValueError(f"kind must be 'rl', 'rl-schedule' or 'landweber', got {kind!r}")
+        raise ValueError(f"kind must be 'rl', 'rl-schedule', 'landweber' or 'wb', got {kind!r}")
     return tuple(int(math.ceil(factor * h - 1e-9)) for h in psf_half_support(psf_shape))

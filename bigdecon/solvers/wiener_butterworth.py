@@ -28,7 +28,7 @@ from ._dct import mirror_eigenvalues
 from .psf import psf_fwhm, psf_to_otf
 from .richardson_lucy import BOUNDARIES, FLOOR, _MirrorConvolver, padded_problem
 
-__all__ = ["wiener_butterworth_backprojector", "mirror_backprojector", "rl_wiener_butterworth"]
+__all__ = ["wiener_butterworth_backprojector", "mirror_backprojector", "rl_wiener_butterworth", "blocks_allowed"]
 
 # The back projector code published with Guo et al. (2020) defaults to a
 # Wiener parameter of 0.001, a cut-off at the resolution limit 1 / FWHM, a gain
@@ -40,6 +40,12 @@ __all__ = ["wiener_butterworth_backprojector", "mirror_backprojector", "rl_wiene
 ALPHA = 0.001
 BETA = 0.1
 ORDER = 20
+
+# Blocks with a halo need a back projector whose kernel is short: at most this fraction of its
+# absolute mass beyond 3 PSF half-supports on any axis (blocks_allowed). Measured
+# (docs/backprojector.md): 0.06 for a Gaussian PSF, whose blocks match the whole volume to
+# 5e-4; 0.25-0.32 for the Born-Wolf widefield PSF, whose blocks stay ~1e-2 off at 6 half-supports.
+LOCAL_TAIL = 0.1
 
 
 def _frequencies(shape, xp):
@@ -300,6 +306,58 @@ def mirror_backprojector(
     return b
 
 
+def blocks_allowed(
+    psf,
+    *,
+    alpha: float = ALPHA,
+    beta: float | None = BETA,
+    order: int = ORDER,
+    cutoff: float | Sequence[float] | None = None,
+) -> bool:
+    """Whether 3-D Wiener-Butterworth may run on blocks with the halo of ``deconv_halo(kind="wb")``.
+
+    The PSF must take the mirror boundary (symmetric along every axis: an
+    edge-padded block's faces get other FFT lengths than the whole volume,
+    and the sharp back projector rings on them, ~2% of the maximum at any
+    halo), and the back projector's kernel must be short: at most
+    ``LOCAL_TAIL`` of its absolute mass beyond 3 PSF half-supports on any
+    axis. The Born-Wolf widefield PSF's back projector is not (its Wiener
+    gain peaks next to the OTF's sharp support edge, a kernel with slowly
+    decaying rings), so such volumes stay whole.
+
+    Examples
+    --------
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers.wiener_butterworth import blocks_allowed
+    >>> blocks_allowed(gaussian_psf((6.0, 3.0, 3.0)))
+    True
+    """
+    from .richardson_lucy import mirror_symmetric, psf_half_support
+
+    k = np.asarray(to_numpy(psf), dtype=np.float32)
+    if k.ndim != 3 or not mirror_symmetric(k):
+        return False
+    half = [max(h, 1) for h in psf_half_support(k.shape)]
+    shape = tuple(4 * h for h in half)  # a 2N = 8h periodic kernel: its tail past 3h is seen
+    b = mirror_backprojector(k, shape, alpha=alpha, beta=beta, order=order, cutoff=cutoff)
+    # The 2N-periodic kernel whose spectrum is b (even along every axis): mirror-extend the first
+    # two axes, keep the half spectrum along the last.
+    spec = b
+    for axis in (0, 1):
+        n = spec.shape[axis]
+        tail = np.flip(np.take(spec, np.arange(1, n), axis=axis), axis=axis)
+        spec = np.concatenate([spec, np.zeros_like(np.take(spec, [0], axis=axis)), tail], axis=axis)
+    spec = np.concatenate([spec, np.zeros_like(spec[..., :1])], axis=-1)
+    kernel = np.abs(np.fft.irfftn(spec, s=tuple(2 * n for n in shape)))
+    total = float(kernel.sum())
+    for axis, (n, h) in enumerate(zip(shape, half)):
+        profile = kernel.sum(axis=tuple(a for a in range(3) if a != axis))
+        r = np.abs((np.arange(2 * n) + n) % (2 * n) - n)  # distance from 0 on the periodic axis
+        if float(profile[r > 3 * h].sum()) > LOCAL_TAIL * total:
+            return False
+    return True
+
+
 def rl_wiener_butterworth(
     image,
     psf,
@@ -380,7 +438,7 @@ def rl_wiener_butterworth(
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
     padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=False)
     psf = xp.asarray(psf, dtype=xp.float32)
-    params = dict(alpha=alpha, beta=beta, order=order, cutoff=cutoff)
+    params: dict[str, Any] = dict(alpha=alpha, beta=beta, order=order, cutoff=cutoff)
     if isinstance(conv, _MirrorConvolver):
         mirror = conv
         b = mirror_backprojector(psf, mirror.lam.shape[3 - psf.ndim :], **params).reshape(mirror.lam.shape)
