@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         for it in (int(i) for i in args.iterations.split(",")):
             for rule in rules:
 
-                def solve(a, pad, it=it, rule=rule, psf=psf):
+                def solve(a, pad, it=it, rule=rule, psf=psf, half=half):
                     return rl_wiener_butterworth(a, psf, it, pad=half if pad is None else pad, boundary=rule)
 
                 t0 = time.perf_counter()

@@ -472,7 +472,7 @@ def make_plan(
     step-5 blocks, so no two tasks write one stored chunk. ``wb_blocks``: whether
     3-D Wiener-Butterworth (deconv_type 3) may run on blocks, for every
     channel's PSF (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`;
-    default: for the PSF of ``params``).
+    default: for the PSF of ``params``); if not, each volume is one step-5 task.
     """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
@@ -543,11 +543,12 @@ def make_plan(
         else:
             out_chunks.append(min(out_shape[i], 512))
     deconv: dict[str, Any] = {}
-    # Wiener-Butterworth (deconv_type 3) on blocks only with a symmetric PSF (mirror faces) and a
-    # short back projector: else its block faces ring, ~1e-2 of the maximum at any halo (blocks_allowed).
-    if wb_blocks is None:
-        wb_blocks = params.deconv_type == 3 and _wb_blocks(params)
-    if params.volumetric and params.deconvolves and layout.k is not None and (params.deconv_type != 3 or wb_blocks):
+    if params.volumetric and params.deconvolves and layout.k is not None:
+        # Wiener-Butterworth (deconv_type 3) on blocks only with a symmetric PSF (mirror faces) and a
+        # short back projector, else one block per volume: its block faces ring, ~1e-2 of the maximum
+        # at any halo (blocks_allowed).
+        if params.deconv_type == 3 and not (_wb_blocks(params) if wb_blocks is None else wb_blocks):
+            deconv_chunks = (K, Y, X)
         deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes)
         for ax, name in ((layout.k, "k"), (layout.y, "y"), (layout.x, "x")):
             n = out_shape[ax]

@@ -348,7 +348,7 @@ def blocks_allowed(
         tail = np.flip(np.take(spec, np.arange(1, n), axis=axis), axis=axis)
         spec = np.concatenate([spec, np.zeros_like(np.take(spec, [0], axis=axis)), tail], axis=axis)
     spec = np.concatenate([spec, np.zeros_like(spec[..., :1])], axis=-1)
-    kernel = np.abs(np.fft.irfftn(spec, s=tuple(2 * n for n in shape)))
+    kernel = np.abs(np.fft.irfftn(spec, s=tuple(2 * n for n in shape), axes=(0, 1, 2)))
     total = float(kernel.sum())
     for axis, (n, h) in enumerate(zip(shape, half)):
         profile = kernel.sum(axis=tuple(a for a in range(3) if a != axis))
