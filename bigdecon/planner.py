@@ -16,7 +16,10 @@ The method has three kinds of steps, and each is chunked the way its reach allow
   Richardson-Lucy then uses the Nesterov alpha schedule (a function of the
   iteration number only, in the whole-volume path too), the block pads only
   the sides on a face of the data set, and its interior equals the whole
-  volume's result (``docs/step5_blocks.md``).
+  volume's result (``docs/step5_blocks.md``). Wiener-Butterworth (deconv_type
+  3) gets blocks only where its back projector is short
+  (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`), else one
+  block per volume.
 
 :func:`make_plan` chooses those blocks for a data set's :class:`Layout`; the
 passes (:mod:`bigdecon.passes`) run them.
