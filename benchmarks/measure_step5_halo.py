@@ -137,10 +137,10 @@ SOLVERS = {
         img, psf, it, accelerate=True, pad=pad, alpha="schedule", boundary=BOUNDARY["rule"]
     ),
     "Landweber": lambda img, psf, it, pad: landweber(img, psf, it, pad=pad, boundary=BOUNDARY["rule"]),
-    # Wiener-Butterworth (deconv_type 3): always the edge-padded real-FFT path (no mirror path); the
-    # whole volume padded by the PSF's half-support on every face, as step 5 pads it (deconv_pad).
+    # Wiener-Butterworth (deconv_type 3): the mirror path for a symmetric PSF, else edge padding by
+    # the PSF's half-support on every face of the whole volume, as step 5 pads it (deconv_pad).
     "WB": lambda img, psf, it, pad: rl_wiener_butterworth(
-        img, psf, it, pad=psf_half_support(psf.shape) if pad is None else pad
+        img, psf, it, pad=psf_half_support(psf.shape) if pad is None else pad, boundary=BOUNDARY["rule"]
     ),
 }
 
@@ -150,7 +150,7 @@ KIND = {
     "RL adaptive alpha": "rl",
     "RL schedule alpha": "rl-schedule",
     "Landweber": "landweber",
-    "WB": "wiener-butterworth",
+    "WB": "wb",
 }
 
 

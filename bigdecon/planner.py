@@ -16,7 +16,10 @@ The method has three kinds of steps, and each is chunked the way its reach allow
   Richardson-Lucy then uses the Nesterov alpha schedule (a function of the
   iteration number only, in the whole-volume path too), the block pads only
   the sides on a face of the data set, and its interior equals the whole
-  volume's result (``docs/step5_blocks.md``).
+  volume's result (``docs/step5_blocks.md``). Wiener-Butterworth (deconv_type
+  3) gets blocks only where its back projector is short
+  (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`), else one
+  block per volume.
 
 :func:`make_plan` chooses those blocks for a data set's :class:`Layout`; the
 passes (:mod:`bigdecon.passes`) run them.
@@ -57,6 +60,7 @@ import numpy as np
 from .errors import InputError
 from .params import Params
 from .solvers.richardson_lucy import deconv_halo, fast_length, padded_geometry, psf_half_support
+from .solvers.wiener_butterworth import blocks_allowed
 from .stages import deconv_kind, is_coupled, output_psf
 
 __all__ = [
@@ -79,8 +83,10 @@ WORKSET_FACTOR = 14
 
 # Peak bytes of one 3-D step-5 block task per voxel of its transform (the padded
 # block), input block included: measured 32.3-32.7 B for schedule-alpha RL and
-# 32.7-36.2 B for Landweber (docs/step5_blocks.md), rounded up.
-DECONV_BYTES = {"rl-schedule": 34, "landweber": 37}
+# 32.7-36.2 B for Landweber (docs/step5_blocks.md), rounded up. Wiener-Butterworth on the
+# mirror path (its only blocked one) holds one more float32 array than RL, its DCT eigenvalues:
+# measured 3.2-3.5 B above schedule-alpha RL in the same runs (docs/backprojector.md).
+DECONV_BYTES = {"rl-schedule": 34, "landweber": 37, "wb": 38}
 
 # Output chunks stay at most this long (k, y/x) where a step-5 block is longer.
 _OUT_CHUNK_CAP = {"k": 64, "y": 512, "x": 512}
@@ -560,6 +566,7 @@ def make_plan(
     min_tasks: int = 1,
     deconv_chunks: Mapping[str, int] | Sequence[int] | None = None,
     psf_shapes: Sequence[Sequence[int]] | None = None,
+    wb_blocks: bool | None = None,
 ) -> Plan:
     """Choose block sizes, halo depths and output chunks for a data set.
 
@@ -575,7 +582,10 @@ def make_plan(
     with the halo of :func:`~bigdecon.solvers.richardson_lucy.deconv_halo`
     for the largest of ``psf_shapes`` (the step-5 PSF of every processed
     channel; by default the one of ``params``). Output chunks then tile the
-    step-5 blocks, so no two tasks write one stored chunk.
+    step-5 blocks, so no two tasks write one stored chunk. ``wb_blocks``: whether
+    3-D Wiener-Butterworth (deconv_type 3) may run on blocks, for every
+    channel's PSF (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`;
+    default: for the PSF of ``params``); if not, each volume is one step-5 task.
     """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
@@ -625,8 +635,12 @@ def make_plan(
         else:
             out_chunks.append(min(out_shape[i], 512))
     deconv: dict[str, Any] = {}
-    # The Wiener-Butterworth back projector (deconv_type 3) has no measured halo yet: whole volumes.
-    if params.volumetric and params.deconvolves and layout.k is not None and params.deconv_type != 3:
+    if params.volumetric and params.deconvolves and layout.k is not None:
+        # Wiener-Butterworth (deconv_type 3) on blocks only with a symmetric PSF (mirror faces) and a
+        # short back projector, else one block per volume: its block faces ring, ~1e-2 of the maximum
+        # at any halo (blocks_allowed).
+        if params.deconv_type == 3 and not (_wb_blocks(params) if wb_blocks is None else wb_blocks):
+            deconv_chunks = (K, Y, X)
         deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes)
         for ax, name in ((layout.k, "k"), (layout.y, "y"), (layout.x, "x")):
             n = out_shape[ax]
@@ -644,6 +658,12 @@ def make_plan(
         volumetric=params.volumetric,
         **deconv,
     )
+
+
+def _wb_blocks(params: Params) -> bool:
+    """3-D Wiener-Butterworth of ``params`` may run on blocks (see :func:`blocks_allowed`)."""
+    psf = output_psf(params, 3)
+    return psf is not None and blocks_allowed(psf, alpha=params.wb_alpha, beta=params.wb_beta, order=params.wb_order)
 
 
 def _deconv_plan(

@@ -127,9 +127,10 @@ def deconv_kind(params: Params) -> str:
     """The iteration of 3-D step 5, as :func:`deconv_halo` names it.
 
     ``"rl-schedule"`` for Richardson-Lucy (deconv_type 1: accelerated, with the
-    Nesterov alpha schedule in 3-D), ``"landweber"`` for deconv_type 2.
+    Nesterov alpha schedule in 3-D), ``"landweber"`` for deconv_type 2, ``"wb"``
+    for the Wiener-Butterworth back projector (deconv_type 3).
     """
-    return "rl-schedule" if params.deconv_type == 1 else "landweber"
+    return {1: "rl-schedule", 3: "wb"}.get(params.deconv_type, "landweber")
 
 
 def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None):

@@ -224,7 +224,8 @@ def test_help_names_the_new_options(run_main):
 
 
 def test_deconv_type_3_volume_is_one_whole_volume_task(raw):
-    # 3-D Wiener-Butterworth (3-value fwhm) runs on whole volumes: lazy chunks give the whole-array result.
+    # 3-D Wiener-Butterworth (3-value fwhm): lazy chunks give the whole-array result (a Gaussian PSF may
+    # take step-5 blocks with the "wb" halo; at this size the halo covers the volume).
     params = dict(fwhm=(2, 3, 3), sparse_iters=10, background=0, deconv_type=3, deconv_iters=2)
     whole = bigdecon.sparse_deconvolve(raw, **params)
     lazy = np.asarray(bigdecon.sparse_deconvolve(da.from_array(raw, chunks=(3, 24, 24)), chunks=(3, 24, 24), **params))

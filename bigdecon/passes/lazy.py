@@ -91,7 +91,8 @@ def sparse_deconvolve_dask(
         return _deconv_blocks(g, plan, scale, params, psf)
     whole = {-2: -1, -1: -1}
     if image.ndim == 3:
-        # A 3-D PSF without blocks (deconv_type 3) deconvolves the whole volume at once.
+        # A 3-D PSF without blocks (make_plan gives 3-D step 5 blocks, one per volume at most, so only
+        # a hand-made plan) deconvolves the whole volume at once.
         whole[0] = -1 if psf is not None and psf.ndim == 3 else plan.plane_group
     return g.rechunk(whole).map_blocks(_final_block, 1.0, scale, params, psf, dtype=np.float32)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..params import Params, parse_timepoints
-from ..planner import Layout, Plan, _k_name, make_plan
+from ..planner import Layout, Plan, _k_name, _wb_blocks, make_plan
 from ..stages import check_image, output_psf
 
 __all__ = ["Request"]
@@ -150,6 +150,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         task_memory=run.get("task_memory") or 512 * 2**20,
         min_tasks=run.get("min_tasks") or 1,
         psf_shapes=_step5_psf_shapes(channel_params, layout),
+        wb_blocks=_every_channel_wb_blocks(channel_params),
     )
     return Request(
         layout=layout,
@@ -311,6 +312,13 @@ def optics_psf(model: str, src: Any, optics: Mapping[str, Any]) -> tuple[np.ndar
         "fwhm_px": _fwhm_px(psf),
     }
     return np.asarray(psf, dtype=np.float32), described
+
+
+def _every_channel_wb_blocks(channel_params: list[Params]) -> bool | None:
+    """With Wiener-Butterworth, whether every channel's 3-D PSF allows blocks (else None: not asked)."""
+    if channel_params[0].deconv_type != 3 or not channel_params[0].volumetric:
+        return None
+    return all(_wb_blocks(p) for p in channel_params)
 
 
 def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:

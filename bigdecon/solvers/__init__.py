@@ -6,7 +6,7 @@ from .psf import confocal_psf, gaussian_psf, lightsheet_psf, psf_fwhm, psf_size_
 from .richardson_lucy import richardson_lucy
 from .sparse_hessian import sparse_hessian
 from .upsample import fourier_upsample, spatial_upsample
-from .wiener_butterworth import rl_wiener_butterworth, wiener_butterworth_backprojector
+from .wiener_butterworth import mirror_backprojector, rl_wiener_butterworth, wiener_butterworth_backprojector
 
 __all__ = [
     "confocal_psf",
@@ -24,4 +24,5 @@ __all__ = [
     "spatial_upsample",
     "widefield_psf",
     "wiener_butterworth_backprojector",
+    "mirror_backprojector",
 ]

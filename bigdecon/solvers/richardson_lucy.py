@@ -486,8 +486,14 @@ def deconv_halo(psf_shape: Sequence[int], iterations: int, kind: str = "rl") -> 
     (``benchmarks/measure_step5_halo.py``, ``docs/step5_blocks.md``): about
     1e-5 of the maximum for 7 and 20 iterations with a Gaussian PSF;
     iterations with momentum (``"rl-schedule"``, ``"landweber"``) spread
-    further than plain Richardson-Lucy (``"rl"``). The adaptive Biggs-Andrews
-    alpha is global: no halo makes blocks exact for it.
+    further than plain Richardson-Lucy (``"rl"``). The Wiener-Butterworth back
+    projector (``"wb"``, 1-3 iterations) is a sharp filter whose kernel
+    reaches beyond the PSF: ``3 + iterations`` half-supports, measured within
+    5.4e-4 of the maximum with a Gaussian PSF on the mirror path
+    (``benchmarks/measure_wb_blocks.py``, ``docs/backprojector.md``; a PSF
+    whose back projector is longer is not blocked at all:
+    :func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`). The
+    adaptive Biggs-Andrews alpha is global: no halo makes blocks exact for it.
 
     Parameters
     ----------
@@ -495,8 +501,9 @@ def deconv_halo(psf_shape: Sequence[int], iterations: int, kind: str = "rl") -> 
         Shape of the PSF, one entry per blocked axis.
     iterations : int
         Iterations of the solver.
-    kind : {"rl", "rl-schedule", "landweber"}
-        Plain Richardson-Lucy, accelerated with ``alpha="schedule"``, or Landweber.
+    kind : {"rl", "rl-schedule", "landweber", "wb"}
+        Plain Richardson-Lucy, accelerated with ``alpha="schedule"``, Landweber,
+        or Richardson-Lucy with the Wiener-Butterworth back projector.
 
     Returns
     -------
@@ -509,11 +516,17 @@ def deconv_halo(psf_shape: Sequence[int], iterations: int, kind: str = "rl") -> 
     (36, 21, 21)
     >>> deconv_halo((25, 15, 15), 20, "rl-schedule")
     (49, 29, 29)
+    >>> deconv_halo((25, 15, 15), 2, "wb")
+    (60, 35, 35)
     """
     if kind == "rl":
         factor = 2.0 + math.sqrt(iterations / 7.0)
     elif kind in ("rl-schedule", "landweber"):
         factor = 1.5 + 1.5 * math.sqrt(iterations / 7.0)
+    elif kind == "wb":
+        # The sharp back projector's kernel rings far past the PSF: few iterations, but each
+        # reaches further (benchmarks/measure_wb_blocks.py, docs/backprojector.md).
+        factor = 3.0 + iterations
     else:
-        raise ValueError(f"kind must be 'rl', 'rl-schedule' or 'landweber', got {kind!r}")
+        raise ValueError(f"kind must be 'rl', 'rl-schedule', 'landweber' or 'wb', got {kind!r}")
     return tuple(int(math.ceil(factor * h - 1e-9)) for h in psf_half_support(psf_shape))

@@ -7,6 +7,12 @@ restore, so it needs tens of iterations. Guo et al. (2020) replace it with a
 filter that passes the frequencies inside the PSF's support almost flat (a
 Wiener inverse) and cuts off above the resolution limit (a Butterworth window),
 which brings the estimate near convergence in one to three iterations.
+
+A 3-D PSF symmetric along every axis takes the mirror boundary of
+:func:`~bigdecon.solvers.richardson_lucy.richardson_lucy` (real DCT-II, no
+padding): ``H`` and ``B`` are then both diagonal in the DCT basis, and a block
+of a volume with a halo reproduces the whole volume's result
+(:func:`~bigdecon.solvers.richardson_lucy.deconv_halo`, ``kind="wb"``).
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp, to_numpy
+from ._dct import mirror_eigenvalues
 from .psf import psf_fwhm, psf_to_otf
-from .richardson_lucy import FLOOR, padded_problem
+from .richardson_lucy import BOUNDARIES, FLOOR, _MirrorConvolver, padded_problem
 
-__all__ = ["wiener_butterworth_backprojector", "rl_wiener_butterworth"]
+__all__ = ["wiener_butterworth_backprojector", "mirror_backprojector", "rl_wiener_butterworth", "blocks_allowed"]
 
 # The back projector code published with Guo et al. (2020) defaults to a
 # Wiener parameter of 0.001, a cut-off at the resolution limit 1 / FWHM, a gain
@@ -33,6 +40,12 @@ __all__ = ["wiener_butterworth_backprojector", "rl_wiener_butterworth"]
 ALPHA = 0.001
 BETA = 0.1
 ORDER = 20
+
+# Blocks with a halo need a back projector whose kernel is short: at most this fraction of its
+# absolute mass beyond 3 PSF half-supports on any axis (blocks_allowed). Measured
+# (docs/backprojector.md): 0.06 for a Gaussian PSF, whose blocks match the whole volume to
+# 5e-4; 0.25-0.32 for the Born-Wolf widefield PSF, whose blocks stay ~1e-2 off at 6 half-supports.
+LOCAL_TAIL = 0.1
 
 
 def _frequencies(shape, xp):
@@ -172,6 +185,179 @@ def wiener_butterworth_backprojector(
     return wiener.astype(xp.complex64, copy=False)
 
 
+def _response(k, freqs):
+    """Frequency response ``sum_j k(j) prod_a cos(2 pi f_a j_a)`` of a centred symmetric kernel, float64.
+
+    ``freqs`` holds one vector of frequencies (cycles per pixel) per axis; the
+    result is their outer grid. A kernel symmetric along every axis has this
+    real response (its OTF), defined at any frequency, not only on a DFT grid.
+    """
+    out = np.asarray(k, dtype=np.float64)
+    for axis, f in enumerate(freqs):
+        p = k.shape[axis]
+        cosines = np.cos(2 * np.pi * np.outer(np.asarray(f, np.float64), np.arange(p) - p // 2))
+        out = np.tensordot(out, cosines, axes=([0], [1]))  # this axis goes last: (f_0, f_1, ...) at the end
+    return out
+
+
+def _mirror_gain(k, kc, alpha: float | None) -> float:
+    """Mean over axes of the largest gain at ``f_a = kc_a``: of the Wiener filter, or (``alpha=None``) of ``H``.
+
+    On a grid that depends on the PSF alone (exact at the cut-off, the other
+    axes sampled at a quarter of ``1 / psf size``), so that a block and the
+    whole volume build the same filter whatever their sizes.
+    """
+    gains = []
+    for a in range(k.ndim):
+        freqs = [np.linspace(0.0, 0.5, max(2 * n + 1, 33)) for n in k.shape]
+        freqs[a] = np.array([min(kc[a], 0.5)])
+        h = _response(k, freqs)
+        g = np.abs(h) if alpha is None else np.abs(h / (h * h + alpha))
+        gains.append(float(g.max()))
+    return sum(gains) / len(gains)
+
+
+def mirror_backprojector(
+    psf,
+    shape: Sequence[int],
+    *,
+    alpha: float = ALPHA,
+    beta: float | None = BETA,
+    order: int = ORDER,
+    cutoff: float | Sequence[float] | None = None,
+):
+    """The Wiener-Butterworth back projector as DCT-II eigenvalues (mirror boundary), float32.
+
+    The filter of :func:`wiener_butterworth_backprojector` for a PSF symmetric
+    along every axis, sampled at the DCT-II frequencies ``m_a / (2 N_a)``:
+    there the PSF's OTF ``H`` is real and even, and is exactly the mirror
+    eigenvalues :func:`~bigdecon.solvers._dct.mirror_eigenvalues`. ``B`` is a
+    real function of ``H`` times a window even in every frequency, so it is
+    real and even too: its kernel (the ``2N``-periodic one whose spectrum is
+    ``B`` on that grid) is symmetric along every axis, and convolution with it
+    under the mirror boundary is ``IDCT(B * DCT(.))`` exactly (the same reason
+    ``H`` is). A complex or odd ``B`` (an asymmetric PSF) would not be
+    diagonal in the DCT basis: that case keeps edge padding and real FFTs.
+
+    The filter depends on the PSF and the parameters only, not on ``shape``
+    (``H`` is normalised by ``H(0)``, ``B`` by ``B(0)``, the Butterworth
+    ``eps`` from a PSF-sized grid), so blocks of any size sample the same
+    filter; only its sampling differs.
+
+    Parameters
+    ----------
+    psf : ndarray
+        Odd-sized kernel symmetric along every axis, summing to 1 (NumPy or CuPy).
+    shape : sequence of int
+        Lengths of the PSF's axes in the arrays it will filter.
+    alpha, beta, order, cutoff
+        As in :func:`wiener_butterworth_backprojector`.
+
+    Returns
+    -------
+    ndarray of float32, ``shape``, equal to 1 at index 0.
+
+    Examples
+    --------
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers import mirror_backprojector
+    >>> b = mirror_backprojector(gaussian_psf(4.0), (64, 64))
+    >>> b.shape, b.dtype.name, float(b[0, 0])
+    ((64, 64), 'float32', 1.0)
+    >>> bool(b[0, 16] > 2 * b[0, 0] and abs(b[0, 60]) < 1e-3)  # lifts 1/8 cycle per pixel, stops at 0.47
+    True
+    """
+    xp = get_xp(psf)
+    k = np.asarray(to_numpy(psf), dtype=np.float64)
+    shape = tuple(int(s) for s in shape)
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if beta is not None and not 0 < beta < 1:
+        raise ValueError(f"beta must be between 0 and 1, got {beta}")
+    if int(order) < 1:
+        raise ValueError(f"order must be an integer >= 1, got {order}")
+    if len(shape) != k.ndim:
+        raise ValueError(f"shape {shape} has {len(shape)} axes, the PSF {k.ndim}")
+    kc = _cutoffs(k, cutoff)
+    k = k / k.sum()  # H(0) = 1
+    if beta is None:
+        beta = _mirror_gain(k, kc, None)
+    eps2 = max((_mirror_gain(k, kc, alpha) / max(beta, 1e-12)) ** 2 - 1.0, 0.0)
+
+    b = mirror_eigenvalues(k, shape, xp)  # H at m / 2N, float32
+    # W = H / (H^2 + alpha), in place: b holds H, then W.
+    b2 = b * b
+    b2 += xp.float32(alpha)
+    b /= b2
+    del b2
+    if eps2 > 0:  # else the window is 1 everywhere (and inf * 0 would give NaN past the cut-off)
+        w: Any = None
+        for a, (n, c) in enumerate(zip(shape, kc)):
+            view = [1] * len(shape)
+            view[a] = n
+            term = xp.asarray(((np.arange(n) / (2.0 * n) / c) ** 2).astype(np.float32)).reshape(view)
+            w = term if w is None else w + term
+        w = w ** int(order)  # overflows to inf far past the cut-off: a gain of 0 there, as it should be
+        w *= xp.float32(eps2)
+        w += xp.float32(1.0)
+        b /= xp.sqrt(w, out=w)
+        del w
+    b /= b[(0,) * b.ndim].copy()  # W(0) = 1 / (1 + alpha), the window 1: B(0) = 1
+    return b
+
+
+def blocks_allowed(
+    psf,
+    *,
+    alpha: float = ALPHA,
+    beta: float | None = BETA,
+    order: int = ORDER,
+    cutoff: float | Sequence[float] | None = None,
+) -> bool:
+    """Whether 3-D Wiener-Butterworth may run on blocks with the halo of ``deconv_halo(kind="wb")``.
+
+    The PSF must take the mirror boundary (symmetric along every axis: an
+    edge-padded block's faces get other FFT lengths than the whole volume,
+    and the sharp back projector rings on them, ~2% of the maximum at any
+    halo), and the back projector's kernel must be short: at most
+    ``LOCAL_TAIL`` of its absolute mass beyond 3 PSF half-supports on any
+    axis. The Born-Wolf widefield PSF's back projector is not (its Wiener
+    gain peaks next to the OTF's sharp support edge, a kernel with slowly
+    decaying rings), so such volumes stay whole.
+
+    Examples
+    --------
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers.wiener_butterworth import blocks_allowed
+    >>> blocks_allowed(gaussian_psf((6.0, 3.0, 3.0)))
+    True
+    """
+    from .richardson_lucy import mirror_symmetric, psf_half_support
+
+    k = np.asarray(to_numpy(psf), dtype=np.float32)
+    if k.ndim != 3 or not mirror_symmetric(k):
+        return False
+    half = [max(h, 1) for h in psf_half_support(k.shape)]
+    shape = tuple(4 * h for h in half)  # a 2N = 8h periodic kernel: its tail past 3h is seen
+    b = mirror_backprojector(k, shape, alpha=alpha, beta=beta, order=order, cutoff=cutoff)
+    # The 2N-periodic kernel whose spectrum is b (even along every axis): mirror-extend the first
+    # two axes, keep the half spectrum along the last.
+    spec = b
+    for axis in (0, 1):
+        n = spec.shape[axis]
+        tail = np.flip(np.take(spec, np.arange(1, n), axis=axis), axis=axis)
+        spec = np.concatenate([spec, np.zeros_like(np.take(spec, [0], axis=axis)), tail], axis=axis)
+    spec = np.concatenate([spec, np.zeros_like(spec[..., :1])], axis=-1)
+    kernel = np.abs(np.fft.irfftn(spec, s=tuple(2 * n for n in shape), axes=(0, 1, 2)))
+    total = float(kernel.sum())
+    for axis, (n, h) in enumerate(zip(shape, half)):
+        profile = kernel.sum(axis=tuple(a for a in range(3) if a != axis))
+        r = np.abs((np.arange(2 * n) + n) % (2 * n) - n)  # distance from 0 on the periodic axis
+        if float(profile[r > 3 * h].sum()) > LOCAL_TAIL * total:
+            return False
+    return True
+
+
 def rl_wiener_butterworth(
     image,
     psf,
@@ -182,13 +368,16 @@ def rl_wiener_butterworth(
     beta: float | None = BETA,
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
+    boundary: str = "auto",
 ):
     """Richardson-Lucy with the Wiener-Butterworth unmatched back projector.
 
     Each iteration ``x = max(x * B(f / max(H x, 1e-6)), 1e-6)``, starting from
     ``x = f``, with ``B`` from :func:`wiener_butterworth_backprojector` in place
-    of ``H^T``. Plane by plane for a 2-D PSF, as a volume for a 3-D PSF, on the
-    data padded by edge replication like :func:`richardson_lucy`.
+    of ``H^T``. Plane by plane for a 2-D PSF, as a volume for a 3-D PSF, with
+    the face rule of :func:`richardson_lucy`: a 3-D PSF symmetric along every
+    axis takes the mirror boundary (real DCT-II, no padding, ``B`` from
+    :func:`mirror_backprojector`), other PSFs edge padding and real FFTs.
 
     Parameters
     ----------
@@ -200,9 +389,13 @@ def rl_wiener_butterworth(
         Number of iterations (default 2; 1 to 3 is the useful range). 0 returns the input.
     pad : int or tuple of int, optional
         Edge replication on each side of the deconvolved axes; the default is
-        that of :func:`richardson_lucy`.
+        that of :func:`richardson_lucy`. Ignored by the mirror boundary.
     alpha, beta, order, cutoff
         Back projector parameters, see :func:`wiener_butterworth_backprojector`.
+    boundary : {"auto", "mirror", "edge"}
+        Face rule, as in :func:`richardson_lucy` (:func:`boundary_rule`).
+        With ``"mirror"`` a block of a volume needs only a halo
+        (:func:`deconv_halo` with ``kind="wb"``) to equal the whole volume.
 
     Returns
     -------
@@ -241,17 +434,32 @@ def rl_wiener_butterworth(
         return xp.asarray(image, dtype=xp.float32).copy()
     # No zero guard: a step to zero rings through the sharp back projector and
     # grows multiplicatively (a flat image would not stay flat at its faces).
-    padded, conv, crop = padded_problem(image, psf, pad, guard=False)
-    backprojector = wiener_butterworth_backprojector(
-        xp.asarray(psf, dtype=xp.float32), conv.shape, alpha=alpha, beta=beta, order=order, cutoff=cutoff
-    )
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=False)
+    psf = xp.asarray(psf, dtype=xp.float32)
+    params: dict[str, Any] = dict(alpha=alpha, beta=beta, order=order, cutoff=cutoff)
+    if isinstance(conv, _MirrorConvolver):
+        mirror = conv
+        b = mirror_backprojector(psf, mirror.lam.shape[3 - psf.ndim :], **params).reshape(mirror.lam.shape)
+
+        def backproject(r):
+            return mirror.dct.apply(r.reshape(mirror.shape3), b, mirror.coupled).reshape(r.shape)
+
+    else:
+        periodic = conv
+        b = wiener_butterworth_backprojector(psf, periodic.shape, **params)
+
+        def backproject(r):
+            return periodic._apply(r, b)
+
     floor = xp.float32(FLOOR)
     x = padded
     for _ in range(iterations):
         ratio = conv.forward(x)
         xp.maximum(ratio, floor, out=ratio)
         xp.divide(padded, ratio, out=ratio)
-        update = conv._apply(ratio, backprojector)
+        update = backproject(ratio)  # in place on NumPy under the mirror
         update *= x
         x = xp.maximum(update, floor, out=update)
     out = x[crop]
