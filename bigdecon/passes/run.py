@@ -152,13 +152,14 @@ def _run_pass(
             other.cancel()
 
 
-# A future costs the driver and the scheduler ~10 ms of CPU whatever it runs
-# (distributed's messages; bench_bookkeeping.py): batches of about this many
-# seconds of work keep that near 2%, and a retry or the pass's tail repeats or
-# waits for at most this long per thread.
-BATCH_TARGET_SECONDS = 0.5
-# The most blocks in one future: at ~0.2 ms per block the driver's share is
-# already ten times below the 2 ms target, and a retry repeats little.
+# A future costs the driver and the scheduler 10-15 ms of CPU whatever it runs
+# (distributed's messages; bench_bookkeeping.py under load): with about this
+# many seconds of work per future, blocks of up to 0.2 s go ten or more to a
+# future (<= 1.5 ms each); tasks over ~1.3 s keep one block per future, and a
+# retry, a kill or a pass's tail costs at most this long per thread.
+BATCH_TARGET_SECONDS = 2.0
+# The most blocks in one future: ~0.2 ms of that cost per block, ten times below
+# the 2 ms target, and a bounded result message and retry.
 BATCH_MAX = 64
 # Batches whose seconds per block the next size is the median of.
 BATCH_WINDOW = 16
@@ -179,9 +180,9 @@ class _BatchSizer:
     >>> sizer = _BatchSizer(threads=4)
     >>> sizer.size(remaining=10_000)
     1
-    >>> sizer.add(seconds=0.01, blocks=1)
+    >>> sizer.add(seconds=0.1, blocks=1)
     >>> sizer.size(remaining=10_000), sizer.size(remaining=40)
-    (50, 10)
+    (20, 10)
     >>> sizer.add(seconds=3.0, blocks=1)
     >>> sizer.add(seconds=2.0, blocks=1)
     >>> sizer.size(remaining=10_000)
