@@ -21,6 +21,9 @@ the tasks' own small reads and writes. For each N it prints
   more workers: the target is <= 2 ms per task together);
 * peak RSS of the scheduler and of the driver, and the most tasks the scheduler
   held at once (sampled every 0.5 s);
+* the futures of each pass and the blocks each ran (tiny tasks go out in
+  batches: one block per future first, then as many as take ~0.5 s), read by a
+  scheduler plugin from the futures' keys;
 * resume start-up: the run is interrupted (an exception from its progress
   callback) once the step-4 pass is done, then resumed; start-up is the time from
   the call to the opening of the final pass (input opened, plan, ledger read);
@@ -159,6 +162,49 @@ def _count_tasks(dask_scheduler=None) -> int:
     return sum(1 for k in dask_scheduler.tasks if str(k).startswith("bigdecon-"))
 
 
+def _watch_futures(dask_scheduler=None) -> None:
+    """Install a scheduler plugin that notes each bigdecon future's pass and blocks (from its key)."""
+    import re
+
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    # bigdecon-<stage>-<first block>[-x<blocks>]-<pid>-<ns>: no -x<n> before batching (one block each).
+    pattern = re.compile(r"^bigdecon-([a-z]+)-.*?(?:-x(\d+))?-\d+-\d+$")
+
+    class Futures(SchedulerPlugin):
+        def __init__(self) -> None:
+            self.sizes: dict[str, list[int]] = {}
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            if start == "released" and finish == "waiting" and str(key).startswith("bigdecon-"):
+                m = pattern.match(str(key))
+                if m:
+                    self.sizes.setdefault(m[1], []).append(int(m[2] or 1))
+
+    dask_scheduler.add_plugin(Futures(), name="bench-futures")
+
+
+def _take_futures(dask_scheduler=None) -> dict:
+    """The blocks of every future noted since the last call, per pass."""
+    plugin = dask_scheduler.plugins["bench-futures"]
+    sizes, plugin.sizes = plugin.sizes, {}
+    return sizes
+
+
+def batch_summary(sizes: dict[str, list[int]]) -> dict:
+    """Per pass: futures, blocks, and blocks per future (first, median, max)."""
+    return {
+        stage: {
+            "futures": len(v),
+            "blocks": sum(v),
+            "first": v[0],
+            "median": float(np.median(v)),
+            "max": max(v),
+        }
+        for stage, v in sizes.items()
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
@@ -216,7 +262,7 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
     n_sparse = plan["n_tasks"] - n_pre - n_final
     total = n_pre + n_sparse + n_final
     cluster = Cluster(work, workers, threads)
-    out: dict = {"tasks": total, "step4_tasks": n_sparse, "input": [t, SIDE, SIDE]}
+    out: dict = {"tasks": total, "step4_tasks": n_sparse, "input": [t, SIDE, SIDE], "load_start": os.getloadavg()}
     try:
         client = cluster.client()
         # Warm the workers (imports, the preload) with a small run of the same data.
@@ -228,6 +274,7 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
         log(f"[{n_tasks}] reference run, default blocks: {info['chunks']} tasks, {out['reference']['wall_s']:.1f} s")
 
         sched_pid = cluster.scheduler.pid
+        client.run_on_scheduler(_watch_futures)
         sampler = Sampler({"scheduler": sched_pid, "driver": os.getpid()}, client)
         cpu0 = {"scheduler": cpu_seconds(sched_pid), "driver": cpu_seconds(os.getpid())}
         ev = Events(stop_at=n_pre + n_sparse)
@@ -258,6 +305,8 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
             "max_scheduler_tasks": sampler.max_tasks,
         }
         log(f"[{n_tasks}] run: {json.dumps({k: round(v, 3) for k, v in out['run'].items()})}")
+        out["batches"] = batch_summary(client.run_on_scheduler(_take_futures))
+        log(f"[{n_tasks}] futures per pass (blocks per future): {out['batches']}")
         # Resume: everything but the final pass is recorded.
         ev = Events()
         t0 = time.perf_counter()
@@ -288,6 +337,7 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
         cluster.close()
         shutil.rmtree(dst, ignore_errors=True)
     out["memory_resume"] = memory_resume(n_sparse, src)
+    out["load_end"] = os.getloadavg()
     shutil.rmtree(src, ignore_errors=True)
     return out
 
@@ -301,9 +351,9 @@ def da_stats(data):
 def memory_resume(n: int, src: str) -> dict:
     """The ledger of ``n`` finished step-4 blocks on ``memory://``: written and read back as a run does."""
     from bigdecon.passes import ledger as L
-    from bigdecon.passes.run import _work_root
+    from bigdecon.passes.scratch import work_root
 
-    root = _work_root(f"memory://bench-{n}/out.zarr")
+    root = work_root(f"memory://bench-{n}/out.zarr")
     keys = [f"0-{i // 1024}-{i // 1024 + 1}.1-{(i % 1024) * 16}-{(i % 1024) * 16 + 16}" for i in range(n)]
     ledger = L.Ledger(root)
     t0 = time.perf_counter()
@@ -476,8 +526,8 @@ def report(rows: list[dict], pipes: list[dict]) -> str:
             "",
             "| tasks | step-4 wall / task | driver CPU / task | scheduler CPU / task | scheduler RSS peak (start) "
             "| driver RSS peak (start) | most tasks on the scheduler | resume start-up | memory:// ledger read "
-            "| statistics: chunks -> graph, time |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| statistics: chunks -> graph, time | step-4 futures (blocks per future: first, median, max) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             u, s, m = r["run"], r["stats"], r["memory_resume"]
@@ -486,8 +536,14 @@ def report(rows: list[dict], pipes: list[dict]) -> str:
                 f"| {u['scheduler_cpu_ms_per_task']:.2f} ms | {u['scheduler_rss_mib']:.0f} ({u['scheduler_rss_start_mib']:.0f}) MiB "
                 f"| {u['driver_rss_mib']:.0f} ({u['driver_rss_start_mib']:.0f}) MiB | {u['max_scheduler_tasks']} "
                 f"| {r['resume']['startup_s']:.1f} s | {m['read_s']:.2f} s (+ plan {m['plan_s']:.2f} s) "
-                f"| {s['input_chunks']} -> {s['graph_tasks']} tasks, {s['seconds']:.1f} s |"
+                f"| {s['input_chunks']} -> {s['graph_tasks']} tasks, {s['seconds']:.1f} s "
+                f"| {_batches(r.get('batches', {}).get('sparse'))} |"
             )
+        L += [
+            "",
+            "Load average (1, 5, 15 min) at the start and end of each row: "
+            + "; ".join(f"{r['tasks']}: {_load(r['load_start'])} -> {_load(r['load_end'])}" for r in rows),
+        ]
         big = max(rows, key=lambda r: r["tasks"])
         f = 1e6 / big["tasks"]
         u = big["run"]
@@ -536,6 +592,16 @@ def pipeline_report(pipe: dict) -> list[str]:
     for k, v in pipe["api_phases_s"].items():
         L.append(f"| - {k} | {v:.1f} | {v / m:.2f}x |")
     return L
+
+
+def _load(avg) -> str:
+    return "/".join(f"{x:.1f}" for x in avg)
+
+
+def _batches(b: dict | None) -> str:
+    if not b:
+        return "-"
+    return f"{b['futures']} for {b['blocks']} blocks ({b['first']}, {b['median']:.0f}, {b['max']})"
 
 
 def main(argv=None) -> int:

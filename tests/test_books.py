@@ -48,15 +48,15 @@ def test_thousands_of_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
             tasks._final_block = lambda g, *a: np.asarray(g, np.float32)
 
     class MostTasks(SchedulerPlugin):
-        """The most bigdecon tasks the scheduler held at any transition."""
+        """The most bigdecon tasks (futures) the scheduler held at any transition, and the blocks they ran."""
 
         def __init__(self, scheduler):
             self.scheduler, self.most, self.seen = scheduler, 0, 0
 
         def transition(self, key, start, finish, *args, **kwargs):
             if str(key).startswith("bigdecon-"):
-                if start == "released" and finish == "waiting":
-                    self.seen += 1
+                if start == "released" and finish == "waiting":  # a new future: -x<blocks> in its key
+                    self.seen += int(str(key).rsplit("-x", 1)[1].split("-")[0])
                 held = sum(1 for k in self.scheduler.tasks if str(k).startswith("bigdecon-"))
                 self.most = max(self.most, held)
 
@@ -80,8 +80,8 @@ def test_thousands_of_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
 
         with pytest.raises(Interrupt):
             bigdecon.deconvolve(src, out, fwhm=3, chunks=CHUNKS, client=client, progress=stop_after_step4)
-        assert most.seen >= 10 + n_sparse
-        # The scheduler held one wave at a time (plus released keys the client had not
+        assert most.seen >= 10 + n_sparse  # every block went through the scheduler
+        # The scheduler held one wave of futures at a time (plus released keys the client had not
         # yet told it about), never the pass's 2,560 tasks.
         assert most.most <= 2 * width, (most.most, width)
         # The pass ended with its records compacted into one file.

@@ -7,8 +7,9 @@ maxima feeding the next through the :class:`~bigdecon.passes.tasks.TaskContext`.
 
 from __future__ import annotations
 
-import itertools
+import collections
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -25,7 +26,7 @@ from ..stages import output_psf
 from .ledger import Ledger, RecordBook
 from .request import Request, _params_record, _prepare
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
-from .tasks import TaskContext, _region_key, _task_final, _task_preprocess, _task_sparse, _work_array
+from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
 
 __all__ = ["deconvolve", "plan", "run_sizing"]
 
@@ -110,38 +111,106 @@ def _run_pass(
 
     # Tasks are idempotent (each writes only the chunks it owns), so a retry
     # after a worker dies rewrites the same bytes. The context is a few kB (the
-    # PSFs travel through the work folder). Tasks go out in a rolling wave of a
-    # few per worker thread: the scheduler never holds the whole pass.
-    def submit(region: Region) -> Any:
-        key = f"bigdecon-{stage}-{_region_key(region)}-{ctx.run_id}"
-        fut = client.submit(fn, ctx, region, key=key, retries=3, pure=False)
-        in_flight[fut] = region
+    # PSFs travel through the work folder). Futures go out in a rolling wave of
+    # a few per worker thread: the scheduler never holds the whole pass. A
+    # future runs a batch of consecutive blocks, one until blocks have been
+    # timed, then as many as take about BATCH_TARGET_SECONDS.
+    threads = _cluster_threads(client)
+    sizer = _BatchSizer(threads)
+    in_flight: dict[Any, list[Region]] = {}
+    position = 0
+
+    def submit() -> Any:
+        nonlocal position
+        batch = todo[position : position + sizer.size(len(todo) - position)]
+        position += len(batch)
+        key = f"bigdecon-{stage}-{_region_key(batch[0])}-x{len(batch)}-{ctx.run_id}"
+        fut = client.submit(_task_batch, fn, ctx, batch, stage, key=key, retries=3, pure=False)
+        in_flight[fut] = batch
         return fut
 
-    width = max(WAVE_MIN, WAVE_PER_THREAD * _cluster_threads(client))
-    queue = iter(todo)
-    in_flight: dict[Any, Region] = {}
-    for region in itertools.islice(queue, width):
-        submit(region)
+    width = max(WAVE_MIN, WAVE_PER_THREAD * threads)
+    while position < len(todo) and len(in_flight) < width:
+        submit()
     finished = as_completed(list(in_flight))
     try:
         for fut in finished:
-            region = in_flight.pop(fut)
+            batch = in_flight.pop(fut)
             if fut.status == "error":
                 exc = fut.exception()
                 if isinstance(exc, (InputError, ProcessingError)):
-                    raise exc
-                raise ProcessingError(
-                    f"{stage} failed on block {_region_key(region)}: {type(exc).__name__}: {exc}"
-                ) from exc
-            result = fut.result()
-            following = next(queue, None)
-            if following is not None:
-                finished.add(submit(following))
-            finish(region, result)
+                    raise exc  # the batch function named the block
+                raise ProcessingError(f"{stage} failed on {_blocks(batch)}: {type(exc).__name__}: {exc}") from exc
+            results, seconds = fut.result()
+            sizer.add(seconds, len(batch))
+            if position < len(todo):
+                finished.add(submit())
+            for region, result in zip(batch, results):
+                finish(region, result)
     finally:
         for other in in_flight:  # a failure, or an interrupted driver: nothing left running
             other.cancel()
+
+
+# A future costs the driver and the scheduler 10-15 ms of CPU whatever it runs
+# (distributed's messages; bench_bookkeeping.py under load): with about this
+# many seconds of work per future, blocks of up to 0.2 s go ten or more to a
+# future (<= 1.5 ms each); tasks over ~1.3 s keep one block per future, and a
+# retry, a kill or a pass's tail costs at most this long per thread.
+BATCH_TARGET_SECONDS = 2.0
+# The most blocks in one future: ~0.2 ms of that cost per block, ten times below
+# the 2 ms target, and a bounded result message and retry.
+BATCH_MAX = 64
+# Batches whose seconds per block the next size is the median of.
+BATCH_WINDOW = 16
+
+
+class _BatchSizer:
+    """Blocks per future from the seconds per block measured in the workers.
+
+    One block per future until a batch has returned, then
+    ``clamp(round(BATCH_TARGET_SECONDS / median seconds per block), 1, BATCH_MAX)``,
+    over the last ``BATCH_WINDOW`` batches: tasks of a second or more keep
+    one block per future; only tiny tasks are grouped. Near a pass's end no
+    batch takes more than its share of the blocks left, so every worker
+    thread still has work.
+
+    Examples
+    --------
+    >>> sizer = _BatchSizer(threads=4)
+    >>> sizer.size(remaining=10_000)
+    1
+    >>> sizer.add(seconds=0.1, blocks=1)
+    >>> sizer.size(remaining=10_000), sizer.size(remaining=40)
+    (20, 10)
+    >>> sizer.add(seconds=3.0, blocks=1)
+    >>> sizer.add(seconds=2.0, blocks=1)
+    >>> sizer.size(remaining=10_000)
+    1
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self.per_block: collections.deque[float] = collections.deque(maxlen=BATCH_WINDOW)
+
+    def add(self, seconds: float, blocks: int) -> None:
+        """A batch of ``blocks`` blocks took ``seconds`` in its worker."""
+        self.per_block.append(seconds / max(1, blocks))
+
+    def size(self, remaining: int) -> int:
+        """Blocks in the next future, with ``remaining`` blocks not yet submitted."""
+        if not self.per_block:
+            return 1
+        per = statistics.median(self.per_block)
+        n = BATCH_MAX if per * BATCH_MAX <= BATCH_TARGET_SECONDS else round(BATCH_TARGET_SECONDS / per)
+        return max(1, min(n, BATCH_MAX, remaining // self.threads))
+
+
+def _blocks(batch: list[Region]) -> str:
+    """The blocks of a failed future, for its error message."""
+    if len(batch) == 1:
+        return f"block {_region_key(batch[0])}"
+    return f"one of {len(batch)} blocks {_region_key(batch[0])} to {_region_key(batch[-1])}"
 
 
 def _per_channel_max(records: dict[str, dict[str, Any]], regions: list[Region], layout: Layout) -> list[float]:

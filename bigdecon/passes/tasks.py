@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp
+from ..errors import InputError, ProcessingError
 from ..params import Params
 from ..planner import Layout, Plan, Region, deconv_face_pad
 from ..solvers.richardson_lucy import psf_half_support
@@ -120,6 +122,29 @@ def block_face_pad(grown: Sequence[tuple[int, int]], shape: Sequence[int], psf_s
 
 
 # --------------------------------------------------------------------------- reading and writing
+
+
+def _task_batch(
+    fn: Callable[[TaskContext, Region], dict[str, float]], ctx: TaskContext, regions: Sequence[Region], stage: str
+) -> tuple[list[dict[str, float]], float]:
+    """Run ``fn(ctx, region)`` for each region in turn: one future for several small tasks.
+
+    Returns the regions' results, in order, and the seconds the batch took
+    (the driver sizes the next batches from them). An error names its block:
+    :class:`~bigdecon.errors.InputError` and
+    :class:`~bigdecon.errors.ProcessingError` pass unchanged, any other
+    exception becomes a ProcessingError that names the stage and the block.
+    """
+    t0 = time.perf_counter()
+    results = []
+    for region in regions:
+        try:
+            results.append(fn(ctx, region))
+        except (InputError, ProcessingError):
+            raise
+        except Exception as e:  # named here: the driver sees only the batch
+            raise ProcessingError(f"{stage} failed on block {_region_key(region)}: {type(e).__name__}: {e}") from e
+    return results, time.perf_counter() - t0
 
 
 def _region_slices(region: Region, ndim: int) -> tuple[slice, ...]:
