@@ -99,7 +99,7 @@ def info_command(args: argparse.Namespace) -> int:
         f"  output shape:     {shape_text(plan['output_shape'])} ({plan['axes']}), {resolved['output_dtype']}",
         f"  overlap per axis: {overlap}",
         f"  tasks:            {plan['n_tasks']} (for a local cluster of this machine's {threads} worker "
-        f"thread{'s' if threads != 1 else ''}: blocks are split until each thread has two)",
+        f"thread{'s' if threads != 1 else ''}: blocks sized so every thread has work, halos counted)",
         f"  memory per task:  ~{format_bytes(plan['memory_per_task_bytes'])}",
     )
     step5 = ("none", "Richardson-Lucy", "Landweber", "Richardson-Lucy, Wiener-Butterworth back projector")
