@@ -433,12 +433,10 @@ def _deconv_block(
             ok = fits & (tasks >= min_tasks) if enough else fits
             if not ok.any():
                 continue
-            # The least time; among equal times (within 0.1%), fewer tasks.
             t = np.where(ok, est, np.inf)
-            near = t <= t.min() * 1.001
-            j, m = np.unravel_index(int(np.argmin(np.where(near, tasks, np.inf))), t.shape)
-            if enough not in best or t[j, m] < best[enough][0] * 0.999:
-                best[enough] = (float(t[j, m]), i, int(j), int(m))
+            cy, cx = _cheapest(t, tasks)
+            if enough not in best or t[cy, cx] < best[enough][0] * 0.999:
+                best[enough] = (float(t[cy, cx]), i, cy, cx)
     assert smallest is not None
     if not best:
         # Nothing fits: the halo alone is over budget. Take twice the least a block needs,
@@ -508,11 +506,14 @@ def _sparse_block(
     enough = ok & (tasks >= min(threads, tasks.max()))
     if enough.any():
         ok = enough
-    # Least cost; among equal costs (within 0.1%), fewer tasks.
-    cost = np.where(ok, cost, np.inf)
-    near = cost <= cost.min() * 1.001
-    i, j, m = np.unravel_index(int(np.argmin(np.where(near, tasks, np.inf))), cost.shape)
+    i, j, m = _cheapest(np.where(ok, cost, np.inf), tasks)
     return {"k": int(k[0][i]), "y": int(y[0][j]), "x": int(x[0][m])}
+
+
+def _cheapest(cost: Any, tasks: Any) -> tuple[int, ...]:
+    """Index of the least ``cost``; among costs within 0.1% of it (equal times), the fewest ``tasks``."""
+    near = cost <= cost.min() * 1.001
+    return tuple(int(i) for i in np.unravel_index(int(np.argmin(np.where(near, tasks, np.inf))), cost.shape))
 
 
 def _makespan(tasks: Any, work: Any, largest: Any, threads: int) -> Any:

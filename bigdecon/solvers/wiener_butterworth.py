@@ -74,6 +74,16 @@ def _gain_at(magnitude, shape, axis: int, freq: float) -> float:
     return float(np.interp(min(freq, f[-1]), f, line[:positive]))
 
 
+def _check_filter(alpha: float, beta: float | None, order: int) -> None:
+    """The back projector's parameters, as both of its samplings take them."""
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if beta is not None and not 0 < beta < 1:
+        raise ValueError(f"beta must be between 0 and 1, got {beta}")
+    if int(order) < 1:
+        raise ValueError(f"order must be an integer >= 1, got {order}")
+
+
 def _cutoffs(psf, cutoff) -> tuple[float, ...]:
     if cutoff is None:
         # The resolution limit as 1 / FWHM of the PSF per axis (Guo et al.);
@@ -151,12 +161,7 @@ def wiener_butterworth_backprojector(
     xp = get_xp(psf)
     psf = xp.asarray(psf, dtype=xp.float32)
     shape = tuple(int(s) for s in shape)
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    if beta is not None and not 0 < beta < 1:
-        raise ValueError(f"beta must be between 0 and 1, got {beta}")
-    if int(order) < 1:
-        raise ValueError(f"order must be an integer >= 1, got {order}")
+    _check_filter(alpha, beta, order)
     kc = _cutoffs(psf, cutoff)
 
     otf = psf_to_otf(psf, shape, xp)
@@ -270,12 +275,7 @@ def mirror_backprojector(
     xp = get_xp(psf)
     k = np.asarray(to_numpy(psf), dtype=np.float64)
     shape = tuple(int(s) for s in shape)
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    if beta is not None and not 0 < beta < 1:
-        raise ValueError(f"beta must be between 0 and 1, got {beta}")
-    if int(order) < 1:
-        raise ValueError(f"order must be an integer >= 1, got {order}")
+    _check_filter(alpha, beta, order)
     if len(shape) != k.ndim:
         raise ValueError(f"shape {shape} has {len(shape)} axes, the PSF {k.ndim}")
     kc = _cutoffs(k, cutoff)
