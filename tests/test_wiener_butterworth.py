@@ -77,8 +77,12 @@ def test_explicit_cutoff_and_order():
 
 
 def test_mirror_backprojector_is_the_same_filter_exact_under_the_dct():
-    """On the DCT grid (frequencies m / 2N) it is the FFT path's filter, and multiplying DCT-II
-    coefficients by it is exactly periodic filtering of the mirror-extended (2N) array."""
+    """Sampled on the DCT grid (frequencies m / 2N) it is the FFT path's filter; the finite kernel
+    takes those samples on its own grid (N = its half-support R) and interpolates between them; and
+    multiplying DCT-II coefficients by it is exactly periodic filtering of the mirror-extended (2N) array."""
+    from bigdecon.solvers.richardson_lucy import backprojector_half_support
+    from bigdecon.solvers.wiener_butterworth import _sampled_backprojector
+
     psf = gaussian_psf((3.0, 2.0, 2.0))
     n = (8, 12, 10)
     b = mirror_backprojector(psf, n)
@@ -87,7 +91,11 @@ def test_mirror_backprojector_is_the_same_filter_exact_under_the_dct():
     fine = (32, 48, 40)
     e = wiener_butterworth_backprojector(psf, tuple(2 * m for m in fine))  # frequencies j / 2N
     e = e[: fine[0], : fine[1], : fine[2]].real
-    assert np.abs(mirror_backprojector(psf, fine) - e).max() <= 0.02 * np.abs(e).max()
+    assert np.abs(_sampled_backprojector(psf, fine) - e).max() <= 0.02 * np.abs(e).max()
+    # The finite kernel's eigenvalues on its own grid are those samples (to float32 rounding).
+    r = backprojector_half_support(psf.shape)
+    own = _sampled_backprojector(psf, r)
+    np.testing.assert_allclose(mirror_backprojector(psf, r), own, rtol=0, atol=1e-5 * np.abs(own).max())
     x = np.random.default_rng(2).random(n).astype(np.float32)
     ext, spec = x.astype(np.float64), b.astype(np.float64)
     for a in range(3):
