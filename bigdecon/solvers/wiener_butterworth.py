@@ -543,4 +543,3 @@ def rl_wiener_butterworth(
         x = xp.maximum(update, floor, out=update)
     out = x[crop]
     return xp.maximum(out, 0).astype(xp.float32, copy=False)
-
