@@ -2,6 +2,8 @@
 
     python benchmarks/measure_wb_blocks.py                 # ~5 min on 2 shared cores
     python benchmarks/measure_wb_blocks.py --edge          # also the edge-padded FFT path
+    python benchmarks/measure_wb_blocks.py --psf full --full --shape 48,256,256 --halos 3,4,5,6
+                                                           # the Born-Wolf PSF at its full 61x69x69
 
 On the phantom of ``measure_step5_halo.py`` (default 48 x 160 x 160; blocks of
 16 x 64 x 64: a corner, an interior and two face blocks), max |block - whole| /
@@ -10,8 +12,9 @@ iterations, with :func:`bigdecon.solvers.rl_wiener_butterworth` as step 5 calls
 it:
 
 * ``mirror``: the default for a PSF symmetric along every axis (a Gaussian, the
-  Born-Wolf widefield PSF): DCT-II, no padding, the back projector as DCT
-  eigenvalues (:func:`bigdecon.solvers.mirror_backprojector`);
+  Born-Wolf widefield PSF): DCT-II, no padding, the back projector as the DCT
+  eigenvalues of a finite kernel (:func:`bigdecon.solvers.mirror_backprojector`),
+  so the ``kind="wb"`` halo (the light cone) makes blocks exact;
 * ``edge`` (``--edge``): edge padding by the half-support and a periodic real
   FFT (what an asymmetric PSF gets), a block padded only at the data set's faces.
 
@@ -39,7 +42,6 @@ import bigdecon  # noqa: E402
 from bigdecon.solvers import psf_size_for, widefield_psf  # noqa: E402
 from bigdecon.solvers.richardson_lucy import deconv_halo, psf_half_support  # noqa: E402
 from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth  # noqa: E402
-
 
 OPTICS = dict(na=1.1, wavelength=0.52, refractive_index=1.33, pixel_size=0.1, z_step=0.25)
 
