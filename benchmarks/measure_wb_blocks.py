@@ -2,6 +2,8 @@
 
     python benchmarks/measure_wb_blocks.py                 # ~5 min on 2 shared cores
     python benchmarks/measure_wb_blocks.py --edge          # also the edge-padded FFT path
+    python benchmarks/measure_wb_blocks.py --psf full --full --shape 48,256,256 --halos 3,4,5,6
+                                                           # the Born-Wolf PSF at its full 61x69x69
 
 On the phantom of ``measure_step5_halo.py`` (default 48 x 160 x 160; blocks of
 16 x 64 x 64: a corner, an interior and two face blocks), max |block - whole| /
@@ -10,8 +12,9 @@ iterations, with :func:`bigdecon.solvers.rl_wiener_butterworth` as step 5 calls
 it:
 
 * ``mirror``: the default for a PSF symmetric along every axis (a Gaussian, the
-  Born-Wolf widefield PSF): DCT-II, no padding, the back projector as DCT
-  eigenvalues (:func:`bigdecon.solvers.mirror_backprojector`);
+  Born-Wolf widefield PSF): DCT-II, no padding, the back projector as the DCT
+  eigenvalues of a finite kernel (:func:`bigdecon.solvers.mirror_backprojector`),
+  so the ``kind="wb"`` halo (the light cone) makes blocks exact;
 * ``edge`` (``--edge``): edge padding by the half-support and a periodic real
   FFT (what an asymmetric PSF gets), a block padded only at the data set's faces.
 
@@ -36,9 +39,11 @@ sys.path.insert(0, str(HERE.parent))
 import measure_step5_halo as H  # noqa: E402
 
 import bigdecon  # noqa: E402
-from bigdecon.solvers import widefield_psf  # noqa: E402
+from bigdecon.solvers import psf_size_for, widefield_psf  # noqa: E402
 from bigdecon.solvers.richardson_lucy import deconv_halo, psf_half_support  # noqa: E402
 from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth  # noqa: E402
+
+OPTICS = dict(na=1.1, wavelength=0.52, refractive_index=1.33, pixel_size=0.1, z_step=0.25)
 
 
 def psfs():
@@ -48,6 +53,8 @@ def psfs():
         "widefield NA 1.1": widefield_psf(
             (21, 31, 31), na=1.1, wavelength=0.52, refractive_index=1.33, pixel_size=0.1, z_step=0.25
         ),
+        # The same optics at the size psf_size_for gives (61 x 69 x 69), what the CLI computes (--full).
+        "full widefield NA 1.1": widefield_psf(psf_size_for(**OPTICS), **OPTICS),
     }
 
 
@@ -58,12 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default="48,160,160")
     ap.add_argument("--edge", action="store_true", help="also the edge-padded FFT path")
     ap.add_argument("--psf", default="", help="only PSFs whose name contains this")
+    ap.add_argument("--full", action="store_true", help="also the widefield PSF at its full size (61 x 69 x 69)")
     args = ap.parse_args(argv)
     shape = tuple(int(s) for s in args.shape.split(","))
     block, which = (16, 64, 64), [(0, 0, 0), (1, 1, 1), (2, 2, 2), (1, 1, 0)]
     rules = ["mirror"] + (["edge"] if args.edge else [])
     for label, psf in psfs().items():
-        if args.psf not in label:
+        if args.psf not in label or (label.startswith("full") and not args.full):
             continue
         truth, image = H.phantom(shape, psf, seed=1)
         half = psf_half_support(psf.shape)

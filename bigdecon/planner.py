@@ -17,9 +17,10 @@ The method has three kinds of steps, and each is chunked the way its reach allow
   iteration number only, in the whole-volume path too), the block pads only
   the sides on a face of the data set, and its interior equals the whole
   volume's result (``docs/step5_blocks.md``). Wiener-Butterworth (deconv_type
-  3) gets blocks only where its back projector is short
-  (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`), else one
-  block per volume.
+  3) gets blocks with every PSF that takes the mirror boundary, its back
+  projector a finite kernel
+  (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`); an
+  asymmetric PSF gets one block per volume.
 
 :func:`make_plan` chooses those blocks for a data set's :class:`Layout`; the
 passes (:mod:`bigdecon.passes`) run them.
@@ -637,9 +638,9 @@ def make_plan(
             out_chunks.append(min(out_shape[i], 512))
     deconv: dict[str, Any] = {}
     if params.volumetric and params.deconvolves and layout.k is not None:
-        # Wiener-Butterworth (deconv_type 3) on blocks only with a symmetric PSF (mirror faces) and a
-        # short back projector, else one block per volume: its block faces ring, ~1e-2 of the maximum
-        # at any halo (blocks_allowed).
+        # Wiener-Butterworth (deconv_type 3) on blocks only with a symmetric PSF (mirror faces, a
+        # finite back projector kernel), else one block per volume: edge-padded block faces ring,
+        # ~2e-2 of the maximum at any halo (blocks_allowed).
         if params.deconv_type == 3 and not (_wb_blocks(params) if wb_blocks is None else wb_blocks):
             deconv_chunks = (K, Y, X)
         deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes)
@@ -664,7 +665,7 @@ def make_plan(
 def _wb_blocks(params: Params) -> bool:
     """3-D Wiener-Butterworth of ``params`` may run on blocks (see :func:`blocks_allowed`)."""
     psf = output_psf(params, 3)
-    return psf is not None and blocks_allowed(psf, alpha=params.wb_alpha, beta=params.wb_beta, order=params.wb_order)
+    return psf is not None and blocks_allowed(psf)
 
 
 def _deconv_plan(

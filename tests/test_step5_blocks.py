@@ -124,22 +124,59 @@ def test_lazy_wiener_butterworth_blocks_equal_the_whole_volume(wide_volume):
     assert err <= 1e-3
 
 
-def test_wiener_butterworth_blocks_need_a_short_symmetric_back_projector(tmp_path, volume):
-    """A Born-Wolf widefield PSF (symmetric, but a back projector with long rings: blocks stay ~1e-2 off)
-    and an asymmetric PSF (edge padding) keep 3-D Wiener-Butterworth on whole volumes: chunked equals whole."""
+def test_out_of_core_wiener_butterworth_blocks_with_a_widefield_psf_equal_the_whole_volume(tmp_path, wide_volume):
+    """The Born-Wolf widefield PSF (an OTF with a sharp edge, a back projector whose filter's own kernel
+    rings far): on the mirror path the back projector is a finite kernel of 2 PSF half-supports, so
+    blocks with the light-cone halo of ``deconv_halo(kind="wb")`` equal the whole volume to float32
+    rounding, through the block tasks of ``bigdecon.deconvolve`` and the lazy dask path."""
+    from bigdecon.solvers import widefield_psf
+
+    psf = widefield_psf((9, 15, 15), **WIDEFIELD)
+    params = dict(psf=psf, **WB)
+    src = write_input(str(tmp_path / "in.zarr"), wide_volume, "zyx", (6, 48, 48))
+    summary = bigdecon.plan(src, task_memory=24 * 2**20, **params)
+    assert summary["deconv_tasks"] >= 4 and summary["deconv_depth"] == {"k": 24, "y": 42, "x": 42}
+    out = bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), task_memory=24 * 2**20, **params)
+    whole = bigdecon.sparse_deconvolve(wide_volume, **params)
+    err = seam_error(open_image(out["output"]).data.compute(), whole)
+    lazy = bigdecon.sparse_deconvolve(
+        da.from_array(wide_volume, chunks=(6, 48, 48)), chunks=(8, 48, 48), deconv_chunks=(8, 48, 48), **params
+    )
+    assert len(lazy.chunks[1]) >= 3 and len(lazy.chunks[2]) >= 3
+    lazy_err = seam_error(lazy.compute(), whole)
+    print(f"WB widefield: {summary['deconv_tasks']} blocks, max error / max {err:.1e}, lazy {lazy_err:.1e}")
+    assert err <= 1e-5 and lazy_err <= 1e-5
+    # Not trivially so: the solver on the interior block (48:96 in y and x) with the light-cone halo
+    # (42 px, faces out of reach) equals the whole volume; with half of it the seams show.
+    from bigdecon.solvers import rl_wiener_butterworth
+
+    f = wide_volume.astype(np.float32)
+    full = rl_wiener_butterworth(f, psf, 2)
+    for halo, bound in ((42, 1e-5), (21, None)):
+        part = rl_wiener_butterworth(f[:, 48 - halo : 96 + halo, 48 - halo : 96 + halo], psf, 2)
+        e = float(np.abs(part[:, halo:-halo, halo:-halo] - full[:, 48:96, 48:96]).max() / full.max())
+        print(f"interior block, halo {halo}: {e:.1e}")
+        assert e <= bound if bound else e > 1e-4, (halo, e)
+
+
+def test_wiener_butterworth_blocks_need_a_symmetric_psf(tmp_path, volume):
+    """Every symmetric 3-D PSF (Gaussian, Born-Wolf widefield) gives 3-D Wiener-Butterworth step-5
+    blocks; an asymmetric PSF (edge padding, whose block faces ring) keeps whole volumes: chunked
+    equals whole."""
     from bigdecon.solvers import widefield_psf
     from bigdecon.solvers.wiener_butterworth import blocks_allowed
 
     widefield = widefield_psf((15, 31, 31), **WIDEFIELD)
     assert blocks_allowed(output_psf(Params.from_kwargs(fwhm=(4, 3, 3)), 3))
-    assert not blocks_allowed(widefield)
+    assert blocks_allowed(widefield)
     assert not blocks_allowed(measured_style_psf())
-    for psf in (widefield, measured_style_psf()):
-        plan = plan_3d((64, 512, 512), fwhm=None, p=dict(psf=psf, deconv_type=3), task_memory=16 * 2**20)
-        assert plan.deconv_block == {"k": 64, "y": 512, "x": 512} and len(plan.final_tasks()) == 1
+    plan = plan_3d((64, 512, 512), fwhm=None, p=dict(psf=measured_style_psf(), deconv_type=3), task_memory=16 * 2**20)
+    assert plan.deconv_block == {"k": 64, "y": 512, "x": 512} and len(plan.final_tasks()) == 1
+    plan = plan_3d((64, 512, 512), fwhm=None, p=dict(psf=widefield, deconv_type=3), task_memory=64 * 2**20)
+    assert len(plan.final_tasks()) > 1 and plan.deconv_depth == {"k": 42, "y": 90, "x": 90}
     assert len(plan_3d((64, 512, 512), p=dict(deconv_type=3), task_memory=16 * 2**20).final_tasks()) > 1
     src = write_input(str(tmp_path / "in.zarr"), volume, "zyx", (6, 40, 44))
-    params = dict(psf=widefield, **WB)
+    params = dict(psf=measured_style_psf(), **WB)
     out = bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), task_memory=12 * 2**20, **params)
     whole = bigdecon.sparse_deconvolve(volume, **params)
     assert seam_error(open_image(out["output"]).data.compute(), whole) <= 1e-5

@@ -77,8 +77,12 @@ def test_explicit_cutoff_and_order():
 
 
 def test_mirror_backprojector_is_the_same_filter_exact_under_the_dct():
-    """On the DCT grid (frequencies m / 2N) it is the FFT path's filter, and multiplying DCT-II
-    coefficients by it is exactly periodic filtering of the mirror-extended (2N) array."""
+    """Sampled on the DCT grid (frequencies m / 2N) it is the FFT path's filter; the finite kernel
+    takes those samples on its own grid (N = its half-support R) and interpolates between them; and
+    multiplying DCT-II coefficients by it is exactly periodic filtering of the mirror-extended (2N) array."""
+    from bigdecon.solvers.richardson_lucy import backprojector_half_support
+    from bigdecon.solvers.wiener_butterworth import _sampled_backprojector
+
     psf = gaussian_psf((3.0, 2.0, 2.0))
     n = (8, 12, 10)
     b = mirror_backprojector(psf, n)
@@ -87,7 +91,11 @@ def test_mirror_backprojector_is_the_same_filter_exact_under_the_dct():
     fine = (32, 48, 40)
     e = wiener_butterworth_backprojector(psf, tuple(2 * m for m in fine))  # frequencies j / 2N
     e = e[: fine[0], : fine[1], : fine[2]].real
-    assert np.abs(mirror_backprojector(psf, fine) - e).max() <= 0.02 * np.abs(e).max()
+    assert np.abs(_sampled_backprojector(psf, fine) - e).max() <= 0.02 * np.abs(e).max()
+    # The finite kernel's eigenvalues on its own grid are those samples (to float32 rounding).
+    r = backprojector_half_support(psf.shape)
+    own = _sampled_backprojector(psf, r)
+    np.testing.assert_allclose(mirror_backprojector(psf, r), own, rtol=0, atol=1e-5 * np.abs(own).max())
     x = np.random.default_rng(2).random(n).astype(np.float32)
     ext, spec = x.astype(np.float64), b.astype(np.float64)
     for a in range(3):
@@ -206,3 +214,36 @@ def test_cupy_matches_numpy(blurred_scene):
     b = wiener_butterworth_backprojector(cupy.asarray(psf), (40, 72, 72))
     assert b.dtype == cupy.complex64
     np.testing.assert_allclose(cupy.asnumpy(gpu), cpu, rtol=0, atol=1e-4 * float(cpu.max()))
+
+
+@pytest.mark.parametrize(
+    "psf",
+    [gaussian_psf((3.0, 2.0, 2.0)), widefield_psf((9, 15, 15), **OPTICS)],
+    ids=["gaussian", "widefield"],
+)
+def test_mirror_backprojector_is_one_finite_kernel_for_every_shape(psf):
+    """The mirror path's back projector: a finite kernel of 2 PSF half-supports per axis, symmetric,
+    summing to 1; its DCT eigenvalues on any array are that kernel's (the operator is mirror
+    convolution with it), the same frequencies of two shapes get the same gains, and B(0) = 1."""
+    from scipy.ndimage import convolve
+
+    from bigdecon.solvers._dct import DCT3
+    from bigdecon.solvers.wiener_butterworth import backprojector_kernel
+
+    k = backprojector_kernel(psf)
+    assert k.shape == tuple(2 * 2 * (n // 2) + 1 for n in psf.shape)
+    assert k.sum() == pytest.approx(1.0, abs=1e-12)
+    for axis in range(3):
+        np.testing.assert_array_equal(k, np.flip(k, axis=axis))
+    assert np.abs(k).sum() > 1.5  # a sharp filter: negative lobes, not a blur
+    n = (k.shape[0] + 3, k.shape[1] + 5, k.shape[2] + 2)
+    b = mirror_backprojector(psf, n)
+    assert float(b[0, 0, 0]) == 1.0
+    # The same frequency m / 2N = 2m / 4N on an array twice as long: the same gain.
+    twice = mirror_backprojector(psf, tuple(2 * m for m in n))
+    np.testing.assert_allclose(twice[::2, ::2, ::2], b, rtol=0, atol=2e-6 * np.abs(b).max())
+    # IDCT(B * DCT(x)) is convolution with the kernel under half-sample symmetric (mirror) faces.
+    x = np.random.default_rng(4).random(n).astype(np.float32)
+    direct = convolve(x.astype(np.float64), k, mode="reflect")
+    via_dct = DCT3(n, np).apply(x.copy(), b)
+    np.testing.assert_allclose(via_dct, direct, rtol=0, atol=1e-5 * np.abs(direct).max())

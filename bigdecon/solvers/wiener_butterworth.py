@@ -28,7 +28,13 @@ from ._dct import mirror_eigenvalues
 from .psf import psf_fwhm, psf_to_otf
 from .richardson_lucy import BOUNDARIES, FLOOR, _MirrorConvolver, padded_problem
 
-__all__ = ["wiener_butterworth_backprojector", "mirror_backprojector", "rl_wiener_butterworth", "blocks_allowed"]
+__all__ = [
+    "wiener_butterworth_backprojector",
+    "backprojector_kernel",
+    "mirror_backprojector",
+    "rl_wiener_butterworth",
+    "blocks_allowed",
+]
 
 # The back projector code published with Guo et al. (2020) defaults to a
 # Wiener parameter of 0.001, a cut-off at the resolution limit 1 / FWHM, a gain
@@ -41,11 +47,11 @@ ALPHA = 0.001
 BETA = 0.1
 ORDER = 20
 
-# Blocks with a halo need a back projector whose kernel is short: at most this fraction of its
-# absolute mass beyond 3 PSF half-supports on any axis (blocks_allowed). Measured
-# (docs/backprojector.md): 0.06 for a Gaussian PSF, whose blocks match the whole volume to
-# 5e-4; 0.25-0.32 for the Born-Wolf widefield PSF, whose blocks stay ~1e-2 off at 6 half-supports.
-LOCAL_TAIL = 0.1
+# The mirror path's back projector is a finite kernel of KERNEL_RADIUS PSF half-supports per
+# axis (backprojector_kernel), so a block with the halo of deconv_halo(kind="wb") equals the
+# whole volume for every symmetric PSF. Measured (docs/backprojector.md): 1.5 half-supports
+# already match the infinite filter's quality on Gaussian and Born-Wolf PSFs, 1 does not on
+# every Gaussian (too coarse a sampling of the sharp window); 2 keeps a margin.
 
 
 def _frequencies(shape, xp):
@@ -222,7 +228,7 @@ def _mirror_gain(k, kc, alpha: float | None) -> float:
     return sum(gains) / len(gains)
 
 
-def mirror_backprojector(
+def _sampled_backprojector(
     psf,
     shape: Sequence[int],
     *,
@@ -231,46 +237,25 @@ def mirror_backprojector(
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
 ):
-    """The Wiener-Butterworth back projector as DCT-II eigenvalues (mirror boundary), float32.
+    """The Wiener-Butterworth filter sampled at the DCT-II frequencies of ``shape`` (infinite kernel), float32.
 
     The filter of :func:`wiener_butterworth_backprojector` for a PSF symmetric
     along every axis, sampled at the DCT-II frequencies ``m_a / (2 N_a)``:
     there the PSF's OTF ``H`` is real and even, and is exactly the mirror
-    eigenvalues :func:`~bigdecon.solvers._dct.mirror_eigenvalues`. ``B`` is a
+    eigenvalues :func:`~bigdecon.solvers._dct.mirror_eigenvalues`; ``B`` is a
     real function of ``H`` times a window even in every frequency, so it is
-    real and even too: its kernel (the ``2N``-periodic one whose spectrum is
-    ``B`` on that grid) is symmetric along every axis, and convolution with it
-    under the mirror boundary is ``IDCT(B * DCT(.))`` exactly (the same reason
-    ``H`` is). A complex or odd ``B`` (an asymmetric PSF) would not be
-    diagonal in the DCT basis: that case keeps edge padding and real FFTs.
+    real and even too. Its spatial kernel (the ``2N``-periodic one whose
+    spectrum is ``B``) is as long as the array: with the Born-Wolf PSF, whose
+    OTF is sharp-edged and (in a finite box) rings around zero in the missing
+    cone, 25-35% of its absolute mass lies beyond 3 PSF half-supports, so
+    blocks sampling it on their own grids disagree with the whole volume.
+    :func:`backprojector_kernel` samples it once on a grid set by the PSF
+    alone (``shape`` = the kernel's half-support), which gives the finite
+    kernel the mirror path uses.
 
-    The filter depends on the PSF and the parameters only, not on ``shape``
-    (``H`` is normalised by ``H(0)``, ``B`` by ``B(0)``, the Butterworth
-    ``eps`` from a PSF-sized grid), so blocks of any size sample the same
-    filter; only its sampling differs.
-
-    Parameters
-    ----------
-    psf : ndarray
-        Odd-sized kernel symmetric along every axis, summing to 1 (NumPy or CuPy).
-    shape : sequence of int
-        Lengths of the PSF's axes in the arrays it will filter.
-    alpha, beta, order, cutoff
-        As in :func:`wiener_butterworth_backprojector`.
-
-    Returns
-    -------
-    ndarray of float32, ``shape``, equal to 1 at index 0.
-
-    Examples
-    --------
-    >>> from bigdecon import gaussian_psf
-    >>> from bigdecon.solvers import mirror_backprojector
-    >>> b = mirror_backprojector(gaussian_psf(4.0), (64, 64))
-    >>> b.shape, b.dtype.name, float(b[0, 0])
-    ((64, 64), 'float32', 1.0)
-    >>> bool(b[0, 16] > 2 * b[0, 0] and abs(b[0, 60]) < 1e-3)  # lifts 1/8 cycle per pixel, stops at 0.47
-    True
+    ``H`` is normalised by ``H(0)``, ``B`` by ``B(0)``, the Butterworth
+    ``eps`` comes from a PSF-sized grid: the filter depends on the PSF and the
+    parameters only. Returns float32 of ``shape``, 1 at index 0.
     """
     xp = get_xp(psf)
     k = np.asarray(to_numpy(psf), dtype=np.float64)
@@ -306,56 +291,150 @@ def mirror_backprojector(
     return b
 
 
-def blocks_allowed(
+def backprojector_kernel(
     psf,
     *,
     alpha: float = ALPHA,
     beta: float | None = BETA,
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
-) -> bool:
-    """Whether 3-D Wiener-Butterworth may run on blocks with the halo of ``deconv_halo(kind="wb")``.
+) -> np.ndarray:
+    """The mirror path's Wiener-Butterworth back projector as a finite spatial kernel, float64.
 
-    The PSF must take the mirror boundary (symmetric along every axis: an
-    edge-padded block's faces get other FFT lengths than the whole volume,
-    and the sharp back projector rings on them, ~2% of the maximum at any
-    halo), and the back projector's kernel must be short: at most
-    ``LOCAL_TAIL`` of its absolute mass beyond 3 PSF half-supports on any
-    axis. The Born-Wolf widefield PSF's back projector is not (its Wiener
-    gain peaks next to the OTF's sharp support edge, a kernel with slowly
-    decaying rings), so such volumes stay whole.
+    The filter of :func:`wiener_butterworth_backprojector` (for a PSF symmetric
+    along every axis, real and even) sampled at the frequencies ``m / 2R`` of a
+    grid that depends on the PSF's shape alone, ``R`` =
+    :func:`~bigdecon.solvers.richardson_lucy.backprojector_half_support`
+    (``WB_KERNEL_RADIUS`` PSF half-supports per axis), is the spectrum of one
+    ``2R``-periodic kernel; one period, centred, is this kernel of size
+    ``2R + 1`` (the samples at offset ``+-R``, one sample of the periodic
+    kernel, split in halves). It is symmetric along every axis and sums to 1
+    (``B(0) = 1``). :func:`mirror_backprojector` takes its DCT eigenvalues for
+    any array, as for the PSF, so a block and the whole volume filter with the
+    same finite kernel and a halo makes them equal
+    (:func:`~bigdecon.solvers.richardson_lucy.deconv_halo`, ``kind="wb"``).
+    Between the samples its response interpolates the filter; it is 0 at
+    0.5 cycles per pixel.
+
+    Parameters
+    ----------
+    psf : ndarray
+        Odd-sized kernel symmetric along every axis, summing to 1 (NumPy or CuPy).
+    alpha, beta, order, cutoff
+        As in :func:`wiener_butterworth_backprojector`.
+
+    Returns
+    -------
+    ndarray of float64 (NumPy), ``2 R + 1`` per axis, summing to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers.wiener_butterworth import backprojector_kernel
+    >>> psf = gaussian_psf((6.0, 3.0, 3.0))
+    >>> psf.shape, backprojector_kernel(psf).shape    # 2 PSF half-supports per axis
+    ((25, 15, 15), (49, 29, 29))
+    >>> k = backprojector_kernel(psf)
+    >>> round(float(k.sum()), 12), bool(np.array_equal(k, k[::-1, ::-1, ::-1]))
+    (1.0, True)
+    """
+    import scipy.fft
+
+    from .richardson_lucy import backprojector_half_support
+
+    k = np.asarray(to_numpy(psf), dtype=np.float64)
+    r = backprojector_half_support(k.shape)
+    b = _sampled_backprojector(k, r, alpha=alpha, beta=beta, order=order, cutoff=cutoff).astype(np.float64)
+    b = np.pad(b, [(0, 1)] * k.ndim)  # m = R (0.5 cycles per pixel): gain 0
+    kernel = scipy.fft.idctn(b, type=1)  # the 2R-periodic kernel at offsets 0..R, per axis
+    for axis in range(k.ndim):
+        edge = [slice(None)] * k.ndim
+        edge[axis] = slice(-1, None)
+        kernel[tuple(edge)] *= 0.5  # offsets +R and -R share one periodic sample
+        inner = np.flip(np.take(kernel, np.arange(1, kernel.shape[axis]), axis=axis), axis=axis)
+        kernel = np.concatenate([inner, kernel], axis=axis)  # offsets -R..R
+    return kernel / kernel.sum()  # 1 up to rounding: B(0) = 1 exactly
+
+
+def mirror_backprojector(
+    psf,
+    shape: Sequence[int],
+    *,
+    alpha: float = ALPHA,
+    beta: float | None = BETA,
+    order: int = ORDER,
+    cutoff: float | Sequence[float] | None = None,
+):
+    """The Wiener-Butterworth back projector as DCT-II eigenvalues (mirror boundary), float32.
+
+    The DCT-II eigenvalues (:func:`~bigdecon.solvers._dct.mirror_eigenvalues`,
+    exactly as for the PSF) of the finite kernel :func:`backprojector_kernel`
+    on arrays of ``shape``. The kernel is symmetric along every axis, so
+    convolution with it under the mirror boundary is ``IDCT(B * DCT(.))``
+    exactly; it depends on the PSF and the parameters only, not on ``shape``,
+    so blocks of any size and the whole volume apply the same operator and a
+    halo of :func:`~bigdecon.solvers.richardson_lucy.deconv_halo`
+    (``kind="wb"``) makes a block equal the whole volume. A complex or odd
+    ``B`` (an asymmetric PSF) would not be diagonal in the DCT basis: that
+    case keeps edge padding and real FFTs.
+
+    Parameters
+    ----------
+    psf : ndarray
+        Odd-sized kernel symmetric along every axis, summing to 1 (NumPy or CuPy).
+    shape : sequence of int
+        Lengths of the PSF's axes in the arrays it will filter.
+    alpha, beta, order, cutoff
+        As in :func:`wiener_butterworth_backprojector`.
+
+    Returns
+    -------
+    ndarray of float32, ``shape``, equal to 1 at index 0.
 
     Examples
     --------
     >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers import mirror_backprojector
+    >>> b = mirror_backprojector(gaussian_psf((6.0, 3.0, 3.0)), (32, 64, 64))
+    >>> b.shape, b.dtype.name, float(b[0, 0, 0])
+    ((32, 64, 64), 'float32', 1.0)
+    >>> bool(b[0, 0, 30] > 2 and abs(b[0, 0, 63]) < 1e-2)  # lifts 0.23 cycle per pixel, stops at 0.49
+    True
+    """
+    xp = get_xp(psf)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != np.ndim(psf):
+        raise ValueError(f"shape {shape} has {len(shape)} axes, the PSF {np.ndim(psf)}")
+    kernel = backprojector_kernel(psf, alpha=alpha, beta=beta, order=order, cutoff=cutoff)
+    b = mirror_eigenvalues(kernel, shape, xp)
+    b /= b[(0,) * b.ndim].copy()  # the kernel's sum, 1 up to float32 rounding
+    return b
+
+
+def blocks_allowed(psf) -> bool:
+    """Whether 3-D Wiener-Butterworth may run on blocks with the halo of ``deconv_halo(kind="wb")``.
+
+    Every PSF that takes the mirror boundary (3-D, symmetric along every
+    axis): its back projector is the finite kernel of
+    :func:`backprojector_kernel`, whole volume and blocks alike. Not an
+    asymmetric PSF: an edge-padded block's faces get other FFT lengths than
+    the whole volume, and the sharp back projector rings on them (~2% of the
+    maximum at any halo), so such volumes stay whole.
+
+    Examples
+    --------
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers import widefield_psf
     >>> from bigdecon.solvers.wiener_butterworth import blocks_allowed
     >>> blocks_allowed(gaussian_psf((6.0, 3.0, 3.0)))
     True
+    >>> blocks_allowed(widefield_psf((21, 31, 31), 1.1, 0.52, 1.33, pixel_size=0.1, z_step=0.25))
+    True
     """
-    from .richardson_lucy import mirror_symmetric, psf_half_support
+    from .richardson_lucy import mirror_symmetric
 
-    k = np.asarray(to_numpy(psf), dtype=np.float32)
-    if k.ndim != 3 or not mirror_symmetric(k):
-        return False
-    half = [max(h, 1) for h in psf_half_support(k.shape)]
-    shape = tuple(4 * h for h in half)  # a 2N = 8h periodic kernel: its tail past 3h is seen
-    b = mirror_backprojector(k, shape, alpha=alpha, beta=beta, order=order, cutoff=cutoff)
-    # The 2N-periodic kernel whose spectrum is b (even along every axis): mirror-extend the first
-    # two axes, keep the half spectrum along the last.
-    spec = b
-    for axis in (0, 1):
-        n = spec.shape[axis]
-        tail = np.flip(np.take(spec, np.arange(1, n), axis=axis), axis=axis)
-        spec = np.concatenate([spec, np.zeros_like(np.take(spec, [0], axis=axis)), tail], axis=axis)
-    spec = np.concatenate([spec, np.zeros_like(spec[..., :1])], axis=-1)
-    kernel = np.abs(np.fft.irfftn(spec, s=tuple(2 * n for n in shape), axes=(0, 1, 2)))
-    total = float(kernel.sum())
-    for axis, (n, h) in enumerate(zip(shape, half)):
-        profile = kernel.sum(axis=tuple(a for a in range(3) if a != axis))
-        r = np.abs((np.arange(2 * n) + n) % (2 * n) - n)  # distance from 0 on the periodic axis
-        if float(profile[r > 3 * h].sum()) > LOCAL_TAIL * total:
-            return False
-    return True
+    return np.ndim(psf) == 3 and mirror_symmetric(psf)
 
 
 def rl_wiener_butterworth(
