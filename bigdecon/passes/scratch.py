@@ -262,6 +262,7 @@ class Watch:
     def __init__(self, scratch: Scratch, reaper: ChunkReaper | None) -> None:
         self.scratch, self.reaper = scratch, reaper
         self._sweeper: Sweeper | None = None
+        self._recorded = False  # did this pass record a task (write anything)?
 
     def open(self, background: bool = False) -> None:
         """Start the pass: delete what an earlier run's recorded tasks freed (from the thread if ``background``)."""
@@ -279,6 +280,7 @@ class Watch:
         """Tasks ``keys`` are recorded on disk: sample the folders, then free what nothing unfinished reads."""
         if not keys:
             return
+        self._recorded = True
         paths = self.reaper.freed(keys) if self.reaper is not None else []
         if self._sweeper is None:
             self.scratch.sample()
@@ -296,7 +298,7 @@ class Watch:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.close(failed)
-        if not failed:
+        if self._recorded and not failed:
             self.scratch.sample(force=True)  # the pass's output is whole, its inputs not yet dropped
 
 
