@@ -27,9 +27,12 @@ __all__ = ["Ledger", "RecordBook", "load_array"]
 # much finished work, which a resumed run recomputes).
 BATCH_RECORDS = 4096
 BATCH_SECONDS = 1.0
-# Batch files are merged into the pass's index once there are this many, and at
-# the end of the pass: a resumed run reads a handful of files, not one per block.
+# Batch files are merged into the pass's index once there are this many and they
+# hold a quarter as many records as the index (so rewriting the index costs O(1)
+# per record, not O(records) at 1e6 tasks), or once there are 16 times this many
+# (the most a resumed run reads), and at the end of the pass.
 COMPACT_BATCHES = 64
+COMPACT_GROWTH = 0.25
 _INDEX = "index.json"
 _BATCH = "batch-"
 
@@ -125,9 +128,11 @@ class RecordBook:
     :meth:`add` keeps a record in memory and writes the pending ones as one
     batch file (one atomic rename, or one PUT on an object store) once
     ``batch`` are pending or ``seconds`` after the oldest pending one, from a
-    timer if no other record arrives. Every ``compact_every`` batches, and in
-    :meth:`close`, all records are merged into the pass's ``index.json`` and
-    the merged batch files are deleted, so a resumed run reads a few files.
+    timer if no other record arrives. Every ``compact_every`` batches (once
+    they hold a quarter as many records as the index, or after 16 times as
+    many batches), and in :meth:`close`, all records are merged into the
+    pass's ``index.json`` and the merged batch files are deleted, so a resumed
+    run reads a few files.
 
     A record is only ever added after its block's data was written (the task
     returned), and a kill before a batch is written loses only records, which
@@ -166,6 +171,9 @@ class RecordBook:
         self._timer: threading.Timer | None = None
         self._token = f"{os.getpid()}-{time.monotonic_ns()}"
         self._seq = 0
+        self._last_write = -float("inf")
+        self._index_records = 0  # in the index at the last compaction
+        self._new_records = 0  # in batch files since
 
     def add(self, key: str, value: dict[str, Any]) -> None:
         """Record that block ``key`` is done, with its results."""
@@ -185,9 +193,11 @@ class RecordBook:
             self._timer = None
         self.flush()
 
-    def flush(self) -> None:
-        """Write the pending records as one batch file."""
+    def flush(self, after: float = 0.0) -> None:
+        """Write the pending records as one batch file (if the last was written at least ``after`` s ago)."""
         with self._lock:
+            if time.monotonic() - self._last_write < after:
+                return  # the timer, or a later flush, writes them
             pending, self._pending = self._pending, {}
             if not pending:
                 return
@@ -196,9 +206,13 @@ class RecordBook:
             # No fsync: a kill keeps what was written (the page cache survives it), and
             # the blocks' own chunks are not fsync'd either, so it would promise nothing more.
             write_atomic(self.ledger.path("ledger", self.stage, name), json.dumps(pending).encode(), fsync=False)
+            self._last_write = time.monotonic()
             self._written.extend(pending)
             self._merged.append(name)
-            compact = len(self._merged) >= self.compact_every
+            self._new_records += len(pending)
+            files = len(self._merged)
+            grown = self._new_records >= COMPACT_GROWTH * self._index_records
+            compact = files >= self.compact_every and (grown or files >= 16 * self.compact_every)
         if compact:
             self.compact()
 
@@ -213,6 +227,7 @@ class RecordBook:
         with self._lock:
             index = dict(self.done)  # pending records too: their blocks are written
             write_atomic(self.ledger.path("ledger", self.stage, _INDEX), json.dumps(index).encode())
+            self._index_records, self._new_records = len(index), 0
             merged, self._merged = self._merged, []
             self.ledger._delete(self.stage, merged)
 

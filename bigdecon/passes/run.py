@@ -8,6 +8,7 @@ maxima feeding the next through the :class:`~bigdecon.passes.tasks.TaskContext`.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import statistics
 import time
@@ -51,25 +52,42 @@ def _run_tasks(
 ) -> dict[str, dict[str, Any]]:
     """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records.
 
-    ``watch.recorded(region)`` runs here, in the driver, once a region's record has
+    ``watch.recorded(keys)`` runs here, in the driver, once regions' records have
     been written to the ledger (not merely added to the pending batch): it
     frees inputs that no unfinished task reads, which is safe only once a
-    resumed run can no longer re-run the region.
+    resumed run can no longer re-run the region. On a cluster the deletions
+    (and the scratch samples) run on the watch's background thread, which the
+    end of the pass waits for, failed or not.
     """
     book = RecordBook(ledger, stage)
-    by_key = {_region_key(r): r for r in regions} if watch else {}
 
     def release() -> None:
-        if watch:
-            for key in book.take_written():
-                watch.recorded(by_key[key])
+        if watch is not None:
+            watch.recorded(book.take_written())
 
+    if watch is not None:
+        watch.open(background=client is not None)
+    failed = True
     try:
         _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release, watch)
+        failed = False
     finally:
-        book.close()  # what finished is recorded, even when the pass failed
-        release()  # and what is recorded may be freed: a resume will not run it again
+        try:
+            book.close()  # what finished is recorded, even when the pass failed
+            release()  # and what is recorded may be freed: a resume will not run it again
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if watch is not None:
+                watch.close(failed)  # every deletion done: none runs after the pass
     return book.done
+
+
+# On a cluster, records that free work chunks are written at most this often
+# (the others within RecordBook's BATCH_SECONDS): a batch file per returned
+# future would be thousands of files, and index rewrites, at 1e6 tasks.
+FREE_EVERY_SECONDS = 0.25
 
 
 def _run_pass(
@@ -85,17 +103,20 @@ def _run_pass(
     watch: Watch | None,
 ) -> None:
     done = book.done
-    todo = [r for r in regions if _region_key(r) not in done]
+    # Keys once per block: the records, the reaper and the future keys all use them.
+    todo = [(r, k) for r, k in ((r, _region_key(r)) for r in regions) if k not in done]
     counter["done"] += len(regions) - len(todo)
     counter["resumed"] = counter.get("resumed", 0) + len(regions) - len(todo)
     if progress:
         progress(counter["done"], counter["total"])
 
-    def finish(region: Region, result: dict[str, Any]) -> None:
-        key = _region_key(region)
+    # Without a cluster a record that frees inputs is written at once (blocks are slow there).
+    free_every = 0.0 if client is None else FREE_EVERY_SECONDS
+
+    def finish(key: str, result: dict[str, Any]) -> None:
         book.add(key, result)
         if watch is not None and watch.finished(key):
-            book.flush()  # inputs nobody else reads can go once the records are on disk, not a batch later
+            book.flush(after=free_every)  # inputs nobody else reads can go once the records are on disk
         release()
         counter["done"] += 1
         if progress:
@@ -104,8 +125,8 @@ def _run_pass(
     if not todo:
         return
     if client is None:
-        for region in todo:
-            finish(region, fn(ctx, region))
+        for region, key in todo:
+            finish(key, fn(ctx, region))
         return
     from distributed import as_completed
 
@@ -117,15 +138,17 @@ def _run_pass(
     # timed, then as many as take about BATCH_TARGET_SECONDS.
     threads = _cluster_threads(client)
     sizer = _BatchSizer(threads)
-    in_flight: dict[Any, list[Region]] = {}
+    in_flight: dict[Any, list[tuple[Region, str]]] = {}
     position = 0
 
     def submit() -> Any:
         nonlocal position
         batch = todo[position : position + sizer.size(len(todo) - position)]
         position += len(batch)
-        key = f"bigdecon-{stage}-{_region_key(batch[0])}-x{len(batch)}-{ctx.run_id}"
-        fut = client.submit(_task_batch, fn, ctx, batch, stage, key=key, retries=3, pure=False)
+        key = f"bigdecon-{stage}-{batch[0][1]}-x{len(batch)}-{ctx.run_id}"
+        # Bound in a partial: Dask would walk the blocks' lists and dicts looking for futures.
+        call = functools.partial(_task_batch, fn, ctx, [r for r, _ in batch], stage)
+        fut = client.submit(call, key=key, retries=3, pure=False)
         in_flight[fut] = batch
         return fut
 
@@ -145,8 +168,8 @@ def _run_pass(
             sizer.add(seconds, len(batch))
             if position < len(todo):
                 finished.add(submit())
-            for region, result in zip(batch, results):
-                finish(region, result)
+            for (_, key), result in zip(batch, results):
+                finish(key, result)
     finally:
         for other in in_flight:  # a failure, or an interrupted driver: nothing left running
             other.cancel()
@@ -206,11 +229,11 @@ class _BatchSizer:
         return max(1, min(n, BATCH_MAX, remaining // self.threads))
 
 
-def _blocks(batch: list[Region]) -> str:
-    """The blocks of a failed future, for its error message."""
+def _blocks(batch: list[tuple[Region, str]]) -> str:
+    """The blocks of a failed future (regions and keys), for its error message."""
     if len(batch) == 1:
-        return f"block {_region_key(batch[0])}"
-    return f"one of {len(batch)} blocks {_region_key(batch[0])} to {_region_key(batch[-1])}"
+        return f"block {batch[0][1]}"
+    return f"one of {len(batch)} blocks {batch[0][1]} to {batch[-1][1]}"
 
 
 def _per_channel_max(records: dict[str, dict[str, Any]], regions: list[Region], layout: Layout) -> list[float]:
