@@ -25,6 +25,8 @@ and the bench checks that the planner chose the same step-4 and step-5 blocks
 for both before it runs them. 1 sparse + 2 Richardson-Lucy iterations: a
 task's working set does not depend on the iteration count (its arrays are
 allocated once per block), only its duration and, for step 5, its halo.
+Background mode 0 (no whole-plane pass: the 2-D run measures that one; it
+would double the time): the statistics pass, step 4 and step 5 on blocks.
 Peak RSS there is also the workers' own high-water mark (``VmHWM``, reset per
 case), so a peak between two samples is not missed.
 """
@@ -169,7 +171,7 @@ def worker_rss(client) -> int:
 
 
 PARAMS_2D = dict(fwhm=3, sparse_iters=3, deconv_iters=3, background=1)
-PARAMS_3D = dict(fwhm=(3, 1.5, 1.5), sparse_iters=1, deconv_iters=2, background=1)
+PARAMS_3D = dict(fwhm=(3, 1.5, 1.5), sparse_iters=1, deconv_iters=2, background=0)
 
 
 def run_case(
@@ -207,7 +209,9 @@ def main() -> None:
         "--frames", type=int, default=None, help="frames (planes) of the smaller data set (the larger has 4x)"
     )
     ap.add_argument("--size", type=int, default=None, help="y and x size (1024; 512 with --psf3d)")
-    ap.add_argument("--task-memory", default=None, help="task memory of the runs (64MiB; 56MiB with --psf3d)")
+    ap.add_argument(
+        "--task-memory", default=None, help="task memory of the runs (64MiB; 56MiB with --psf3d, 12MiB with both)"
+    )
     ap.add_argument("--psf3d", action="store_true", help="zyx volumes and a 3-D PSF (blockwise 3-D step 5)")
     args = ap.parse_args()
     from dask.utils import parse_bytes
@@ -217,10 +221,10 @@ def main() -> None:
     limit = parse_bytes(args.memory_limit)
     if args.psf3d:
         axes, params, chunks = "zyx", PARAMS_3D, None  # the planner's blocks for this task memory
-        task_memory = parse_bytes(args.task_memory or "56MiB")
+        task_memory = parse_bytes(args.task_memory or ("12MiB" if args.small else "56MiB"))
         h = w = args.size or (256 if args.small else 512)
-        # The larger volume >= 3x the summed limit, in whole 16-plane write chunks.
-        t_small = args.frames or (32 if args.small else 16 * -(-3 * limit * workers // (4 * 4 * h * w * 16)))
+        # The larger volume >= 3x the summed limit, in whole 16-plane write chunks (--small: a quick check).
+        t_small = args.frames or (112 if args.small else 16 * -(-3 * limit * workers // (4 * 4 * h * w * 16)))
     else:
         axes, params = "tyx", PARAMS_2D
         task_memory = parse_bytes(args.task_memory or "64MiB")  # one plane per whole-plane task
