@@ -510,6 +510,18 @@ def test_statistics_chunks_follow_the_task_memory(tmp_path, dtype):
     np.testing.assert_allclose(got[1], [image.astype(np.float64).mean() / image.max()], rtol=1e-12)
 
 
+def test_tiff_reads_in_smaller_chunks_from_its_pages(tmp_path):
+    """A TIFF's statistics chunks are whole pages read at their own size, not cut from larger reads."""
+    image = _ramp((16, 64, 64), "uint16")
+    tifffile.imwrite(tmp_path / "stack.tif", image)
+    src = open_image(str(tmp_path / "stack.tif"))
+    small = src.read_chunks(2 * 64 * 64 * 2)
+    assert small.chunksize == (2, 64, 64) and src.data.chunksize == (16, 64, 64)
+    assert not set(dict(small.dask)) & set(dict(src.data.dask))
+    np.testing.assert_array_equal(small.compute(), image)
+    assert src.read_chunks(2**30) is src.data  # never larger than it is
+
+
 @pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
 @pytest.mark.parametrize("shape", [(3, 24, 20), (4, 24, 20), (5, 3, 24, 20)])
 def test_tiff_stack_of_planar_samples_reads_as_channels(tmp_path, shape):
