@@ -2,7 +2,8 @@
 
     python benchmarks/bench_memory.py            # ~8 min on 2 cores
     python benchmarks/bench_memory.py --small    # a quicker, smaller run (~1 min)
-    python benchmarks/bench_memory.py --psf3d [--small]   # zyx volumes, 3-D PSF: step 5 on (z, y, x) blocks
+    python benchmarks/bench_memory.py --psf3d    # zyx volumes, 3-D PSF, 3x the limit: ~15 min on a loaded VM
+    python benchmarks/bench_memory.py --psf3d --small    # the same code path on small volumes (a check)
 
 Writes two generated time-lapses as OME-Zarr, the second 4x longer than the
 first (so 4x more chunks of the same size), the larger 2.6x bigger than one
@@ -18,10 +19,9 @@ does not depend on them, only its duration does.
 ``--psf3d``: zyx volumes instead, with a 3-D Gaussian PSF (FWHM z 3, y/x 1.5 px), so
 step 5 runs on (z, y, x) blocks with a halo in z, y and x. One single-threaded
 worker limited to 400 MiB by default; the larger volume (4x deeper in z) is
->= 3x the summed memory limit of the workers (256-px planes: 1216 and 4864 of
-them). Both runs get the same blocks through ``task_memory`` (what a caller
-of ``bigdecon.deconvolve`` sets; the CLI derives it from the worker's limit),
-and the bench checks that the planner chose the same step-4 and step-5 blocks
+>= 3x the summed memory limit of the workers (512-px planes: 304 and 1216 of
+them). Both runs get the same blocks through ``task_memory`` (56 MiB, a
+keyword of ``bigdecon.deconvolve``; the planner chooses the blocks), and the bench checks that the planner chose the same step-4 and step-5 blocks
 for both before it runs them. 1 sparse + 2 Richardson-Lucy iterations: a
 task's working set does not depend on the iteration count (its arrays are
 allocated once per block), only its duration and, for step 5, its halo.
