@@ -183,6 +183,16 @@ class ImageSource:
         chunk in flight: what keeps the statistics pass within a worker's
         task memory. :attr:`data` itself where its chunks are already that
         small, or where there is no :attr:`array` to read from.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from bigdecon.io import open_image, write_image
+        >>> path = os.path.join(tempfile.mkdtemp(), "raw.ome.zarr")
+        >>> src = open_image(write_image(path, np.ones((8, 64, 64), np.uint16), "zyx", chunks=(1, 64, 64)))
+        >>> src.data.chunksize, src.read_chunks(4 * 64 * 64 * 2).chunksize
+        ((8, 64, 64), (4, 64, 64))
         """
         chunks = task_chunks(self.data.shape, self.stored_chunks or self.data.chunksize, self.dtype.itemsize, target)
         if self.array is None or all(c >= b for c, b in zip(chunks, self.data.chunksize)):
