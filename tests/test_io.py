@@ -480,6 +480,48 @@ def test_reading_tasks_are_whole_stored_chunks_of_about_64_mib():
     assert n_tasks < 1e5  # (versus 4 million stored chunks)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_statistics_chunks_follow_the_task_memory(tmp_path, dtype):
+    """The statistics pass reads chunks sized from the task memory, straight from the store; same max and mean."""
+    from bigdecon.io import write_image
+    from bigdecon.passes.request import _prepare, stats_chunk_bytes
+    from bigdecon.passes.run import _source_stats
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((32, 256, 256)) * 4000 + rng.random() * 1e-3).astype(dtype)
+    if dtype == "uint16":
+        image[5, 6, 7] = 65535  # a sum past float32's exact integers
+    src = open_image(write_image(str(tmp_path / "raw.ome.zarr"), image, "zyx", chunks=(4, 64, 64)))
+    default = _prepare(src, dict(fwhm=2.0)).data
+    small = _prepare(src, dict(fwhm=2.0, task_memory=4 * 2**20))
+    assert stats_chunk_bytes(4 * 2**20) == 2**20
+    assert default.chunksize == (32, 256, 256)  # 8 MiB as float32: one chunk under the 64 MiB cap
+    assert np.prod(small.data.chunksize) * image.itemsize <= 2**20
+    assert all(c % u == 0 for c, u in zip(small.data.chunksize, (4, 64, 64)))
+    # Read at their own size from the store, not cut from the default chunks after reading them.
+    assert not set(dict(small.data.dask)) & set(dict(default.dask))
+    np.testing.assert_array_equal(small.data.compute(), image)
+    got, want = _source_stats(small.data, small.layout), _source_stats(default, small.layout)
+    assert got[0] == want[0] == [float(image.max())]
+    if dtype == "uint16":  # integer sums are exact in float64: identical means
+        assert got[1] == want[1]
+    else:  # a float64 sum in another order: the same to its rounding
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-13)
+    np.testing.assert_allclose(got[1], [image.astype(np.float64).mean() / image.max()], rtol=1e-12)
+
+
+def test_tiff_reads_in_smaller_chunks_from_its_pages(tmp_path):
+    """A TIFF's statistics chunks are whole pages read at their own size, not cut from larger reads."""
+    image = _ramp((16, 64, 64), "uint16")
+    tifffile.imwrite(tmp_path / "stack.tif", image)
+    src = open_image(str(tmp_path / "stack.tif"))
+    small = src.read_chunks(2 * 64 * 64 * 2)
+    assert small.chunksize == (2, 64, 64) and src.data.chunksize == (16, 64, 64)
+    assert not set(dict(small.dask)) & set(dict(src.data.dask))
+    np.testing.assert_array_equal(small.compute(), image)
+    assert src.read_chunks(2**30) is src.data  # never larger than it is
+
+
 @pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
 @pytest.mark.parametrize("shape", [(3, 24, 20), (4, 24, 20), (5, 3, 24, 20)])
 def test_tiff_stack_of_planar_samples_reads_as_channels(tmp_path, shape):

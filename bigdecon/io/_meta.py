@@ -157,6 +157,9 @@ class ImageSource:
         The chunk (or shard) shape on disk. :attr:`data` is chunked in whole
         multiples of it, about 64 MiB a block, so a reduction over a terabyte
         data set stays a graph of thousands of tasks, not millions.
+    array
+        The stored array :attr:`data` reads (a zarr array, or a lazy view of
+        a TIFF's pages), for :meth:`read_chunks`; ``None`` where there is none.
     """
 
     data: da.Array
@@ -170,6 +173,37 @@ class ImageSource:
     attrs: dict = field(default_factory=dict)
     level: tuple = ()
     stored_chunks: tuple = ()
+    array: Any = None
+
+    def read_chunks(self, target: int) -> da.Array:
+        """:attr:`data` read in Dask chunks of at most about ``target`` bytes (whole stored chunks).
+
+        Each chunk is read from the store at its own size (not cut from a
+        larger read), so a reduction over it holds about ``target`` bytes per
+        chunk in flight: what keeps the statistics pass within a worker's
+        task memory. :attr:`data` itself where its chunks are already that
+        small, or where there is no :attr:`array` to read from.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from bigdecon.io import open_image, write_image
+        >>> path = os.path.join(tempfile.mkdtemp(), "raw.ome.zarr")
+        >>> src = open_image(write_image(path, np.ones((8, 64, 64), np.uint16), "zyx", chunks=(1, 64, 64)))
+        >>> src.data.chunksize, src.read_chunks(4 * 64 * 64 * 2).chunksize
+        ((8, 64, 64), (4, 64, 64))
+        """
+        chunks = task_chunks(self.data.shape, self.stored_chunks or self.data.chunksize, self.dtype.itemsize, target)
+        if self.array is None or all(c >= b for c, b in zip(chunks, self.data.chunksize)):
+            return self.data
+        return da.from_array(
+            self.array,
+            chunks=chunks,
+            name=f"{self.data.name}-{'x'.join(map(str, chunks))}",
+            meta=np.empty((0,) * self.data.ndim, dtype=self.dtype),
+            lock=False,
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -143,6 +143,7 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         attrs=attrs,
         level=("zarr", join(where, meta["dataset"])),
         stored_chunks=unit,
+        array=arr,
     )
 
 

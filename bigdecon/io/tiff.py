@@ -125,6 +125,7 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
         attrs={},
         level=("tiff", p, mtime),
         stored_chunks=unit,
+        array=lazy,
     )
 
 

@@ -29,7 +29,8 @@ class Request:
     ``params`` is the first processed channel's, ``channel_params`` one per
     processed channel (they differ only in their PSF); ``selection`` maps an
     axis position to the chosen channels (a list) or the first time point (an
-    int); ``data`` is the selected input as a lazy Dask array.
+    int); ``data`` is the selected input as a lazy Dask array, in chunks
+    of :func:`stats_chunk_bytes` (it feeds the statistics pass).
     """
 
     layout: Layout
@@ -46,6 +47,25 @@ class Request:
 _RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory", "min_tasks"}
 _OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
 _PER_CHANNEL_KEYS = ("fwhm", "resolution", "psf")
+
+# Task memory when neither the caller nor the cluster sizes it.
+DEFAULT_TASK_MEMORY = 512 * 2**20
+
+
+def stats_chunk_bytes(task_memory: int) -> int:
+    """Bytes of input per task of the statistics pass: a quarter of ``task_memory``, at most 64 MiB.
+
+    Such a task holds its chunk, the stored pieces it is assembled from, a
+    boolean copy (the NaN/inf check) and, on a worker that reads ahead, the
+    next chunk: about 3-4 times the chunk. Chunk sizes move the mean only by
+    the rounding of its float64 sum; the maximum not at all.
+
+    Examples
+    --------
+    >>> stats_chunk_bytes(512 * 2**20) // 2**20, stats_chunk_bytes(64 * 2**20) // 2**20
+    (64, 16)
+    """
+    return max(1, min(64 * 2**20, int(task_memory) // 4))
 
 
 def _channel_values(name: str, value: Any, n_channels: int, ids: list[int], has_c: bool) -> list[Any]:
@@ -73,7 +93,8 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     kwargs = dict(kwargs)
     run = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_KEYS}
     optics = {k: kwargs.pop(k, None) for k in _OPTICS_KEYS}
-    data = src.data
+    task_memory = run.get("task_memory") or DEFAULT_TASK_MEMORY
+    data = src.read_chunks(stats_chunk_bytes(task_memory))
     axes = tuple(src.axes)
     selection: dict[int, Any] = {}
     has_c = "c" in axes
@@ -147,7 +168,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         params,
         chunks=run.get("chunks"),
         depth=run.get("depth"),
-        task_memory=run.get("task_memory") or 512 * 2**20,
+        task_memory=task_memory,
         min_tasks=run.get("min_tasks") or 1,
         psf_shapes=_step5_psf_shapes(channel_params, layout),
         wb_blocks=_every_channel_wb_blocks(channel_params),
