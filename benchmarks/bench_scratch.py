@@ -3,6 +3,7 @@
     python benchmarks/bench_scratch.py                 # 64 x 512 x 512 uint16, ~10 min on 2 loaded cores
     python benchmarks/bench_scratch.py --small         # 32 x 256 x 256, ~2 min
     python benchmarks/bench_scratch.py --code /work/main   # the same with another checkout (before/after)
+    python benchmarks/bench_scratch.py --shape 64,1024,1024 --modes "all passes"   # a larger data set
 
 Writes a generated uint16 time-lapse as OME-Zarr, then runs the CLI
 (``bigdecon run``, a subprocess: float32 output, default arguments apart from
@@ -67,6 +68,33 @@ def write_input(path: str, shape: tuple[int, int, int]) -> None:
     write_image(path, planes, "tyx", chunks=(8, 256, 256))
 
 
+# The step-4 blocks a 2-thread run gets (the CLI's local cluster here: 2 workers x 1 thread), and the
+# voxels they solve (halo included) per data voxel: the step-4 work of the plan.
+STEP4 = """
+import json, math, sys
+import bigdecon
+source = sys.argv[1]
+chunks = dict((a, int(v)) for a, v in (p.split("=") for p in sys.argv[2].split(","))) if sys.argv[2] else None
+s = bigdecon.plan(source, fwhm=3, min_tasks=2, chunks=chunks)
+k, y, x = (s["shape"][i] for i in range(3))
+block, depth = s["sparse_block"], s["depth"]
+grown = 1.0
+for n, name in ((k, "k"), (y, "y"), (x, "x")):
+    b, d = block[name], depth[name]
+    grown *= sum(min(n, a + b + d) - max(0, a - d) for a in range(0, n, b)) / n
+n = math.prod(-(-m // block[a]) for m, a in ((k, "k"), (y, "y"), (x, "x")))
+print(f"step 4: {n} blocks of {block['k']}x{block['y']}x{block['x']} ({-(-n // 2)} waves of 2), solving {grown:.3f}x the voxels")
+"""
+
+
+def step4_line(source: str, chunks: str | None, code: str) -> str:
+    """What the plan of ``code`` gives step 4 at 2 threads (one line)."""
+    env = dict(os.environ, PYTHONPATH=code)
+    cmd = [sys.executable, "-c", STEP4, source, chunks or ""]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=code)
+    return proc.stdout.strip() or f"(plan not available: {proc.stderr.strip().splitlines()[-1:]})"
+
+
 def run_mode(source: str, out: str, extra: list[str], code: str) -> tuple[int, int, int, float, str, str]:
     """One CLI run: (peak bytes sampled, largest intermediate, finished output bytes, seconds, the run's own
     line, what the folders held at the sampled peak)."""
@@ -114,14 +142,21 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=None, help="sparse and deconv iterations (default: defaults)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     parser.add_argument("--chunks", default=None, help="the run's --chunks (step-4 block size), e.g. t=32,y=64,x=64")
+    parser.add_argument(
+        "--shape", default=None, help="t,y,x of the generated input, e.g. 64,1024,1024 (overrides --small)"
+    )
     args = parser.parse_args()
     shape = (32, 256, 256) if args.small else (64, 512, 512)
+    if args.shape is not None:
+        t, y, x = (int(v) for v in args.shape.split(","))
+        shape = (t, y, x)
     folder = tempfile.mkdtemp(prefix="bench-scratch-")
     try:
         source = os.path.join(folder, "in.ome.zarr")
         write_input(source, shape)
         raw = np.prod(shape) * 2
         print(f"input {'x'.join(map(str, shape))} uint16 ({raw / 2**20:.1f} MiB raw), float32 output, code {args.code}")
+        print(step4_line(source, args.chunks, args.code), flush=True)
         cut = ["--sparse-iters", str(args.iters), "--deconv-iters", str(args.iters)] if args.iters is not None else []
         if args.chunks is not None:
             cut += ["--chunks", args.chunks]

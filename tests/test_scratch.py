@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -331,3 +332,47 @@ def test_an_error_in_the_background_sweeper_surfaces(source, tmp_path, monkeypat
             result = bigdecon.deconvolve(source, str(tmp_path / "b.zarr"), chunks=CHUNKS, client=client, **PARAMS)
     assert result["output_bytes"] > 0
     assert not _sweepers()
+
+
+# Two step-4 blocks (y halves) of 16 planes: h is cut into four 32-px bands, so each block's
+# outer band lies out of the other's halo (16 px) and is freed as soon as the block has read it.
+WIDE_CHUNKS = {"t": 16, "y": 64, "x": 128}
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    data = filaments((16, 128, 128), seed=5)[0]
+    path = tmp_path_factory.mktemp("wide") / "in.zarr"
+    write_input(str(path), np.clip(data, 0, 65535).astype(np.uint16), "tyx", (8, 64, 64))
+    return str(path)
+
+
+def test_a_block_frees_the_h_it_alone_reads_and_a_rerun_computes_it_again(wide, tmp_path):
+    """A step-4 block deletes the chunks of h no other block reads once it has read them; when
+    its record is then lost (a kill before the batch reached disk), the resumed block finds
+    them gone and computes its h again from the input: same bytes as an uninterrupted run."""
+    ref, out = tmp_path / "ref.zarr", tmp_path / "out.zarr"
+    own = Path(".bigdecon-work") / "h.zarr" / "c" / "0" / "0" / "0"  # y 0-32: only the first block reads it
+    files: dict[int, tuple[int, bool]] = {}
+
+    def watch(done, total):
+        files[done] = (chunk_files(ref / ".bigdecon-work" / "h.zarr"), (ref / own).exists())
+
+    bigdecon.deconvolve(wide, str(ref), chunks=WIDE_CHUNKS, progress=watch, **PARAMS)
+    assert zarr.open_array(str(ref / "s0"), mode="r").shape == (16, 128, 128)
+    assert files[1] == (4, True)  # steps 1-3 done: four bands of h
+    assert files[2] == (3, False)  # the first block done: its own band gone, the shared ones kept
+    expected = open_image(str(ref)).data.compute()
+
+    def stop(done, total):
+        if done >= 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        bigdecon.deconvolve(wide, str(out), chunks=WIDE_CHUNKS, progress=stop, **PARAMS)
+    assert not (out / own).exists()
+    shutil.rmtree(out / ".bigdecon-work" / "ledger" / "sparse")  # the block's record never reached disk
+    result = bigdecon.deconvolve(wide, str(out), chunks=WIDE_CHUNKS, resume=True, **PARAMS)
+    assert result["resumed"] == 1  # steps 1-3 only: both blocks ran again
+    got = open_image(str(out)).data.compute()
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-__all__ = ["filesystem", "is_url", "join", "normalize", "read_bytes", "write_atomic"]
+__all__ = ["filesystem", "is_url", "join", "normalize", "read_bytes", "remove_files", "write_atomic"]
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -72,3 +72,24 @@ def read_bytes(path: str) -> bytes | None:
         return filesystem(location).cat_file(location)
     except FileNotFoundError:
         return None
+
+
+def remove_files(paths: list[str]) -> None:
+    """Delete files (absolute local paths, or URLs of one object store); ones already gone are fine."""
+    if not paths:
+        return
+    location, local = normalize(paths[0])
+    if local:
+        for p in paths:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+        return
+    fs = filesystem(location)
+    try:
+        fs.rm(paths)  # one call: a batched delete where the store has one
+    except FileNotFoundError:  # some were gone already: one by one
+        for p in paths:
+            if fs.exists(p):
+                fs.rm(p)

@@ -9,6 +9,7 @@ idempotent: a retry rewrites the same bytes.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 
 from .._backend import get_xp
 from ..errors import InputError, ProcessingError
+from ..io.paths import filesystem, join, normalize, remove_files
 from ..params import Params
 from ..planner import Layout, Plan, Region, deconv_face_pad
 from ..solvers.richardson_lucy import psf_half_support
@@ -178,9 +180,43 @@ def _read_source(ctx: TaskContext, region: Region) -> np.ndarray:
 def _open_work(path: str, token: str) -> Any:
     # One open work array per worker process and run (``token``): with small
     # blocks, reading its metadata for every task cost as much as the task's data.
+    # Chunks of zeros are stored too, so a chunk that is absent was freed
+    # (:func:`_missing_chunks`), never merely empty.
     import zarr
 
-    return zarr.open_array(path, mode="r+")
+    return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
+
+
+def _chunk_paths(
+    path: str, region: Region, ndim: int, token: str, keep: Callable[[Region], bool] | None = None
+) -> list[str]:
+    """Paths of the stored chunks of a work array that ``region`` touches (those ``keep`` accepts)."""
+    arr = _open_work(path, token)
+    spans = []
+    for i in range(ndim):
+        a, b = region.get(i, (0, arr.shape[i]))
+        c = arr.chunks[i]
+        spans.append(range(a // c, -(-b // c)))
+    root, local = normalize(path)
+    out = []
+    for idx in itertools.product(*spans):
+        box = {i: (j * c, min((j + 1) * c, n)) for i, (j, c, n) in enumerate(zip(idx, arr.chunks, arr.shape))}
+        if keep is None or keep(box):
+            out.append(
+                os.path.join(root, arr.metadata.encode_chunk_key(idx))
+                if local
+                else join(root, arr.metadata.encode_chunk_key(idx))
+            )
+    return out
+
+
+def _missing_chunks(path: str, region: Region, ndim: int, token: str) -> bool:
+    """Whether a chunk of ``region`` is absent from the work array (freed: zarr would read zeros)."""
+    paths = _chunk_paths(path, region, ndim, token)
+    if normalize(path)[1]:
+        return not all(os.path.exists(p) for p in paths)
+    fs = filesystem(normalize(path)[0])
+    return not all(fs.exists(p) for p in paths)
 
 
 def _read_work(path: str, region: Region, ndim: int, token: str = "") -> np.ndarray:
@@ -299,6 +335,13 @@ def _maxima(values: list[float] | None, what: str) -> list[float]:
 
 def _task_preprocess(ctx: TaskContext, region: Region) -> dict[str, float]:
     """Steps 1-3 on whole planes: raw input -> work array ``h``."""
+    h = _preprocess(ctx, region)
+    _write_work(ctx.h, region, len(ctx.layout.axes), h, ctx.run_id)
+    return {"max": float(h.max())}
+
+
+def _preprocess(ctx: TaskContext, region: Region) -> np.ndarray:
+    """Steps 1-3 on the whole planes of ``region``."""
     _one_thread_per_task()
     lay, params = ctx.layout, ctx.params
     raw_region = dict(region)
@@ -307,9 +350,52 @@ def _task_preprocess(ctx: TaskContext, region: Region) -> dict[str, float]:
         raw_region[lay.x] = (0, lay.shape[lay.x])
     raw = _read_source(ctx, raw_region)
     c = _channel(ctx, region)
-    h = _embed(_solve(_preprocess_block, _solver_view(raw, lay), ctx, ctx.scale[c], ctx.mean[c], params), lay)
-    _write_work(ctx.h, region, len(lay.axes), h, ctx.run_id)
-    return {"max": float(h.max())}
+    return _embed(_solve(_preprocess_block, _solver_view(raw, lay), ctx, ctx.scale[c], ctx.mean[c], params), lay)
+
+
+def _h_again(ctx: TaskContext, grown: Region) -> np.ndarray:
+    """``h`` over ``grown`` computed again from the input: steps 1-3 of the whole-plane
+    tasks it overlaps, exactly as they ran (same regions, same code, same bytes)."""
+    lay, plan = ctx.layout, ctx.plan
+    ndim = len(lay.axes)
+    span = [grown.get(i, (0, plan.out_shape[i])) for i in range(ndim)]
+    out = np.empty(tuple(b - a for a, b in span), np.float32)
+    for task in plan.plane_tasks():
+        part = [task.get(i, (0, plan.out_shape[i])) for i in range(ndim)]
+        both = [(max(a, c), min(b, d)) for (a, b), (c, d) in zip(span, part)]
+        if any(a >= b for a, b in both):
+            continue
+        h = _preprocess(ctx, task)
+        out[tuple(slice(a - s[0], b - s[0]) for (a, b), s in zip(both, span))] = h[
+            tuple(slice(a - p[0], b - p[0]) for (a, b), p in zip(both, part))
+        ]
+    return out
+
+
+def _read_h(ctx: TaskContext, region: Region, grown: Region) -> np.ndarray:
+    """A step-4 block's ``h`` (with its halo); then frees the chunks of ``h`` that no other block reads.
+
+    The chunks only this block reads are deleted as soon as it has read them,
+    so ``h`` shrinks while step 4 runs rather than once its blocks are
+    recorded. A retry or a resumed run of the block finds some of its chunks
+    gone (zarr would read zeros): it computes its ``h`` again from the input.
+    """
+    ndim = len(ctx.layout.axes)
+    h = _read_work(ctx.h, grown, ndim, ctx.run_id)
+    if _missing_chunks(ctx.h, grown, ndim, ctx.run_id):  # checked after the read: nothing re-creates a chunk
+        h = _h_again(ctx, grown)
+    depth = ctx.plan.depth
+    reach = {ax: depth[name] for ax, name in zip((ctx.layout.k, ctx.layout.y, ctx.layout.x), "kyx") if ax is not None}
+    n = ctx.plan.out_shape
+
+    def own(box: Region) -> bool:  # no other block's halo reaches the chunk
+        return all(
+            region[i][0] <= max(0, a - reach.get(i, 0)) and min(n[i], b + reach.get(i, 0)) <= region[i][1]
+            for i, (a, b) in box.items()
+        )
+
+    remove_files(_chunk_paths(ctx.h, grown, ndim, ctx.run_id, keep=own))
+    return h
 
 
 def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
@@ -320,7 +406,7 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
     ndim = len(lay.axes)
     c = _channel(ctx, region)
     if plan.needs_preprocess:
-        h, norm = _read_work(ctx.h, grown, ndim, ctx.run_id), _maxima(ctx.h_max, "h_max")[c]
+        h, norm = _read_h(ctx, region, grown), _maxima(ctx.h_max, "h_max")[c]
     else:
         h, norm = _read_source(ctx, grown), ctx.scale[c]
     interior = tuple(
