@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import itertools
 import math
 import os
 import queue
@@ -28,13 +27,13 @@ import shutil
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError, ProcessingError
 from ..io.paths import filesystem, join, normalize, remove_files
 from ..planner import Plan, Region
-from .tasks import _region_key
+from .tasks import _chunk_ids, _region_key
 
 __all__ = ["MIN_H_CHUNK", "ChunkReaper", "Scratch", "Sweeper", "folder_bytes", "work_chunks", "work_root"]
 
@@ -161,15 +160,6 @@ def folder_bytes(path: str) -> int:
                 except FileNotFoundError:  # deleted while we walk
                     pass
     return total
-
-
-def _chunk_ids(region: Region, shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
-    """Grid indices of the chunks a region touches."""
-    spans = []
-    for i, (n, c) in enumerate(zip(shape, chunks)):
-        a, b = region.get(i, (0, n))
-        spans.append(range(a // c, -(-b // c)))
-    return itertools.product(*spans)
 
 
 def _delete(paths: list[str]) -> None:

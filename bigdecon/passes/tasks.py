@@ -12,7 +12,7 @@ import functools
 import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,32 +187,30 @@ def _open_work(path: str, token: str) -> Any:
     return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
 
 
-def _chunk_paths(
-    path: str, region: Region, ndim: int, token: str, keep: Callable[[Region], bool] | None = None
-) -> list[str]:
+def _chunk_ids(region: Region, shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Grid indices of the chunks a region touches."""
+    spans = []
+    for i, (n, c) in enumerate(zip(shape, chunks)):
+        a, b = region.get(i, (0, n))
+        spans.append(range(a // c, -(-b // c)))
+    return itertools.product(*spans)
+
+
+def _chunk_paths(path: str, region: Region, token: str, keep: Callable[[Region], bool] | None = None) -> list[str]:
     """Paths of the stored chunks of a work array that ``region`` touches (those ``keep`` accepts)."""
     arr = _open_work(path, token)
-    spans = []
-    for i in range(ndim):
-        a, b = region.get(i, (0, arr.shape[i]))
-        c = arr.chunks[i]
-        spans.append(range(a // c, -(-b // c)))
-    root, local = normalize(path)
+    root = normalize(path)[0]
     out = []
-    for idx in itertools.product(*spans):
+    for idx in _chunk_ids(region, arr.shape, arr.chunks):
         box = {i: (j * c, min((j + 1) * c, n)) for i, (j, c, n) in enumerate(zip(idx, arr.chunks, arr.shape))}
         if keep is None or keep(box):
-            out.append(
-                os.path.join(root, arr.metadata.encode_chunk_key(idx))
-                if local
-                else join(root, arr.metadata.encode_chunk_key(idx))
-            )
+            out.append(join(root, arr.metadata.encode_chunk_key(idx)))
     return out
 
 
-def _missing_chunks(path: str, region: Region, ndim: int, token: str) -> bool:
+def _missing_chunks(path: str, region: Region, token: str) -> bool:
     """Whether a chunk of ``region`` is absent from the work array (freed: zarr would read zeros)."""
-    paths = _chunk_paths(path, region, ndim, token)
+    paths = _chunk_paths(path, region, token)
     if normalize(path)[1]:
         return not all(os.path.exists(p) for p in paths)
     fs = filesystem(normalize(path)[0])
@@ -382,7 +380,7 @@ def _read_h(ctx: TaskContext, region: Region, grown: Region) -> np.ndarray:
     """
     ndim = len(ctx.layout.axes)
     h = _read_work(ctx.h, grown, ndim, ctx.run_id)
-    if _missing_chunks(ctx.h, grown, ndim, ctx.run_id):  # checked after the read: nothing re-creates a chunk
+    if _missing_chunks(ctx.h, grown, ctx.run_id):  # checked after the read: nothing re-creates a chunk
         h = _h_again(ctx, grown)
     depth = ctx.plan.depth
     reach = {ax: depth[name] for ax, name in zip((ctx.layout.k, ctx.layout.y, ctx.layout.x), "kyx") if ax is not None}
@@ -394,7 +392,7 @@ def _read_h(ctx: TaskContext, region: Region, grown: Region) -> np.ndarray:
             for i, (a, b) in box.items()
         )
 
-    remove_files(_chunk_paths(ctx.h, grown, ndim, ctx.run_id, keep=own))
+    remove_files(_chunk_paths(ctx.h, grown, ctx.run_id, keep=own))
     return h
 
 
