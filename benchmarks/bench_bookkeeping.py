@@ -250,6 +250,30 @@ class Events:
         return next(t for t, d, _ in self.events if d >= done)
 
 
+class Marks:
+    """Progress callback of the bookkeeping runs: the time of the first and last call and
+    of the first call at or past each of ``marks`` done tasks (a list of every call would
+    be the driver's largest per-task memory); interrupts the run at ``stop_at`` done tasks."""
+
+    def __init__(self, marks: list[int], stop_at: int | None = None) -> None:
+        self.todo = sorted(marks)
+        self.at: dict[int, float] = {}
+        self.start = self.end = 0.0
+        self.stop_at = stop_at
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        self.start = self.start or now
+        self.end = now
+        while self.todo and done >= self.todo[0]:
+            self.at[self.todo.pop(0)] = now
+        if self.stop_at is not None and done >= self.stop_at:
+            raise Stop
+
+    def first(self, done: int) -> float:
+        return self.at[done]
+
+
 def make_input(path: str, t: int, chunks=BLOCK) -> None:
     rng = np.random.default_rng(0)
     data = rng.integers(100, 2000, size=(t, SIDE, SIDE), dtype=np.uint16)
@@ -284,7 +308,7 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
         client = cluster.client()
         # Warm the workers (imports, the preload) with a small run of the same data.
         bigdecon.deconvolve(src, dst, fwhm=3, client=client, overwrite=True, timepoints="0:1")
-        ref = Events()
+        ref = Marks([])
         t0 = time.perf_counter()
         info = bigdecon.deconvolve(src, dst, fwhm=3, client=client, overwrite=True, progress=ref)
         out["reference"] = {"tasks": info["chunks"], "wall_s": time.perf_counter() - t0}
@@ -296,7 +320,7 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
         client.run_on_scheduler(_watch_futures)
         sampler = Sampler({"scheduler": sched_pid, "driver": os.getpid()}, client)
         cpu0 = {"scheduler": cpu_seconds(sched_pid), "driver": cpu_seconds(os.getpid())}
-        ev = Events(stop_at=n_pre + n_sparse)
+        ev = Marks([n_pre, n_pre + n_sparse], stop_at=n_pre + n_sparse)
         sampler.start()
         t0 = time.perf_counter()
         try:
@@ -310,8 +334,8 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
         step4_s = ev.first(n_pre + n_sparse) - ev.first(n_pre)
         done_tasks = n_pre + n_sparse
         out["run"] = {
-            "startup_s": ev.events[0][0] - t0,
-            "preprocess_s": ev.first(n_pre) - ev.events[0][0],
+            "startup_s": ev.start - t0,
+            "preprocess_s": ev.first(n_pre) - ev.start,
             "step4_s": step4_s,
             "step4_wall_ms_per_task": 1e3 * step4_s / n_sparse,
             "wall_to_interrupt_s": t_int - t0,
@@ -329,14 +353,14 @@ def bookkeeping(n_tasks: int, work: Path, workers: int, threads: int) -> dict:
         out["batches"] = batch_summary(client.run_on_scheduler(_take_futures))
         log(f"[{n_tasks}] futures per pass (blocks per future): {out['batches']}")
         # Resume: everything but the final pass is recorded.
-        ev = Events()
+        ev = Marks([n_pre + n_sparse])
         t0 = time.perf_counter()
         info = bigdecon.deconvolve(src, dst, client=client, progress=ev, resume=True, **{**kw, "overwrite": False})
         t1 = time.perf_counter()
         out["resume"] = {
             "startup_s": ev.first(n_pre + n_sparse) - t0,
-            "final_pass_s": ev.events[-1][0] - ev.first(n_pre + n_sparse),
-            "finalize_s": t1 - ev.events[-1][0],
+            "final_pass_s": ev.end - ev.first(n_pre + n_sparse),
+            "finalize_s": t1 - ev.end,
             "resumed": info["resumed"],
         }
         log(f"[{n_tasks}] resume: {json.dumps({k: round(v, 3) for k, v in out['resume'].items()})}")

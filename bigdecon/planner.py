@@ -54,7 +54,7 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -77,6 +77,54 @@ __all__ = [
 
 # A block of a pass: axis position -> (start, stop) over the output grid.
 Region = dict[int, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Blocks(Sequence[Region]):
+    """The tasks of a pass: every combination of per-axis spans, made as they are asked for.
+
+    A list of 1e6 region dicts would cost the driver ~200 MB; this holds only
+    the spans of each axis (``axes[i]`` takes its spans from ``spans[i]``, the
+    last axis varying fastest).
+
+    Examples
+    --------
+    >>> blocks = Blocks((0, 1), (((0, 1), (1, 2)), ((0, 4), (4, 6))))
+    >>> len(blocks), blocks[1], list(blocks)[-1]
+    (4, {0: (0, 1), 1: (4, 6)}, {0: (1, 2), 1: (4, 6)})
+    >>> blocks[::3] == [blocks[0], blocks[3]]
+    True
+    """
+
+    axes: tuple[int, ...]
+    spans: tuple[tuple[tuple[int, int], ...], ...]
+
+    def __len__(self) -> int:
+        return math.prod(len(s) for s in self.spans)
+
+    def __iter__(self) -> Iterator[Region]:
+        for combo in itertools.product(*self.spans):
+            yield dict(zip(self.axes, combo))
+
+    @overload
+    def __getitem__(self, index: int) -> Region: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Region]: ...
+
+    def __getitem__(self, index: int | slice) -> Region | list[Region]:
+        n = len(self)
+        if isinstance(index, slice):  # a list, as a list's slice would be
+            return [self[i] for i in range(*index.indices(n))]
+        if not -n <= index < n:
+            raise IndexError(f"block {index} of {n}")
+        index %= n
+        region: Region = {}
+        for ax, spans in zip(reversed(self.axes), reversed(self.spans)):
+            index, j = divmod(index, len(spans))
+            region[ax] = spans[j]
+        return dict(sorted(region.items(), key=lambda item: self.axes.index(item[0])))
+
 
 # Bytes of working memory per voxel of a block, measured by benchmarks/bench_solvers.py
 # (peak RSS / float32 input size): sparse Hessian ~13x, Richardson-Lucy on padded planes ~12x.
@@ -199,52 +247,35 @@ class Plan:
     deconv_half: dict[str, int] | None = None
 
     # Blocks are dicts axis-position -> (start, stop) over the output grid.
-    def _outer_regions(self) -> Iterator[Region]:
-        for idx in self.layout.outer_indices():
-            yield {ax: (i, i + 1) for ax, i in zip(self.layout.outer, idx)}
-
-    def plane_tasks(self, whole_volumes: bool = False) -> list[Region]:
+    def plane_tasks(self, whole_volumes: bool = False) -> Blocks:
         """Whole-plane tasks of ``plane_group`` planes (steps 1-3); whole volumes on request."""
         lay = self.layout
-        tasks = []
         group = lay.n_planes if whole_volumes else self.plane_group
-        for base in self._outer_regions():
-            spans = [(0, 1)] if lay.k is None else _spans(lay.n_planes, group)
-            for span in spans:
-                region = dict(base)
-                if lay.k is not None:
-                    region[lay.k] = span
-                region[lay.y] = (0, self.out_shape[lay.y])
-                region[lay.x] = (0, self.out_shape[lay.x])
-                tasks.append(region)
-        return tasks
+        spans = [] if lay.k is None else [_spans(lay.n_planes, group)]
+        return self._tasks(spans, [(0, self.out_shape[lay.y])], [(0, self.out_shape[lay.x])])
 
-    def final_tasks(self) -> list[Region]:
+    def final_tasks(self) -> Blocks:
         """Tasks of steps 5-6: whole planes, or ``deconv_block`` blocks for a 3-D PSF."""
         if self.deconv_block is not None:
             return self._block_tasks(self.deconv_block)
         return self.plane_tasks()
 
-    def sparse_tasks(self) -> list[Region]:
+    def sparse_tasks(self) -> Blocks:
         """Step-4 blocks of ``sparse_block`` (without their halo)."""
         return self._block_tasks(self.sparse_block)
 
-    def _block_tasks(self, block: dict[str, int]) -> list[Region]:
+    def _block_tasks(self, block: dict[str, int]) -> Blocks:
         lay = self.layout
-        tasks = []
-        kspans = [(0, 1)] if lay.k is None else _spans(lay.n_planes, block["k"])
-        for base in self._outer_regions():
-            for ks, ys, xs in itertools.product(
-                kspans,
-                _spans(self.out_shape[lay.y], block["y"]),
-                _spans(self.out_shape[lay.x], block["x"]),
-            ):
-                region = dict(base)
-                if lay.k is not None:
-                    region[lay.k] = ks
-                region[lay.y], region[lay.x] = ys, xs
-                tasks.append(region)
-        return tasks
+        kspans = [] if lay.k is None else [_spans(lay.n_planes, block["k"])]
+        return self._tasks(kspans, _spans(self.out_shape[lay.y], block["y"]), _spans(self.out_shape[lay.x], block["x"]))
+
+    def _tasks(
+        self, kspans: list[list[tuple[int, int]]], yspans: list[tuple[int, int]], xspans: list[tuple[int, int]]
+    ) -> Blocks:
+        lay = self.layout
+        outer = [tuple((i, i + 1) for i in range(lay.shape[ax])) for ax in lay.outer]
+        axes = (*lay.outer, *([lay.k] if kspans else []), lay.y, lay.x)
+        return Blocks(axes, (*outer, *(tuple(s) for s in kspans), tuple(yspans), tuple(xspans)))
 
     def halo(self, region: Region) -> Region:
         """The region grown by the step-4 halo, clipped at the data set's faces."""

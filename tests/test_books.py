@@ -84,9 +84,9 @@ def test_thousands_of_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
         # The scheduler held one wave of futures at a time (plus released keys the client had not
         # yet told it about), never the pass's 2,560 tasks.
         assert most.most <= 2 * width, (most.most, width)
-        # The pass ended with its records compacted into one file.
+        # The pass ended with its records compacted into one index segment.
         folder = tmp_path / "out.zarr" / ".bigdecon-work" / "ledger" / "sparse"
-        assert sorted(os.listdir(folder)) == ["index.json"]
+        assert [n.startswith("index-") for n in os.listdir(folder)] == [True]
         assert len(Ledger(str(tmp_path / "out.zarr" / ".bigdecon-work")).done("sparse")) == n_sparse
 
         t0 = time.perf_counter()
@@ -115,21 +115,49 @@ def test_record_book_batches_and_compacts(tmp_path, monkeypatch):
     book.add("k25", {"max": 25.0})
     for i in range(26, 30):
         book.add(f"k{i}", {"max": float(i)})
-    # The third batch triggered a compaction: one index with all 30.
-    assert os.listdir(folder) == ["index.json"]
+    # The third batch triggered a compaction: one index segment with all 30.
+    (segment,) = os.listdir(folder)
+    assert segment.startswith("index-") and len(ledger.done("sparse")) == 30
     book.add("k30", {"max": 30.0})
     # A second book (a resumed run) sees the index; the pending record of the first is lost
     # (not yet due: a recomputation), which is allowed.
     assert set(RecordBook(ledger, "sparse").done) == {f"k{i}" for i in range(30)}
     book.close()
-    assert os.listdir(folder) == ["index.json"]
+    assert os.listdir(folder) == [segment]
     assert ledger.done("sparse")["k30"] == {"max": 30.0}
-    # Old single-record files (Ledger.record) are read and merged too.
+    # Old single-record files (Ledger.record) and an index of before segments are read and merged too.
     ledger.record("sparse", "single", {"max": -1.0})
+    (folder / "index.json").write_text('{"old": {"max": -2.0}}')
     again = RecordBook(ledger, "sparse")
-    assert again.done["single"] == {"max": -1.0} and len(again.done) == 32
+    assert again.done["single"] == {"max": -1.0} and again.done["old"] == {"max": -2.0} and len(again.done) == 33
     again.close()
-    assert os.listdir(folder) == ["index.json"]
+    assert "single.json" not in os.listdir(folder) and len(os.listdir(folder)) == 3
+    assert len(ledger.done("sparse")) == 33
+
+
+def test_record_book_closes_full_segments_and_holds_at_most_one(tmp_path):
+    """The driver keeps no record per block: a pass of 20,000 records holds one segment's worth."""
+    import tracemalloc
+
+    ledger = Ledger(str(tmp_path / "work"))
+    folder = tmp_path / "work" / "ledger" / "final"
+    keys = [f"{i}-{i + 1}.0-2048.0-2048" for i in range(20_000)]
+    value = {"max": 1.0}
+    tracemalloc.start()
+    try:
+        book = RecordBook(ledger, "final", batch=100, seconds=60, compact_every=4, segment=1000)
+        base = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            book.add(key, value)
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    book.close()
+    names = os.listdir(folder)
+    assert all(n.startswith("index-") for n in names) and len(names) == 20
+    assert set(ledger.done("final")) == set(keys)
+    # ~200 bytes a record in a dict: 20,000 held would be ~4 MB; one segment's ~0.2 MB.
+    assert held < 1_000_000, held
 
 
 def test_record_book_writes_a_late_record_from_its_timer(tmp_path):
@@ -150,7 +178,7 @@ def test_record_book_on_memory_filesystem():
     for i in range(1000):
         book.add(str(i), {"max": float(i)})
     book.close()
-    assert ledger.fs.ls(ledger.path("ledger", "sparse"), detail=False)[-1].endswith("index.json")
+    assert ledger.fs.ls(ledger.path("ledger", "sparse"), detail=False)[-1].rsplit("/", 1)[-1].startswith("index-")
     assert len(ledger.fs.ls(ledger.path("ledger", "sparse"), detail=False)) == 1
     assert len(Ledger(root).done("sparse")) == 1000
     ledger.remove()

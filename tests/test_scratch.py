@@ -376,3 +376,47 @@ def test_a_block_frees_the_h_it_alone_reads_and_a_rerun_computes_it_again(wide, 
     assert result["resumed"] == 1  # steps 1-3 only: both blocks ran again
     got = open_image(str(out)).data.compute()
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_the_reaper_frees_each_chunk_once_and_keeps_nothing_per_task(tmp_path):
+    """40,960 step-4 blocks with a halo over a chunked work array: every chunk is freed exactly
+    when its last reader is recorded, and the reaper's memory is its chunk grid, not a list per task."""
+    import tracemalloc
+
+    import zarr
+
+    from bigdecon.passes.scratch import ChunkReaper
+    from bigdecon.planner import Blocks
+
+    shape, chunks, block, halo = (10, 512, 2048), (1, 64, 64), 16, 24
+    path = str(tmp_path / "h.zarr")
+    zarr.create_array(path, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0)
+    spans = [tuple((a, min(a + block, n)) for a in range(0, n, block)) for n in shape[1:]]
+    tasks = Blocks((0, 1, 2), (tuple((t, t + 1) for t in range(shape[0])), *spans))
+
+    def read(region):
+        return {0: region[0], **{i: (max(0, a - halo), min(shape[i], b + halo)) for i, (a, b) in region.items() if i}}
+
+    assert len(tasks) == 10 * 32 * 128
+    tracemalloc.start()
+    try:
+        reaper = ChunkReaper(path, tasks, read)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    grid = 10 * 8 * 32
+    # Two int32 counts a chunk (~20 kB here); a list of chunk ids per task was ~6 kB a task (~240 MB).
+    assert held < 8 * grid + 100_000, held
+    freed: list[str] = []
+    last = None
+    for i, task in enumerate(tasks):  # row by row: a chunk row is free once the blocks a halo past it are
+        key = str(i)
+        reaper.finished(key, task)
+        got = reaper.freed([key])
+        freed += got
+        if got:
+            last = i
+    assert len(freed) == len(set(freed)) == grid
+    assert last == len(tasks) - 1
+    # The first chunk (0, 0, 0) is read by the blocks of row 0 within 24 px: freed after block (0, 1, 1).
+    assert freed[0].endswith("c/0/0/0") and freed.index(freed[0]) == 0

@@ -27,13 +27,16 @@ __all__ = ["Ledger", "RecordBook", "load_array"]
 # much finished work, which a resumed run recomputes).
 BATCH_RECORDS = 4096
 BATCH_SECONDS = 1.0
-# Batch files are merged into the pass's index once there are this many and they
-# hold a quarter as many records as the index (so rewriting the index costs O(1)
-# per record, not O(records) at 1e6 tasks), or once there are 16 times this many
-# (the most a resumed run reads), and at the end of the pass.
+# Batch files are merged into the pass's open index segment once there are this
+# many and they hold a quarter as many records as the segment (so rewriting it
+# costs O(1) per record), or once there are 16 times this many (the most a
+# resumed run reads), and at the end of the pass.
 COMPACT_BATCHES = 64
 COMPACT_GROWTH = 0.25
-_INDEX = "index.json"
+# A segment this full is closed and the next one opened: the driver holds at most
+# this many records (~6 MB), whatever the number of tasks (61 segments at 1e6).
+SEGMENT_RECORDS = 16384
+_INDEX = "index"  # index.json (before segments), index-<run>-<n>.json
 _BATCH = "batch-"
 
 
@@ -129,15 +132,18 @@ class RecordBook:
     batch file (one atomic rename, or one PUT on an object store) once
     ``batch`` are pending or ``seconds`` after the oldest pending one, from a
     timer if no other record arrives. Every ``compact_every`` batches (once
-    they hold a quarter as many records as the index, or after 16 times as
-    many batches), and in :meth:`close`, all records are merged into the
-    pass's ``index.json`` and the merged batch files are deleted, so a resumed
-    run reads a few files.
+    they hold a quarter as many records as the open segment, or after 16 times
+    as many batches), and in :meth:`close`, the records are merged into the
+    pass's open index segment (``index-<run>-<n>.json``) and the merged batch
+    files are deleted, so a resumed run reads a few files. A segment of
+    ``segment`` records is closed: the book keeps no more records than that,
+    so the driver's memory does not grow with the pass.
 
+    :attr:`done` holds what earlier runs recorded (read when the book opens).
     A record is only ever added after its block's data was written (the task
     returned), and a kill before a batch is written loses only records, which
     costs a recomputation of those blocks. Overlapping files (a kill between
-    writing the index and deleting the batches) hold identical values.
+    writing a segment and deleting the batches) hold identical values.
 
     Examples
     --------
@@ -158,27 +164,30 @@ class RecordBook:
         batch: int = BATCH_RECORDS,
         seconds: float = BATCH_SECONDS,
         compact_every: int = COMPACT_BATCHES,
+        segment: int = SEGMENT_RECORDS,
     ) -> None:
         self.ledger, self.stage = ledger, stage
-        self.batch, self.seconds, self.compact_every = batch, seconds, compact_every
+        self.batch, self.seconds, self.compact_every, self.segment = batch, seconds, compact_every, segment
         files = ledger._files(stage)
         self.done: dict[str, dict[str, Any]] = _merge(files)
-        # Files merged into the next index (the index itself is rewritten in place).
-        self._merged = [n for n in files if n != _INDEX]
+        # Batch files (and single records) not yet in a segment: an earlier run's go into the first one.
+        self._merged = [n for n in files if not n.startswith(_INDEX)]
+        self._open: dict[str, dict[str, Any]] = _merge({n: files[n] for n in self._merged})
         self._pending: dict[str, dict[str, Any]] = {}
         self._written: list[str] = []  # keys written since the last take_written()
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._token = f"{os.getpid()}-{time.monotonic_ns()}"
         self._seq = 0
+        self._segments = 0
         self._last_write = -float("inf")
-        self._index_records = 0  # in the index at the last compaction
+        self._index_records = 0  # in the open segment at the last compaction
         self._new_records = 0  # in batch files since
 
     def add(self, key: str, value: dict[str, Any]) -> None:
         """Record that block ``key`` is done, with its results."""
         with self._lock:
-            self.done[key] = value
+            self._open[key] = value
             self._pending[key] = value
             full = len(self._pending) >= self.batch
             if not full and self._timer is None:
@@ -212,7 +221,8 @@ class RecordBook:
             self._new_records += len(pending)
             files = len(self._merged)
             grown = self._new_records >= COMPACT_GROWTH * self._index_records
-            compact = files >= self.compact_every and (grown or files >= 16 * self.compact_every)
+            full = len(self._open) >= self.segment
+            compact = full or (files >= self.compact_every and (grown or files >= 16 * self.compact_every))
         if compact:
             self.compact()
 
@@ -223,16 +233,20 @@ class RecordBook:
         return keys
 
     def compact(self) -> None:
-        """Merge every written record into the index; delete the merged batch files."""
+        """Merge the written records into the open segment; delete the merged batch files."""
         with self._lock:
-            index = dict(self.done)  # pending records too: their blocks are written
-            write_atomic(self.ledger.path("ledger", self.stage, _INDEX), json.dumps(index).encode())
-            self._index_records, self._new_records = len(index), 0
+            # Pending records too: their blocks are written.
+            name = f"{_INDEX}-{self._token}-{self._segments:04d}.json"
+            write_atomic(self.ledger.path("ledger", self.stage, name), json.dumps(self._open).encode())
+            self._index_records, self._new_records = len(self._open), 0
+            if len(self._open) >= self.segment:  # closed: the next records open a new segment
+                self._open, self._index_records = {}, 0
+                self._segments += 1
             merged, self._merged = self._merged, []
             self.ledger._delete(self.stage, merged)
 
     def close(self) -> None:
-        """Write what is pending and compact: the pass's records are one file."""
+        """Write what is pending and compact: the pass's records are in a few segments."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
@@ -247,7 +261,7 @@ def _merge(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, blob in files.items():
         value = json.loads(blob)
-        if name == _INDEX or name.startswith(_BATCH):
+        if name.startswith((_INDEX, _BATCH)):
             out.update(value)
         else:
             out[name[: -len(".json")]] = value

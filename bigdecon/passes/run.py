@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import os
 import statistics
 import time
@@ -42,24 +43,27 @@ WAVE_MIN = 32
 def _run_tasks(
     fn: Callable[[TaskContext, Region], dict[str, float]],
     ctx: TaskContext,
-    regions: list[Region],
+    regions: Sequence[Region],
     stage: str,
     ledger: Ledger,
     client: Any,
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
     watch: Watch | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return all records.
+) -> list[float]:
+    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return the pass's maximum per channel.
 
     ``watch.recorded(keys)`` runs here, in the driver, once regions' records have
     been written to the ledger (not merely added to the pending batch): it
     frees inputs that no unfinished task reads, which is safe only once a
     resumed run can no longer re-run the region. On a cluster the deletions
     (and the scratch samples) run on the watch's background thread, which the
-    end of the pass waits for, failed or not.
+    end of the pass waits for, failed or not. Nothing here is kept per block:
+    the regions are made as they are submitted, and the records only the
+    ledger's open segment holds.
     """
     book = RecordBook(ledger, stage)
+    maxima = [0.0] * ctx.layout.n_channels
 
     def release() -> None:
         if watch is not None:
@@ -69,7 +73,7 @@ def _run_tasks(
         watch.open(background=client is not None)
     failed = True
     try:
-        _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release, watch)
+        _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release, watch, maxima)
         failed = False
     finally:
         try:
@@ -81,7 +85,7 @@ def _run_tasks(
         finally:
             if watch is not None:
                 watch.close(failed)  # every deletion done: none runs after the pass
-    return book.done
+    return maxima
 
 
 # On a cluster, records that free work chunks are written at most this often
@@ -93,7 +97,7 @@ FREE_EVERY_SECONDS = 0.25
 def _run_pass(
     fn: Callable[[TaskContext, Region], dict[str, float]],
     ctx: TaskContext,
-    regions: list[Region],
+    regions: Sequence[Region],
     stage: str,
     book: RecordBook,
     client: Any,
@@ -101,32 +105,47 @@ def _run_pass(
     counter: dict[str, int],
     release: Callable[[], None],
     watch: Watch | None,
+    maxima: list[float],
 ) -> None:
     done = book.done
-    # Keys once per block: the records, the reaper and the future keys all use them.
-    todo = [(r, k) for r, k in ((r, _region_key(r)) for r in regions) if k not in done]
-    counter["done"] += len(regions) - len(todo)
-    counter["resumed"] = counter.get("resumed", 0) + len(regions) - len(todo)
+    layout = ctx.layout
+
+    def channel(region: Region) -> int:
+        return layout.channel_of(tuple(region[a][0] for a in layout.outer))
+
+    n_todo = len(regions)
+    for region in regions if done else ():  # a resumed run: what its records say
+        record = done.get(_region_key(region))
+        if record is not None:
+            n_todo -= 1
+            c = channel(region)
+            maxima[c] = max(maxima[c], record["max"])
+    counter["done"] += len(regions) - n_todo
+    counter["resumed"] = counter.get("resumed", 0) + len(regions) - n_todo
     if progress:
         progress(counter["done"], counter["total"])
+    # Keys once per block: the records, the reaper and the future keys all use them.
+    todo = ((r, k) for r, k in ((r, _region_key(r)) for r in regions) if k not in done)
 
     # Without a cluster a record that frees inputs is written at once (blocks are slow there).
     free_every = 0.0 if client is None else FREE_EVERY_SECONDS
 
-    def finish(key: str, result: dict[str, Any]) -> None:
+    def finish(region: Region, key: str, result: dict[str, Any]) -> None:
         book.add(key, result)
-        if watch is not None and watch.finished(key):
+        c = channel(region)
+        maxima[c] = max(maxima[c], result["max"])
+        if watch is not None and watch.finished(key, region):
             book.flush(after=free_every)  # inputs nobody else reads can go once the records are on disk
         release()
         counter["done"] += 1
         if progress:
             progress(counter["done"], counter["total"])
 
-    if not todo:
+    if not n_todo:
         return
     if client is None:
         for region, key in todo:
-            finish(key, fn(ctx, region))
+            finish(region, key, fn(ctx, region))
         return
     from distributed import as_completed
 
@@ -143,7 +162,7 @@ def _run_pass(
 
     def submit() -> Any:
         nonlocal position
-        batch = todo[position : position + sizer.size(len(todo) - position)]
+        batch = list(itertools.islice(todo, sizer.size(n_todo - position)))
         position += len(batch)
         key = f"bigdecon-{stage}-{batch[0][1]}-x{len(batch)}-{ctx.run_id}"
         # Bound in a partial: Dask would walk the blocks' lists and dicts looking for futures.
@@ -153,7 +172,7 @@ def _run_pass(
         return fut
 
     width = max(WAVE_MIN, WAVE_PER_THREAD * threads)
-    while position < len(todo) and len(in_flight) < width:
+    while position < n_todo and len(in_flight) < width:
         submit()
     finished = as_completed(list(in_flight))
     try:
@@ -166,10 +185,10 @@ def _run_pass(
                 raise ProcessingError(f"{stage} failed on {_blocks(batch)}: {type(exc).__name__}: {exc}") from exc
             results, seconds = fut.result()
             sizer.add(seconds, len(batch))
-            if position < len(todo):
+            if position < n_todo:
                 finished.add(submit())
-            for (_, key), result in zip(batch, results):
-                finish(key, result)
+            for (region, key), result in zip(batch, results):
+                finish(region, key, result)
     finally:
         for other in in_flight:  # a failure, or an interrupted driver: nothing left running
             other.cancel()
@@ -236,13 +255,9 @@ def _blocks(batch: list[tuple[Region, str]]) -> str:
     return f"one of {len(batch)} blocks {batch[0][1]} to {batch[-1][1]}"
 
 
-def _per_channel_max(records: dict[str, dict[str, Any]], regions: list[Region], layout: Layout) -> list[float]:
-    """The maximum of a pass per channel, from its blocks' records."""
-    out = [0.0] * layout.n_channels
-    for region in regions:
-        c = layout.channel_of(tuple(region[a][0] for a in layout.outer))
-        out[c] = max(out[c], records[_region_key(region)]["max"])
-    return out
+def _done_keys(ledger: Ledger, stage: str) -> set[str]:
+    """Blocks of ``stage`` an earlier run recorded (empty on a fresh run)."""
+    return set(ledger.done(stage))
 
 
 def _source_stats(data: Any, layout: Layout, where: str = "the input") -> tuple[list[float], list[float]]:
@@ -635,21 +650,20 @@ def deconvolve(
 
     if pre_tasks:
         _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"))
-        records = _run_tasks(
-            _task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter, scratch.watch(None, [])
+        h_max = _run_tasks(
+            _task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter, scratch.watch(None)
         )
-        ctx = replace(ctx, h_max=_per_channel_max(records, pre_tasks, layout))
+        ctx = replace(ctx, h_max=h_max)
     if sparse_tasks:
         _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"))
-        h_readers = [(r, the_plan.halo(r)) for r in sparse_tasks] if pre_tasks else []
-        watch = scratch.watch(ctx.h if pre_tasks else None, h_readers, list(ledger.done("sparse")))
-        records = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, watch)
-        ctx = replace(ctx, g_max=_per_channel_max(records, sparse_tasks, layout))
+        watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, _done_keys(ledger, "sparse"))
+        g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, watch)
+        ctx = replace(ctx, g_max=g_max)
         scratch.drop(ctx.h)
     final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
     # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
     read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
-    watch = scratch.watch(final_input, [(r, read(r)) for r in final_tasks], list(ledger.done("final")))
+    watch = scratch.watch(final_input, final_tasks, read, _done_keys(ledger, "final"))
     _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, watch)
     scratch.sample(force=True)
     seconds = time.perf_counter() - t0

@@ -18,7 +18,6 @@ collects the finished tasks.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import math
 import os
@@ -27,13 +26,15 @@ import shutil
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 from ..errors import InputError, ProcessingError
 from ..io.paths import filesystem, join, normalize, remove_files
 from ..planner import Plan, Region
-from .tasks import _chunk_ids, _region_key
+from .tasks import _chunk_box, _region_key
 
 __all__ = ["MIN_H_CHUNK", "ChunkReaper", "Scratch", "Sweeper", "folder_bytes", "work_chunks", "work_root"]
 
@@ -180,12 +181,18 @@ def _free(paths: list[str]) -> int:
 class ChunkReaper:
     """Which of a work array's chunks can go: those every task that reads them is done with.
 
+    The readers of each chunk are counted in an array over the chunk grid (4
+    bytes a chunk), filled from the pass's tasks once: the driver keeps no
+    list per task, so its memory does not grow with the number of tasks.
+
     Parameters
     ----------
     path
         The work array (local path or URL).
-    readers
-        ``(task region, region it reads)`` for every task of the pass that reads it.
+    tasks
+        Every task of the pass that reads it (iterated once, or twice on a resume).
+    read
+        The region a task reads (the task grown by its halo).
     done
         Keys of tasks already recorded (a resumed run): the chunks only they read
         are in :attr:`backlog`, for the pass to delete when it starts.
@@ -197,51 +204,66 @@ class ChunkReaper:
     >>> arr = zarr.create_array(path, shape=(4, 8), chunks=(4, 4), dtype="float32", fill_value=0.0)
     >>> arr[:] = 1.0
     >>> a, b = {0: (0, 4), 1: (0, 4)}, {0: (0, 4), 1: (4, 8)}
-    >>> reaper = ChunkReaper(path, [(a, {0: (0, 4), 1: (0, 6)}), (b, b)])
-    >>> reaper.release(a)  # chunk (0, 1) is still needed by b
-    1
-    >>> [p[-5:] for p in reaper.freed(["0-4.4-8"])]  # b's key: the paths a background thread may delete
+    >>> reaper = ChunkReaper(path, [a, b], read=lambda t: {0: t[0], 1: (t[1][0], min(8, t[1][1] + 2))})
+    >>> reaper.finished("0-4.0-4", a), reaper.finished("0-4.4-8", b)  # a leaves chunk (0, 0) unread
+    (True, True)
+    >>> [p[-5:] for p in reaper.freed(["0-4.0-4"])]  # (0, 1) is still needed by b, until b is recorded
+    ['c/0/0']
+    >>> [p[-5:] for p in reaper.freed(["0-4.4-8"])]  # the paths a background thread may delete
     ['c/0/1']
     """
 
-    def __init__(self, path: str, readers: Sequence[tuple[Region, Region]], done: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        path: str,
+        tasks: Iterable[Region],
+        read: Callable[[Region], Region],
+        done: Collection[str] = (),
+    ) -> None:
         import zarr
 
         arr = zarr.open_array(normalize(path)[0], mode="r")
         self.path = normalize(path)[0]
+        self.read = read
         self._encode = arr.metadata.encode_chunk_key
-        self._of: dict[str, list[tuple[int, ...]]] = {}
-        self._count: collections.Counter[tuple[int, ...]] = collections.Counter()
-        for task, read in readers:
-            ids = list(_chunk_ids(read, arr.shape, arr.chunks))
-            self._of[_region_key(task)] = ids
-            self._count.update(ids)
-        self.backlog = self.freed(done)
-        self._unfinished = collections.Counter(self._count)  # readers not yet finished, recorded or not
+        self._shape, self._chunks = tuple(arr.shape), tuple(arr.chunks)
+        grid = tuple(-(-n // c) for n, c in zip(self._shape, self._chunks))
+        self._count = np.zeros(grid, np.int32)  # readers not yet recorded
+        for task in tasks:
+            self._count[_chunk_box(read(task), self._shape, self._chunks)] += 1
+        self._unfinished = self._count.copy()  # readers not yet finished, recorded or not
+        # Tasks finished here, not yet recorded: the chunk boxes they read (a batch's worth).
+        self._boxes: dict[str, tuple[slice, ...]] = {}
+        self.backlog: list[str] = []
+        if done:  # a resumed run: its recorded tasks are finished and recorded
+            for task in tasks:
+                key = _region_key(task)
+                if key in done:
+                    self.finished(key, task)
+                    self.backlog += self.freed([key])
 
-    def finished(self, key: str) -> bool:
-        """Count task ``key`` as finished (its record may still be pending); True when
-        that leaves a chunk with no unfinished reader, so writing the records frees space."""
-        hit = False
-        for c in self._of.get(key, ()):
-            self._unfinished[c] -= 1
-            hit = hit or self._unfinished[c] == 0
-        return hit
+    def finished(self, key: str, task: Region) -> bool:
+        """Count task ``key`` (region ``task``) as finished (its record may still be pending); True
+        when that leaves a chunk with no unfinished reader, so writing the records frees space."""
+        box = _chunk_box(self.read(task), self._shape, self._chunks)
+        self._boxes[key] = box
+        left = self._unfinished[box]  # a view: counted down in place
+        left -= 1
+        return bool((left == 0).any())
 
-    def freed(self, keys: Sequence[str]) -> list[str]:
+    def freed(self, keys: Iterable[str]) -> list[str]:
         """Tasks ``keys`` are recorded done: the paths of the chunks nothing else reads (not deleted)."""
         gone = []
         for key in keys:
-            for c in self._of.pop(key, ()):
-                self._count[c] -= 1
-                if self._count[c] == 0:
-                    del self._count[c]
-                    gone.append(join(self.path, self._encode(c)))
+            box = self._boxes.pop(key, None)
+            if box is None:  # a task that does not read this array
+                continue
+            left = self._count[box]
+            left -= 1
+            for idx in np.argwhere(left == 0):
+                chunk = tuple(int(j) + s.start for j, s in zip(idx, box))
+                gone.append(join(self.path, self._encode(chunk)))
         return gone
-
-    def release(self, task: Region) -> int:
-        """Task ``task`` is recorded done: delete the chunks nothing else reads now; returns how many."""
-        return _free(self.freed([_region_key(task)]))
 
 
 class Watch:
@@ -268,9 +290,9 @@ class Watch:
             backlog, self.reaper.backlog = self.reaper.backlog, []
             self._delete(backlog)
 
-    def finished(self, key: str) -> bool:
-        """True when writing the pending records now would free a chunk."""
-        return self.reaper is not None and self.reaper.finished(key)
+    def finished(self, key: str, task: Region) -> bool:
+        """Task ``key`` (region ``task``) returned: True when writing the pending records now would free a chunk."""
+        return self.reaper is not None and self.reaper.finished(key, task)
 
     def recorded(self, keys: Sequence[str]) -> None:
         """Tasks ``keys`` are recorded on disk: sample the folders, then free what nothing unfinished reads."""
@@ -437,9 +459,16 @@ class Scratch:
             self.peak = max(self.peak, size)
             return self.peak
 
-    def watch(self, path: str | None, readers: Sequence[tuple[Region, Region]], done: Sequence[str] = ()) -> Watch:
-        """What the driver tells about a pass's tasks: finished, then recorded (sample, free)."""
-        return Watch(self, ChunkReaper(path, readers, done) if path is not None else None)
+    def watch(
+        self,
+        path: str | None,
+        tasks: Iterable[Region] = (),
+        read: Callable[[Region], Region] = lambda region: region,
+        done: Collection[str] = (),
+    ) -> Watch:
+        """What the driver tells about a pass's tasks (reading ``read(task)`` of ``path``): finished,
+        then recorded (sample, free)."""
+        return Watch(self, ChunkReaper(path, tasks, read, done) if path is not None else None)
 
     def drop(self, path: str) -> None:
         """Delete a whole work array that no later pass reads."""

@@ -187,13 +187,18 @@ def _open_work(path: str, token: str) -> Any:
     return zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": True})
 
 
-def _chunk_ids(region: Region, shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
-    """Grid indices of the chunks a region touches."""
-    spans = []
+def _chunk_box(region: Region, shape: Sequence[int], chunks: Sequence[int]) -> tuple[slice, ...]:
+    """The slice of the chunk grid a region touches."""
+    box = []
     for i, (n, c) in enumerate(zip(shape, chunks)):
         a, b = region.get(i, (0, n))
-        spans.append(range(a // c, -(-b // c)))
-    return itertools.product(*spans)
+        box.append(slice(a // c, -(-b // c)))
+    return tuple(box)
+
+
+def _chunk_ids(region: Region, shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
+    """Grid indices of the chunks a region touches."""
+    return itertools.product(*(range(s.start, s.stop) for s in _chunk_box(region, shape, chunks)))
 
 
 def _chunk_paths(path: str, region: Region, token: str, keep: Callable[[Region], bool] | None = None) -> list[str]:
