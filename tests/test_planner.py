@@ -157,3 +157,24 @@ def test_a_run_with_the_default_blocks_equals_the_whole_array(tmp_path):
     out = open_image(info["output"]).data.compute()
     whole = bigdecon.sparse_deconvolve(data, fwhm=3, sparse_iters=30)
     assert np.abs(out - whole).max() <= 1e-3 * np.abs(whole).max()
+
+
+def test_the_tasks_of_a_terabyte_plan_are_made_as_they_are_asked_for():
+    """100x2x500x2048x2048 tczyx (1.6 TB as float32): ~10^5 step-4 blocks, held as per-axis spans
+    (a list of region dicts would cost the driver ~300 bytes a block), and indexable like a list."""
+    import itertools
+    import pickle
+
+    layout = Layout(("t", "c", "z", "y", "x"), (100, 2, 500, 2048, 2048))
+    plan = make_plan(layout, Params(fwhm=(3.0, 3.0)), min_tasks=64)
+    tasks = plan.sparse_tasks()
+    assert len(tasks) > 50_000
+    assert len(pickle.dumps(tasks)) < 20_000
+    head = list(itertools.islice(tasks, 1000))
+    assert head == tasks[:1000] and tasks[-1] == list(tasks)[-1] and tasks[-len(tasks)] == head[0]
+    assert len({tuple(sorted(r.items())) for r in head}) == 1000
+    # Every voxel in exactly one block: the block volumes add up to the data set's.
+    total = sum(math.prod(b - a for a, b in r.values()) for r in tasks)
+    assert total == math.prod(layout.shape)
+    with pytest.raises(IndexError):
+        tasks[len(tasks)]

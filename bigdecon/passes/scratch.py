@@ -205,7 +205,7 @@ class ChunkReaper:
     >>> arr[:] = 1.0
     >>> a, b = {0: (0, 4), 1: (0, 4)}, {0: (0, 4), 1: (4, 8)}
     >>> reaper = ChunkReaper(path, [a, b], read=lambda t: {0: t[0], 1: (t[1][0], min(8, t[1][1] + 2))})
-    >>> reaper.finished("0-4.0-4", a), reaper.finished("0-4.4-8", b)  # a leaves chunk (0, 0) unread
+    >>> reaper.finished("0-4.0-4", a), reaper.finished("0-4.4-8", b)  # each leaves a chunk with no reader to come
     (True, True)
     >>> [p[-5:] for p in reaper.freed(["0-4.0-4"])]  # (0, 1) is still needed by b, until b is recorded
     ['c/0/0']
