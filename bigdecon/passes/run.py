@@ -44,14 +44,13 @@ def _run_tasks(
     fn: Callable[[TaskContext, Region], dict[str, float]],
     ctx: TaskContext,
     regions: Sequence[Region],
-    stage: str,
-    ledger: Ledger,
+    book: RecordBook,
     client: Any,
     progress: Callable[[int, int], None] | None,
     counter: dict[str, int],
     watch: Watch | None = None,
 ) -> list[float]:
-    """Run ``fn(ctx, region)`` for every region not yet in the ledger; return the pass's maximum per channel.
+    """Run ``fn(ctx, region)`` for every region not in ``book.done``; return the pass's maximum per channel.
 
     ``watch.recorded(keys)`` runs here, in the driver, once regions' records have
     been written to the ledger (not merely added to the pending batch): it
@@ -62,7 +61,6 @@ def _run_tasks(
     the regions are made as they are submitted, and the records only the
     ledger's open segment holds.
     """
-    book = RecordBook(ledger, stage)
     maxima = [0.0] * ctx.layout.n_channels
 
     def release() -> None:
@@ -73,7 +71,7 @@ def _run_tasks(
         watch.open(background=client is not None)
     failed = True
     try:
-        _run_pass(fn, ctx, regions, stage, book, client, progress, counter, release, watch, maxima)
+        _run_pass(fn, ctx, regions, book, client, progress, counter, release, watch, maxima)
         failed = False
     finally:
         try:
@@ -98,7 +96,6 @@ def _run_pass(
     fn: Callable[[TaskContext, Region], dict[str, float]],
     ctx: TaskContext,
     regions: Sequence[Region],
-    stage: str,
     book: RecordBook,
     client: Any,
     progress: Callable[[int, int], None] | None,
@@ -107,7 +104,7 @@ def _run_pass(
     watch: Watch | None,
     maxima: list[float],
 ) -> None:
-    done = book.done
+    done, stage = book.done, book.stage
     layout = ctx.layout
 
     def channel(region: Region) -> int:
@@ -253,11 +250,6 @@ def _blocks(batch: list[tuple[Region, str]]) -> str:
     if len(batch) == 1:
         return f"block {batch[0][1]}"
     return f"one of {len(batch)} blocks {batch[0][1]} to {batch[-1][1]}"
-
-
-def _done_keys(ledger: Ledger, stage: str) -> set[str]:
-    """Blocks of ``stage`` an earlier run recorded (empty on a fresh run)."""
-    return set(ledger.done(stage))
 
 
 def _source_stats(data: Any, layout: Layout, where: str = "the input") -> tuple[list[float], list[float]]:
@@ -650,21 +642,23 @@ def deconvolve(
 
     if pre_tasks:
         _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"))
-        h_max = _run_tasks(
-            _task_preprocess, ctx, pre_tasks, "preprocess", ledger, client, progress, counter, scratch.watch(None)
-        )
+        book = RecordBook(ledger, "preprocess")
+        h_max = _run_tasks(_task_preprocess, ctx, pre_tasks, book, client, progress, counter, scratch.watch(None))
         ctx = replace(ctx, h_max=h_max)
     if sparse_tasks:
         _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"))
-        watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, _done_keys(ledger, "sparse"))
-        g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, "sparse", ledger, client, progress, counter, watch)
+        # One read of the pass's records, an earlier run's: for the book and for the reaper.
+        book = RecordBook(ledger, "sparse")
+        watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, book.done)
+        g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, book, client, progress, counter, watch)
         ctx = replace(ctx, g_max=g_max)
         scratch.drop(ctx.h)
     final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
     # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
     read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
-    watch = scratch.watch(final_input, final_tasks, read, _done_keys(ledger, "final"))
-    _run_tasks(_task_final, ctx, final_tasks, "final", ledger, client, progress, counter, watch)
+    book = RecordBook(ledger, "final")
+    watch = scratch.watch(final_input, final_tasks, read, book.done)
+    _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
     scratch.sample(force=True)
     seconds = time.perf_counter() - t0
     attrs = {
