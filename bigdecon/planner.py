@@ -119,11 +119,11 @@ class Blocks(Sequence[Region]):
         if not -n <= index < n:
             raise IndexError(f"block {index} of {n}")
         index %= n
-        region: Region = {}
-        for ax, spans in zip(reversed(self.axes), reversed(self.spans)):
+        picks = []
+        for spans in reversed(self.spans):  # the last axis varies fastest
             index, j = divmod(index, len(spans))
-            region[ax] = spans[j]
-        return dict(sorted(region.items(), key=lambda item: self.axes.index(item[0])))
+            picks.append(spans[j])
+        return dict(zip(self.axes, reversed(picks)))
 
 
 # Bytes of working memory per voxel of a block, measured by benchmarks/bench_solvers.py
@@ -179,10 +179,6 @@ class Layout:
     @property
     def n_planes(self) -> int:
         return 1 if self.k is None else self.shape[self.k]
-
-    def outer_indices(self) -> Iterator[tuple[int, ...]]:
-        """Every index over the outer axes: one independent problem each."""
-        return itertools.product(*(range(self.shape[i]) for i in self.outer))
 
     def channel_of(self, outer_index: tuple[int, ...]) -> int:
         """The channel an outer index belongs to (0 without a c axis)."""
@@ -251,8 +247,8 @@ class Plan:
         """Whole-plane tasks of ``plane_group`` planes (steps 1-3); whole volumes on request."""
         lay = self.layout
         group = lay.n_planes if whole_volumes else self.plane_group
-        spans = [] if lay.k is None else [_spans(lay.n_planes, group)]
-        return self._tasks(spans, [(0, self.out_shape[lay.y])], [(0, self.out_shape[lay.x])])
+        kspans = None if lay.k is None else _spans(lay.n_planes, group)
+        return self._tasks(kspans, [(0, self.out_shape[lay.y])], [(0, self.out_shape[lay.x])])
 
     def final_tasks(self) -> Blocks:
         """Tasks of steps 5-6: whole planes, or ``deconv_block`` blocks for a 3-D PSF."""
@@ -266,16 +262,20 @@ class Plan:
 
     def _block_tasks(self, block: dict[str, int]) -> Blocks:
         lay = self.layout
-        kspans = [] if lay.k is None else [_spans(lay.n_planes, block["k"])]
+        kspans = None if lay.k is None else _spans(lay.n_planes, block["k"])
         return self._tasks(kspans, _spans(self.out_shape[lay.y], block["y"]), _spans(self.out_shape[lay.x], block["x"]))
 
     def _tasks(
-        self, kspans: list[list[tuple[int, int]]], yspans: list[tuple[int, int]], xspans: list[tuple[int, int]]
+        self, kspans: list[tuple[int, int]] | None, yspans: list[tuple[int, int]], xspans: list[tuple[int, int]]
     ) -> Blocks:
+        """Every outer index (one plane each) x ``kspans`` (none without a k axis) x ``yspans`` x ``xspans``."""
         lay = self.layout
-        outer = [tuple((i, i + 1) for i in range(lay.shape[ax])) for ax in lay.outer]
-        axes = (*lay.outer, *([lay.k] if kspans else []), lay.y, lay.x)
-        return Blocks(axes, (*outer, *(tuple(s) for s in kspans), tuple(yspans), tuple(xspans)))
+        axes = [*lay.outer, lay.y, lay.x]
+        spans = [tuple((i, i + 1) for i in range(lay.shape[ax])) for ax in lay.outer] + [tuple(yspans), tuple(xspans)]
+        if kspans is not None and lay.k is not None:
+            axes.insert(len(lay.outer), lay.k)
+            spans.insert(len(lay.outer), tuple(kspans))
+        return Blocks(tuple(axes), tuple(spans))
 
     def halo(self, region: Region) -> Region:
         """The region grown by the step-4 halo, clipped at the data set's faces."""
