@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProcessingError
-from ..io.paths import filesystem, join, normalize, read_bytes, write_atomic
+from ..io.paths import filesystem, join, normalize, read_bytes, remove_files, write_atomic
 
 __all__ = ["Ledger", "RecordBook", "load_array"]
 
@@ -90,15 +90,7 @@ class Ledger:
         return {p.rsplit("/", 1)[-1]: b for p, b in blobs.items()}
 
     def _delete(self, stage: str, names: list[str]) -> None:
-        paths = [self.path("ledger", stage, n) for n in names]
-        if self.local:
-            for p in paths:
-                try:
-                    os.remove(p)
-                except FileNotFoundError:
-                    pass
-        elif paths:
-            self.fs.rm(paths)
+        remove_files([self.path("ledger", stage, n) for n in names])
 
     def get(self, key: str) -> dict[str, Any] | None:
         """A stored value (the run's statistics), or None."""
