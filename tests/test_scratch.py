@@ -35,12 +35,15 @@ class Interrupted(Exception):
     """Raised from a progress callback: the run stops right after a record, as a kill would."""
 
 
+def filament_store(folder, shape, seed, chunks) -> str:
+    """A uint16 tyx OME-Zarr of drifting filaments in ``folder``."""
+    data = filaments(shape, seed=seed)[0]
+    return write_input(str(folder / "in.zarr"), np.clip(data, 0, 65535).astype(np.uint16), "tyx", chunks)
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    data = filaments((8, 96, 96), seed=3)[0]
-    path = tmp_path_factory.mktemp("src") / "in.zarr"
-    write_input(str(path), np.clip(data, 0, 65535).astype(np.uint16), "tyx", (4, 48, 48))
-    return str(path)
+    return filament_store(tmp_path_factory.mktemp("src"), (8, 96, 96), 3, (4, 48, 48))
 
 
 @pytest.fixture(scope="module")
@@ -341,10 +344,7 @@ WIDE_CHUNKS = {"t": 16, "y": 64, "x": 128}
 
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory):
-    data = filaments((16, 128, 128), seed=5)[0]
-    path = tmp_path_factory.mktemp("wide") / "in.zarr"
-    write_input(str(path), np.clip(data, 0, 65535).astype(np.uint16), "tyx", (8, 64, 64))
-    return str(path)
+    return filament_store(tmp_path_factory.mktemp("wide"), (16, 128, 128), 5, (8, 64, 64))
 
 
 def test_a_block_frees_the_h_it_alone_reads_and_a_rerun_computes_it_again(wide, tmp_path):
