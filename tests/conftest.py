@@ -20,6 +20,9 @@ import pytest
 # BIGDECON_REFERENCE points the tests at another folder of the same files.
 REFERENCE = Path(os.environ.get("BIGDECON_REFERENCE", Path(__file__).resolve().parent / "data" / "reference"))
 SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# Small real microscope images (../shared/realdata, see its README): CI has shared/ beside the clone.
+# BIGDECON_REALDATA points the tests at another folder of the same files.
+REALDATA = Path(os.environ.get("BIGDECON_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +35,14 @@ def reference():
         return np.load(REFERENCE / f"{name}.npy")
 
     return load
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The folder of real images (``realdata / "cells3d_nuclei" / "nuclei.tif"``)."""
+    if not REALDATA.is_dir():
+        pytest.fail(f"real images not found at {REALDATA} (set BIGDECON_REALDATA)")
+    return REALDATA
 
 
 def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0, noise=True):
