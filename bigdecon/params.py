@@ -37,6 +37,7 @@ __all__ = [
     "parse_psf_files",
     "parse_psf_size",
     "parse_timepoints",
+    "parse_voxel_size",
     "resolve_deconv_iters",
 ]
 
@@ -420,6 +421,72 @@ def check_psf_size(name: str, value: Any, unit: str = "pixels") -> tuple[float, 
     return tuple(floats * 2 if len(floats) == 1 else floats)
 
 
+# Length units a voxel size may be given in, in micrometres.
+LENGTH_UNITS: dict[str, float] = {
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "um": 1.0,
+    "µm": 1.0,
+    "μm": 1.0,
+    "micron": 1.0,
+    "micrometer": 1.0,
+    "mm": 1e3,
+    "millimeter": 1e3,
+}
+
+
+def parse_voxel_size(name: str) -> Callable[[Any], list[float]]:
+    """The parser of a voxel size option: ``[Z,]Y,X`` in micrometres, or with a unit (``300,100,100nm``).
+
+    Returns 2 (y, x) or 3 (z, y, x) sizes in micrometres; one value is y and x.
+
+    Examples
+    --------
+    >>> parse_voxel_size("voxel_size")("0.3,0.1,0.1"), parse_voxel_size("voxel_size")("300, 65 nm")
+    ([0.3, 0.1, 0.1], [0.3, 0.065])
+    >>> parse_voxel_size("voxel_size")([0.2, 0.1])
+    [0.2, 0.1]
+    """
+
+    def conv(v: Any) -> list[float]:
+        factor = 1.0
+        if isinstance(v, str):
+            m = re.fullmatch(r"\s*(.*?)\s*([a-zA-Zµμ]+)?\s*", v)
+            assert m is not None  # the pattern matches every string
+            v, unit = m.group(1), m.group(2)
+            if unit:
+                if unit.lower() not in LENGTH_UNITS and unit not in LENGTH_UNITS:
+                    raise InputError(f"{name}: unknown unit {unit!r} (use nm, um or mm; default micrometres)")
+                factor = LENGTH_UNITS.get(unit, LENGTH_UNITS.get(unit.lower(), 1.0))
+        values = _floats(name)(v)
+        if len(values) not in (1, 2, 3) or any(not (math.isfinite(x) and x > 0) for x in values):
+            raise InputError(f"{name} takes [Z,]Y,X: 1 to 3 sizes > 0 (micrometres unless a unit is given), got {v!r}")
+        values = values * 2 if len(values) == 1 else values
+        return [round(x * factor, 12) for x in values]
+
+    return conv
+
+
+def _axes_option(v: Any) -> str:
+    """``tyx``, ``zyx``, ``tczyx``...: the letters t, c, z, y, x, each at most once, with y and x."""
+    text = "".join(str(v).split()).lower()
+    if not text or any(a not in "tczyx" for a in text) or len(set(text)) != len(text):
+        raise InputError(f"axes must be letters of tczyx, each at most once (e.g. tyx or zyx), got {v!r}")
+    if "y" not in text or "x" not in text:
+        raise InputError(f"axes {text} lack y and x: an image needs both")
+    return text
+
+
+def _offset(v: Any) -> float | str:
+    """A camera offset in counts (>= 0), or ``auto``."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    value = _float("offset")(v)
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"offset must be a number of counts >= 0 or auto, got {v!r}")
+    return value
+
+
 # --------------------------------------------------------------------------- range checks
 
 
@@ -485,7 +552,7 @@ class Parameter:
     default: Any
     convert: Callable[[Any], Any]
     help: str
-    group: str  # "psf", "method", "selection", "output", "general", "cluster"
+    group: str  # "psf", "input", "method", "selection", "output", "general", "cluster"
     metavar: str | None = None
     check: Callable[[str, Any], None] | None = None
     method: bool = False  # a keyword of sparse_deconvolve / deconvolve's method parameters
@@ -620,6 +687,57 @@ PARAMETERS: dict[str, Parameter] = {
             "WL",
             _number_range(positive=True),
             commands=_SUGGEST,
+        ),
+        Parameter(
+            "psf_voxel_size",
+            None,
+            parse_voxel_size("psf_voxel_size"),
+            "voxel size of the --psf file, [Z,]Y,X in micrometres (or with a unit: 100,65,65nm); "
+            "default: its metadata, else the data's",
+            "psf",
+            "[Z,]Y,X",
+            commands=(*_SUGGEST, "psf"),
+        ),
+        Parameter(
+            "psf_as_is",
+            False,
+            _flag("psf_as_is"),
+            "use the --psf file as it is: no pedestal or hot-pixel removal, centring, resampling to the "
+            "data's voxel size or cropping (for a PSF prepared elsewhere; it is still normalised to sum 1)",
+            "psf",
+            commands=(*_SUGGEST, "psf"),
+            form="switch",
+        ),
+        # What the input's metadata lacks or gets wrong.
+        Parameter(
+            "voxel_size",
+            None,
+            parse_voxel_size("voxel_size"),
+            "voxel size of the input, [Z,]Y,X in micrometres (or with a unit: 300,100,100nm); overrides "
+            "the metadata (needed by --resolution and --na/--wavelength)",
+            "input",
+            "[Z,]Y,X",
+            commands=(*_SUGGEST, "psf"),
+        ),
+        Parameter(
+            "axes",
+            None,
+            _axes_option,
+            "the input's axes, e.g. tyx for a time-lapse TIFF that would be read as a z stack, or tczyx "
+            "(default: from the metadata; a bare TIFF's leading axis is z)",
+            "input",
+            "AXES",
+            commands=_SUGGEST,
+        ),
+        Parameter(
+            "offset",
+            0.0,
+            _offset,
+            "camera offset in counts, subtracted from the input before anything else (clipped at 0): "
+            "Richardson-Lucy assumes offset-free counts. auto: estimated from the data's dark level "
+            "(default {default:g})",
+            "input",
+            "VALUE|auto",
         ),
         # The published parameters (names and defaults as in the published code).
         Parameter(

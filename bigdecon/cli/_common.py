@@ -96,53 +96,31 @@ def run_sizing(client: Any, resolved: dict[str, Any], output: str, device: str) 
 
 
 def load_psf(path: str) -> Any:
-    """A measured PSF from a ``.npy`` or ``.tif`` file, local or a URL, as float32 (2-D or 3-D)."""
-    import io
+    """A measured PSF from a ``.npy`` or ``.tif`` file, local or a URL, in its stored dtype (2-D or 3-D)."""
+    from ..io.psf_file import read_psf
 
-    import numpy as np
-
-    from ..io.paths import is_url
-
-    lower = path.lower()
-    if not lower.endswith((".npy", ".tif", ".tiff")):
-        raise InputError(f"PSF file must be .npy or .tif, got {path}")
-    try:
-        if is_url(path):  # e.g. s3://bucket/psf.tif, beside the data a cluster reads
-            import fsspec
-
-            with fsspec.open(path, "rb") as fh:
-                raw: Any = io.BytesIO(fh.read())
-        elif os.path.isfile(path):
-            raw = path
-        else:
-            raise InputError(f"PSF file not found: {path}")
-        if lower.endswith(".npy"):
-            psf = np.load(raw, allow_pickle=False)
-        else:
-            import tifffile
-
-            psf = tifffile.imread(raw)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise InputError(f"cannot read PSF file {path}: {one_line(exc)}") from None
-    psf = np.squeeze(np.asarray(psf))
-    if psf.dtype.kind not in "iuf":
-        raise InputError(f"PSF file {path} must hold real numbers, got dtype {psf.dtype}")
-    if psf.ndim not in (2, 3):
-        raise InputError(f"PSF file {path} must hold a 2-D or 3-D PSF, got shape {psf.shape}")
-    psf = psf.astype(np.float32)
-    if not np.isfinite(psf).all():
-        raise InputError(f"PSF file {path} contains NaN or infinite values")
-    return psf
+    return read_psf(path)[0]
 
 
 def pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``plan``/``deconvolve``, measured PSFs read from their files."""
+    """The keyword arguments of ``plan``/``deconvolve``, measured PSFs read from their files.
+
+    A PSF file's voxel size (ImageJ or OME metadata) becomes ``psf_voxel_size``
+    unless ``--psf-voxel-size`` gives it.
+    """
+    from ..io.psf_file import read_psf
+
     kwargs = method_kwargs(resolved)
     psf = resolved.get("psf")
-    if psf:
-        kwargs["psf"] = {c: load_psf(f) for c, f in psf.items()} if isinstance(psf, dict) else load_psf(psf)
+    if not psf:
+        return kwargs
+    files = psf if isinstance(psf, dict) else {None: psf}
+    arrays, sizes = {}, {}
+    for c, f in files.items():
+        arrays[c], sizes[c] = read_psf(f)
+    kwargs["psf"] = arrays if isinstance(psf, dict) else arrays[None]
+    if resolved.get("psf_voxel_size") is None and any(v is not None for v in sizes.values()):
+        kwargs["psf_voxel_size"] = sizes if isinstance(psf, dict) else sizes[None]
     return kwargs
 
 

@@ -31,12 +31,12 @@ def info_command(args: argparse.Namespace) -> int:
     import bigdecon
 
     from ..cluster import expected_threads
-    from ..io import open_image
+    from ..io import open_image, voxel_origin, with_overrides
     from ..progress import format_bytes
 
     resolved = resolve_options(args, cluster=False)
     quiet_dask(args, resolved["debug"])
-    src = open_image(args.path)
+    src = with_overrides(open_image(args.path), resolved.get("axes"), resolved.get("voxel_size"))
     fmt = f"OME-Zarr (NGFF {src.ngff_version})" if src.ngff_version else "TIFF"
     # The chunks on disk (the Dask array may group several into one read).
     stored = [int(c) for c in getattr(src, "stored_chunks", None) or [c[0] for c in src.data.chunks]]
@@ -45,8 +45,11 @@ def info_command(args: argparse.Namespace) -> int:
         if ax == "c":
             continue
         unit = src.units.get(ax)
+        origin = voxel_origin(src, ax)
         sizes.append(
-            f"{ax} {src.scale.get(ax, 1.0):g} {unit}" if unit else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
+            f"{ax} {src.scale.get(ax, 1.0):g} {unit} ({'--voxel-size' if origin == 'option' else 'metadata'})"
+            if unit
+            else f"{ax} unknown (assumed 1 pixel{'; give --voxel-size' if ax in 'zyx' else ''})"
         )
     say(
         f"{src.path or args.path}",
@@ -108,6 +111,7 @@ def info_command(args: argparse.Namespace) -> int:
         f"  final step:       {step5[deconv_type]}"
         + (f", {deconv_iters} iteration{'s' if deconv_iters != 1 else ''}" if deconv_type and deconv_iters else "")
     )
+    _say_psf_and_offset(plan, resolved)
     for described in plan.get("optics_psf") or []:
         where = f"channel {described['channel']}: " if len(plan["optics_psf"]) > 1 else ""
         say(
@@ -129,3 +133,26 @@ def info_command(args: argparse.Namespace) -> int:
             + (" (from --resolution and the pixel size)" if "resolution" in kwargs else "")
         )
     return 0
+
+
+def _say_psf_and_offset(plan: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """The measured PSF as prepared for the data, and the camera offset."""
+    for report in plan.get("psf_preparation") or []:
+        where = f"channel {report['channel']}: " if len(plan["psf_preparation"]) > 1 else ""
+        if report.get("as_is"):
+            say(f"  PSF:              {where}measured, as is (--psf-as-is), shape {shape_text(report['shape'])}")
+            continue
+        voxel = report.get("psf_voxel_size")
+        say(
+            f"  PSF:              {where}measured {shape_text(report['shape_in'])}"
+            + (f" at {fmt_size(voxel)} µm" if voxel else "")
+            + f" -> prepared {shape_text(report['shape'])} (pedestal {fmt_number(report['pedestal'])}, "
+            f"{report['hot_pixels']} hot pixels, shift {', '.join(fmt_number(v) for v in report['shift_px'])} px, "
+            f"resampled x{', '.join(fmt_number(round(v, 3)) for v in report['resample'])}, "
+            f"{100 * report['energy']:g} % of its light)"
+        )
+    offset = plan.get("offset")
+    if offset == "auto":
+        say("  camera offset:    auto (estimated from the data's dark level when the run starts)")
+    elif offset:
+        say(f"  camera offset:    {fmt_number(offset)} counts subtracted first")

@@ -63,6 +63,11 @@ PIPELINE_KEYS = (
     "timepoints",
     "chunks",
     "depth",
+    "psf_voxel_size",
+    "psf_as_is",
+    "voxel_size",
+    "axes",
+    "offset",
 )
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")
@@ -75,6 +80,7 @@ _GROUPS = {
         "follow). Per channel, give C=VALUES with the input's channel numbers: --fwhm 0=3 1=4.2,4.2, "
         "--psf 0=a.tif 1=b.npy (every processed channel needs one).",
     ),
+    "input": ("input (what its metadata lacks or gets wrong)", None),
     "method": ("sparse deconvolution (Zhao et al. 2022; published names and defaults)", None),
     "selection": ("data selection and chunking", None),
     "output": ("output", None),
@@ -189,7 +195,7 @@ def add_run_options(parser: argparse.ArgumentParser, command: str = "run") -> No
     can fill in what the command line leaves out; :func:`resolve_options`
     converts and checks them.
     """
-    _add_groups(parser, command, ("psf", "method", "selection", "output", "general"))
+    _add_groups(parser, command, ("psf", "input", "method", "selection", "output", "general"))
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, command: str = "run") -> None:

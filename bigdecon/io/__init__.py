@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bigdecon.errors import InputError
-from bigdecon.io._meta import ImageSource
+from bigdecon.io._meta import ImageSource, voxel_origin, voxel_size_um, with_overrides
 from bigdecon.io.omezarr import (
     OmeZarrWriter,
     aligned_chunks,
@@ -32,6 +32,9 @@ __all__ = [
     "check_output_path",
     "open_image",
     "read_region",
+    "voxel_origin",
+    "voxel_size_um",
+    "with_overrides",
     "write_block",
     "write_dask",
     "write_image",

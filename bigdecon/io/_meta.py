@@ -21,6 +21,9 @@ __all__ = [
     "AXIS_TYPES",
     "ImageSource",
     "check_axes",
+    "voxel_size_um",
+    "voxel_origin",
+    "with_overrides",
     "normalize_unit",
     "parse_image_attrs",
     "multiscales_metadata",
@@ -174,6 +177,8 @@ class ImageSource:
     level: tuple = ()
     stored_chunks: tuple = ()
     array: Any = None
+    #: Axes whose pixel size an option gave (``--voxel-size``), not the metadata.
+    given_sizes: tuple[str, ...] = ()
 
     def read_chunks(self, target: int) -> da.Array:
         """:attr:`data` read in Dask chunks of at most about ``target`` bytes (whole stored chunks).
@@ -457,3 +462,105 @@ def display_window(values: np.ndarray, low: float = 0.1, high: float = 99.9) -> 
 def _finite(v: float) -> float:
     # JSON has no inf/nan; NGFF readers choke on them.
     return v if math.isfinite(v) else 0.0
+
+
+# Length units of NGFF metadata, in micrometres.
+_UM_PER_UNIT = {
+    "angstrom": 1e-4,
+    "picometer": 1e-6,
+    "nanometer": 1e-3,
+    "micrometer": 1.0,
+    "millimeter": 1e3,
+    "centimeter": 1e4,
+    "meter": 1e6,
+}
+
+
+def voxel_size_um(src: ImageSource, axes: Sequence[str] = ("z", "y", "x")) -> list[float] | None:
+    """The voxel sizes along ``axes`` in micrometres; ``None`` when one of them is unknown (no length unit).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> src = ImageSource(da.zeros((4, 8, 8)), ("z", "y", "x"), {"z": 300.0, "y": 100.0, "x": 100.0},
+    ...                   {"z": "nanometer", "y": "nanometer", "x": "nanometer"}, {})
+    >>> voxel_size_um(src), voxel_size_um(src, ("t", "y", "x"))
+    ([0.3, 0.1, 0.1], None)
+    """
+    out = []
+    for a in axes:
+        factor = _UM_PER_UNIT.get(src.units.get(a, ""))
+        if a not in src.axes or factor is None:
+            return None
+        out.append(round(float(src.scale[a]) * factor, 12))
+    return out
+
+
+def voxel_origin(src: ImageSource, axis: str) -> str:
+    """Where the pixel size along ``axis`` came from: ``option``, ``metadata`` or ``unknown``."""
+    if axis in src.given_sizes:
+        return "option"
+    return "metadata" if axis in src.units else "unknown"
+
+
+def with_overrides(
+    src: ImageSource, axes: str | Sequence[str] | None = None, voxel_size: Sequence[float] | None = None
+) -> ImageSource:
+    """``src`` with the axes and voxel sizes an option states instead of (or where there is no) metadata.
+
+    Parameters
+    ----------
+    src
+        An opened input.
+    axes
+        New names of its axes, as many as it has (e.g. ``"tyx"`` for a bare
+        TIFF time-lapse read as ``zyx``).
+    voxel_size
+        ``(y, x)`` or ``(z, y, x)`` in micrometres; the other spatial axes are
+        converted to micrometres too, so that all share one unit.
+
+    Raises
+    ------
+    InputError
+        Axes that do not fit the data, or a z size for data without a z axis.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> src = ImageSource(da.zeros((5, 8, 8)), ("z", "y", "x"), {"z": 1.0, "y": 1.0, "x": 1.0}, {}, {})
+    >>> out = with_overrides(src, "tyx", (0.26, 0.26))
+    >>> out.axes, out.scale, voxel_origin(out, "y")
+    (('t', 'y', 'x'), {'t': 1.0, 'y': 0.26, 'x': 0.26}, 'option')
+    """
+    import dataclasses
+
+    if axes is not None:
+        names = check_axes(list(axes), src.path)
+        if len(names) != len(src.axes):
+            raise InputError(
+                f"axes {''.join(names)} name {len(names)} axes, but {src.path or 'the input'} has "
+                f"{len(src.axes)} (shape {'x'.join(map(str, src.shape))})"
+            )
+        rename = dict(zip(src.axes, names))
+        src = dataclasses.replace(
+            src,
+            axes=names,
+            scale={rename[a]: v for a, v in src.scale.items() if a in rename},
+            units={rename[a]: v for a, v in src.units.items() if a in rename},
+            translation={rename[a]: v for a, v in src.translation.items() if a in rename},
+            given_sizes=(),
+        )
+    if voxel_size is None:
+        return src
+    sizes = [float(v) for v in voxel_size]
+    names = ("z", "y", "x")[3 - len(sizes) :]
+    if "z" in names and "z" not in src.axes:
+        raise InputError(f"voxel size {list(voxel_size)} gives z, but the input has no z axis ({''.join(src.axes)})")
+    scale, units = dict(src.scale), dict(src.units)
+    for a in ("z", "y", "x"):  # the metadata's other lengths, in micrometres too
+        factor = _UM_PER_UNIT.get(units.get(a, ""))
+        if a in scale and factor is not None:
+            scale[a], units[a] = scale[a] * factor, "micrometer"
+    for a, v in zip(names, sizes):
+        scale[a], units[a] = v, "micrometer"
+    return dataclasses.replace(src, scale=scale, units=units, given_sizes=tuple(names))

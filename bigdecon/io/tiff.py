@@ -17,7 +17,7 @@ from dask.base import tokenize
 from bigdecon.errors import BigdeconNotice, InputError
 from bigdecon.io._meta import ImageSource, check_axes, normalize_unit, task_chunks
 
-__all__ = ["open_tiff", "is_tiff"]
+__all__ = ["open_tiff", "is_tiff", "read_tiff_with_sizes"]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _LETTERS = {"T": "t", "C": "c", "Z": "z", "Y": "y", "X": "x"}
@@ -226,3 +226,29 @@ def _imagej_physical(ij: dict, tags: dict, axes: tuple[str, ...], scale: dict, u
     if "t" in axes and ij.get("finterval"):
         scale["t"] = float(ij["finterval"])
         units["t"] = normalize_unit(ij.get("tunit")) or "second"
+
+
+def read_tiff_with_sizes(source: Any) -> tuple[np.ndarray, dict[str, float], dict[str, str], tuple[str, ...]]:
+    """Series 0 of a small TIFF read whole (a PSF), with its pixel sizes, units and axes.
+
+    ``source`` is a path or a file-like object. Sizes are 1.0 and units
+    missing where the metadata has none (see :func:`open_tiff`).
+    """
+    with tifffile.TiffFile(source) as tif:
+        series = tif.series[0]
+        raw_axes = series.axes.replace("S", "C") if "S" in series.axes else series.axes
+        ome_xml = tif.ome_metadata if tif.is_ome else None
+        ij = tif.imagej_metadata if tif.is_imagej else None
+        tags = {t.name: t.value for t in series.pages[0].tags.values()} if series.pages else {}
+        data = series.asarray()
+    axes = _map_axes(raw_axes, ij, str(getattr(source, "name", source)))
+    scale = {a: 1.0 for a in axes}
+    units: dict[str, str] = {}
+    if ome_xml:
+        _ome_physical(ome_xml, axes, scale, units, [])
+    elif ij is not None:
+        _imagej_physical(ij, tags, axes, scale, units)
+    elif tags.get("ResolutionUnit") == 3:
+        _resolution(tags, scale, factor=1e4)
+        units.update({a: "micrometer" for a in ("y", "x") if scale[a] != 1.0})
+    return np.asarray(data), scale, units, axes

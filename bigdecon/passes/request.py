@@ -8,18 +8,21 @@ everything checked, before anything is read or written.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BigdeconNotice, InputError
+from ..io import voxel_size_um, with_overrides
 from ..params import Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, _wb_blocks, make_plan
 from ..stages import check_image, output_psf
 
-__all__ = ["Request"]
+__all__ = ["Request", "estimate_offset"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class Request:
     data: Any
     src: Any
     optics: list[dict[str, Any]] | None = None
+    offset: float | str = 0.0  # counts subtracted from the input first; "auto" until a run estimates it
+    psf_reports: list[dict[str, Any]] | None = None  # what prepare_psf did, per channel
 
 
 _RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory", "min_tasks"}
 _OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
-_PER_CHANNEL_KEYS = ("fwhm", "resolution", "psf")
+_PER_CHANNEL_KEYS = ("fwhm", "resolution", "psf", "psf_voxel_size")
 
 # Task memory when neither the caller nor the cluster sizes it.
 DEFAULT_TASK_MEMORY = 512 * 2**20
@@ -93,6 +98,9 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     kwargs = dict(kwargs)
     run = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_KEYS}
     optics = {k: kwargs.pop(k, None) for k in _OPTICS_KEYS}
+    src = with_overrides(src, kwargs.pop("axes", None), kwargs.pop("voxel_size", None))
+    offset = _check_offset(kwargs.pop("offset", 0.0))
+    as_is = bool(kwargs.pop("psf_as_is", False))
     task_memory = run.get("task_memory") or DEFAULT_TASK_MEMORY
     data = src.read_chunks(stats_chunk_bytes(task_memory))
     axes = tuple(src.axes)
@@ -139,12 +147,16 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     )
     channel_params = []
     optics_psfs: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
     for i, c in enumerate(channel_ids):
         fwhm = per["fwhm"][i]
         psf = per["psf"][i]
         if per["resolution"][i] is not None:
             fwhm = _fwhm_from_resolution(per["resolution"][i], src)
         try:
+            if psf is not None:
+                psf, report = measured_psf(psf, per["psf_voxel_size"][i], src, as_is)
+                reports.append({"channel": c, **report})
             if model and kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 1) != 0:
                 assert wavelengths is not None
                 psf, described = optics_psf(model, src, {**optics, "wavelength": wavelengths[i]})
@@ -183,7 +195,108 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         data=data,
         src=src,
         optics=optics_psfs or None,
+        offset=offset,
+        psf_reports=reports or None,
     )
+
+
+def _check_offset(value: Any) -> float | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        offset = float(value or 0.0)
+    except (TypeError, ValueError):
+        raise InputError(f"offset must be a number of counts >= 0 or 'auto', got {value!r}") from None
+    if not (math.isfinite(offset) and offset >= 0):
+        raise InputError(f"offset must be a number of counts >= 0 or 'auto', got {value!r}")
+    return offset
+
+
+def measured_psf(psf: Any, psf_voxel: Any, src: Any, as_is: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """A measured PSF (an array or a file) prepared for the data (:func:`~bigdecon.solvers.psf_prepare.prepare_psf`).
+
+    The PSF's voxel size: ``psf_voxel``, else the file's metadata, else the
+    data's (with a notice). With ``as_is`` it is only normalised to sum 1.
+    Every warning of the preparation is a :class:`~bigdecon.errors.BigdeconNotice`.
+    """
+    from ..io.psf_file import read_psf
+    from ..solvers.psf_prepare import prepare_psf
+
+    where = "the PSF"
+    if isinstance(psf, (str, os.PathLike)):
+        where = f"PSF file {os.fspath(psf)}"
+        psf, from_file = read_psf(psf)
+        psf_voxel = psf_voxel if psf_voxel is not None else from_file
+    a = np.asarray(psf)
+    if a.ndim not in (2, 3) or a.dtype.kind not in "iuf":
+        raise InputError(f"psf must be a 2-D or 3-D array of real numbers, got {a.ndim}-D {a.dtype}")
+    if as_is:
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all() or a.min() < 0 or not a.sum() > 0:
+            raise InputError("psf must be finite, non-negative and not all zero")
+        return a / np.float32(a.sum(dtype=np.float64)), {"as_is": True, "shape": list(a.shape)}
+    data_voxel = voxel_size_um(src, ("z", "y", "x")[3 - a.ndim :])
+    if psf_voxel is None and data_voxel is not None:
+        _notice(
+            f"{where} states no voxel size: taken at the data's ({_sizes_text(data_voxel)} µm); "
+            "give --psf-voxel-size if it differs"
+        )
+        psf_voxel = data_voxel
+    elif psf_voxel is not None and data_voxel is None:
+        _notice("the input states no voxel size: the PSF is not resampled to it (give --voxel-size)")
+    prepared, report = prepare_psf(a, psf_voxel, data_voxel if psf_voxel is not None else None)
+    report["psf_voxel_size"] = [float(v) for v in psf_voxel] if psf_voxel is not None else None
+    for line in report["warnings"]:
+        _notice(line)
+    return prepared, report
+
+
+def _sizes_text(sizes: Any) -> str:
+    return " x ".join(f"{float(v):g}" for v in sizes)
+
+
+def _notice(text: str) -> None:
+    warnings.warn(text, BigdeconNotice, stacklevel=3)
+
+
+def estimate_offset(data: Any, max_chunks: int = 8, percentile: float = 0.5) -> float:
+    """The camera offset of an input: a low percentile of a sample of its chunks.
+
+    The darkest pixels of a fluorescence image are the camera's offset plus
+    read noise. The ``percentile`` (0.5 %) of up to ``max_chunks`` chunks spread
+    over the data set lies ~2.5 noise SDs below that dark level, so the
+    estimate errs on the side of leaving a little background (which the
+    background step and Richardson-Lucy tolerate) rather than cutting into
+    the signal. Computed once, before any block runs.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        The input as read (any real dtype).
+
+    Returns
+    -------
+    float
+        Counts, >= 0, rounded down to a whole count for integer data.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> image = 100 + rng.normal(0, 2, (8, 64, 64)).round() + (rng.random((8, 64, 64)) > 0.9) * 500
+    >>> estimate_offset(da.from_array(image.astype(np.uint16), chunks=(2, 64, 64)))
+    95.0
+    """
+    import dask
+
+    blocks = list(np.ndindex(*data.numblocks))
+    picks = sorted({blocks[int(i)] for i in np.linspace(0, len(blocks) - 1, min(max_chunks, len(blocks)))})
+    # A strided look at each chunk: ~1/8 of its pixels is plenty for a percentile.
+    sample = dask.compute(*[data.blocks[b].ravel()[::8] for b in picks])
+    values = np.concatenate([np.asarray(v, dtype=np.float64) for v in sample])
+    level = max(0.0, float(np.percentile(values, percentile)))
+    return float(math.floor(level)) if data.dtype.kind in "iu" else level
 
 
 def _params_record(channel_params: list[Params], channel_ids: list[int]) -> dict[str, Any]:
@@ -258,7 +371,7 @@ def _optics_model(optics: Mapping[str, Any], per: Mapping[str, list[Any]]) -> st
         missing.append("sheet_thickness")
     if missing:
         raise InputError(f"psf_model {model} needs {' and '.join(missing)}")
-    given = [k for k in _PER_CHANNEL_KEYS if any(v is not None for v in per[k])]
+    given = [k for k in ("fwhm", "resolution", "psf") if any(v is not None for v in per[k])]
     if given:
         raise InputError(f"give either {' / '.join(given)} or a PSF from the optics (psf_model {model}), not both")
     return str(model)
@@ -324,6 +437,9 @@ def optics_psf(model: str, src: Any, optics: Mapping[str, Any]) -> tuple[np.ndar
     else:
         assert z_step is not None
         psf = optics_models.lightsheet_psf(shape, na, wavelength, n, pixel, z_step, float(optics["sheet_thickness"]))
+    from ..solvers.psf_prepare import energy_crop
+
+    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32))  # the box of its light, not of its threshold
     described = {
         "model": model,
         "na": na,

@@ -13,6 +13,7 @@ import itertools
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, ProcessingError
+from ..errors import BigdeconNotice, InputError, ProcessingError
+from ..io import voxel_origin
 from ..io.paths import normalize
 from ..params import DEFAULTS, check_output_dtype
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger, RecordBook
-from .request import Request, _params_record, _prepare
+from .request import Request, _params_record, _prepare, estimate_offset
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
 
@@ -252,18 +254,24 @@ def _blocks(batch: list[tuple[Region, str]]) -> str:
     return f"one of {len(batch)} blocks {batch[0][1]} to {batch[-1][1]}"
 
 
-def _source_stats(data: Any, layout: Layout, where: str = "the input") -> tuple[list[float], list[float]]:
-    """Raw maximum and mean per channel, and the check for NaN/inf: one pass."""
+def _source_stats(
+    data: Any, layout: Layout, where: str = "the input", offset: float = 0.0
+) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Maximum and mean per channel (after the offset), the check for NaN/inf and the saturated pixels: one pass."""
     import dask
     import dask.array as da
 
     c_axis = layout.axes.index("c") if "c" in layout.axes else None
     red = tuple(i for i in range(data.ndim) if i != c_axis)
+    counted = data if not offset else da.maximum(data.astype(np.float32) - np.float32(offset), 0)
+    ceilings = _ceilings(data.dtype)
     try:
-        finite, mx, total = dask.compute(
+        finite, mx, total, raw_max, *at = dask.compute(
             da.isfinite(data).all() if np.issubdtype(data.dtype, np.floating) else True,
-            data.max(axis=red),
-            data.sum(axis=red, dtype=np.float64),
+            counted.max(axis=red),
+            counted.sum(axis=red, dtype=np.float64),
+            data.max(),
+            *[(data == c).sum() for c in ceilings],
         )
     except (InputError, ProcessingError):
         raise
@@ -275,7 +283,30 @@ def _source_stats(data: Any, layout: Layout, where: str = "the input") -> tuple[
     count = data.size / (data.shape[c_axis] if c_axis is not None else 1)
     means = np.atleast_1d(np.asarray(total, dtype=np.float64)) / count
     scale = [float(m) for m in mx]
-    return scale, [float(m / s) if s > 0 else 0.0 for m, s in zip(means, scale)]
+    return scale, [float(m / s) if s > 0 else 0.0 for m, s in zip(means, scale)], _saturation(raw_max, ceilings, at)
+
+
+def _ceilings(dtype: np.dtype) -> list[int]:
+    """Values at which an integer camera image saturates: its dtype's maximum, and 4095 / 16383 for 12 / 14-bit data."""
+    if np.dtype(dtype).kind not in "iu":
+        return []
+    top = int(np.iinfo(dtype).max)
+    return [c for c in (4095, 16383) if c < top] + [top]
+
+
+def _saturation(raw_max: Any, ceilings: list[int], counts: list[Any]) -> dict[str, Any]:
+    """The saturated pixels (at the data's maximum, when that is a ceiling), with one notice line."""
+    top = float(raw_max)
+    for ceiling, n in zip(ceilings, counts):
+        if top == ceiling and int(n) > (0 if ceiling == ceilings[-1] else 1):
+            warnings.warn(
+                f"{int(n)} input pixels are at {ceiling}, the camera's ceiling: saturated, their true "
+                "intensity is unknown and deconvolution around them is unreliable",
+                BigdeconNotice,
+                stacklevel=3,
+            )
+            return {"saturated_pixels": int(n), "saturation_level": ceiling}
+    return {"saturated_pixels": 0, "saturation_level": None}
 
 
 def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
@@ -308,6 +339,9 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     summary["input_chunks"] = list(src.stored_chunks)
     summary["fwhm_px"] = [list(p.fwhm) if p.fwhm is not None else None for p in request.channel_params]
     summary["optics_psf"] = request.optics
+    summary["psf_preparation"] = request.psf_reports
+    summary["offset"] = request.offset
+    summary["voxel_size"] = {a: request.src.scale[a] for a in ("z", "y", "x") if a in request.src.axes}
     return summary
 
 
@@ -416,6 +450,11 @@ def deconvolve(
     refractive_index: float | None = None,
     sheet_thickness: float | None = None,
     excitation_wavelength: float | None = None,
+    psf_voxel_size: Any = None,
+    psf_as_is: bool = False,
+    voxel_size: Sequence[float] | None = None,
+    axes: str | None = None,
+    offset: float | str = 0.0,
     suggestion: dict[str, Any] | None = None,
     channels: int | Sequence[int] | None = None,
     timepoints: str | tuple[int, int] | None = None,
@@ -464,6 +503,22 @@ def deconvolve(
         ``wavelength`` are given alone) with the pixel sizes of the input's
         metadata, 3-D for data with a z axis (see :mod:`bigdecon.solvers.psf`).
         ``wavelength`` may be a dict from channel number to wavelength.
+        The optical PSFs are cropped to the box holding 99 % of their light
+        (:func:`~bigdecon.solvers.psf_prepare.energy_crop`).
+    psf_voxel_size, psf_as_is
+        A measured ``psf`` (an array, or a ``.tif``/``.npy`` path) is prepared
+        for the data by :func:`~bigdecon.solvers.psf_prepare.prepare_psf`
+        (pedestal, hot pixels, centring, resampling from ``psf_voxel_size``
+        (``[z,] y, x`` micrometres; default: the file's metadata, else the
+        data's) to the data's voxel size, energy crop, sum 1), unless
+        ``psf_as_is``; what was done is recorded in the output's attributes.
+    voxel_size, axes
+        The input's voxel size (``[z,] y, x`` in micrometres) and axis names
+        (e.g. ``"tyx"``) where its metadata lacks them or is wrong.
+    offset : float or "auto"
+        Camera offset in counts, subtracted from every input pixel first
+        (clipped at 0): Richardson-Lucy assumes offset-free counts. ``"auto"``
+        estimates it from a sample of chunks (:func:`~bigdecon.passes.request.estimate_offset`).
     suggestion : dict, optional
         What :func:`bigdecon.suggest_parameters` suggested (``Suggestion.to_dict()``),
         recorded in the output's attributes.
@@ -562,6 +617,11 @@ def deconvolve(
             refractive_index=refractive_index,
             sheet_thickness=sheet_thickness,
             excitation_wavelength=excitation_wavelength,
+            psf_voxel_size=psf_voxel_size,
+            psf_as_is=psf_as_is,
+            voxel_size=voxel_size,
+            axes=axes,
+            offset=offset,
             channels=channels,
             timepoints=timepoints,
             chunks=chunks,
@@ -571,6 +631,7 @@ def deconvolve(
         ),
     )
     layout, params, the_plan = request.layout, request.params, request.plan
+    src = request.src  # with the axes and voxel sizes options give
     channel_params = request.channel_params
     params_record = _params_record(channel_params, request.channel_ids)
     work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
@@ -611,8 +672,11 @@ def deconvolve(
     if resume:
         stats = Ledger(work_root(destination, work_dir)).get("stats")
     if stats is None:
-        scale, mean = _source_stats(request.data, layout, where=source_id)
-        stats = {"scale": scale, "mean": mean}
+        found = estimate_offset(request.data) if request.offset == "auto" else float(request.offset)
+        if request.offset == "auto":
+            warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
+        scale, mean, saturation = _source_stats(request.data, layout, where=source_id, offset=found)
+        stats = {"scale": scale, "mean": mean, "offset": found, "offset_auto": request.offset == "auto", **saturation}
     writer = OmeZarrWriter(
         destination,
         shape=the_plan.out_shape,
@@ -669,7 +733,16 @@ def deconvolve(
             "raw_mean_normalised": stats["mean"],
             "max_after_preprocess": ctx.h_max,
             "max_after_sparse": ctx.g_max,
+            "saturated_pixels": stats.get("saturated_pixels", 0),
+            "saturation_level": stats.get("saturation_level"),
         },
+        "offset": {"counts": stats.get("offset", 0.0), "estimated": bool(stats.get("offset_auto"))},
+        "voxel_size": {
+            a: {"size": src.scale[a], "unit": src.units.get(a), "from": voxel_origin(src, a)}
+            for a in ("z", "y", "x")
+            if a in src.axes
+        },
+        "psf_preparation": request.psf_reports,
         "depth": the_plan.depth,
         "config": config or {},
         "seconds": round(seconds, 3),
@@ -713,6 +786,7 @@ def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, outpu
         selection=request.selection,
         scale=stats["scale"],
         mean=stats["mean"],
+        offset=float(stats.get("offset", 0.0)),
         h=ledger.path("h.zarr"),
         g=ledger.path("g.zarr"),
         output=output,
