@@ -517,6 +517,12 @@ def _open_unit(name: str, v: Any) -> None:
         raise InputError(f"{name} must be a number between 0 and 1 (exclusive), got {v!r}")
 
 
+def _open_unit_closed(name: str, v: Any) -> None:
+    """A check: a number above 0 and at most 1."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < float(v) <= 1:
+        raise InputError(f"{name} must be a number above 0 and at most 1, got {v!r}")
+
+
 PSF_MODELS = ("gaussian", "widefield", "confocal", "lightsheet")
 """The values of ``psf_model``: a Gaussian of ``fwhm`` or a PSF computed from the optics."""
 
@@ -645,7 +651,7 @@ PARAMETERS: dict[str, Parameter] = {
             "psf",
             "NA",
             _number_range(positive=True),
-            commands=_SUGGEST,
+            commands=(*_SUGGEST, "psf"),
         ),
         Parameter(
             "wavelength",
@@ -656,7 +662,7 @@ PARAMETERS: dict[str, Parameter] = {
             "psf",
             "WL",
             form="values",
-            commands=_SUGGEST,
+            commands=(*_SUGGEST, "psf"),
         ),
         Parameter(
             "refractive_index",
@@ -666,7 +672,7 @@ PARAMETERS: dict[str, Parameter] = {
             "psf",
             "N",
             _number_range(positive=True),
-            commands=_SUGGEST,
+            commands=(*_SUGGEST, "psf"),
         ),
         Parameter(
             "sheet_thickness",
@@ -705,8 +711,20 @@ PARAMETERS: dict[str, Parameter] = {
             "use the --psf file as it is: no pedestal or hot-pixel removal, centring, resampling to the "
             "data's voxel size or cropping (for a PSF prepared elsewhere; it is still normalised to sum 1)",
             "psf",
-            commands=(*_SUGGEST, "psf"),
+            commands=_SUGGEST,
             form="switch",
+        ),
+        Parameter(
+            "psf_energy",
+            0.99,
+            _float("psf_energy"),
+            "fraction of the PSF's light its box keeps: a --psf file and the optical models are cropped "
+            "to the smallest centred box that holds it ({default:g}: 1 %% of the light, below the shot noise "
+            "of most images, for a box several times smaller)",
+            "psf",
+            "E",
+            _open_unit_closed,
+            commands=(*_SUGGEST, "psf"),
         ),
         # What the input's metadata lacks or gets wrong.
         Parameter(

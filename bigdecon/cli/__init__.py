@@ -1,4 +1,4 @@
-"""The ``bigdecon`` command line: ``run``, ``info``, ``suggest``, ``demo``, ``submit``, ``status`` and ``logs``.
+"""The ``bigdecon`` command line: ``run``, ``info``, ``suggest``, ``psf``, ``demo``, ``submit``, ``status`` and ``logs``.
 
 Every option of ``bigdecon run`` can also come from a ``--config`` file (TOML or
 YAML, keys are the option names with underscores); options on the command line
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import BigdeconError, InputError
-from . import demo, info, run, submit, suggest
+from . import demo, info, psf, run, submit, suggest
 from .config import format_config, load_config, one_line
 from .options import PROG, Parser, add_run_options, resolve_options, run_argv_from_args
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     info.add_parser(sub)
     suggest.add_parser(sub)
+    psf.add_parser(sub)
     demo.add_parser(sub)
     submit.add_parser(sub)
     return parser

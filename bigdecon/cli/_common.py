@@ -103,24 +103,15 @@ def load_psf(path: str) -> Any:
 
 
 def pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``plan``/``deconvolve``, measured PSFs read from their files.
+    """The keyword arguments of ``plan``/``deconvolve``; a ``--psf`` file goes as its path.
 
-    A PSF file's voxel size (ImageJ or OME metadata) becomes ``psf_voxel_size``
-    unless ``--psf-voxel-size`` gives it.
+    ``plan``/``deconvolve`` read it with its voxel size and prepare it for the
+    data (:func:`bigdecon.solvers.psf_prepare.prepare_psf`) unless ``--psf-as-is``.
     """
-    from ..io.psf_file import read_psf
-
     kwargs = method_kwargs(resolved)
     psf = resolved.get("psf")
-    if not psf:
-        return kwargs
-    files = psf if isinstance(psf, dict) else {None: psf}
-    arrays, sizes = {}, {}
-    for c, f in files.items():
-        arrays[c], sizes[c] = read_psf(f)
-    kwargs["psf"] = arrays if isinstance(psf, dict) else arrays[None]
-    if resolved.get("psf_voxel_size") is None and any(v is not None for v in sizes.values()):
-        kwargs["psf_voxel_size"] = sizes if isinstance(psf, dict) else sizes[None]
+    if psf:
+        kwargs["psf"] = psf
     return kwargs
 
 

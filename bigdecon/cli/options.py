@@ -65,6 +65,7 @@ PIPELINE_KEYS = (
     "depth",
     "psf_voxel_size",
     "psf_as_is",
+    "psf_energy",
     "voxel_size",
     "axes",
     "offset",

@@ -101,6 +101,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     src = with_overrides(src, kwargs.pop("axes", None), kwargs.pop("voxel_size", None))
     offset = _check_offset(kwargs.pop("offset", 0.0))
     as_is = bool(kwargs.pop("psf_as_is", False))
+    energy = _check_energy(kwargs.pop("psf_energy", None))
     task_memory = run.get("task_memory") or DEFAULT_TASK_MEMORY
     data = src.read_chunks(stats_chunk_bytes(task_memory))
     axes = tuple(src.axes)
@@ -155,11 +156,12 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
             fwhm = _fwhm_from_resolution(per["resolution"][i], src)
         try:
             if psf is not None:
-                psf, report = measured_psf(psf, per["psf_voxel_size"][i], src, as_is)
-                reports.append({"channel": c, **report})
+                psf, report = measured_psf(psf, per["psf_voxel_size"][i], src, as_is, energy)
+                if report is not None:
+                    reports.append({"channel": c, **report})
             if model and kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 1) != 0:
                 assert wavelengths is not None
-                psf, described = optics_psf(model, src, {**optics, "wavelength": wavelengths[i]})
+                psf, described = optics_psf(model, src, {**optics, "wavelength": wavelengths[i]}, energy)
                 optics_psfs.append({"channel": c, **described})
             channel_params.append(Params.from_kwargs(fwhm=fwhm, psf=psf, **kwargs))
         except InputError as e:
@@ -212,29 +214,37 @@ def _check_offset(value: Any) -> float | str:
     return offset
 
 
-def measured_psf(psf: Any, psf_voxel: Any, src: Any, as_is: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """A measured PSF (an array or a file) prepared for the data (:func:`~bigdecon.solvers.psf_prepare.prepare_psf`).
+def _check_energy(value: Any) -> float:
+    from ..params import PARAMETERS
+    from ..solvers.psf_prepare import DEFAULT_ENERGY
 
-    The PSF's voxel size: ``psf_voxel``, else the file's metadata, else the
-    data's (with a notice). With ``as_is`` it is only normalised to sum 1.
-    Every warning of the preparation is a :class:`~bigdecon.errors.BigdeconNotice`.
+    if value is None:
+        return DEFAULT_ENERGY
+    return float(PARAMETERS["psf_energy"].parse(value))
+
+
+def measured_psf(
+    psf: Any, psf_voxel: Any, src: Any, as_is: bool, energy: float | None = None
+) -> tuple[Any, dict[str, Any] | None]:
+    """A measured PSF for the data: a file (path) prepared by :func:`~bigdecon.solvers.psf_prepare.prepare_psf`.
+
+    An array is used as given (normalised to sum 1 later): whoever built it
+    in Python has prepared it (``prepare_psf`` is there for that); a file is
+    what the microscope wrote. The file's voxel size: ``psf_voxel``, else its
+    metadata, else the data's (with a notice). With ``as_is`` the file is
+    only read. Every warning of the preparation is a
+    :class:`~bigdecon.errors.BigdeconNotice`.
     """
     from ..io.psf_file import read_psf
-    from ..solvers.psf_prepare import prepare_psf
+    from ..solvers.psf_prepare import DEFAULT_ENERGY, prepare_psf
 
-    where = "the PSF"
-    if isinstance(psf, (str, os.PathLike)):
-        where = f"PSF file {os.fspath(psf)}"
-        psf, from_file = read_psf(psf)
-        psf_voxel = psf_voxel if psf_voxel is not None else from_file
-    a = np.asarray(psf)
-    if a.ndim not in (2, 3) or a.dtype.kind not in "iuf":
-        raise InputError(f"psf must be a 2-D or 3-D array of real numbers, got {a.ndim}-D {a.dtype}")
+    if not isinstance(psf, (str, os.PathLike)):
+        return psf, None
+    where = f"PSF file {os.fspath(psf)}"
+    a, from_file = read_psf(psf)
     if as_is:
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all() or a.min() < 0 or not a.sum() > 0:
-            raise InputError("psf must be finite, non-negative and not all zero")
-        return a / np.float32(a.sum(dtype=np.float64)), {"as_is": True, "shape": list(a.shape)}
+        return a.astype(np.float32), {"file": os.fspath(psf), "as_is": True, "shape": list(a.shape)}
+    psf_voxel = psf_voxel if psf_voxel is not None else from_file
     data_voxel = voxel_size_um(src, ("z", "y", "x")[3 - a.ndim :])
     if psf_voxel is None and data_voxel is not None:
         _notice(
@@ -244,10 +254,12 @@ def measured_psf(psf: Any, psf_voxel: Any, src: Any, as_is: bool) -> tuple[np.nd
         psf_voxel = data_voxel
     elif psf_voxel is not None and data_voxel is None:
         _notice("the input states no voxel size: the PSF is not resampled to it (give --voxel-size)")
-    prepared, report = prepare_psf(a, psf_voxel, data_voxel if psf_voxel is not None else None)
-    report["psf_voxel_size"] = [float(v) for v in psf_voxel] if psf_voxel is not None else None
+    prepared, report = prepare_psf(
+        a, psf_voxel, data_voxel if psf_voxel is not None else None, energy=energy or DEFAULT_ENERGY
+    )
+    report = {"file": os.fspath(psf), **report, "psf_voxel_size": [float(v) for v in psf_voxel] if psf_voxel else None}
     for line in report["warnings"]:
-        _notice(line)
+        _notice(f"{where}: {line}")
     return prepared, report
 
 
@@ -406,7 +418,9 @@ def _fwhm_px(psf: np.ndarray) -> list[float | None]:
         return out
 
 
-def optics_psf(model: str, src: Any, optics: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+def optics_psf(
+    model: str, src: Any, optics: Mapping[str, Any], energy: float = 0.99
+) -> tuple[np.ndarray, dict[str, Any]]:
     """A PSF from the optics and the metadata's pixel sizes, and what it is.
 
     3-D ``(z, y, x)`` when the input has a z axis (a light sheet needs one),
@@ -439,7 +453,7 @@ def optics_psf(model: str, src: Any, optics: Mapping[str, Any]) -> tuple[np.ndar
         psf = optics_models.lightsheet_psf(shape, na, wavelength, n, pixel, z_step, float(optics["sheet_thickness"]))
     from ..solvers.psf_prepare import energy_crop
 
-    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32))  # the box of its light, not of its threshold
+    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy)  # the box of its light, not of a threshold
     described = {
         "model": model,
         "na": na,

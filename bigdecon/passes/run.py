@@ -295,10 +295,13 @@ def _ceilings(dtype: np.dtype) -> list[int]:
 
 
 def _saturation(raw_max: Any, ceilings: list[int], counts: list[Any]) -> dict[str, Any]:
-    """The saturated pixels (at the data's maximum, when that is a ceiling), with one notice line."""
+    """The saturated pixels (at the data's maximum, when that is a ceiling), with one notice line.
+
+    Two or more: an image rescaled to its dtype's full range has one pixel there.
+    """
     top = float(raw_max)
     for ceiling, n in zip(ceilings, counts):
-        if top == ceiling and int(n) > (0 if ceiling == ceilings[-1] else 1):
+        if top == ceiling and int(n) > 1:
             warnings.warn(
                 f"{int(n)} input pixels are at {ceiling}, the camera's ceiling: saturated, their true "
                 "intensity is unknown and deconvolution around them is unreliable",
@@ -452,6 +455,7 @@ def deconvolve(
     excitation_wavelength: float | None = None,
     psf_voxel_size: Any = None,
     psf_as_is: bool = False,
+    psf_energy: float | None = None,
     voxel_size: Sequence[float] | None = None,
     axes: str | None = None,
     offset: float | str = 0.0,
@@ -487,7 +491,7 @@ def deconvolve(
         output OME-Zarr path or URL.
     fwhm, resolution, psf
         PSF size in input pixels, or in the metadata's physical units, or a
-        measured PSF array. Each may be one value for every channel or a dict
+        measured PSF (an array, or a ``.tif``/``.npy`` file: see ``psf_as_is``). Each may be one value for every channel or a dict
         from the input's channel number to that channel's value, e.g.
         ``fwhm={0: 3.0, 1: (4.2, 4.2)}``.
     sparse_iters, fidelity, sparsity, tcontinuity, background, deconv_iters, deconv_type, up_sample
@@ -505,13 +509,15 @@ def deconvolve(
         ``wavelength`` may be a dict from channel number to wavelength.
         The optical PSFs are cropped to the box holding 99 % of their light
         (:func:`~bigdecon.solvers.psf_prepare.energy_crop`).
-    psf_voxel_size, psf_as_is
-        A measured ``psf`` (an array, or a ``.tif``/``.npy`` path) is prepared
-        for the data by :func:`~bigdecon.solvers.psf_prepare.prepare_psf`
-        (pedestal, hot pixels, centring, resampling from ``psf_voxel_size``
-        (``[z,] y, x`` micrometres; default: the file's metadata, else the
-        data's) to the data's voxel size, energy crop, sum 1), unless
-        ``psf_as_is``; what was done is recorded in the output's attributes.
+    psf_voxel_size, psf_as_is, psf_energy
+        A ``psf`` given as a file (``.tif``/``.npy`` path) is prepared for the
+        data by :func:`~bigdecon.solvers.psf_prepare.prepare_psf` (pedestal,
+        hot pixels, centring, resampling from ``psf_voxel_size`` (``[z,] y, x``
+        micrometres; default: the file's metadata, else the data's) to the
+        data's voxel size, energy crop, sum 1), unless ``psf_as_is``; what was
+        done is recorded in the output's attributes. A ``psf`` array is used
+        as given (normalised to sum 1). ``psf_energy``: the fraction of its light
+        the prepared file's box (and an optical model's) keeps (default 0.99).
     voxel_size, axes
         The input's voxel size (``[z,] y, x`` in micrometres) and axis names
         (e.g. ``"tyx"``) where its metadata lacks them or is wrong.
@@ -619,6 +625,7 @@ def deconvolve(
             excitation_wavelength=excitation_wavelength,
             psf_voxel_size=psf_voxel_size,
             psf_as_is=psf_as_is,
+            psf_energy=psf_energy,
             voxel_size=voxel_size,
             axes=axes,
             offset=offset,

@@ -84,7 +84,9 @@ def estimate_pedestal(psf: np.ndarray) -> tuple[float, float]:
     Returns
     -------
     pedestal, noise : float
-        Median and robust standard deviation (1.4826 x MAD) of the faces.
+        Median and robust standard deviation (1.4826 x MAD) of the faces; where
+        the MAD is 0 (a few photons a pixel), their root-mean-square deviation
+        from the median without the brightest 1 %.
 
     Examples
     --------
@@ -97,6 +99,9 @@ def estimate_pedestal(psf: np.ndarray) -> tuple[float, float]:
     faces = _faces(np.asarray(psf, dtype=np.float64))
     pedestal = float(np.median(faces))
     noise = _MAD_TO_SIGMA * float(np.median(np.abs(faces - pedestal)))
+    if noise == 0:  # counts of a few photons: the median deviation is 0, the spread is not
+        calm = faces[faces <= np.percentile(faces, 99)]
+        noise = float(np.sqrt(np.mean((calm - pedestal) ** 2)))
     return pedestal, noise
 
 
