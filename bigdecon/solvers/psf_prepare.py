@@ -7,8 +7,8 @@ pedestal would be read as light spread over the whole box, an off-centre PSF
 shifts the result, and a PSF at another z step blurs along z by the wrong
 amount. :func:`prepare_psf` runs every step, in this order:
 
-1. :func:`estimate_pedestal`: the median of the box's faces (and the noise
-   there, from their median absolute deviation), subtracted;
+1. :func:`estimate_pedestal`: the lowest median of the box's faces (and the
+   noise there, from their median absolute deviation), subtracted;
 2. :func:`remove_hot_pixels`: single pixels far brighter than all their
    in-plane neighbours, replaced by the neighbours' median;
 3. the noise floor: what is left below three times the faces' noise is set to
@@ -61,20 +61,23 @@ _NOISE_FLOOR = 3.0  # the noise floor, in noise standard deviations of the faces
 _MAD_TO_SIGMA = 1.4826  # a normal distribution's sigma over its median absolute deviation
 
 
-def _faces(psf: np.ndarray) -> np.ndarray:
-    """Every voxel on the faces of the box (y and x faces; z faces too in 3-D)."""
-    parts = []
+def _faces(psf: np.ndarray) -> list[np.ndarray]:
+    """The faces of the box, each flattened (y and x faces; z faces too in 3-D)."""
+    faces = []
     for axis in range(psf.ndim):
-        parts += [np.take(psf, 0, axis=axis).ravel(), np.take(psf, -1, axis=axis).ravel()]
-    return np.concatenate(parts)
+        faces += [np.take(psf, 0, axis=axis).ravel(), np.take(psf, -1, axis=axis).ravel()]
+    return faces
 
 
 def estimate_pedestal(psf: np.ndarray) -> tuple[float, float]:
     """The constant level under a PSF and the noise on it, from the faces of its box.
 
     The faces of a bead's box hold the camera pedestal (offset plus dark
-    signal and background) and little of the bead's light: their median is
-    the pedestal and their median absolute deviation the noise.
+    signal and background) and little of the bead's light. The pedestal is
+    the lowest of the faces' medians: the same as their common median where
+    the pedestal is flat, and less of the PSF's own wings where they reach
+    some faces (the defocused light of a widefield PSF at the z faces).
+    The noise is the faces' typical robust standard deviation (1.4826 x MAD).
 
     Parameters
     ----------
@@ -84,9 +87,8 @@ def estimate_pedestal(psf: np.ndarray) -> tuple[float, float]:
     Returns
     -------
     pedestal, noise : float
-        Median and robust standard deviation (1.4826 x MAD) of the faces; where
-        the MAD is 0 (a few photons a pixel), their root-mean-square deviation
-        from the median without the brightest 1 %.
+        Where the MAD is 0 (a few photons a pixel), the noise is the
+        root-mean-square deviation from the pedestal without the brightest 1 %.
 
     Examples
     --------
@@ -97,10 +99,12 @@ def estimate_pedestal(psf: np.ndarray) -> tuple[float, float]:
     (100.0, 0.0)
     """
     faces = _faces(np.asarray(psf, dtype=np.float64))
-    pedestal = float(np.median(faces))
-    noise = _MAD_TO_SIGMA * float(np.median(np.abs(faces - pedestal)))
+    medians = [float(np.median(f)) for f in faces]
+    pedestal = min(medians)
+    noise = _MAD_TO_SIGMA * float(np.median([np.median(np.abs(f - m)) for f, m in zip(faces, medians)]))
     if noise == 0:  # counts of a few photons: the median deviation is 0, the spread is not
-        calm = faces[faces <= np.percentile(faces, 99)]
+        values = np.concatenate(faces)
+        calm = values[values <= np.percentile(values, 99)]
         noise = float(np.sqrt(np.mean((calm - pedestal) ** 2)))
     return pedestal, noise
 
