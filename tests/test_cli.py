@@ -425,7 +425,7 @@ BAD_INPUTS = {
     "fractional iterations": ("SMALL", ["--fwhm", "3", "--sparse-iters", "1.5"], ["sparse_iters"]),
     "background mode 9": ("SMALL", ["--fwhm", "3", "--background", "9"], ["background"]),
     "PSF larger than the image (fwhm)": ("SMALL", ["--fwhm", "60"], ["PSF", "larger"]),
-    "PSF larger than the image (file)": ("SMALL", ["--psf", "BAD/big_psf.npy"], ["PSF", "larger"]),
+    "PSF larger than the image (file)": ("SMALL", ["--psf", "BAD/big_psf.npy", "--psf-as-is"], ["PSF", "larger"]),
     "PSF file missing": ("SMALL", ["--psf", "BAD/nope.npy"], ["PSF", "nope.npy"]),
     "bad chunks": ("SMALL", ["--fwhm", "3", "--chunks", "q=4"], ["chunks"]),
     "timepoints out of range": ("SMALL", ["--fwhm", "3", "--timepoints", "4:99"], ["timepoints"]),

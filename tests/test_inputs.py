@@ -52,6 +52,11 @@ def test_voxel_sizes_from_imagej_and_ome_tiff_for_data_and_psf(tmp_path, run_mai
         code, out, err = run_main("info", data)
         assert code == 0, err
         assert "pixel size:  z 0.3 micrometer (metadata), y 0.1 micrometer (metadata)" in out, out
+    # An ImageJ hyperstack of frames is a time series, its interval the t scale.
+    frames = tmp_path / "frames.tif"
+    tifffile.imwrite(frames, volume[:5], imagej=True, metadata={"axes": "TYX", "finterval": 2.0})
+    timelapse = open_image(frames)
+    assert timelapse.axes == ("t", "y", "x") and timelapse.scale["t"] == 2.0
     # In nanometres in the file: read in micrometres.
     nm = imagej_tif(tmp_path / "nm.tif", volume, 300, 100, unit="nm")
     assert voxel_size_um(open_image(nm)) == pytest.approx([0.3, 0.1, 0.1])

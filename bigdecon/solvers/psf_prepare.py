@@ -460,7 +460,7 @@ def _warnings(report: dict[str, Any], own: list[float] | None, target: list[floa
     fraction = report["pedestal_fraction"]
     if fraction is not None and fraction > _PEDESTAL_WARNING:
         out.append(
-            f"the pedestal ({report['pedestal']:g}) is {100 * fraction:.0f} % of the PSF file's sum (subtracted)"
+            f"the pedestal ({report['pedestal']:.3g}) is {100 * fraction:.0f} % of the PSF file's sum (subtracted)"
         )
     names = ("z", "y", "x")[3 - len(own or target or [0, 0]) :]
     for name, o, t in zip(names, own or [], target or []):
