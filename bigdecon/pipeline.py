@@ -8,6 +8,7 @@ block by block with statistics of the whole array.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ def sparse_deconvolve(
     wb_alpha: float = DEFAULTS.wb_alpha,
     wb_beta: float = DEFAULTS.wb_beta,
     wb_order: int = DEFAULTS.wb_order,
+    offset: float = 0.0,
     **chunked_options: Any,
 ) -> Any:
     """Sparse deconvolution (Zhao et al. 2022) of a 2-D image or 3-D stack.
@@ -77,6 +79,11 @@ def sparse_deconvolve(
     wb_alpha, wb_beta, wb_order : float, float, int
         The back projector of ``deconv_type=3`` (see
         :func:`~bigdecon.solvers.wiener_butterworth.rl_wiener_butterworth`).
+    offset : float
+        Camera offset in counts, subtracted first (clipped at 0): Richardson-Lucy
+        assumes offset-free counts (default 0). A measured PSF array is used as
+        given: prepare a bead stack with
+        :func:`bigdecon.solvers.psf_prepare.prepare_psf` first.
 
     Returns
     -------
@@ -118,6 +125,17 @@ def sparse_deconvolve(
         wb_beta=wb_beta,
         wb_order=wb_order,
     )
+    try:
+        offset = float(offset)
+    except (TypeError, ValueError):
+        raise InputError(f"offset must be a number of counts >= 0, got {offset!r}") from None
+    if not (math.isfinite(offset) and offset >= 0):
+        raise InputError(f"offset must be a number of counts >= 0, got {offset!r}")
+    if offset:
+        if not hasattr(image, "ndim"):
+            image = np.asarray(image)
+        # Elementwise with one constant: a Dask array stays lazy and its chunks equal the whole.
+        image = (image.astype("float32") - np.float32(offset)).clip(0, None)
     if type(image).__module__.startswith("dask"):
         # Loaded on first use: the passes pull in Dask's array and zarr layers.
         from .passes.lazy import sparse_deconvolve_dask

@@ -105,6 +105,7 @@ def test_offset_is_a_global_constant_chunked_equals_whole(tmp_path, with_offset)
     params = dict(fwhm=3, sparse_iters=30)
     out = bigdecon.deconvolve(src, tmp_path / "out.zarr", offset=100, chunks={"t": 4, "y": 24, "x": 28}, **params)
     whole = bigdecon.sparse_deconvolve(np.maximum(with_offset - 100, 0), **params)
+    np.testing.assert_array_equal(bigdecon.sparse_deconvolve(with_offset, offset=100, **params), whole)
     chunked = np.asarray(open_image(out["output"]).data)
     assert float(np.abs(chunked - whole).max() / np.abs(whole).max()) <= 1e-3
     recorded = open_image(out["output"]).attrs["bigdecon"]
