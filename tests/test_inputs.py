@@ -206,3 +206,15 @@ def test_a_psf_file_without_a_voxel_size_is_taken_at_the_data_s(measured_case, t
     summary = bigdecon.plan(data, psf=str(measured_case[4]), psf_voxel_size=[0.1, 0.1, 0.1])
     assert summary["psf_preparation"][0]["shape"][0] < 61
     assert bigdecon.plan(data, psf=np.ones((3, 5, 5)))["psf_preparation"] is None
+
+
+def test_a_psf_sampled_far_finer_than_the_data_is_named(realdata):
+    """The real 0.0225 µm confocal bead stack on the real nuclei stack at 0.26 µm: one notice per axis,
+    prepared or used as is, and recorded."""
+    nuclei = realdata / "cells3d_nuclei" / "nuclei.tif"
+    beads = str(realdata / "mpicbg_confocal_beads" / "Bead_Image1_crop.tif")
+    with pytest.warns(BigdeconNotice, match=r"11\.6x finer than the data along y .*used as is"):
+        bigdecon.plan(nuclei, voxel_size=[0.29, 0.26, 0.26], psf=beads, psf_as_is=True, sparse_iters=0)
+    with pytest.warns(BigdeconNotice, match=r"11\.6x finer than the data along x .*: resampled"):
+        summary = bigdecon.plan(nuclei, voxel_size=[0.29, 0.26, 0.26], psf=beads, sparse_iters=0)
+    assert any("finer than the data along y" in w for w in summary["psf_preparation"][0]["warnings"])

@@ -236,16 +236,18 @@ def measured_psf(
     :class:`~bigdecon.errors.BigdeconNotice`.
     """
     from ..io.psf_file import read_psf
-    from ..solvers.psf_prepare import DEFAULT_ENERGY, prepare_psf
+    from ..solvers.psf_prepare import DEFAULT_ENERGY, prepare_psf, sampling_warnings
 
     if not isinstance(psf, (str, os.PathLike)):
         return psf, None
     where = f"PSF file {os.fspath(psf)}"
     a, from_file = read_psf(psf)
-    if as_is:
-        return a.astype(np.float32), {"file": os.fspath(psf), "as_is": True, "shape": list(a.shape)}
     psf_voxel = psf_voxel if psf_voxel is not None else from_file
     data_voxel = voxel_size_um(src, ("z", "y", "x")[3 - a.ndim :])
+    if as_is:
+        for line in sampling_warnings(psf_voxel, data_voxel):
+            _notice(f"{where}: {line.replace(': resampled', ': used as is (--psf-as-is)')}")
+        return a.astype(np.float32), {"file": os.fspath(psf), "as_is": True, "shape": list(a.shape)}
     if psf_voxel is None and data_voxel is not None:
         _notice(
             f"{where} states no voxel size: taken at the data's ({_sizes_text(data_voxel)} µm); "

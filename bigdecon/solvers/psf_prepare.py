@@ -41,6 +41,7 @@ __all__ = [
     "count_spots",
     "estimate_pedestal",
     "prepare_psf",
+    "sampling_warnings",
     "saturated_count",
     "remove_hot_pixels",
     "resample_psf",
@@ -462,8 +463,22 @@ def _warnings(report: dict[str, Any], own: list[float] | None, target: list[floa
         out.append(
             f"the pedestal ({report['pedestal']:.3g}) is {100 * fraction:.0f} % of the PSF file's sum (subtracted)"
         )
-    names = ("z", "y", "x")[3 - len(own or target or [0, 0]) :]
-    for name, o, t in zip(names, own or [], target or []):
+    return out + sampling_warnings(own, target)
+
+
+def sampling_warnings(own: Sequence[float] | None, target: Sequence[float] | None) -> list[str]:
+    """One line per axis along which a PSF is sampled more than 5x finer or 2x coarser than the data.
+
+    Examples
+    --------
+    >>> sampling_warnings([0.125, 0.022, 0.022], [0.29, 0.26, 0.26])[0]
+    'PSF sampled 11.8x finer than the data along y (0.022 vs 0.26): resampled'
+    """
+    if not own or not target:
+        return []
+    out = []
+    names = ("z", "y", "x")[3 - len(own) :]
+    for name, o, t in zip(names, own, target):
         if o * _FINER_LIMIT < t:
             out.append(f"PSF sampled {t / o:.1f}x finer than the data along {name} ({o:g} vs {t:g}): resampled")
         elif o > _COARSER_LIMIT * t:
