@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ._common import quiet_dask, say, shape_text
 from .config import fmt_number
 from .options import _add, parameters, resolve_options
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["add_parser", "psf_command", "theoretical_fwhm"]
 
@@ -167,6 +168,7 @@ def _say_fwhm(psf: np.ndarray, names: tuple[str, ...], own: list[float] | None, 
 def write_sections(path: str, psf: np.ndarray, voxel: list[float] | None = None) -> None:
     """A PNG of a PSF's sections through its centre (xy; xz and yz for 3-D) on a log scale (1e-4 of the peak up)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
