@@ -218,3 +218,14 @@ def test_a_psf_sampled_far_finer_than_the_data_is_named(realdata):
     with pytest.warns(BigdeconNotice, match=r"11\.6x finer than the data along x .*: resampled"):
         summary = bigdecon.plan(nuclei, voxel_size=[0.29, 0.26, 0.26], psf=beads, sparse_iters=0)
     assert any("finer than the data along y" in w for w in summary["psf_preparation"][0]["warnings"])
+
+
+def test_info_shows_the_prepared_psf_and_the_offset(measured_case, run_main):
+    data, measured = measured_case[2], measured_case[4]
+    code, out, err = run_main("info", data, "--psf", measured, "--offset", "auto", "--deconv-iters", "10")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.strip().startswith("PSF:"))
+    assert re.search(r"measured 61x48x48 at 0.1 x 0.1 x 0.1 µm -> prepared \d+x\d+x\d+ \(pedestal 10\d", line), line
+    assert "6 hot pixels" in line and "resampled x0.333, 1, 1" in line
+    assert "camera offset:    auto" in out
+    assert "the pedestal (10" in err and err.count("bigdecon: note:") == 1
