@@ -129,9 +129,12 @@ def psf_arguments(case: Case, work: Path, help_text: str, notes: list[str]) -> t
         shape = psf_size_for(o["na"], o["wavelength"], o["refractive_index"], y, z)
         psf = widefield_psf(shape, o["na"], o["wavelength"], o["refractive_index"], y, z)
         np.save(work / f"{case.name}_psf.npy", psf)
+        args_optics = f"{o['na']}, {o['wavelength']}, {o['refractive_index']}, {y}, {z}"
         notes.append(
             f"{case.name}: TIFFs carry no voxel size and `run` has no `--voxel-size` yet, so `--na` cannot be "
-            "used; the same widefield model is computed in Python (`widefield_psf`) and passed as `--psf`."
+            "used; the same widefield model is computed in Python and passed as `--psf`: "
+            f"`np.save('nuclei_psf.npy', widefield_psf(psf_size_for({args_optics}), {args_optics}))` "
+            "(`bigdecon.solvers.psf`)."
         )
         extra["psf_fwhm_px"] = [round(w, 2) for w in psf_fwhm(psf)]
         return ["--psf", str(work / f"{case.name}_psf.npy")], extra
@@ -169,13 +172,13 @@ def command_for(case: Case, work: Path, help_text: str, args, notes: list[str]) 
                 "`--fwhm` the first axis is processed like t (continuity along it, no deconvolution across it)."
             )
     if case.axes == "zyx":
-        cmd += RL_ONLY + ["--deconv-iters", str(args.deconv_iters)]
+        cmd += [] if args.sparse else RL_ONLY + ["--deconv-iters", str(args.deconv_iters)]
         if "--offset" in help_text:  # RL assumes offset-free counts
             cmd += ["--offset", "auto"]
         elif case.name == "nuclei":  # one note for the 3-D sets
             notes.append(
                 "`run` has no `--offset` yet: the 3-D sets are deconvolved with their dark level in "
-                "(RL assumes offset-free counts; the flowdec bead sits on ~200-350 counts, the nuclei on ~2,000)."
+                "(RL assumes offset-free counts; the flowdec bead sits on ~200-350 counts, the nuclei on ~2,000-2,500)."
             )
     return cmd + shlex.split(args.extra), extra
 
@@ -363,9 +366,9 @@ def page(results: list[dict], notes: list[str], args) -> str:
         "rerun it after changing bigdecon (about 2-4 minutes on 2 cores). `work/` below is the script's",
         f"scratch folder (`--work`, default `{args.work}`).",
         "",
-        "The 3-D sets run Richardson-Lucy alone (`--sparse-iters 0 --background 0`,",
-        f"{args.deconv_iters} iterations): the sparse defaults take minutes per stack on 2 cores. The 2-D sets run",
-        "the defaults (sparse-Hessian step, then RL). Measures: `std/mean` (RMS contrast); `power>Nyq/2`",
+        "The 3-D sets run Richardson-Lucy alone (`--sparse-iters 0 --background 0`, 10 iterations unless `--deconv-iters`; `--sparse`",
+        "runs them with the defaults instead, minutes per stack on 2 cores): the commands below say which. The 2-D",
+        "sets run the defaults (sparse-Hessian step, then RL). Measures: `std/mean` (RMS contrast); `power>Nyq/2`",
         "(share of the image's power spectrum beyond half the Nyquist frequency in y/x: detail); for 3-D sets",
         "the brightness of the faces (plane 0 and the last plane against the volume's mean, the last x column",
         "against its neighbour: a deconvolution artefact shows as a ratio far from the raw one); for beads",
@@ -412,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=[c.name for c in CASES], choices=[c.name for c in CASES])
     parser.add_argument("--deconv-iters", type=int, default=10, help="RL iterations on the 3-D sets (10)")
+    parser.add_argument("--sparse", action="store_true", help="3-D sets with the defaults (sparse step + RL; slow)")
     parser.add_argument("--extra", default="", help="more options for every run, e.g. '--workers 1'")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bigdecon_realdata_gallery"))
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
