@@ -98,6 +98,23 @@ def test_airy_sinc_beads_with_side_lobes(register, method):
     assert np.unravel_index(int(np.argmax(psf)), psf.shape) == tuple(s // 2 for s in psf.shape)
 
 
+def test_widefield_beads_lobes_and_cone_not_taken_for_beads():
+    """Born-Wolf widefield beads (NA 1.4 oil): their axial lobes and out-of-focus cone reach past the box;
+    none of their maxima counts as a bead, and the faces' light does not narrow the average."""
+    from bigdecon.solvers.psf import psf_fwhm, widefield_psf
+
+    psf = widefield_psf((41, 41, 41), 1.4, 0.52, 1.518, 0.1, 0.2)
+    volume = np.full((64, 200, 200), 100.0)
+    for cy in (40, 100, 160):
+        for cx in (40, 100, 160):
+            volume[12:53, cy - 20 : cy + 21, cx - 20 : cx + 21] += 1000 * psf / psf.max()
+    stack = np.random.default_rng(5).poisson(volume).astype(np.uint16)
+    _, report = average_beads(stack)
+    assert report["found"] == report["used"] == 9
+    for truth, measured in zip(psf_fwhm(psf), report["fwhm_px"]):
+        assert abs(measured / truth - 1) < 0.05, (psf_fwhm(psf), report["fwhm_px"])
+
+
 def test_shape_outlier_and_explicit_saturation():
     """A cluster (three overlapping beads in a row) is rejected for its shape; a 12-bit saturation level is honoured."""
     rng = np.random.default_rng(3)

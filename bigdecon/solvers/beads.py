@@ -100,19 +100,31 @@ def _same_object(smoothed: np.ndarray, a: np.ndarray, b: np.ndarray, base: float
     return bool(profile.min() - base >= _SAME_OBJECT_DIP * (float(smoothed[tuple(b)]) - base))
 
 
-def _merge_lobes(smoothed: np.ndarray, peaks: np.ndarray, reach: np.ndarray, base: float) -> np.ndarray:
-    """Drop the maxima that belong to a brighter one: its noise bumps, plateaus and side lobes."""
-    tree = cKDTree(peaks / reach)
+def _merge_lobes(smoothed, peaks, reach: np.ndarray, base: float, wide: np.ndarray, clipped: np.ndarray) -> np.ndarray:
+    """Drop the maxima that belong to a brighter one: its noise bumps and plateaus (joined to it within
+    ``reach``) and its side lobes (fainter than a tenth of it within ``reach``, or within ``wide`` of an
+    unsaturated one: a widefield PSF's lobes and cone lie further out than its box; a saturated bead's
+    true height is unknown, so it does not swallow the beads around it)."""
+    tree = cKDTree(peaks / wide)
     keep = np.ones(len(peaks), bool)
     height = smoothed[tuple(peaks.T)] - base
     for j in range(len(peaks)):  # brightest first: a maximum is compared with brighter kept ones
-        for i in tree.query_ball_point(peaks[j] / reach, r=1.0, p=np.inf):
+        for i in tree.query_ball_point(peaks[j] / wide, r=1.0, p=np.inf):
             if i >= j or not keep[i]:
                 continue
-            if height[j] < _LOBE_RATIO * height[i] or _same_object(smoothed, peaks[i], peaks[j], base):
+            near = bool((np.abs(peaks[j] - peaks[i]) < reach).all())
+            faint = height[j] < _LOBE_RATIO * height[i] and (near or not clipped[i])
+            if faint or (near and _same_object(smoothed, peaks[i], peaks[j], base)):
                 keep[j] = False
                 break
     return peaks[keep]
+
+
+def _clipped(a: np.ndarray, peaks: np.ndarray, level: float | None) -> np.ndarray:
+    """Whether each maximum has a saturated voxel next to it."""
+    if level is None:
+        return np.zeros(len(peaks), bool)
+    return np.array([a[tuple(slice(max(c - 1, 0), c + 2) for c in p)].max() >= level for p in peaks], bool)
 
 
 def _half_width(line: np.ndarray, c: int, base: float) -> float:
@@ -172,9 +184,9 @@ def _crop(a: np.ndarray, centre: Sequence[int] | np.ndarray, half: Sequence[int]
 
 
 def _pedestal(crop: np.ndarray) -> float:
-    """Median of the voxels on the crop's faces: the dark level around the bead."""
-    faces = [np.moveaxis(crop, axis, 0)[side].ravel() for axis in range(crop.ndim) for side in (0, -1)]
-    return float(np.median(np.concatenate(faces)))
+    """The dark level around the bead: the lowest median of the crop's faces (the others may hold its
+    rings or out-of-focus light, which would otherwise be taken for dark level and narrow the bead)."""
+    return min(float(np.median(np.moveaxis(crop, axis, 0)[side])) for axis in range(crop.ndim) for side in (0, -1))
 
 
 def _centroid(crop: np.ndarray) -> np.ndarray:
@@ -260,9 +272,11 @@ def _typical_width(a, smoothed, peaks, base, smooth, level) -> np.ndarray:
     Their side lobes are set aside first (with a generous reach, a quarter of the
     stack), and the widening by the detection smoothing is undone.
     """
-    bright = _merge_lobes(smoothed, peaks[:200], np.asarray(smoothed.shape) / 4, base)
-    if level is not None:
-        bright = np.array([p for p in bright if a[tuple(slice(max(c - 1, 0), c + 2) for c in p)].max() < level])
+    quarter = np.asarray(smoothed.shape) / 4
+    bright = peaks[:200]
+    clipped = _clipped(a, bright, level)
+    bright = _merge_lobes(smoothed, bright, quarter, base, quarter, clipped)
+    bright = bright[~_clipped(a, bright, level)]
     measured = np.nanmedian(_widths(smoothed, bright[:25], base), axis=0) if len(bright) else np.nan
     if not np.isfinite(measured).all():
         raise _input_error("the brightest unsaturated beads do not fall to half their maximum inside the stack")
@@ -420,7 +434,8 @@ def average_beads(
         raise _input_error(f"no bead found: nothing in the stack rises above {level:.4g} (background {base:.4g})")
     sat = _saturation_level(raw, saturation)
     half, separation = _geometry(_typical_width(a, smoothed, peaks, base, smooth, sat), box, min_separation)
-    peaks = _merge_lobes(smoothed, peaks, separation, base)
+    wide = np.maximum(2 * separation, np.asarray(smoothed.shape) / 4)
+    peaks = _merge_lobes(smoothed, peaks, separation, base, wide, _clipped(a, peaks, sat))
     reasons, _ = _classify(a, smoothed, peaks, half, separation, sat, base, shape_tolerance)
     crops = [(k, _extract(a, peaks[k], half)) for k, r in enumerate(reasons) if r is None]
     for k, crop in crops:
