@@ -418,13 +418,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sparse", action="store_true", help="3-D sets with the defaults (sparse step + RL; slow)")
     parser.add_argument("--extra", default="", help="more options for every run, e.g. '--workers 1'")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bigdecon_realdata_gallery"))
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where realdata.md and figures/ go")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results_realdata_gallery.json")
     args = parser.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     args.work.mkdir(parents=True, exist_ok=True)
     (args.docs / "figures").mkdir(parents=True, exist_ok=True)
     # Sets not run this time keep their last results (the page always shows every set run so far).
-    store = ROOT / "benchmarks" / "results_realdata_gallery.json"
+    store = args.results
     kept = {r["name"]: r for r in json.loads(store.read_text())} if store.exists() else {}
     help_text = cli_help()
     for case in (c for c in CASES if c.name in args.sets):
