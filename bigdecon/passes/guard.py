@@ -73,7 +73,7 @@ def check_resume(src: Any, destination: str, work_dir: str | os.PathLike[str] | 
         raise InputError(f"nothing to resume: {where} is not a bigdecon output")
     config = info.get("config") or {}
     if info.get("status") == "complete":
-        if _exists(work_root(out, config.get("work_dir"))):
+        if _exists(work_root(out, info.get("work_dir"))):
             return "cleanup"
         raise InputError(f"nothing to resume: {where} is already complete")
     if config.get("version") != __version__:
@@ -95,8 +95,7 @@ def finish_cleanup(destination: str) -> str:
     out = normalize(destination)[0]
     lease = Lease.acquire(out)
     try:
-        config = (_stored(out) or {}).get("config") or {}
-        root, local = normalize(work_root(out, config.get("work_dir")))
+        root, local = normalize(work_root(out, (_stored(out) or {}).get("work_dir")))
         lease.check()
         if local:
             shutil.rmtree(root)

@@ -507,7 +507,18 @@ def deconvolve(
         all), ``resumed`` (tasks an earlier run had finished), ``stats``,
         ``peak_scratch_bytes`` (the most the output and work folders held
         together, sampled as tasks finished) and ``output_bytes`` (the
-        finished output's size).
+        finished output's size). A ``resume`` of an output that is complete
+        but still has its work folder (a run killed after finalising) only
+        removes that folder: then ``output``, ``cleaned`` (the folder
+        removed), ``chunks`` and ``resumed`` (0).
+
+    Raises
+    ------
+    InputError
+        Refusals before anything is written or deleted (docs/safety.md): an
+        output or ``work_dir`` that is, contains or lies inside the input; an
+        ``overwrite`` of a folder bigdecon did not write; an output leased by
+        another live run; a ``resume`` across versions or of a changed input.
 
     Examples
     --------
@@ -686,6 +697,8 @@ def deconvolve(
         }
         if suggestion is not None:
             attrs["suggestion"] = suggestion
+        if work_dir is not None:  # where a run killed after finalising left its work folder
+            attrs["work_dir"] = run_record["work_dir"]
         lease.check()  # a run presumed dead and taken over finishes nothing
         writer.finalize(attrs=attrs)
         lease.check()

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BigdeconWarning, InputError, ProcessingError
-from ..io.paths import filesystem, join, normalize, remove_files
+from ..io.paths import filesystem, join, normalize, redact, remove_files
 from ..io.safety import WORK_NAME
 from ..planner import Plan, Region
 from .tasks import _chunk_box, _region_key
@@ -72,12 +72,15 @@ def resolve_work_dir(work_dir: str | os.PathLike[str] | None, stored: dict[str, 
     if not resume:
         return wanted
     before = stored.get("work_dir")
-    if wanted is not None and wanted != before:
+    # The stored location is redacted: the same one given again (credentials and all) matches it.
+    if wanted is not None and redact(wanted) != before:
         raise InputError(
-            f"cannot resume with work_dir {wanted}: the run was started with "
+            f"cannot resume with work_dir {redact(wanted)}: the run was started with "
             f"{before if before is not None else 'its work folder inside the output'}"
         )
-    return before
+    if wanted is None and before is not None and "***" in before:
+        raise InputError(f"give --work-dir again to resume: {before} (its credentials are not stored)")
+    return wanted if wanted is not None else before
 
 
 # The smallest chunk of ``h`` that :func:`work_chunks` cuts, in voxels (256 KiB of float32):
@@ -484,9 +487,14 @@ class Scratch:
         if self.lease is not None and self.lease.lost:
             return
         location, local = normalize(path)
-        if local:
-            shutil.rmtree(location, ignore_errors=True)
-            return
-        fs = filesystem(location)
-        if fs.exists(location):
-            fs.rm(location, recursive=True)
+        try:
+            if local:
+                shutil.rmtree(location)
+            else:
+                fs = filesystem(location)
+                if fs.exists(location):
+                    fs.rm(location, recursive=True)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # costs space until the work folder goes, not the run
+            warnings.warn(f"could not remove the work array {location} ({e})", BigdeconWarning, stacklevel=2)
