@@ -179,7 +179,7 @@ def read_bytes(path: str) -> bytes | None:
             with open(location, "rb") as fh:
                 return fh.read()
         return filesystem(location).cat_file(location)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file where a folder would be: nothing there either
         return None
 
 
