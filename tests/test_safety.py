@@ -291,6 +291,28 @@ def test_a_stale_lease_is_taken_over_with_a_notice(holder, raw, tmp_path, run_ma
     assert not (out / LEASE_NAME).exists() and not (out / ".bigdecon-work").exists()
 
 
+def test_a_run_whose_lease_was_taken_over_deletes_and_finishes_nothing(raw, tmp_path, monkeypatch):
+    """A run presumed dead (its lease taken over by another) stops deleting work chunks and never finalises."""
+    import bigdecon.io.safety as safety
+
+    monkeypatch.setattr(safety, "HEARTBEAT_SECONDS", 0.05)
+    out = tmp_path / "out.ome.zarr"
+    taken = {}
+
+    def progress(done: int, total: int) -> None:
+        if done == 4 and not taken:  # step 4 under way: another run takes the output over
+            lease(out, host="another-node")
+            time.sleep(0.5)  # the heartbeat notices
+            taken["work"] = tree(out / ".bigdecon-work")
+
+    with pytest.raises(bigdecon.errors.ProcessingError, match="another bigdecon run took over"):
+        bigdecon.deconvolve(str(raw), str(out), progress=progress, **API)
+    work = tree(out / ".bigdecon-work")
+    assert set(taken["work"]) - set(work) <= {n for n in taken["work"] if "/ledger/" in f"/{n}"}  # no chunk freed
+    assert json.loads((out / LEASE_NAME).read_text())["host"] == "another-node"
+    assert "multiscales" not in (out / "zarr.json").read_text()
+
+
 # --------------------------------------------------------------------------- 11, 13: what is printed and stored
 
 
