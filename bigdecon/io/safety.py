@@ -405,7 +405,19 @@ def _digest(blob: bytes | None) -> str | None:
     return None if blob is None else hashlib.sha1(blob).hexdigest()[:16]
 
 
-def fingerprint(src: Any, samples: int = SAMPLED_CHUNKS) -> dict[str, Any]:
+def _sample_keys(arr: Any, unit: Any, samples: int) -> list[str]:
+    """The first and last stored chunk and others drawn at random (unknown in advance, recorded)."""
+    import random
+
+    grid = [max(1, -(-int(n) // int(c))) for n, c in zip(arr.shape, unit)]
+    total = int(np.prod(grid))
+    picks = {0, total - 1} | set(random.SystemRandom().sample(range(total), min(total, max(0, samples - 2))))
+    return [
+        arr.metadata.encode_chunk_key(tuple(int(i) for i in np.unravel_index(flat, grid))) for flat in sorted(picks)
+    ]
+
+
+def fingerprint(src: Any, samples: int = SAMPLED_CHUNKS, keys: list[str] | None = None) -> dict[str, Any]:
     """A cheap description of an input's content, recorded at a run's start and compared on resume.
 
     Parameters
@@ -413,7 +425,9 @@ def fingerprint(src: Any, samples: int = SAMPLED_CHUNKS) -> dict[str, Any]:
     src
         An opened input (:class:`~bigdecon.io.ImageSource`).
     samples
-        Stored chunks (or shards) to checksum, spread over the array.
+        Stored chunks (or shards) to checksum: the first, the last and others at random.
+    keys
+        The chunk keys to checksum instead (those a run recorded, to compare on resume).
 
     Returns
     -------
@@ -445,14 +459,9 @@ def fingerprint(src: Any, samples: int = SAMPLED_CHUNKS) -> dict[str, Any]:
     name = "zarr.json" if arr.metadata.zarr_format == 3 else ".zarray"
     meta = join(root, name)
     out["metadata"] = [_digest(read_bytes(meta)), _stat(meta)]
-    grid = [max(1, -(-int(n) // int(c))) for n, c in zip(arr.shape, src.stored_chunks)]
-    total = int(np.prod(grid))
-    picks = sorted({int(i) for i in np.linspace(0, total - 1, min(samples, total))})
-    chosen = {}
-    for flat in picks:
-        key = arr.metadata.encode_chunk_key(tuple(int(i) for i in np.unravel_index(flat, grid)))
-        chosen[key] = _digest(read_bytes(join(root, key)))
-    out["samples"] = chosen
+    if keys is None:
+        keys = _sample_keys(arr, src.stored_chunks, samples)
+    out["samples"] = {key: _digest(read_bytes(join(root, key))) for key in keys}
     return out
 
 

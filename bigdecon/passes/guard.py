@@ -82,7 +82,8 @@ def check_resume(src: Any, destination: str, work_dir: str | os.PathLike[str] | 
             f"cannot resume {where}: it was started by bigdecon {before}, this is {__version__}; "
             "start again with --overwrite"
         )
-    change = fingerprint_change(config.get("input"), fingerprint(src))
+    recorded = config.get("input") or {}
+    change = fingerprint_change(recorded, fingerprint(src, keys=list(recorded.get("samples") or {}) or None))
     if change:
         raise InputError(
             f"cannot resume {where}: the input changed since the run started ({change}); start again with --overwrite"

@@ -601,7 +601,8 @@ def deconvolve(
             "task_memory": task_memory,
             # A resume is refused when either differs (passes/guard.py: check_resume).
             "version": __version__,
-            "input": fingerprint(src),
+            # A resume checked the recorded one (same chunks sampled) in check_run: it is kept.
+            "input": _stored_config(destination).get("input") if resume else fingerprint(src),
         }
         if work_dir is not None:  # only when set: outputs of earlier versions still resume
             run_record["work_dir"] = redact(work_dir)
