@@ -9,6 +9,7 @@ first, and forwards every run option to the job's ``bigdecon run``.
 from __future__ import annotations
 
 import argparse
+import os
 import posixpath
 import re
 import shutil
@@ -19,7 +20,15 @@ from typing import Any
 from ..errors import InputError
 from ..params import PARAMETERS, parse_psf_files
 from .config import fmt_number
-from .options import Parser, add_run_options, check_parameters, given, resolve_options, run_argv_from_args
+from .options import (
+    Parser,
+    add_cluster_options,
+    add_run_options,
+    check_parameters,
+    given,
+    resolve_options,
+    run_argv_from_args,
+)
 
 __all__ = [
     "EXPLICIT_RUN_OPTIONS",
@@ -65,6 +74,7 @@ def add_parser(subparsers: Any) -> None:
                 f"{fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)"
             )
 
+    add_cluster_options(p, "submit")  # --tls/--no-tls, --tls-dir, --dashboard-from ...
     g = p.add_argument_group("cluster")
     g.add_argument("--workers", type=int, default=1, help="worker pods / batch jobs (default 1)")
     g.add_argument(
@@ -251,8 +261,17 @@ def submit_command(args: argparse.Namespace) -> int:
     except InputError as exc:
         return _refuse(str(exc))
     args.debug = resolved["debug"]  # main() reads it on errors
+    try:
+        security = _security_options(args)
+    except InputError as exc:
+        return _refuse(str(exc))
+    if not security["tls"]:
+        _warn(
+            "--no-tls: the job's scheduler accepts plain TCP from anyone who reaches its port, "
+            "who can then run code as you and read your data"
+        )
     if getattr(args, "hpc", None):
-        return _submit_hpc(args)
+        return _submit_hpc(args, security)
     if not args.image:
         return _refuse("--image is required for Kubernetes")
     from .. import k8s
@@ -308,9 +327,41 @@ def submit_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit_hpc(args: argparse.Namespace) -> int:
+def _security_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``security`` group's options (``tls``, ``tls_dir``, ``dashboard_from`` ...), checked."""
+    resolved = resolve_options(args)
+    out = {key: resolved[key] for key, p in PARAMETERS.items() if p.group == "security"}
+    own = [out[k] for k in ("tls_ca_file", "tls_cert", "tls_key")]
+    if any(own) and not all(own):
+        raise InputError("give --tls-ca-file, --tls-cert and --tls-key together (or none: a generated certificate)")
+    if any(own) and not out["tls"]:
+        raise InputError("--no-tls with TLS certificates: choose one")
+    return out
+
+
+def _tls_files(args: argparse.Namespace, security: dict[str, Any]) -> Any:
+    """The job's TLS files: the user's, or generated under --tls-dir (None with --no-tls)."""
     from .. import hpc
-    from .run import add_arguments, run_command
+
+    if not security["tls"]:
+        return None
+    if security["tls_ca_file"]:
+        for key in ("tls_ca_file", "tls_cert", "tls_key"):
+            if not os.path.isfile(os.path.expanduser(security[key])):
+                raise InputError(f"--{key.replace('_', '-')} {security[key]}: no such file")
+        return hpc.TLSFiles(*(os.path.expanduser(security[k]) for k in ("tls_ca_file", "tls_cert", "tls_key")))
+    if args.dry_run:  # nothing is written: hpc.job_script names where the files would go
+        return None
+    try:
+        return hpc.write_tls_files(security["tls_dir"])
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the job's TLS certificate under --tls-dir {security['tls_dir']}: {exc}"
+        ) from None
+
+
+def _submit_hpc(args: argparse.Namespace, security: dict[str, Any]) -> int:
+    from .. import hpc
 
     try:
         cores = args.cores or int(args.worker_cpu)
@@ -327,24 +378,52 @@ def _submit_hpc(args: argparse.Namespace) -> int:
         job_extra=list(args.job_extra),
     )
     forwarded = run_argv(args)
-    if args.dry_run:
-        sys.stdout.write(hpc.job_script(args.hpc, **options))
-        return 0
     submit = hpc.submit_program(args.hpc)
-    if shutil.which(submit) is None:
+    if not args.dry_run and shutil.which(submit) is None:
         # Without it jobqueue only logs the failure and the run would wait forever.
         print(f"bigdecon submit: error: '{submit}' not found; run this on a {args.hpc} login node", file=sys.stderr)
         return 1
     try:
-        cluster = hpc.make_jobqueue_cluster(args.hpc, workers=args.workers, **options)
+        files = _tls_files(args, security)
+    except InputError as exc:
+        return _refuse(str(exc))
+    sec = hpc.tls_security(files) if files is not None else None
+    if args.dry_run:
+        script = hpc.job_script(args.hpc, security=sec, tls=security["tls"], tls_dir=security["tls_dir"], **options)
+        sys.stdout.write(script)
+        return 0
+    try:
+        return _run_on_jobqueue(args, options, forwarded, files, sec)
+    finally:
+        if files is not None:
+            files.remove()
+
+
+def _run_on_jobqueue(
+    args: argparse.Namespace, options: dict[str, Any], forwarded: list[str], files: Any, sec: Any
+) -> int:
+    """Start the batch workers and run the job against them from this process (with the job's TLS)."""
+    import contextlib
+
+    import dask
+
+    from .. import hpc
+    from .run import add_arguments, run_command
+
+    try:
+        cluster = hpc.make_jobqueue_cluster(
+            args.hpc, workers=args.workers, security=sec, tls=sec is not None, **options
+        )
     except Exception as exc:  # noqa: BLE001
         return _error("submit", exc)
+    client_tls = dask.config.set(hpc.tls_config(files)) if files is not None else contextlib.nullcontext()
     try:
         # This process runs the job against the batch workers; its errors reach main() as run's would.
         parser = Parser(prog="bigdecon run")
         add_arguments(parser)
         run_args = parser.parse_args([args.input, args.output, *forwarded, "--scheduler", cluster.scheduler_address])
-        return run_command(run_args)
+        with client_tls:
+            return run_command(run_args)
     finally:
         cluster.close()
 
