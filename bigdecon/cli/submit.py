@@ -87,7 +87,11 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("--worker-memory", default="32Gi", help="memory per worker (default 32Gi)")
     g.add_argument("--worker-cpu", default="8", help="CPUs per worker (default 8)")
-    g.add_argument("--dry-run", action="store_true", help="print the DaskJob YAML (or the batch job script) and exit")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the job's Secret (its TLS key), NetworkPolicy and DaskJob as YAML (or the batch job script) and exit",
+    )
 
     k = p.add_argument_group("Kubernetes")
     k.add_argument("--image", help="container image with bigdecon (required for Kubernetes)")
@@ -283,7 +287,7 @@ def submit_command(args: argparse.Namespace) -> int:
     if errors:
         return _refuse(errors[0])
     try:
-        manifest = k8s.build_daskjob(
+        manifests = k8s.build_job(
             args.name,
             args.input,
             args.output,
@@ -300,9 +304,13 @@ def submit_command(args: argparse.Namespace) -> int:
             service_account=args.service_account,
             pvc=args.pvc,
             pvc_mount=args.pvc_mount,
+            tls=security["tls"],
+            dashboard_from=security["dashboard_from"] or (),
         )
     except ValueError as exc:
         return _refuse(str(exc))
+    if security["tls_ca_file"]:
+        _warn("--tls-ca-file/--tls-cert/--tls-key are for Slurm/PBS/LSF; on Kubernetes each job gets its own Secret")
     for message in warnings:
         _warn(message)
     if gpus > 0 and not looks_like_gpu_image(args.image):
@@ -314,13 +322,14 @@ def submit_command(args: argparse.Namespace) -> int:
             "only the CUDA image has; use --gpus-per-worker 0 with a CPU image"
         )
     if args.dry_run:
-        sys.stdout.write(k8s.to_yaml(manifest))
+        # The job's Secret (its TLS key), NetworkPolicy and DaskJob: apply them in this order.
+        sys.stdout.write(k8s.to_yaml(manifests))
         return 0
     try:
-        k8s.create_daskjob(manifest, kubeconfig=args.kubeconfig)
+        k8s.create_job(manifests, kubeconfig=args.kubeconfig)
     except Exception as exc:  # noqa: BLE001 - report any API/config failure in one line
         return _error("submit", exc)
-    meta = manifest["metadata"]
+    meta = manifests[-1]["metadata"]
     print(f"daskjob {meta['namespace']}/{meta['name']} created")
     print(f"  bigdecon status {meta['name']} --namespace {meta['namespace']}")
     print(f"  bigdecon logs {meta['name']} --namespace {meta['namespace']}")
