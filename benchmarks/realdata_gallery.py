@@ -406,8 +406,9 @@ def page(results: list[dict], notes: list[str], args) -> str:
         if "psf_fwhm_px" in r:
             lines += [f"PSF FWHM z/y/x: {r['psf_fwhm_px']} px.", ""]
         lines += _table(r["figures"]) + ["", f"![{r['name']}](figures/realdata_{r['name']}.png)", ""]
-        if r.get("look"):
-            lines += [r["look"], ""]
+        look = LOOK.get(r["name"], r.get("look", ""))  # the current text, also for sets not rerun
+        if look:
+            lines += [look, ""]
     return "\n".join(lines)
 
 
@@ -465,7 +466,8 @@ LOOK = {
     "deconvolved bead in the square-root display is RL's undershoot on noisy 8-bit data.",
     "flowdec": "The bead image is several times wider than the flowdec kernel (compare the bead FWHM rows with "
     "the PSF FWHM line), so this bead is not a point at this sampling: its deconvolved image is a hollow-looking "
-    "sphere in xz rather than a spot. Faces: compare plane0/mean raw vs deconvolved (a bright frame on the FFT "
+    "sphere in xz rather than a spot, and its brightest voxels lie on the rim, so the width through the "
+    "brightest voxel can grow along x while the bead shrinks. Faces: compare plane0/mean raw vs deconvolved (a bright frame on the FFT "
     "path with a measured PSF is issue 21 item 6).",
     "celegans": "The default pipeline (sparse step + RL, Gaussian PSF of 3.5 px, about 0.15 µm, an assumption) "
     "brings out fine periodic stripes along the structure in the zoom; check the image's bottom edge, where "
