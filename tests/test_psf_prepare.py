@@ -138,6 +138,12 @@ def test_psf_command_on_real_beads(tmp_path, realdata):
     assert 0.4 < fwhm[0] < 0.8 and all(0.12 < w < 0.3 for w in fwhm[1:])  # a confocal bead, z and y/x
     psf = np.load(out)
     assert all(n % 2 == 1 for n in psf.shape) and float(psf.sum()) == pytest.approx(1, abs=1e-5)
+    # Distilled from all four beads (bigdecon.solvers.beads) instead of cropping one.
+    averaged = cli("psf", "--from-beads", beads, "--voxel-size", "0.125,0.066,0.066", "-o", tmp_path / "avg.tif")
+    assert averaged.returncode == 0, averaged.stderr
+    assert "beads:        4 found, 4 averaged" in averaged.stdout and "separate spots" not in averaged.stdout
+    psf, size = read_psf(tmp_path / "avg.tif")
+    assert size == pytest.approx([0.125, 0.066, 0.066]) and float(psf.sum()) == pytest.approx(1, abs=1e-5)
     kernel = cli("psf", realdata / "flowdec_bead" / "kernel.tif")
     assert kernel.returncode == 0 and "voxel size:   unknown" in kernel.stdout
     assert re.search(r"energy box:\s+\d+x\d+x\d+ holds 99 %", kernel.stdout)

@@ -37,7 +37,15 @@ def add_parser(sub: Any) -> None:
         "resampled to --voxel-size, cropped to --psf-energy of its light, sum 1.",
         epilog="Example: bigdecon psf bead.tif --voxel-size 0.3,0.1,0.1 -o psf.tif --png psf.png",
     )
-    p.add_argument("path", metavar="FILE", help="PSF file: .tif (ImageJ or OME voxel sizes are read) or .npy")
+    p.add_argument(
+        "path", metavar="FILE", nargs="?", help="PSF file: .tif (ImageJ or OME voxel sizes are read) or .npy"
+    )
+    p.add_argument(
+        "--from-beads",
+        metavar="STACK",
+        help="distil the PSF from a stack of sub-resolution beads instead of FILE: isolated, unsaturated "
+        "beads are found, registered to sub-pixel precision and averaged (bigdecon.solvers.beads)",
+    )
     p.add_argument("-o", "--output", metavar="OUT", help="write the prepared PSF (.tif with its voxel size, or .npy)")
     p.add_argument("--png", metavar="PNG", help="write xy/xz/yz sections of the prepared PSF, log scale")
     p.add_argument(
@@ -102,20 +110,25 @@ def psf_command(args: argparse.Namespace) -> int:
 
     resolved = resolve_options(args, cluster=False)
     quiet_dask(args, resolved["debug"])
-    raw, from_file = read_psf(args.path)
+    if (args.path is None) == (args.from_beads is None):
+        raise InputError("give a PSF FILE or --from-beads STACK (one of them)")
+    source = args.path or args.from_beads
+    raw, from_file = read_psf(source)
     raw = raw[_region(args.region, raw.shape)]
     names = ("z", "y", "x")[3 - raw.ndim :]
     own = resolved["psf_voxel_size"] or from_file
     origin = "--psf-voxel-size" if resolved["psf_voxel_size"] else "metadata" if from_file else None
     if own is not None:
         own = list(own)[-raw.ndim :]
+    say(f"{source}" + (f" [{args.region}]" if args.region else ""))
+    if args.from_beads:
+        raw = _average_beads(raw, own)
     energy = resolved["psf_energy"]
     # Measured at the file's own sampling; written at the data's when --voxel-size says what that is.
     native, report = prepare_psf(raw, own, own, energy=1.0)
     target = list(resolved["voxel_size"])[-raw.ndim :] if resolved["voxel_size"] else own
     prepared, out_report = prepare_psf(raw, own, target, energy=energy)
-    say(f"{args.path}" + (f" [{args.region}]" if args.region else ""))
-    say(f"  shape:        {shape_text(raw.shape)} {raw.dtype}")
+    say(f"  shape:        {shape_text(raw.shape)} {raw.dtype}" + (" (averaged beads)" if args.from_beads else ""))
     sizes = " x ".join(f"{v:g}" for v in own) + f" µm ({origin})" if own else "unknown (give --psf-voxel-size)"
     say(f"  voxel size:   {sizes}")
     fraction = report["pedestal_fraction"]
@@ -140,6 +153,19 @@ def psf_command(args: argparse.Namespace) -> int:
         write_sections(args.png, prepared, target)
         say(f"wrote {args.png}")
     return 0
+
+
+def _average_beads(stack: np.ndarray, voxel: list[float] | None) -> np.ndarray:
+    """The PSF distilled from a bead stack, with one line on the beads found and used."""
+    from ..solvers.beads import average_beads
+
+    psf, report = average_beads(stack, voxel_size=voxel)
+    rejected = ", ".join(f"{n} {why}" for why, n in report["rejected"].items() if n)
+    say(
+        f"  beads:        {report['found']} found, {report['used']} averaged"
+        + (f" (rejected: {rejected})" if rejected else "")
+    )
+    return psf
 
 
 def _say_fwhm(psf: np.ndarray, names: tuple[str, ...], own: list[float] | None, resolved: dict[str, Any]) -> None:
