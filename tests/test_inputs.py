@@ -229,3 +229,15 @@ def test_info_shows_the_prepared_psf_and_the_offset(measured_case, run_main):
     assert "6 hot pixels" in line and "resampled x0.333, 1, 1" in line
     assert "camera offset:    auto" in out
     assert "the pedestal (10" in err and err.count("bigdecon: note:") == 1
+
+
+@pytest.mark.parametrize("bad", [[0, 0.1, 0.1], [float("nan"), 0.1], [0.1] * 4, "a,b", "0.1,0.1 parsec"])
+def test_a_bad_voxel_size_is_named(bad, measured_case):
+    with pytest.raises(InputError, match="voxel_size"):
+        bigdecon.plan(measured_case[2], fwhm=3, voxel_size=bad)
+    # The command line's forms work in Python too.
+    assert bigdecon.plan(measured_case[2], fwhm=3, voxel_size="300,100,100nm")["voxel_size"] == {
+        "z": pytest.approx(0.3),
+        "y": pytest.approx(0.1),
+        "x": pytest.approx(0.1),
+    }

@@ -49,7 +49,9 @@ def info_command(args: argparse.Namespace) -> int:
         sizes.append(
             f"{ax} {src.scale.get(ax, 1.0):g} {unit} ({'--voxel-size' if origin == 'option' else 'metadata'})"
             if unit
-            else f"{ax} unknown (assumed 1 pixel{'; give --voxel-size' if ax in 'zyx' else ''})"
+            else f"{ax} unknown (assumed 1 pixel; give --voxel-size)"
+            if ax in "zyx"
+            else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
         )
     say(
         f"{src.path or args.path}",

@@ -654,7 +654,12 @@ def with_overrides(
         )
     if voxel_size is None:
         return src
-    sizes = [float(v) for v in voxel_size]
+    try:
+        sizes = [float(v) for v in voxel_size]
+    except (TypeError, ValueError):
+        raise InputError(f"voxel_size must be [z,] y, x numbers > 0 (micrometres), got {voxel_size!r}") from None
+    if len(sizes) not in (2, 3) or not all(math.isfinite(v) and v > 0 for v in sizes):
+        raise InputError(f"voxel_size must be [z,] y, x numbers > 0 (micrometres), got {list(voxel_size)}")
     names = ("z", "y", "x")[3 - len(sizes) :]
     if "z" in names and "z" not in src.axes:
         raise InputError(f"voxel size {list(voxel_size)} gives z, but the input has no z axis ({''.join(src.axes)})")

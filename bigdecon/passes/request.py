@@ -98,7 +98,9 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     kwargs = dict(kwargs)
     run = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_KEYS}
     optics = {k: kwargs.pop(k, None) for k in _OPTICS_KEYS}
-    src = with_overrides(src, kwargs.pop("axes", None), kwargs.pop("voxel_size", None))
+    src = with_overrides(
+        src, _parsed("axes", kwargs.pop("axes", None)), _parsed("voxel_size", kwargs.pop("voxel_size", None))
+    )
     offset = _check_offset(kwargs.pop("offset", 0.0))
     as_is = bool(kwargs.pop("psf_as_is", False))
     energy = _check_energy(kwargs.pop("psf_energy", None))
@@ -200,6 +202,13 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         offset=offset,
         psf_reports=reports or None,
     )
+
+
+def _parsed(name: str, value: Any) -> Any:
+    """An option given in Python, converted and checked as on the command line (``"0.3,0.1,0.1nm"`` too)."""
+    from ..params import PARAMETERS
+
+    return None if value is None else PARAMETERS[name].parse(value)
 
 
 def _check_offset(value: Any) -> float | str:
