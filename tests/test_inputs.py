@@ -185,9 +185,13 @@ def test_an_as_measured_psf_file_as_it_is_does_as_well_as_the_true_psf(measured_
     (against the truth) of the same run with the true PSF."""
     true_score, _, _ = _run(measured_case, measured_case[3], "true", "--psf-as-is")
     score, notes, attrs = _run(measured_case, measured_case[4], "measured")
-    as_is, _, _ = _run(measured_case, measured_case[4], "as-is", "--psf-as-is")
+    # Unprepared, the same file fails (in this process: the test can fail).
+    folder, truth, data = measured_case[:3]
+    common = dict(sparse_iters=0, background=0, deconv_iters=10, offset=100)
+    out = bigdecon.deconvolve(data, folder / "as-is.zarr", psf=str(measured_case[4]), psf_as_is=True, **common)
+    as_is = pearson(np.asarray(open_image(out["output"]).data), truth)
     assert score >= true_score - 0.01, (score, true_score)
-    assert as_is < true_score - 0.2, (as_is, true_score)  # unprepared, the same file fails: the test can
+    assert as_is < true_score - 0.2, (as_is, true_score)
     (report,) = attrs["bigdecon"]["psf_preparation"]
     assert report["psf_voxel_size"] == [0.1, 0.1, 0.1] and report["resample"] == pytest.approx([1 / 3, 1, 1], rel=1e-5)
     assert report["hot_pixels"] == 6 and report["shift_px"][1] == pytest.approx(-3.5, abs=0.15)
