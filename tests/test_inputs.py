@@ -229,7 +229,9 @@ def test_info_shows_the_prepared_psf_and_the_offset(measured_case, run_main):
     code, out, err = run_main("info", data, "--psf", measured, "--offset", "auto", "--deconv-iters", "10")
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.strip().startswith("PSF:"))
-    assert re.search(r"measured 61x48x48 at 0.1 x 0.1 x 0.1 µm -> prepared \d+x\d+x\d+ \(pedestal 10\d", line), line
+    assert re.search(
+        r"measured 61x48x48 at 0.1 x 0.1 x 0.1 µm \(metadata\) -> prepared \d+x\d+x\d+ \(pedestal 10\d", line
+    ), line
     assert "6 hot pixels" in line and "resampled x0.333, 1, 1" in line
     assert "camera offset:    auto" in out
     assert "the pedestal (10" in err and err.count("bigdecon: note:") == 1

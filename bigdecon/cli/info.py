@@ -137,6 +137,9 @@ def info_command(args: argparse.Namespace) -> int:
     return 0
 
 
+_FROM = {"option": "--psf-voxel-size", "metadata": "metadata", "data": "taken at the data's"}
+
+
 def _say_psf_and_offset(plan: dict[str, Any], resolved: dict[str, Any]) -> None:
     """The measured PSF as prepared for the data, and the camera offset."""
     for report in plan.get("psf_preparation") or []:
@@ -147,7 +150,7 @@ def _say_psf_and_offset(plan: dict[str, Any], resolved: dict[str, Any]) -> None:
         voxel = report.get("psf_voxel_size")
         say(
             f"  PSF:              {where}measured {shape_text(report['shape_in'])}"
-            + (f" at {fmt_size(voxel)} µm" if voxel else "")
+            + (f" at {fmt_size(voxel)} µm ({_FROM.get(report.get('psf_voxel_size_from'), '?')})" if voxel else "")
             + f" -> prepared {shape_text(report['shape'])} (pedestal {fmt_number(report['pedestal'])}, "
             f"{report['hot_pixels']} hot pixels, shift {', '.join(fmt_number(v) for v in report['shift_px'])} px, "
             f"resampled x{', '.join(fmt_number(round(v, 3)) for v in report['resample'])}, "

@@ -251,6 +251,7 @@ def measured_psf(
         return psf, None
     where = f"PSF file {os.fspath(psf)}"
     a, from_file = read_psf(psf)
+    origin = "option" if psf_voxel is not None else "metadata" if from_file is not None else "unknown"
     psf_voxel = psf_voxel if psf_voxel is not None else from_file
     data_voxel = voxel_size_um(src, ("z", "y", "x")[3 - a.ndim :])
     if as_is:
@@ -262,13 +263,18 @@ def measured_psf(
             f"{where} states no voxel size: taken at the data's ({_sizes_text(data_voxel)} µm); "
             "give --psf-voxel-size if it differs"
         )
-        psf_voxel = data_voxel
+        psf_voxel, origin = data_voxel, "data"
     elif psf_voxel is not None and data_voxel is None:
         _notice("the input states no voxel size: the PSF is not resampled to it (give --voxel-size)")
     prepared, report = prepare_psf(
         a, psf_voxel, data_voxel if psf_voxel is not None else None, energy=energy or DEFAULT_ENERGY
     )
-    report = {"file": os.fspath(psf), **report, "psf_voxel_size": [float(v) for v in psf_voxel] if psf_voxel else None}
+    report = {
+        "file": os.fspath(psf),
+        **report,
+        "psf_voxel_size": [float(v) for v in psf_voxel] if psf_voxel else None,
+        "psf_voxel_size_from": origin,  # option, metadata, data (taken at the data's) or unknown
+    }
     for line in report["warnings"]:
         _notice(f"{where}: {line}")
     return prepared, report
