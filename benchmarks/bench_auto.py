@@ -165,11 +165,15 @@ def main() -> None:
             flush=True,
         )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("raw", "rl20", "defaults", "auto")}
-    print(f"| mean | {mean['raw']:.3f} | {mean['rl20']:.3f} | {mean['defaults']:.3f} | **{mean['auto']:.3f}** | "
-          f"{mean['auto'] - mean['rl20']:+.3f} | | | |")
+    print(
+        f"| mean | {mean['raw']:.3f} | {mean['rl20']:.3f} | {mean['defaults']:.3f} | **{mean['auto']:.3f}** | "
+        f"{mean['auto'] - mean['rl20']:+.3f} | | | |"
+    )
     ok = all(r["auto"] >= r["rl20"] - 0.005 and r["auto"] >= r["defaults"] for r in rows)
-    print(f"targets (auto >= RL20 - 0.005 and >= defaults on every case; mean above RL): "
-          f"{ok and mean['auto'] > mean['rl20']}")
+    print(
+        f"targets (auto >= RL20 - 0.005 and >= defaults on every case; mean above RL): "
+        f"{ok and mean['auto'] > mean['rl20']}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -37,14 +37,15 @@ import numpy as np
 from scipy import ndimage, signal
 
 from .params import Params
+from .solvers.background import estimate_background
 from .stages import deconv_stage, is_coupled, output_psf, preprocess, sparse_stage
 
 __all__ = ["Candidate", "default_candidates", "hide_voxels", "held_out_loss", "run_candidate", "pick_blocks"]
 
 HIDDEN_FRACTION = 0.03
 GUARD = 2.0  # standard errors of the paired loss difference a candidate must beat plain RL by
-BLOCK_K = 32  # planes of a block (z or t)
-BLOCK_YX = 128  # pixels of a block in y and x
+BLOCK_K = 24  # planes of a block (z or t), at least the PSF's
+BLOCK_YX = 80  # pixels of a block in y and x, at least the PSF's
 RL = dict(sparse_iters=0, background=0, deconv_type=1)
 METHOD_NAMES = (
     "sparse_iters fidelity sparsity tcontinuity background deconv_type deconv_iters wb_alpha wb_beta wb_order"
@@ -82,12 +83,12 @@ def default_candidates() -> list[Candidate]:
     out = [Candidate(f"RL {n}", dict(RL, deconv_iters=n)) for n in (20, 10, 40)]
     out += [
         Candidate(f"WB {n} beta {b:g}", dict(RL, deconv_type=3, deconv_iters=n, wb_beta=b))
-        for b in (0.1, 0.03)
-        for n in (1, 2, 3)
+        for b, iters in ((0.1, (1, 2, 3)), (0.03, (1, 2)))
+        for n in iters
     ]
     out.append(Candidate("Landweber 30", dict(RL, deconv_type=2, deconv_iters=30)))
     out.append(Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1)))
-    out += [_sparse(150, 2), _sparse(150, 10), _sparse(500, 2), _sparse(50, 2), _sparse(150, 2, background=1)]
+    out += [_sparse(150, 2), _sparse(150, 2, background=1), _sparse(500, 2), _sparse(150, 10, background=1)]
     return out
 
 
@@ -134,17 +135,23 @@ def interior(shape: tuple[int, ...], psf: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(min(h, n // 4), n - min(h, n // 4)) for h, n in zip(half, shape))
 
 
-def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None, float | None]):
+def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None, float | None], background=None):
     """``(loss, per_voxel)``: the weighted squared error of the re-blurred estimate on the hidden voxels.
 
-    ``estimate`` was computed from the masked block; scale and offset of the
-    prediction are fitted on the visible voxels of the interior.
+    ``estimate`` was computed from the masked block; the prediction is
+    ``a * blur(estimate) + b`` (plus ``c * background`` when the candidate
+    removed one: it is part of its model of the data), with ``a``, ``b``,
+    ``c`` fitted on the visible voxels of the interior.
     """
     pred = _blur(np.asarray(estimate, np.float64), np.asarray(psf, np.float64))
     inner = interior(block.shape, psf)
-    p, y, h = pred[inner].ravel(), block[inner].astype(np.float64).ravel(), hidden[inner].ravel()
-    a, b = _fit(p[~h], y[~h])
-    fit = a * p[h] + b
+    columns = [pred[inner].ravel()]
+    if background is not None:
+        columns.append(np.asarray(background, np.float64)[inner].ravel())
+    design = np.stack(columns + [np.ones_like(columns[0])], axis=1)
+    y, h = block[inner].astype(np.float64).ravel(), hidden[inner].ravel()
+    coef = np.linalg.lstsq(design[~h], y[~h], rcond=None)[0]
+    fit = design[h] @ coef
     sigma, gain, offset = noise
     var = np.full(fit.shape, max(sigma, 1e-12) ** 2)
     if gain is not None:
@@ -153,17 +160,10 @@ def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None
     return float(per.mean()), per
 
 
-def _fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``y ~ a p + b`` (a >= 0)."""
-    pm, ym = p.mean(), y.mean()
-    vp = float(((p - pm) ** 2).sum())
-    a = max(float(((p - pm) * (y - ym)).sum()) / vp, 0.0) if vp > 0 else 0.0
-    return a, float(ym - a * pm)
-
-
 def run_candidate(block, params: Params, scale: float, mean: float, n_planes: int):
     """Steps 1-6 on one block with the data set's ``scale`` (max) and ``mean`` (over ``scale``).
 
+    Returns the output and the background that step 2 removed (raw units; None for mode 0).
     The sparse step's input is normalised as on the data set: ``raw / scale``
     with background mode 0; with a background mode, by the block's ratio of
     the maximum after the background to the maximum before it.
@@ -171,11 +171,15 @@ def run_candidate(block, params: Params, scale: float, mean: float, n_planes: in
     h = preprocess(block, scale, mean, params)
     f_max = float(block.max()) / scale
     norm = 1.0 if not params.background else max(float(h.max()) / max(f_max, 1e-12), 1e-12)
+    removed = None
+    if params.background:
+        f = np.asarray(block, np.float32) / np.float32(scale)
+        removed = np.asarray(estimate_background(f, params.background, mean=mean)) * scale
     g = sparse_stage(h, norm, params, is_coupled(n_planes, params))
     g_max = float(g.max())
     if g_max <= 0:
-        return np.zeros(g.shape, np.float32)
-    return deconv_stage(g, g_max, scale, params, output_psf(params, block.ndim))
+        return np.zeros(g.shape, np.float32), removed
+    return deconv_stage(g, g_max, scale, params, output_psf(params, block.ndim)), removed
 
 
 @dataclass
@@ -207,8 +211,8 @@ def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats:
         params = replace(base, **cand.params)
         losses, per = [], []
         for b in blocks:
-            out = run_candidate(b.masked, params, scale, mean, n_planes)
-            loss, voxels = held_out_loss(out, b.data, b.hidden, psf, b.noise)
+            out, removed = run_candidate(b.masked, params, scale, mean, n_planes)
+            loss, voxels = held_out_loss(out, b.data, b.hidden, psf, b.noise, removed)
             losses.append(loss)
             per.append(voxels)
         records.append(
