@@ -257,8 +257,10 @@ def decide(records: list[dict]) -> tuple[int, str, list[dict]]:
             )
         )
     rl = [i for i, r in enumerate(records) if r["candidate"].plain_rl]
-    best_rl = min(rl, key=lambda i: table[i]["loss"])
     best = min(range(len(table)), key=lambda i: table[i]["loss"])
+    if not rl:  # a given deconv_type other than RL: no plain RL to compare with
+        return best, f"lowest held-out loss ({table[best]['relative']:.4f} of {table[0]['name']})", table
+    best_rl = min(rl, key=lambda i: table[i]["loss"])
     if best in rl:
         return best, f"lowest held-out loss ({table[best]['relative']:.4f} of RL 20)", table
     rl_loss = table[best_rl]["loss"]

@@ -390,7 +390,11 @@ def _candidates(count: int | None, fixed: dict) -> list:
     from .selection import Candidate, default_candidates
 
     out, seen = [], set()
-    for c in default_candidates():
+    pool = default_candidates()
+    if "deconv_type" in fixed and "deconv_iters" not in fixed:
+        # A given step 5 keeps the candidates of its kind (their iteration counts suit it).
+        pool = [c for c in pool if c.params.get("deconv_type", 1) == fixed["deconv_type"]] or pool[:1]
+    for c in pool:
         params = {**c.params, **fixed}
         key = tuple(sorted(params.items()))
         if key not in seen:
@@ -407,6 +411,8 @@ def tune(channels: list[_Channel], *, budget: Any = None, blocks: int = 2, seed:
     """Score the candidates on ``blocks`` blocks of every channel and pick one setting for all of them."""
     from .selection import decide, score
 
+    if any(ch.params.up_sample for ch in channels) or (fixed or {}).get("up_sample"):
+        raise InputError("suggest does not score up-sampled runs: leave up_sample at 0")
     start = time.perf_counter()
     seconds, count = parse_budget(budget)
     candidates = _candidates(count, dict(fixed or {}))
