@@ -37,14 +37,13 @@ import numpy as np
 from scipy import ndimage, signal
 
 from .params import Params
-from .solvers.background import estimate_background
 from .stages import deconv_stage, is_coupled, output_psf, preprocess, sparse_stage
 
 __all__ = ["Candidate", "default_candidates", "hide_voxels", "held_out_loss", "run_candidate", "pick_blocks"]
 
 HIDDEN_FRACTION = 0.03
 GUARD = 2.0  # standard errors of the paired loss difference a candidate must beat plain RL by
-BLOCK_K = 24  # planes of a block (z or t), at least the PSF's
+BLOCK_K = 20  # planes of a block (z or t), at least the PSF's
 BLOCK_YX = 80  # pixels of a block in y and x, at least the PSF's
 RL = dict(sparse_iters=0, background=0, deconv_type=1)
 METHOD_NAMES = (
@@ -88,7 +87,7 @@ def default_candidates() -> list[Candidate]:
     ]
     out.append(Candidate("Landweber 30", dict(RL, deconv_type=2, deconv_iters=30)))
     out.append(Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1)))
-    out += [_sparse(150, 2), _sparse(150, 2, background=1), _sparse(500, 2), _sparse(150, 10, background=1)]
+    out += [_sparse(150, 2), _sparse(150, 2, background=1), _sparse(500, 2)]
     return out
 
 
@@ -135,20 +134,19 @@ def interior(shape: tuple[int, ...], psf: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(min(h, n // 4), n - min(h, n // 4)) for h, n in zip(half, shape))
 
 
-def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None, float | None], background=None):
+def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None, float | None]):
     """``(loss, per_voxel)``: the weighted squared error of the re-blurred estimate on the hidden voxels.
 
     ``estimate`` was computed from the masked block; the prediction is
-    ``a * blur(estimate) + b`` (plus ``c * background`` when the candidate
-    removed one: it is part of its model of the data), with ``a``, ``b``,
-    ``c`` fitted on the visible voxels of the interior.
+    ``a * blur(estimate) + b`` with ``a`` and ``b`` fitted on the visible
+    voxels of the interior. A background that a candidate removed is not
+    added back: light removed from the output (faint out-of-focus objects
+    taken for background) counts as an error.
     """
     pred = _blur(np.asarray(estimate, np.float64), np.asarray(psf, np.float64))
     inner = interior(block.shape, psf)
-    columns = [pred[inner].ravel()]
-    if background is not None:
-        columns.append(np.asarray(background, np.float64)[inner].ravel())
-    design = np.stack(columns + [np.ones_like(columns[0])], axis=1)
+    p = pred[inner].ravel()
+    design = np.stack([p, np.ones_like(p)], axis=1)
     y, h = block[inner].astype(np.float64).ravel(), hidden[inner].ravel()
     coef = np.linalg.lstsq(design[~h], y[~h], rcond=None)[0]
     fit = design[h] @ coef
@@ -160,26 +158,22 @@ def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None
     return float(per.mean()), per
 
 
-def run_candidate(block, params: Params, scale: float, mean: float, n_planes: int):
+def run_candidate(block, params: Params, scale: float, mean: float, n_planes: int, snapshots: dict | None = None):
     """Steps 1-6 on one block with the data set's ``scale`` (max) and ``mean`` (over ``scale``).
 
-    Returns the output and the background that step 2 removed (raw units; None for mode 0).
     The sparse step's input is normalised as on the data set: ``raw / scale``
     with background mode 0; with a background mode, by the block's ratio of
-    the maximum after the background to the maximum before it.
+    the maximum after the background to the maximum before it. ``snapshots``:
+    the outputs after fewer Richardson-Lucy iterations (see :func:`deconv_stage`).
     """
     h = preprocess(block, scale, mean, params)
     f_max = float(block.max()) / scale
     norm = 1.0 if not params.background else max(float(h.max()) / max(f_max, 1e-12), 1e-12)
-    removed = None
-    if params.background:
-        f = np.asarray(block, np.float32) / np.float32(scale)
-        removed = np.asarray(estimate_background(f, params.background, mean=mean)) * scale
     g = sparse_stage(h, norm, params, is_coupled(n_planes, params))
     g_max = float(g.max())
     if g_max <= 0:
-        return np.zeros(g.shape, np.float32), removed
-    return deconv_stage(g, g_max, scale, params, output_psf(params, block.ndim)), removed
+        return np.zeros(g.shape, np.float32)
+    return deconv_stage(g, g_max, scale, params, output_psf(params, block.ndim), snapshots=snapshots)
 
 
 @dataclass
@@ -202,17 +196,19 @@ def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats:
     scale, mean, n_planes = stats
     psf = output_psf(base, blocks[0].data.ndim)
     records: list[dict[str, Any]] = []
+    cache: dict[tuple[str, int], Any] = {}  # outputs computed as snapshots of a longer RL run
     start = time.perf_counter()
     for i, cand in enumerate(candidates):
         spent = time.perf_counter() - start
         if i and budget_s is not None and spent + _expected(records, cand) > budget_s:
             continue
         t0 = time.perf_counter()
-        params = replace(base, **cand.params)
         losses, per = [], []
-        for b in blocks:
-            out, removed = run_candidate(b.masked, params, scale, mean, n_planes)
-            loss, voxels = held_out_loss(out, b.data, b.hidden, psf, b.noise, removed)
+        for j, b in enumerate(blocks):
+            out = cache.pop((cand.name, j), None)
+            if out is None:
+                out = _run_family(cand, candidates[i + 1 :], base, b, stats, cache, j)
+            loss, voxels = held_out_loss(out, b.data, b.hidden, psf, b.noise)
             losses.append(loss)
             per.append(voxels)
         records.append(
@@ -225,6 +221,28 @@ def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats:
             )
         )
     return records
+
+
+def _run_family(cand: Candidate, later: list[Candidate], base: Params, block: Block, stats, cache: dict, j: int):
+    """Run ``cand`` on ``block``; later Richardson-Lucy candidates that differ from it only in the
+    iteration count come from the same run (the longest), as snapshots, into ``cache``."""
+    scale, mean, n_planes = stats
+    params = replace(base, **cand.params)
+    if params.deconv_type != 1:
+        return run_candidate(block.masked, params, scale, mean, n_planes)
+    family = []
+    for c in later:
+        other = replace(base, **c.params)
+        if replace(other, deconv_iters=params.deconv_iters) == params:
+            family.append((c, other.deconv_iters))
+    if not family:
+        return run_candidate(block.masked, params, scale, mean, n_planes)
+    longest = max([params.deconv_iters] + [n for _, n in family])
+    snaps: dict[int, Any] = {n: None for n in {params.deconv_iters, *(n for _, n in family)}}
+    snaps[longest] = run_candidate(block.masked, replace(params, deconv_iters=longest), scale, mean, n_planes, snaps)
+    for c, n in family:
+        cache[(c.name, j)] = snaps[n]
+    return snaps[params.deconv_iters]
 
 
 def _expected(records: list[dict], cand: Candidate) -> float:

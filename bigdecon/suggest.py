@@ -531,7 +531,7 @@ def suggest_parameters(
         first); ``"30s"`` or a float: seconds (candidates that would not fit
         are skipped). Default: every candidate.
     blocks : int
-        Blocks per channel (each 24 x 80 x 80, or larger to hold the PSF).
+        Blocks per channel (each 20 x 80 x 80, or larger to hold the PSF).
     seed : int
         Of the random masks: the same seed gives the same choice.
     fixed : dict, optional
@@ -583,7 +583,7 @@ def save_preview(suggestion: Suggestion, path: str, n: int = 3) -> None:
     best = sorted(suggestion.candidates, key=lambda c: c["loss"])[:n]
     images = [("raw", block.data)]
     for c in best:
-        out, _ = run_candidate(block.data, replace(base, **c["params"]), scale, mean, n_planes)
+        out = run_candidate(block.data, replace(base, **c["params"]), scale, mean, n_planes)
         images.append((f"{c['name']}\nloss {c['relative']:.4f} of RL 20", out))
     plane = int(np.argmax([np.percentile(p, 99.9) for p in block.data])) if block.data.ndim == 3 else None
     fig, axs = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.6))

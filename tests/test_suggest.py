@@ -179,3 +179,13 @@ def test_budget_and_choice():
     assert spent <= 0.3 + t.candidates[0]["seconds"] + 0.1, t.candidates  # RL 20 always runs
     with pytest.raises(InputError, match="budget"):
         suggest_parameters(raw, psf=psf, budget="soon")
+
+
+def test_rl_snapshots_are_shorter_runs():
+    """RL 10 and 20 taken from one run of 40 equal runs of 10 and 20 (the candidates share it)."""
+    raw, _, psf = blobs_and_points(shape=(8, 32, 32))
+    f = raw / raw.max()
+    snaps = {10: None, 20: None}
+    bigdecon.richardson_lucy(f, psf, 40, alpha="schedule", snapshots=snaps)
+    for n in (10, 20):
+        np.testing.assert_array_equal(snaps[n], bigdecon.richardson_lucy(f, psf, n, alpha="schedule"))
