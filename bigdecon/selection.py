@@ -85,7 +85,7 @@ def default_candidates() -> list[Candidate]:
         for b, iters in ((0.1, (1, 2, 3)), (0.03, (1, 2)))
         for n in iters
     ]
-    out.append(Candidate("Landweber 30", dict(RL, deconv_type=2, deconv_iters=30)))
+    out.append(Candidate("Landweber 20", dict(RL, deconv_type=2, deconv_iters=20)))
     out.append(Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1)))
     out += [_sparse(150, 2), _sparse(150, 2, background=1), _sparse(500, 2)]
     return out
