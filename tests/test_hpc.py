@@ -325,8 +325,15 @@ def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path:
     from distributed import Client
     from distributed.security import Security
 
+    import psutil
+
+    def listening() -> set[tuple[str, int]]:
+        conns = psutil.Process().net_connections(kind="inet")
+        return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+
     files = hpc.write_tls_files(tmp_path / "tls")
     sec = hpc.tls_security(files)
+    before = listening()
     cluster = hpc.make_jobqueue_cluster(
         "slurm",
         workers=0,
@@ -334,11 +341,14 @@ def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path:
         memory="2GiB",
         python=sys.executable,
         security=sec,
-        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+        scheduler_options={"host": "127.0.0.1"},  # here only; on a login node it listens on all
     )
     procs: list[subprocess.Popen] = []
     log = tmp_path / "worker.log"
     try:
+        # the scheduler's comm port and, by default, its dashboard: on 127.0.0.1 (ssh -L to see it)
+        opened = listening() - before
+        assert len(opened) == 2 and {ip for ip, _ in opened} == {"127.0.0.1"}, opened
         address = cluster.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
         script = cluster.job_script()
