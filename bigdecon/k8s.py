@@ -51,6 +51,8 @@ from typing import Any
 
 import yaml
 
+from .io.paths import redact
+
 __all__ = [
     "DASKJOB_GROUP",
     "DASKJOB_VERSION",
@@ -484,7 +486,7 @@ def build_daskjob(
             "name": name,
             "namespace": namespace,
             "labels": dict(_PART_OF),
-            "annotations": {"bigdecon/input": str(input), "bigdecon/output": str(output)},
+            "annotations": {"bigdecon/input": redact(str(input)), "bigdecon/output": redact(str(output))},
         },
         "spec": {
             "job": {

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError
+from ..io.paths import redact
 from ..params import PARAMETERS, parse_psf_files
 from .config import fmt_number
 from .options import (
@@ -241,7 +242,7 @@ def looks_like_gpu_image(image: str) -> bool:
 
 def _error(cmd: str, exc: BaseException) -> int:
     # One line, no traceback: the usual causes are config/credential problems.
-    msg = " ".join(str(exc).split()) or type(exc).__name__
+    msg = redact(" ".join(str(exc).split()) or type(exc).__name__)
     if len(msg) > 300:
         msg = msg[:297] + "..."
     print(f"bigdecon {cmd}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
@@ -249,11 +250,11 @@ def _error(cmd: str, exc: BaseException) -> int:
 
 
 def _warn(message: str) -> None:
-    print(f"bigdecon submit: warning: {message}", file=sys.stderr)
+    print(f"bigdecon submit: warning: {redact(message)}", file=sys.stderr)
 
 
 def _refuse(message: str) -> int:
-    print(f"bigdecon submit: error: {message}", file=sys.stderr)
+    print(f"bigdecon submit: error: {redact(message)}", file=sys.stderr)
     return 2
 
 
