@@ -322,10 +322,9 @@ def _raw_tls(address: str, ca_file: str, cert: tuple[str, str] | None = None) ->
 def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path: Path) -> None:
     """The generated job script's worker joins the in-process scheduler over TLS; a client without
     the job's certificate (plain TCP, or another certificate) is refused."""
+    import psutil
     from distributed import Client
     from distributed.security import Security
-
-    import psutil
 
     def listening() -> set[tuple[str, int]]:
         conns = psutil.Process().net_connections(kind="inet")
