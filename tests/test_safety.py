@@ -228,6 +228,7 @@ def test_kill_after_finalising_is_finished_by_resume(raw, tmp_path, run_main):
     bigdecon.deconvolve(str(raw), str(out), resume=True, **API)
     shutil.copytree(saved, out / ".bigdecon-work")  # as if killed between finalize and the removal
     image = np.asarray(open_image(out).data)
+    assert_refused(run_main("run", raw, out, *FAST, *CLUSTER), "is complete but still has the work folder", "--resume")
     proc = run_main("run", raw, out, *FAST, *CLUSTER, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert "already complete: removed the work folder" in proc.stdout
@@ -240,6 +241,7 @@ def test_interrupted_overwrite_names_the_command_that_recovers(raw, tmp_path, ru
     out = interrupted(str(raw), tmp_path / "out.ome.zarr", after=4)
     (out / "zarr.json").unlink()  # an --overwrite killed after removing the root metadata
     assert_refused(run_main("run", raw, out, *FAST, *CLUSTER, "--resume"), "root metadata is missing", "--overwrite")
+    assert_refused(run_main("run", raw, out, *FAST, *CLUSTER), "lost its root metadata", "use --overwrite")
     bigdecon.deconvolve(str(raw), str(out), overwrite=True, **API)  # the command named: allowed now
     np.testing.assert_array_equal(np.asarray(open_image(out).data), expected)
 

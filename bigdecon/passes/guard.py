@@ -129,6 +129,22 @@ def check_run(
     check_lease(out)
     if resume:
         return check_resume(src, out, work_dir)
-    if overwrite and [n for n in listing(out) or [] if n != LEASE_NAME]:
+    present = [n for n in listing(out) or [] if n != LEASE_NAME]
+    if overwrite and present:
         owned_entries(out)
+    elif present:
+        _say_how_to_recover(out)
     return None
+
+
+def _say_how_to_recover(out: str) -> None:
+    """An existing output without --resume or --overwrite: name the one command that recovers its state."""
+    where = redact(out)
+    info = _stored(out)
+    if info is None and read_bytes(join(work_root(out), WORK_STAMP)) is not None:
+        raise InputError(f"output exists: {where} lost its root metadata (an interrupted --overwrite); use --overwrite")
+    if info and info.get("status") == "complete" and _exists(work_root(out, info.get("work_dir"))):
+        raise InputError(
+            f"output exists: {where} is complete but still has the work folder of the run that wrote it "
+            "(killed while cleaning up); use --resume to remove it"
+        )
