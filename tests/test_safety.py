@@ -165,6 +165,26 @@ def test_overwrite_refuses_an_image_bigdecon_did_not_write(raw, raw_array, tmp_p
     assert tree(out) == before
 
 
+def test_overwrite_refuses_a_foreign_image_on_an_object_store(raw, raw_array, run_main):
+    """The same on memory:// (an fsspec object store the CLI reaches in this process)."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://theirs-{uuid.uuid4().hex}/img.ome.zarr"
+    group = zarr.open_group(url, mode="w")
+    group.create_array("0", shape=raw_array.shape, chunks=(3, 32, 32), dtype="float32")[:] = raw_array
+    group.attrs["multiscales"] = [{"axes": ["t", "y", "x"], "datasets": [{"path": "0"}]}]
+    group.create_group("labels")
+    fs = fsspec.filesystem("memory")
+    before = sorted(fs.find(url))
+    try:
+        assert_refused(run_main("run", raw, url, *FAST, "--overwrite"), "did not write")
+        assert sorted(fs.find(url)) == before
+    finally:
+        fs.rm(url.rsplit("/", 1)[0], recursive=True)
+
+
 def test_overwrite_refuses_what_the_user_added_to_a_bigdecon_output(raw, tmp_path, run_main):
     out = tmp_path / "out.ome.zarr"
     bigdecon.deconvolve(str(raw), str(out), **API)
