@@ -31,6 +31,7 @@ from bigdecon.errors import InputError
 from bigdecon.io._meta import (
     ImageSource,
     check_axes,
+    check_declared,
     display_window,
     multiscales_metadata,
     normalize_unit,
@@ -94,8 +95,10 @@ def open_omezarr(path: str | os.PathLike) -> ImageSource:
         raise InputError(f"input not found: {p}") from e
     except (zarr.errors.NodeNotFoundError, KeyError) as e:
         raise InputError(f"not an OME-Zarr image: {p} (no zarr metadata)") from e
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read input: {p} ({e})") from e
+    except RecursionError:
+        raise InputError(f"cannot read input: {p} (its zarr metadata is nested too deeply)") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"cannot read input: {p} ({_one_line(e)})") from e
     if isinstance(node, zarr.Array):
         raise InputError(f"not an OME-Zarr image: {p} (a plain zarr array without OME metadata)")
     return _image_from_group(node, p, nested=False)
@@ -124,12 +127,19 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         arr = group[meta["dataset"]]
     except KeyError as e:
         raise InputError(f"broken OME-Zarr image: {where} (level {meta['dataset']!r} is missing)") from e
+    except RecursionError:
+        raise InputError(
+            f"broken OME-Zarr image: {where} (level {meta['dataset']!r}: metadata nested too deeply)"
+        ) from None
+    except (ValueError, TypeError) as e:  # zarr's checks of the array metadata (negative chunks, ...)
+        raise InputError(f"broken OME-Zarr image: {where} (level {meta['dataset']!r}: {_one_line(e)})") from e
     if not isinstance(arr, zarr.Array) or arr.ndim != len(meta["axes"]):
         raise InputError(
             f"broken OME-Zarr image: {where} (level {meta['dataset']!r} does not have "
             f"{len(meta['axes'])} dimensions {''.join(meta['axes'])})"
         )
     unit = tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
+    check_declared(arr.shape, meta["axes"], unit, where)
     return ImageSource(
         data=da.from_zarr(arr, chunks=task_chunks(arr.shape, unit, arr.dtype.itemsize)),
         axes=meta["axes"],
@@ -144,6 +154,10 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         stored_chunks=unit,
         array=arr,
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _has_group(group: zarr.Group, name: str) -> bool:
