@@ -380,7 +380,7 @@ def test_k8s_manifest_annotations_are_redacted(run_main):
     assert proc.returncode == 0, proc.stderr
     import yaml
 
-    manifest = yaml.safe_load(proc.stdout)
+    manifest = next(m for m in yaml.safe_load_all(proc.stdout) if m and m.get("kind") == "DaskJob")
     notes = manifest["metadata"]["annotations"]
     assert notes["bigdecon/input"] == "https://***@data.example/raw.ome.zarr?token=***"
 
