@@ -383,6 +383,7 @@ def test_k8s_manifest_annotations_are_redacted(run_main):
     manifest = next(m for m in yaml.safe_load_all(proc.stdout) if m and m.get("kind") == "DaskJob")
     notes = manifest["metadata"]["annotations"]
     assert notes["bigdecon/input"] == "https://***@data.example/raw.ome.zarr?token=***"
+    assert "INPUT carries credentials in its URL" in proc.stderr and "s3cret" not in proc.stderr
 
 
 @pytest.fixture
