@@ -142,6 +142,16 @@ def test_work_dir_inside_the_input_is_refused(where, raw, tmp_path, run_main):
     assert tree(raw) == before and not (tmp_path / "out.ome.zarr").exists()
 
 
+def test_a_work_folder_linked_into_the_input_is_refused(raw, tmp_path, run_main):
+    """A resumed run would write and free its intermediates through the link, in the user's dataset."""
+    out = interrupted(str(raw), tmp_path / "out.ome.zarr", after=4)
+    shutil.rmtree(out / ".bigdecon-work")
+    (out / ".bigdecon-work").symlink_to(raw)
+    before = tree(raw)
+    assert_refused(run_main("run", raw, out, *FAST, *CLUSTER, "--resume"), "work folder", "input")
+    assert tree(raw) == before
+
+
 # --------------------------------------------------------------------------- 2: overwrite removes only bigdecon's
 
 

@@ -127,6 +127,10 @@ def check_run(
     check_work_dir(source, work_dir)
     out = normalize(destination)[0]
     check_lease(out)
+    stored_dir = (((_stored(out) or {}).get("config") or {}).get("work_dir")) if resume else None
+    root = work_root(out, work_dir if work_dir is not None else stored_dir)
+    if same_or_nested(source, root):  # e.g. a .bigdecon-work that is a symlink into the input
+        raise InputError(f"the work folder {redact(root)} resolves to, into or around the input {redact(str(source))}")
     if resume:
         return check_resume(src, out, work_dir)
     present = [n for n in listing(out) or [] if n != LEASE_NAME]
