@@ -431,6 +431,8 @@ def test_resume_after_losing_g_over_http_with_credentials(http_server, tmp_path,
     stored = "".join(p.read_text(errors="replace") for p in out.rglob("*.json"))
     assert "s3cret" not in proc.stdout + proc.stderr and "s3cret" not in stored
     assert "alice" not in stored and "http://***@127.0.0.1" in proc.stdout
+    info = cli("info", http_server, "--fwhm", "3")
+    assert info.returncode == 0 and "s3cret" not in info.stdout + info.stderr, info.stderr
 
 
 @pytest.mark.slow
