@@ -435,8 +435,8 @@ def prepare_psf(
     a = (a / a.sum(dtype=np.float64)).astype(np.float32)
     report: dict[str, Any] = {
         "shape_in": [int(n) for n in raw.shape],
-        "pedestal": round(pedestal, 4),
-        "noise": round(noise, 4),
+        "pedestal": float(f"{pedestal:.6g}"),
+        "noise": float(f"{noise:.6g}"),
         "pedestal_fraction": round(pedestal * raw.size / total, 4) if total > 0 else None,
         "hot_pixels": hot,
         "shift_px": [float(s) for s in shift],
