@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Ran, cli, stop_process_groups
+from helpers import Ran, cli, stop_process_groups
 
 from bigdecon import data
 from bigdecon.io import OmeZarrWriter, open_image, write_block
@@ -125,8 +125,12 @@ def test_run_end_to_end(small, tmp_path):
     proc = cli("run", small, out, *FAST, *CLUSTER)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    # The resolved configuration comes first, as reusable TOML.
-    assert "sparse_iters = 10" in proc.stdout and "fwhm = [3.0]" in proc.stdout
+    # One line first: what runs, with the options that are not defaults (the whole configuration on request).
+    first = proc.stdout.splitlines()[0]
+    assert first.endswith(
+        "(--fwhm 3 --sparse-iters 10 --deconv-iters 3 --workers 1 --threads-per-worker 2; all: --print-config)"
+    )
+    assert "# configuration" not in proc.stdout
     assert "tasks (" in proc.stderr  # progress lines (not a TTY: plain lines)
     assert "voxel/s" in proc.stdout and f"napari --plugin napari-ome-zarr {out}" in proc.stdout
     # The plan printed before the run is the one that runs: one task count everywhere.
@@ -155,7 +159,7 @@ def test_config_file_with_command_line_override(small, tmp_path, fmt):
     config = tmp_path / f"options.{fmt}"
     config.write_text(text)
     out = tmp_path / "out.ome.zarr"
-    proc = cli("run", small, out, "--config", config, "--sparse-iters", "5", "--threads-per-worker", "2")
+    proc = cli("run", small, out, "--config", config, "--sparse-iters", "5", "--threads-per-worker", "2", "-v")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stored = stored_config(out)
     assert stored["sparse_iters"] == 5  # the command line wins
@@ -269,7 +273,18 @@ def two_channels(tmp_path_factory) -> Path:
 def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path, run_main):
     out = tmp_path / "out.ome.zarr"
     proc = cli(
-        "run", two_channels, out, "--fwhm", "0=3", "1=4.2,4.2", "--sparse-iters", "5", "--deconv-iters", "2", *CLUSTER
+        "run",
+        two_channels,
+        out,
+        "--fwhm",
+        "0=3",
+        "1=4.2,4.2",
+        "--sparse-iters",
+        "5",
+        "--deconv-iters",
+        "2",
+        *CLUSTER,
+        "--print-config",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fwhm = {0 = [3.0], 1 = [4.2, 4.2]}" in proc.stdout
@@ -753,3 +768,33 @@ def test_psf_file_from_an_object_store():
     fsspec.filesystem("memory").pipe_file("/psfs/a.npy", buf.getvalue())
     loaded = load_psf("memory://psfs/a.npy")
     assert loaded.shape == (9, 9) and np.allclose(loaded / loaded.sum(), psf / psf.sum())
+
+
+@pytest.mark.slow  # nine CLI processes
+def test_bad_inputs_get_at_most_three_lines(small, tmp_path):
+    # Through the real CLI: everything is checked before anything is printed.
+    (tmp_path / "existing.ome.zarr").mkdir()
+    (tmp_path / "existing.ome.zarr" / "file").write_text("not bigdecon's")
+    bad = [
+        (["run", small, small / "out.ome.zarr", "--fwhm", "2"], "inside the input"),
+        (["run", tmp_path / "missing.ome.zarr", tmp_path / "o.ome.zarr", "--fwhm", "2"], "not found"),
+        (["run", small, tmp_path / "o.ome.zarr", "--fwhm", "-1"], "fwhm"),
+        (["run", small, tmp_path / "o.ome.zarr"], "psf size"),
+        (["run", small, tmp_path / "existing.ome.zarr", "--fwhm", "2"], "output exists"),
+        (["run", small, tmp_path / "o.ome.zarr", "--fwhm", "2", "--deconv-type", "9"], "deconv_type"),
+        # Abbreviated options are refused, not read as --background / --fidelity.
+        (["run", small, tmp_path / "o.ome.zarr", "--fwhm", "2", "--back", "2", "--fid", "300"], "--back"),
+        # An explicit Gaussian model with the optics: refused, not silently a widefield PSF.
+        (
+            ["run", small, tmp_path / "o.ome.zarr", "--na", "1.1", "--wavelength", "0.46", "--psf-model", "gaussian"],
+            "gaussian",
+        ),
+        (["info", small, "--fwhm", "2", "--deconv-type", "9"], "deconv_type"),
+    ]
+    for args, word in bad:
+        proc = cli(*args)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        assert proc.returncode == 2 and len(lines) <= 3, (args, proc.stdout, proc.stderr)
+        assert_usage_error(proc, word)
+    assert not (tmp_path / "o.ome.zarr").exists()
+    assert (tmp_path / "existing.ome.zarr" / "file").read_text() == "not bigdecon's"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import filaments, stopped_at_exit, wait_for_port
+from helpers import filaments, stopped_at_exit, wait_for_port
 
 import bigdecon
 from bigdecon._backend import gpu_available

@@ -62,7 +62,8 @@ def test_subsample_bounds_and_determinism():
     assert a.measured.crop == (suggest.MAX_SIDE, suggest.MAX_SIDE)
     json.dumps(a.to_dict())  # JSON-friendly
     # Dask gives the same measurements as NumPy.
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     c = suggest_parameters(da.from_array(raw, chunks=(8, 300, 280)), fwhm=3.5, axes="tyx")
     assert c == a
 

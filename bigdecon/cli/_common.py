@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -72,8 +74,29 @@ def quiet_dask(args: argparse.Namespace, debug: bool) -> None:
 
 
 def client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpus: bool = False) -> tuple[Any, Any]:
+    """The client of ``run``: a local cluster whose processes leave Ctrl-C to the driver, or a scheduler.
+
+    A terminal's Ctrl-C reaches the whole process group. The workers ignore it once
+    started (:func:`bigdecon.cluster.make_client`), but one hit while it starts printed
+    a traceback and left semaphores behind ("leaked semaphore" at exit). So SIGINT
+    is ignored while the cluster starts (a few seconds), which its processes inherit;
+    a Ctrl-C then is lost, and the next one stops the run and closes the cluster.
+    Masking SIGINT instead would hold it, but spawned processes do not keep the mask.
+    """
     from ..cluster import SCHEDULER_TIMEOUT, make_client
 
+    if resolved["scheduler"] or threading.current_thread() is not threading.main_thread():
+        return _make_client(make_client, SCHEDULER_TIMEOUT, resolved, task_memory, gpus)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return _make_client(make_client, SCHEDULER_TIMEOUT, resolved, task_memory, gpus)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _make_client(
+    make_client: Any, timeout: float, resolved: dict[str, Any], task_memory: int | None, gpus: bool
+) -> tuple[Any, Any]:
     return make_client(
         workers=resolved["workers"],
         threads_per_worker=resolved["threads_per_worker"],
@@ -82,7 +105,7 @@ def client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpus
         scheduler=resolved["scheduler"],
         dashboard_address=resolved["dashboard_address"],
         task_memory=task_memory,
-        scheduler_timeout=resolved.get("scheduler_timeout") or SCHEDULER_TIMEOUT,
+        scheduler_timeout=resolved.get("scheduler_timeout") or timeout,
         log_level=logging.WARNING if resolved.get("debug") else logging.CRITICAL,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .. import __version__
@@ -17,7 +18,15 @@ from ._common import (
     shape_text,
 )
 from .config import fmt_number, format_config
-from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, given, resolve_options
+from .options import (
+    WRITE_KEYS,
+    add_cluster_options,
+    add_run_options,
+    check_parameters,
+    given,
+    options_argv,
+    resolve_options,
+)
 
 __all__ = ["add_parser", "run_command"]
 
@@ -48,10 +57,11 @@ def _check_cheap(resolved: dict[str, Any]) -> None:
     check_parameters(resolved)
 
 
-def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, Any]:
-    """``--auto``: the suggested method parameters into ``resolved`` (given ones win); says what it chose.
+def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``--auto``: the suggested method parameters into ``resolved`` (given ones win).
 
-    Returns the suggestion's record (values, reasons, estimates) for the output's attributes.
+    Returns the suggestion's record (values, reasons, estimates) for the output's
+    attributes, and the lines that say what it chose (printed once the run is checked).
     """
     from .suggest import estimates_line, suggestions
 
@@ -65,27 +75,33 @@ def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> dic
             resolved[name] = value
             chosen.append(f"{name} {fmt_number(value)}")
     where = f" (measured on channel {channel})" if len(found) > 1 else ""
-    say(f"--auto chose{where}: {', '.join(chosen)}", f"  estimates: {estimates_line(s)}")
-    return {**s.to_dict(), "channel": channel}
+    lines = [f"--auto chose{where}: {', '.join(chosen)}", f"  estimates: {estimates_line(s)}"]
+    return {**s.to_dict(), "channel": channel}, lines
 
 
-def _note_if_defaults_differ(args: argparse.Namespace, resolved: dict[str, Any]) -> None:
-    """One line on stderr when a z stack runs with the default method parameters and the data call for others."""
-    import sys
-
+def _note_if_defaults_differ(args: argparse.Namespace, resolved: dict[str, Any]) -> str | None:
+    """A note when a z stack runs with the default method parameters and the data call for others."""
     from ..io import open_image
     from ..suggest import would_differ
     from .suggest import SHOWN, suggestions
 
     if any(given(args, name) for name in SHOWN) or "z" not in open_image(args.input).axes:
-        return
+        return None
     try:
         found = suggestions(args.input, resolved)
     except InputError:
-        return  # nothing to measure with (e.g. planes too small): the run says what is wrong, if anything
+        return None  # nothing to measure with (e.g. planes too small): the run says what is wrong, if anything
     differs = would_differ(found[0][1], resolved)
-    if differs:
-        print(f"bigdecon: note: {differs}; try --auto or `bigdecon suggest`", file=sys.stderr, flush=True)
+    return f"bigdecon: note: {differs}; try --auto or `bigdecon suggest`" if differs else None
+
+
+def _header(args: argparse.Namespace, resolved: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What the run starts with: the whole configuration on request, else the options that are not defaults."""
+    first = f"bigdecon {__version__}: {args.input} -> {args.output}"
+    if resolved["print_config"]:
+        return [first, "# configuration (reusable with --config)", format_config(record), ""]
+    changed = options_argv({k: v for k, v in resolved.items() if k not in ("debug", "print_config")})
+    return [first + (f"  ({' '.join(changed)}; all: --print-config)" if changed else "")]
 
 
 def _current_memory(client: Any) -> int | None:
@@ -106,29 +122,29 @@ def run_command(args: argparse.Namespace) -> int:
     resolved = resolve_options(args)
     quiet_dask(args, resolved["debug"])
     _check_cheap(resolved)
-    suggestion = _apply_suggestion(args, resolved) if resolved["auto"] else None
-    if suggestion is None:
-        _note_if_defaults_differ(args, resolved)
-    record = {"input": args.input, "output": args.output, **{k: v for k, v in resolved.items() if k != "debug"}}
-    say(
-        f"bigdecon {__version__}: {args.input} -> {args.output}",
-        "# configuration (reusable with --config)",
-        format_config(record),
-        "",
-    )
+    suggestion, chose = _apply_suggestion(args, resolved) if resolved["auto"] else (None, [])
+    note = None if suggestion is not None else _note_if_defaults_differ(args, resolved)
     kwargs = pipeline_kwargs(resolved)
-    # Everything about the input and the output is checked before any cluster starts;
-    # the memory estimate assumes the blocks a local cluster of this size would get.
+    # Everything about the input and the output is checked before anything is printed or a
+    # cluster starts; the memory estimate assumes the blocks a local cluster of this size would get.
     threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
     plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
     check_output(args.input, args.output, resolved)
-    gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
+    gpus, device, where = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
+    record = {
+        "input": args.input,
+        "output": args.output,
+        **{k: v for k, v in resolved.items() if k not in ("debug", "print_config")},
+    }
+    say(*_header(args, resolved, record), *chose)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     say(
         f"Input {plan['axes']} {shape_text(plan['shape'])} {plan['dtype']} -> output "
         f"{shape_text(plan['output_shape'])} {resolved['output_dtype']}"
     )
-    if note:
-        say(note)
+    if where:
+        say(where)
 
     client, cluster = client_for(resolved, plan["memory_per_task_bytes"], gpus=gpus)
     reporter = None

@@ -26,7 +26,7 @@ from ..params import DEFAULTS, check_output_dtype
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .ledger import Ledger, RecordBook
-from .request import Request, _params_record, _prepare
+from .request import Request, _params_record, _prepare, psf_model_used
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
 
@@ -661,7 +661,7 @@ def deconvolve(
     _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
     scratch.sample(force=True)
     seconds = time.perf_counter() - t0
-    attrs = {
+    attrs: dict[str, Any] = {
         "version": __version__,
         "parameters": params_record,
         "statistics": {
@@ -671,11 +671,14 @@ def deconvolve(
             "max_after_sparse": ctx.g_max,
         },
         "depth": the_plan.depth,
+        "psf_model": psf_model_used(request),  # the model that ran (optics: its values in "optics_psf")
         "config": config or {},
         "seconds": round(seconds, 3),
     }
     if suggestion is not None:
         attrs["suggestion"] = suggestion
+    if request.optics:
+        attrs["optics_psf"] = request.optics
     writer.finalize(attrs=attrs)
     ledger.remove()
     output_bytes = folder_bytes(writer.path)

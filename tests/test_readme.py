@@ -1,0 +1,126 @@
+"""README.md's code runs as written: its Python block, and its command lines on small samples made here.
+
+The samples take the README's file names in a temporary folder (``raw.ome.zarr``,
+``cells.ome.zarr``...); ``stack`` and ``dask_stack`` are put in the Python block's
+namespace. Command lines that start a cluster run through the real CLI for the
+cheap ones (``info``, ``suggest``, ``submit --dry-run``) and for one of each kind
+of ``run``; the rest are parsed and checked as ``run`` would before it starts
+(an S3 bucket or a TIFF with physical pixel sizes are not made here).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from helpers import cli
+
+from bigdecon import data
+from bigdecon.io import open_image, write_image
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+MICROMETRE = {"y": "micrometer", "x": "micrometer"}
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, code)`` of every fenced block of a Markdown text."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S)
+
+
+def test_readme_blocks_found():
+    found = blocks(README.read_text())
+    languages = [lang for lang, _ in found]
+    assert languages[0] == "bash" and "python" in languages and "" in languages, languages
+    assert any(code.startswith("bigdecon run ") for lang, code in found if lang == ""), found
+
+
+def _samples(folder: Path) -> np.ndarray:
+    """The inputs the README's command lines name, small; returns the ``stack`` of its Python block."""
+    stack, _ = data.filaments_timelapse((4, 64, 64), fwhm=4.3, seed=1)
+    a, _ = data.filaments_timelapse((4, 48, 48), fwhm=3.0, seed=2)
+    b, _ = data.filaments_timelapse((4, 48, 48), fwhm=4.2, seed=3)
+    scale = {"y": 0.065, "x": 0.065}
+    write_image(str(folder / "cells.ome.zarr"), np.stack([a, b], axis=1), "tcyx", scale=scale, units=MICROMETRE)
+    write_image(str(folder / "stack.ome.zarr"), np.stack([a, b], axis=1), "tcyx", scale=scale, units=MICROMETRE)
+    volume, _ = data.beads_volume((12, 48, 48), seed=4)
+    write_image(
+        str(folder / "volume.ome.zarr"),
+        volume,
+        "zyx",
+        scale={"z": 0.2, **scale},
+        units={"z": "micrometer", **MICROMETRE},
+    )
+    return stack
+
+
+@pytest.mark.slow  # a local cluster and three out-of-core runs
+def test_readme_python_block_runs_as_written(tmp_path, monkeypatch):
+    (code,) = [code for lang, code in blocks(README.read_text()) if lang == "python"]
+    monkeypatch.chdir(tmp_path)
+    stack = _samples(tmp_path)
+    namespace = {"stack": stack, "dask_stack": da.from_array(stack, chunks=(2, 64, 64))}
+    try:
+        exec(compile(code, str(README), "exec"), namespace)
+    finally:
+        client = namespace.get("client")
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    assert isinstance(namespace["sharp"], np.ndarray) and namespace["sharp"].shape == stack.shape
+    assert isinstance(namespace["lazy"], da.Array)
+    np.testing.assert_allclose(
+        namespace["lazy"].compute(), namespace["sharp"].astype(np.float32), atol=1e-3 * stack.max()
+    )
+    assert open_image(tmp_path / "sharp.ome.zarr").shape == stack.shape
+    assert open_image(tmp_path / "cells-sharp.ome.zarr").shape == (4, 2, 48, 48)
+
+
+# Command lines run for real (one of each kind); the others are parsed and checked.
+RUN = ("bigdecon run raw.ome.zarr sharp.ome.zarr --fwhm 4.3 ", "bigdecon info", "bigdecon suggest", "--dry-run")
+RUN_ALSO = ("--fwhm 0=3", "--na 1.1")
+
+
+def _command_lines() -> list[list[str]]:
+    lines = []
+    for lang, code in blocks(README.read_text()):
+        if lang != "":
+            continue
+        for line in code.splitlines():
+            if line.startswith("bigdecon "):
+                lines.append(shlex.split(line, comments=True))
+    return lines
+
+
+@pytest.mark.slow  # three local clusters
+def test_readme_command_lines(tmp_path):
+    from bigdecon.cli import build_parser
+    from bigdecon.cli.options import check_parameters, resolve_options
+
+    stack = _samples(tmp_path)
+    write_image(str(tmp_path / "raw.ome.zarr"), stack, "tyx", scale={"y": 0.065, "x": 0.065}, units=MICROMETRE)
+    lines = _command_lines()
+    assert len(lines) >= 10, lines
+    ran = 0
+    for argv in lines:
+        text = " ".join(argv) + " "
+        if any(key in text for key in RUN + RUN_ALSO):
+            proc = cli(*argv[1:], cwd=tmp_path)
+            assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
+            assert len(proc.stdout.splitlines()) >= 1
+            if argv[1] == "run":
+                assert open_image(tmp_path / argv[3]).axes == open_image(tmp_path / argv[2]).axes
+                ran += 1
+                # Each run line writes the same OUTPUT: the next one starts afresh.
+                import shutil
+
+                shutil.rmtree(tmp_path / argv[3])
+            continue
+        args = build_parser().parse_args(argv[1:])
+        resolved = resolve_options(args, cluster=args.command == "run")
+        check_parameters(resolved)
+    assert ran == 3
