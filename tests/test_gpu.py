@@ -2,7 +2,8 @@
 workers against the CPU result, and the Kubernetes GPU worker command.
 
 All of them are marked ``gpu`` and skip cleanly without CuPy and a CUDA device
-(CI has none). On a machine with a GPU: ``pytest -m gpu -q tests/`` or, with
+(CI has none; there tests/test_fake_gpu.py runs the solver tests on a strict CuPy
+stand-in). On a machine with a GPU: ``pytest -m gpu -q tests/`` or, with
 the benchmark rows too, ``bash benchmarks/gpu_check.sh``.
 """
 

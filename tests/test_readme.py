@@ -73,9 +73,8 @@ def test_readme_python_block_runs_as_written(tmp_path, monkeypatch):
             cluster.close()
     assert isinstance(namespace["sharp"], np.ndarray) and namespace["sharp"].shape == stack.shape
     assert isinstance(namespace["lazy"], da.Array)
-    np.testing.assert_allclose(
-        namespace["lazy"].compute(), namespace["sharp"].astype(np.float32), atol=1e-3 * stack.max()
-    )
+    whole = namespace["bigdecon"].sparse_deconvolve(stack, fwhm=4.3)  # the lazy line's PSF size
+    np.testing.assert_allclose(namespace["lazy"].compute(), whole, atol=1e-4 * float(whole.max()))
     assert open_image(tmp_path / "sharp.ome.zarr").shape == stack.shape
     assert open_image(tmp_path / "cells-sharp.ome.zarr").shape == (4, 2, 48, 48)
 
