@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from .. import __version__
 from ..errors import InputError
+from ..io.paths import redact
 from ._common import (
     check_output,
     client_for,
@@ -18,15 +18,7 @@ from ._common import (
     shape_text,
 )
 from .config import fmt_number, format_config
-from .options import (
-    WRITE_KEYS,
-    add_cluster_options,
-    add_run_options,
-    check_parameters,
-    given,
-    options_argv,
-    resolve_options,
-)
+from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, options_argv, resolve_options
 
 __all__ = ["add_parser", "run_command"]
 
@@ -58,50 +50,32 @@ def _check_cheap(resolved: dict[str, Any]) -> None:
 
 
 def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``--auto``: the suggested method parameters into ``resolved`` (given ones win).
+    """``--auto``: the measured choice into ``resolved`` (given parameters are imposed on every candidate).
 
-    Returns the suggestion's record (values, reasons, estimates) for the output's
-    attributes, and the lines that say what it chose (printed once the run is checked).
+    Returns the suggestion's record (parameters, candidates with their losses, winner, why) for the
+    output's attributes, and the lines that say what it chose (printed once the run is checked).
     """
-    from .suggest import estimates_line, suggestions
+    from .suggest import candidate_table, suggestion_for
 
-    found = suggestions(args.input, resolved)
-    channel, s = found[0]  # the method parameters are shared by the channels: the first one's data decide
-    chosen = []
-    for name, value in s.as_kwargs().items():
-        if given(args, name):
-            chosen.append(f"{name} {fmt_number(resolved[name])} (given)")
-        else:
-            resolved[name] = value
-            chosen.append(f"{name} {fmt_number(value)}")
-    where = f" (measured on channel {channel})" if len(found) > 1 else ""
-    lines = [f"--auto chose{where}: {', '.join(chosen)}", f"  estimates: {estimates_line(s)}"]
-    return {**s.to_dict(), "channel": channel}, lines
-
-
-def _note_if_defaults_differ(args: argparse.Namespace, resolved: dict[str, Any]) -> str | None:
-    """A note when a z stack runs with the default method parameters and the data call for others."""
-    from ..io import open_image
-    from ..suggest import would_differ
-    from .suggest import SHOWN, suggestions
-
-    if any(given(args, name) for name in SHOWN) or "z" not in open_image(args.input).axes:
-        return None
-    try:
-        found = suggestions(args.input, resolved)
-    except InputError:
-        return None  # nothing to measure with (e.g. planes too small): the run says what is wrong, if anything
-    differs = would_differ(found[0][1], resolved)
-    return f"bigdecon: note: {differs}; try --auto or `bigdecon suggest`" if differs else None
+    s = suggestion_for(args, resolved)
+    resolved.update(s.as_kwargs())
+    chosen = ", ".join(f"{k} {fmt_number(v)}" for k, v in s.as_kwargs().items())
+    lines = [
+        f"--auto: {len(s.candidates)} candidates on {len(s.blocks)} blocks in {s.seconds:.1f} s",
+        *candidate_table(s),
+        f"--auto chose {s.winner}: {s.why}",
+        f"  {chosen}",
+    ]
+    return s.to_dict(), lines
 
 
 def _header(args: argparse.Namespace, resolved: dict[str, Any], record: dict[str, Any]) -> list[str]:
     """What the run starts with: the whole configuration on request, else the options that are not defaults."""
-    first = f"bigdecon {__version__}: {args.input} -> {args.output}"
+    first = f"bigdecon {__version__}: {redact(args.input)} -> {redact(args.output)}"
     if resolved["print_config"]:
-        return [first, "# configuration (reusable with --config)", format_config(record), ""]
+        return [first, "# configuration (reusable with --config)", format_config(redact(record)), ""]
     changed = options_argv({k: v for k, v in resolved.items() if k not in ("debug", "print_config")})
-    return [first + (f"  ({' '.join(changed)}; all: --print-config)" if changed else "")]
+    return [first + (f"  ({redact(' '.join(changed))}; all: --print-config)" if changed else "")]
 
 
 def _current_memory(client: Any) -> int | None:
@@ -123,28 +97,30 @@ def run_command(args: argparse.Namespace) -> int:
     quiet_dask(args, resolved["debug"])
     _check_cheap(resolved)
     suggestion, chose = _apply_suggestion(args, resolved) if resolved["auto"] else (None, [])
-    note = None if suggestion is not None else _note_if_defaults_differ(args, resolved)
-    kwargs = pipeline_kwargs(resolved)
-    # Everything about the input and the output is checked before anything is printed or a
-    # cluster starts; the memory estimate assumes the blocks a local cluster of this size would get.
-    threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
-    plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
-    check_output(args.input, args.output, resolved)
-    gpus, device, where = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
     record = {
         "input": args.input,
         "output": args.output,
         **{k: v for k, v in resolved.items() if k not in ("debug", "print_config")},
     }
+    kwargs = pipeline_kwargs(resolved)
+    # Everything about the input and the output is checked before anything is printed or a
+    # cluster starts; the memory estimate assumes the blocks a local cluster of this size would get.
+    threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
+    plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
+    if check_output(args.input, args.output, resolved) == "cleanup":
+        from ..passes.guard import finish_cleanup
+
+        removed = finish_cleanup(args.output)
+        say(f"{args.output} was already complete: removed the work folder its run left ({removed})")
+        return 0
+    gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
     say(*_header(args, resolved, record), *chose)
-    if note:
-        print(note, file=sys.stderr, flush=True)
     say(
         f"Input {plan['axes']} {shape_text(plan['shape'])} {plan['dtype']} -> output "
         f"{shape_text(plan['output_shape'])} {resolved['output_dtype']}"
     )
-    if where:
-        say(where)
+    if note:
+        say(note)
 
     client, cluster = client_for(resolved, plan["memory_per_task_bytes"], gpus=gpus)
     reporter = None
