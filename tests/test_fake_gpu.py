@@ -31,6 +31,7 @@ from test_gpu import (  # noqa: F401 - collected here, on the stand-in
     test_upsample,
     test_whole_pipeline_float32_in_and_out,
 )
+from test_solvers import test_cupy_matches_numpy as test_pipeline_modes_on_device  # noqa: F401
 
 import bigdecon
 from bigdecon import _backend
@@ -42,7 +43,7 @@ def _cupy_modules() -> dict[str, object]:
     return {k: v for k, v in sys.modules.items() if k in ("cupy", "cupyx") or k.startswith(("cupy.", "cupyx."))}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def cp():
     """The stand-in as ``cupy`` (and ``cupyx``) for this module; a real CuPy, if any, is put back after."""
     saved = _cupy_modules()
