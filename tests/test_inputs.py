@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import cli, filaments
+from helpers import cli, filaments
 from scipy.signal import fftconvolve
 from test_psf_prepare import as_measured, pearson, scalar_widefield
 

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import tifffile
-from conftest import cli
+from helpers import cli
 from scipy.special import j0
 
 from bigdecon.io.psf_file import read_psf
