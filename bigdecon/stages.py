@@ -26,7 +26,7 @@ from .errors import InputError
 from .params import Params
 from .solvers.background import estimate_background
 from .solvers.landweber import landweber
-from .solvers.psf import gaussian_psf
+from .solvers.psf import energy_crop, gaussian_psf
 from .solvers.richardson_lucy import psf_half_support, published_pad, richardson_lucy
 from .solvers.sparse_hessian import sparse_hessian
 from .solvers.upsample import upsample
@@ -91,7 +91,11 @@ def sparse_stage(h, norm: float, params: Params, coupled: bool):
 
 
 def output_psf(params: Params, ndim: int) -> np.ndarray | None:
-    """The PSF of step 5 in output pixels (FWHM doubled in y and x after up-sampling)."""
+    """The PSF of step 5 in output pixels (FWHM doubled in y and x after up-sampling).
+
+    A 3-D PSF given as an array is cut to the box holding ``1 - ENERGY_EPS`` of its
+    light (:func:`~bigdecon.solvers.psf.energy_crop`); a Gaussian's box is its light already.
+    """
     if not params.deconvolves:
         return None
     factor = 2 if params.up_sample else 1
@@ -101,7 +105,10 @@ def output_psf(params: Params, ndim: int) -> np.ndarray | None:
             from scipy.ndimage import zoom
 
             psf = np.clip(zoom(psf, [1] * (psf.ndim - 2) + [factor, factor], order=1), 0, None)
-        return (psf / psf.sum()).astype(np.float32)
+        psf = (psf / psf.sum()).astype(np.float32)
+        # A 3-D PSF given as an array (a file, an optics model) is cut to where its light is: halo,
+        # face padding and memory follow its light, not its box. 2-D keeps the published step.
+        return energy_crop(psf) if psf.ndim == 3 else psf
     assert params.fwhm is not None  # Params requires fwhm or psf for step 5
     fwhm = list(params.fwhm)
     fwhm[-2:] = [w * factor for w in fwhm[-2:]]
