@@ -74,8 +74,12 @@ def preprocess(raw, scale: float, mean: float, params: Params):
     return upsample(f, params.up_sample)
 
 
-def sparse_stage(h, norm: float, params: Params, coupled: bool):
-    """Step 4 on a block: ``max(sparse_hessian(h / norm), 0)``; ``h / norm`` when it is off."""
+def sparse_stage(h, norm: float, params: Params, coupled: bool, faces=None):
+    """Step 4 on a block: ``max(sparse_hessian(h / norm), 0)``; ``h / norm`` when it is off.
+
+    ``faces``: per solver axis, whether the block's low and high sides are faces of
+    the data set (default: all, a whole array), see :func:`sparse_hessian`.
+    """
     xp = get_xp(h)
     f = xp.asarray(h, dtype=xp.float32) * xp.float32(1.0 / norm)
     if not params.sparse_iters:
@@ -87,6 +91,7 @@ def sparse_stage(h, norm: float, params: Params, coupled: bool):
         sparsity=params.sparsity,
         tcontinuity=params.tcontinuity,
         coupled=coupled,
+        faces=faces,
     )
 
 

@@ -595,8 +595,8 @@ def energy_reach(psf, eps: float = ENERGY_EPS) -> tuple[int, ...]:
     >>> import numpy as np
     >>> from bigdecon.solvers.psf import energy_reach
     >>> psf = np.zeros((61, 128, 128), np.float32); psf[30, 64, 60:66] = 1
-    >>> energy_reach(psf)
-    (0, 1, 4)
+    >>> energy_reach(psf)   # the light sits 4 px left of the box centre in x
+    (0, 0, 4)
     """
     a = np.abs(np.asarray(psf, dtype=np.float64))
     total = float(a.sum())
@@ -620,9 +620,11 @@ def energy_crop(psf, eps: float = ENERGY_EPS):
 
     Examples
     --------
-    >>> from bigdecon.solvers.psf import energy_crop, gaussian_psf
-    >>> energy_crop(gaussian_psf((6.0, 3.0, 3.0))).shape   # a Gaussian box is its light already
-    (25, 15, 15)
+    >>> import numpy as np
+    >>> from bigdecon.solvers.psf import energy_crop
+    >>> psf = np.zeros((61, 128, 128), np.float32); psf[28:33, 60:69, 61:68] = 1
+    >>> energy_crop(psf).shape   # a bead's light in a large box
+    (5, 9, 7)
     """
     a = np.asarray(psf, dtype=np.float32)
     index = []
