@@ -41,7 +41,7 @@ Blocks of 3-D step 5
 --------------------
 Memory per task follows the block alone: ``DECONV_BYTES`` per voxel of the
 block's transform (the block grown by the halo, rounded up to a fast FFT
-length; at a face, edge padding and a zero guard instead), measured by
+length; at a face on the edge path, its padding; on the mirror path no padding), measured by
 ``benchmarks/measure_step5_halo.py``. :func:`make_plan` picks, among block
 sizes that fit ``task_memory``, the one with the least transform work over
 the data set (halo overhead and FFT lengths included).

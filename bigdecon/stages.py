@@ -125,7 +125,7 @@ def output_psf(params: Params, ndim: int) -> np.ndarray | None:
 def deconv_pad(shape, psf) -> tuple[int, ...]:
     """Edge padding of step 5: the published ``floor(min(h, w) / 6)`` in y and x
     for a 2-D PSF; a 3-D PSF's half-support ``n // 2`` on every axis (the solver
-    adds a zero guard and rounds up to fast transform lengths). A symmetric 3-D
+    takes that padding as object, not data, and rounds up to fast transform lengths). A symmetric 3-D
     PSF (every Gaussian and optical model) takes the solver's unpadded mirror
     (DCT-II) path, which ignores this. Depends only on whole-plane sizes and the
     PSF, so whole-array and chunked runs pad identically."""

@@ -231,7 +231,7 @@ def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | Non
     and the index that crops back to the image.
 
     With the ``"edge"`` rule the data are padded by edge replication inside a
-    fast-length zero guard; with ``"mirror"`` (:func:`boundary_rule`) they are
+    fast length (a 3-D PSF: ``conv.masked``, the padding is not data); with ``"mirror"`` (:func:`boundary_rule`) they are
     not padded at all (``pad`` is ignored) and the convolver uses the DCT-II.
     ``guard`` as in :func:`padded_geometry`.
     """
@@ -257,11 +257,11 @@ def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | Non
     conv.region = tuple(region)  # the edge-padded data without the guard
     # A 3-D PSF with padded faces: the data are known on the image only; the padding is object the
     # data see blurred, not data. The published 2-D step keeps its padding as data.
-    conv.masked = psf.ndim == 3 and geometry_guarded(geometry, f.shape, axes)  # see richardson_lucy
+    conv.masked = psf.ndim == 3 and geometry_padded(geometry, f.shape, axes)  # see richardson_lucy
     return padded, conv, tuple(crop)
 
 
-def geometry_guarded(geometry, shape, axes) -> bool:
+def geometry_padded(geometry, shape, axes) -> bool:
     """Whether any deconvolved axis is padded (its transform longer than the image)."""
     return any(total != shape[a] for a, (_lo, _hi, total) in zip(axes, geometry))
 
@@ -399,7 +399,9 @@ def richardson_lucy(
         larger volume pads only the sides on the data set's faces). Default:
         the published ``floor(min(h, w) / 6)`` for a 2-D PSF, the PSF's
         half-support ``n // 2`` per axis for a 3-D PSF. Padded axes get a zero
-        guard and a fast transform length (:func:`padded_geometry`); ``0``
+        fast transform length (:func:`padded_geometry`); with a 3-D PSF the
+        padding is object the data see blurred, not data (the ratio is 1 there,
+        so no face lights up whatever the PSF's tail); ``0``
         gives a periodic deconvolution. Used by the ``"edge"`` boundary only:
         the mirror needs no padding, and ignores ``pad``.
     alpha : {"adaptive", "schedule"}
