@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import cli, filaments
+from helpers import cli, filaments
 from test_chunked import write_input
 from test_step5_blocks import seam_error
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import cli, stop_process_groups, wait_for_port
+from helpers import cli, stop_process_groups, wait_for_port
 
 import bigdecon
 from bigdecon import data
