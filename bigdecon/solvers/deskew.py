@@ -1,0 +1,248 @@
+"""Deskew of stage-scanned light-sheet stacks (LLSM, OPM, diSPIM), whole or on blocks.
+
+A stage-scanned stack is recorded **skewed**: plane ``k`` is displaced along x
+(or y) by ``k * shear`` pixels relative to plane 0, with
+``shear = dz * cos(theta) / dx`` (``dz`` the stage step, ``dx`` the pixel size,
+``theta`` the angle between the scan direction and the sheet, 31.5 degrees on a
+classic lattice light-sheet; the convention of cudaDecon and LLSpy). The
+deskewed volume puts every plane where it belongs:
+
+``out[k, y, j] = raw[k, y, j - shift(k)]``, ``shift(k) = k * shear + origin``
+
+with ``origin = 0`` for ``theta > 0`` and ``(nz - 1) * |shear|`` for
+``theta < 0`` (a negative angle mirrors the shear), the output
+``nx + ceil((nz - 1) * |shear|)`` wide and its planes ``dz * sin(theta)``
+apart. Values between pixels are linear interpolations along x (as cudaDecon),
+with the input extended by ``fill`` outside its columns, so the voids (the
+triangles no plane covers) are ``fill`` and the edges blend into it over one
+pixel.
+
+Every output voxel is the same arithmetic of the same two input voxels
+whatever block it is computed in (:func:`deskew_block` with
+:func:`source_span`), so blocks equal the whole volume exactly.
+
+:func:`skew_psf` is the converse for a PSF: a PSF in the sample (deskewed)
+frame, sampled on the deskewed grid ``(dz * sin(theta), dy, dx)``, sheared into
+the frame of the stack as recorded, where convolving the skewed truth with it
+gives the recorded stack (the shear is a linear map of determinant 1, so it
+commutes with convolution).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SkewGeometry", "deskew", "deskew_block", "skew_psf", "source_span"]
+
+
+@dataclass(frozen=True)
+class SkewGeometry:
+    """The shear of a skewed stack along one axis.
+
+    Parameters
+    ----------
+    angle : float
+        ``theta`` in degrees (negative mirrors the shear).
+    dz, dx : float
+        Stage step and pixel size along the skew axis, in one unit.
+    nz, nx : int
+        Planes, and pixels along the skew axis, of the skewed stack.
+
+    Examples
+    --------
+    >>> g = SkewGeometry(31.5, 0.4, 0.104, 100, 256)
+    >>> round(g.shear, 4), g.out_width, round(g.z_step, 4)
+    (3.2794, 581, 0.209)
+    >>> SkewGeometry(-31.5, 0.4, 0.104, 100, 256).shift(0) == g.shift(99)
+    True
+    """
+
+    angle: float
+    dz: float
+    dx: float
+    nz: int
+    nx: int
+
+    @property
+    def shear(self) -> float:
+        """Pixels along the skew axis per plane (negative for a negative angle)."""
+        return self.dz * math.cos(math.radians(self.angle)) / self.dx * (1 if self.angle >= 0 else -1)
+
+    @property
+    def origin(self) -> float:
+        """Shift of plane 0: 0 for a positive angle, ``(nz - 1) * |shear|`` for a negative one."""
+        return -min(0.0, (self.nz - 1) * self.shear)
+
+    @property
+    def out_width(self) -> int:
+        """Width of the deskewed output along the skew axis."""
+        # A hair of tolerance: 1e-9 px of rounding must not add a column.
+        return self.nx + math.ceil((self.nz - 1) * abs(self.shear) - 1e-9)
+
+    @property
+    def z_step(self) -> float:
+        """Distance of the deskewed planes, ``dz * sin(|theta|)``."""
+        return self.dz * abs(math.sin(math.radians(self.angle)))
+
+    def shift(self, k: int) -> float:
+        """Where plane ``k`` moves along the skew axis, in pixels."""
+        return k * self.shear + self.origin
+
+
+def source_span(geometry: SkewGeometry, planes: tuple[int, int], cols: tuple[int, int]) -> tuple[int, int]:
+    """Input columns an output block of ``planes`` x ``cols`` reads (its halo follows the shear).
+
+    Clipped to the input; ``(a, a)`` (empty) when the block lies in a void.
+
+    Examples
+    --------
+    >>> g = SkewGeometry(31.5, 0.4, 0.104, 100, 256)
+    >>> source_span(g, (10, 20), (100, 200))
+    (37, 168)
+    >>> source_span(g, (0, 1), (300, 400))
+    (256, 256)
+    """
+    (ka, kb), (ja, jb) = planes, cols
+    shifts = (geometry.shift(ka), geometry.shift(kb - 1))
+    lo = math.floor(ja - max(shifts))
+    hi = math.floor(jb - 1 - min(shifts)) + 2  # the right neighbour of the last sample
+    lo, hi = max(0, lo), min(geometry.nx, hi)
+    return (lo, hi) if lo < hi else (min(lo, geometry.nx), min(lo, geometry.nx))
+
+
+def deskew_block(
+    window: np.ndarray,
+    geometry: SkewGeometry,
+    planes: tuple[int, int],
+    cols: tuple[int, int],
+    x0: int,
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Output columns ``cols`` of planes ``planes`` from ``window``: input columns ``x0...`` of those planes.
+
+    ``window`` is ``(k, ..., x)`` (the skew axis last, any axes between),
+    holding at least :func:`source_span`'s columns. Returns float32.
+
+    Examples
+    --------
+    >>> g = SkewGeometry(45.0, 2 ** 0.5, 1.0, 3, 4)  # one pixel per plane
+    >>> raw = np.arange(12, dtype=np.float32).reshape(3, 4)
+    >>> deskew_block(raw, g, (0, 3), (0, g.out_width), 0)
+    array([[ 0.,  1.,  2.,  3.,  0.,  0.],
+           [ 0.,  4.,  5.,  6.,  7.,  0.],
+           [ 0.,  0.,  8.,  9., 10., 11.]], dtype=float32)
+    """
+    ka, kb = planes
+    j = np.arange(cols[0], cols[1], dtype=np.float64)
+    out = np.empty((kb - ka, *window.shape[1:-1], j.size), np.float32)
+    width = window.shape[-1]
+    fill32 = np.float32(fill)
+    for i, k in enumerate(range(ka, kb)):
+        xin = j - geometry.shift(k)
+        left = np.floor(xin)
+        w = (xin - left).astype(np.float32)
+        g0 = left.astype(np.int64)
+        plane = np.asarray(window[i], dtype=np.float32)
+        a = _gather(plane, g0, x0, width, geometry.nx, fill32)
+        b = _gather(plane, g0 + 1, x0, width, geometry.nx, fill32)
+        out[i] = a * (np.float32(1) - w) + b * w
+    return out
+
+
+def _gather(plane: np.ndarray, g: np.ndarray, x0: int, width: int, nx: int, fill: np.float32) -> np.ndarray:
+    """``plane`` at global columns ``g`` (``fill`` outside the input's ``0..nx-1``)."""
+    inside = (g >= 0) & (g < nx)
+    local = np.clip(g - x0, 0, width - 1)
+    return np.where(inside, plane[..., local], fill).astype(np.float32, copy=False)
+
+
+def deskew(volume: np.ndarray, angle: float, dz: float, dx: float, axis: str = "x", fill: float = 0.0) -> np.ndarray:
+    """Deskew a whole skewed ``(z, y, x)`` stack (see the module's docstring for the geometry).
+
+    Parameters
+    ----------
+    volume : ndarray
+        ``(z, y, x)`` as recorded.
+    angle : float
+        ``theta`` in degrees; negative mirrors the shear.
+    dz, dx : float
+        Stage step and pixel size along ``axis``, in one unit.
+    axis : {"x", "y"}
+        The axis the planes move along.
+    fill : float
+        Value of the voids.
+
+    Returns
+    -------
+    ndarray of float32
+        ``(z, y, x + ceil((z - 1) * dz * |cos theta| / dx))`` (y widened for
+        ``axis="y"``); its planes lie ``dz * sin(theta)`` apart.
+
+    Examples
+    --------
+    >>> out = deskew(np.ones((5, 8, 16), np.float32), 31.5, 0.4, 0.104)
+    >>> out.shape, float(out[0, 0, 0]), float(out[0, 0, -1]), float(out[4, 0, -2])
+    ((5, 8, 30), 1.0, 0.0, 1.0)
+    """
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be x or y, got {axis!r}")
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ValueError(f"deskew needs a (z, y, x) stack, got shape {vol.shape}")
+    if axis == "y":
+        return np.swapaxes(deskew(np.swapaxes(vol, 1, 2), angle, dz, dx, "x", fill), 1, 2)
+    g = SkewGeometry(float(angle), float(dz), float(dx), vol.shape[0], vol.shape[2])
+    return deskew_block(vol, g, (0, g.nz), (0, g.out_width), 0, fill)
+
+
+def skew_psf(psf: np.ndarray, angle: float, dz: float, dx: float, axis: str = "x") -> np.ndarray:
+    """A sample-frame ``(z, y, x)`` PSF sheared into the frame of the skewed stack.
+
+    ``psf`` is sampled on the deskewed grid (planes ``dz * sin(theta)`` apart,
+    centred); the result ``Q[dk, y, i] = P[dk, y, i + dk * shear]`` (linear
+    along the skew axis, zero outside), widened so nothing is cut, centred and
+    normalised to sum 1.
+
+    Examples
+    --------
+    >>> from bigdecon.solvers import gaussian_psf
+    >>> q = skew_psf(gaussian_psf((5, 3, 3)), 31.5, 0.4, 0.104)
+    >>> q.shape, int(np.argmax(q[q.shape[0] // 2 + 4, q.shape[1] // 2])) - q.shape[2] // 2
+    ((21, 15, 81), -13)
+    """
+    if axis == "y":
+        return np.swapaxes(skew_psf(np.swapaxes(psf, 1, 2), angle, dz, dx, "x"), 1, 2)
+    p = np.asarray(psf, dtype=np.float32)
+    nzp, _, nxp = p.shape
+    half_z, half_x = nzp // 2, nxp // 2
+    g = SkewGeometry(float(angle), float(dz), float(dx), nzp, nxp)
+    grow = math.ceil(half_z * abs(g.shear))
+    half = half_x + grow
+    u = np.arange(-half, half + 1, dtype=np.float64)
+    out = np.zeros((nzp, p.shape[1], u.size), np.float32)
+    for i in range(nzp):
+        x = u + (i - half_z) * g.shear + half_x  # where Q's column u samples P's plane
+        left = np.floor(x)
+        w = (x - left).astype(np.float32)
+        g0 = left.astype(np.int64)
+        a = _gather(p[i], g0, 0, nxp, nxp, np.float32(0))
+        b = _gather(p[i], g0 + 1, 0, nxp, nxp, np.float32(0))
+        out[i] = a * (1 - w) + b * w
+    return (out / out.sum()).astype(np.float32)
+
+
+def deskewed_shape(shape: Sequence[int], geometry: SkewGeometry, axis_index: int) -> tuple[int, ...]:
+    """``shape`` with the skew axis widened to :attr:`SkewGeometry.out_width`.
+
+    Examples
+    --------
+    >>> deskewed_shape((2, 100, 64, 256), SkewGeometry(31.5, 0.4, 0.104, 100, 256), 3)
+    (2, 100, 64, 581)
+    """
+    out = list(shape)
+    out[axis_index] = geometry.out_width
+    return tuple(out)
