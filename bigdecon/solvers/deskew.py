@@ -155,6 +155,8 @@ def deskew_block(
 
 def _gather(plane: np.ndarray, g: np.ndarray, x0: int, width: int, nx: int, fill: np.float32) -> np.ndarray:
     """``plane`` at global columns ``g`` (``fill`` outside the input's ``0..nx-1``)."""
+    if width == 0:  # a block in a void reads nothing
+        return np.full(plane.shape[:-1] + g.shape, fill, np.float32)
     inside = (g >= 0) & (g < nx)
     local = np.clip(g - x0, 0, width - 1)
     return np.where(inside, plane[..., local], fill).astype(np.float32, copy=False)
