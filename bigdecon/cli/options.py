@@ -63,6 +63,10 @@ PIPELINE_KEYS = (
     "timepoints",
     "chunks",
     "depth",
+    "skew_angle",
+    "skew_axis",
+    "psf_frame",
+    "deskew_first",
 )
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")
@@ -77,6 +81,7 @@ _GROUPS = {
     ),
     "method": ("sparse deconvolution (Zhao et al. 2022; published names and defaults)", None),
     "selection": ("data selection and chunking", None),
+    "skew": ("skewed light-sheet stacks (stage-scanned LLSM, OPM; docs/deskew.md)", None),
     "output": ("output", None),
     "general": ("general", None),
     "cluster": ("Dask cluster (default: a local cluster sized to this machine)", None),

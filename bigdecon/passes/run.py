@@ -300,7 +300,11 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     ({'k': 8, 'y': 16, 'x': 16}, {'k': 40, 'y': 320, 'x': 600}, 8)
     """
     from ..io import open_image
+    from .skewed import skewed_plan, split_skew
 
+    skew, kwargs = split_skew(kwargs)
+    if skew["skew_angle"] is not None:
+        return skewed_plan(source, kwargs, skew)
     src = open_image(source)
     request = _prepare(src, kwargs)
     summary = request.plan.summary()
@@ -309,6 +313,18 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     summary["fwhm_px"] = [list(p.fwhm) if p.fwhm is not None else None for p in request.channel_params]
     summary["optics_psf"] = request.optics
     return summary
+
+
+def _stored_status(destination: str | os.PathLike[str]) -> str | None:
+    """``complete`` or ``running`` for a bigdecon output at ``destination``, None for anything else."""
+    import zarr
+
+    try:
+        info = zarr.open_group(normalize(destination)[0], mode="r").attrs.asdict().get("bigdecon", {})
+    except Exception:
+        return None
+    status = info.get("status") if isinstance(info, dict) else None
+    return str(status) if status in ("complete", "running") else None
 
 
 def _stored_config(destination: str | os.PathLike[str]) -> dict[str, Any]:
@@ -432,6 +448,11 @@ def deconvolve(
     min_tasks: int | None = None,
     device: str = "auto",
     work_dir: str | os.PathLike[str] | None = None,
+    skew_angle: float | None = None,
+    skew_axis: str = "x",
+    psf_frame: str = "sample",
+    deskew_first: bool = False,
+    pyramid: bool = True,
 ) -> dict[str, Any]:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
 
@@ -495,6 +516,15 @@ def deconvolve(
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
+    skew_angle, skew_axis, psf_frame, deskew_first
+        A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
+        degrees between the scan and the sheet, the axis the planes move along,
+        the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
+        as is), and whether to deskew before deconvolving (default: deconvolve
+        the stack as recorded, then deskew). The output is deskewed, its z
+        step ``dz * sin(angle)``. See :mod:`bigdecon.passes.skewed` and docs/deskew.md.
+    pyramid : bool
+        Build the output's multiscale pyramid (an intermediate needs none).
     work_dir : str or path, optional
         Where the intermediates and the completion records go (a local path or
         URL, e.g. a local disk while the output goes to object storage); by
@@ -524,6 +554,12 @@ def deconvolve(
     >>> info["shape"]
     [4, 64, 64]
     """
+    if skew_angle is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
+        args = dict(locals())
+        args.pop("pyramid")
+        from .skewed import deconvolve_skewed
+
+        return deconvolve_skewed(args)
     from ..io import OmeZarrWriter, check_output_path, open_image
 
     t0 = time.perf_counter()
@@ -676,7 +712,7 @@ def deconvolve(
     }
     if suggestion is not None:
         attrs["suggestion"] = suggestion
-    writer.finalize(attrs=attrs)
+    writer.finalize(attrs=attrs, pyramid=pyramid)
     ledger.remove()
     output_bytes = folder_bytes(writer.path)
     voxels = int(np.prod(layout.shape))

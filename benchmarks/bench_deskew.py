@@ -1,0 +1,139 @@
+"""Skewed-space vs deskew-first deconvolution on a synthetic lattice light-sheet stack.
+
+The forward model is written here, independently of bigdecon: a 3-D phantom
+(beads and curved filaments) on the sample (deskewed) grid, blurred by a
+light-sheet PSF built here (a Gaussian sheet along z times a Gaussian
+detection PSF elongated along z, by ``scipy.ndimage.gaussian_filter``), then
+sampled on the skewed grid of a stage scan (plane k at x + k*dz*cos(theta)/dx)
+with ``scipy.ndimage.map_coordinates`` (cubic splines), scaled to photons with
+Poisson and Gaussian read noise. bigdecon then gets the skewed stack and the
+PSF size in the sample frame (``fwhm`` z, y, x), and either deconvolves the
+stack as recorded with the PSF sheared into its frame, then deskews, or
+deskews first and deconvolves the deskewed volume.
+
+Printed: Pearson correlation with the truth over the voxels the scan covers,
+voxels each run deconvolves, and seconds (2-core VM, one process, no cluster).
+
+    python benchmarks/bench_deskew.py            # 40 x 96 x 96 planes, 31.5 degrees
+    python benchmarks/bench_deskew.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+from scipy import ndimage
+
+ANGLE, DZ, DX = 31.5, 0.4, 0.104  # a classic LLSM: stage step 0.4 um, 104 nm pixels
+FWHM = (5.0, 2.5, 2.5)  # the light-sheet PSF in sample pixels (z on the deskewed grid)
+
+
+def shear() -> float:
+    return DZ * math.cos(math.radians(ANGLE)) / DX
+
+
+def phantom(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """Beads and curved filaments on the sample grid (z, y, x)."""
+    rng = np.random.default_rng(seed)
+    nz, ny, nx = shape
+    truth = np.zeros(shape, np.float32)
+    for _ in range(nz * ny * nx // 4000):
+        z, y, x = (rng.integers(2, n - 2) for n in shape)
+        truth[z, y, x] += rng.uniform(0.5, 1.0)
+    for _ in range(max(2, nx // 24)):
+        t = np.linspace(0, 1, 4 * nx)
+        z = rng.uniform(3, nz - 3) + rng.uniform(-3, 3) * np.sin(2 * np.pi * t * rng.uniform(0.5, 2))
+        y = rng.uniform(5, ny - 5) + rng.uniform(-8, 8) * np.sin(2 * np.pi * t * rng.uniform(0.5, 2) + 1)
+        x = t * (nx - 1)
+        ok = (z >= 0) & (z < nz) & (y >= 0) & (y < ny)
+        truth[z[ok].astype(int), y[ok].astype(int), x[ok].astype(int)] = rng.uniform(0.3, 0.7)
+    return truth
+
+
+def forward(truth: np.ndarray, nx_raw: int, photons: float, seed: int) -> np.ndarray:
+    """Blur in the sample frame, sample on the skewed grid, add noise: the stack as recorded."""
+    sigma = [f / (2 * math.sqrt(2 * math.log(2))) for f in FWHM]
+    blurred = ndimage.gaussian_filter(truth.astype(np.float64), sigma, mode="constant")
+    nz, ny, _ = truth.shape
+    k, y, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx_raw), indexing="ij")
+    coords = np.stack([k, y, i + k * shear()]).astype(np.float64)
+    skewed = ndimage.map_coordinates(blurred, coords, order=3, mode="constant")
+    rng = np.random.default_rng(seed)
+    expected = np.clip(skewed / skewed.max(), 0, None) * photons + 5
+    return (rng.poisson(expected) + rng.normal(0, 2, expected.shape)).astype(np.float32)
+
+
+def covered(shape: tuple[int, int, int], nx_raw: int) -> np.ndarray:
+    """Voxels of the deskewed grid some skewed plane samples (the voids excluded)."""
+    nz, ny, nx = shape
+    j = np.arange(nx)[None, :]
+    k = np.arange(nz)[:, None]
+    inside = (j >= k * shear() + 1) & (j <= k * shear() + nx_raw - 2)
+    return np.broadcast_to(inside[:, None, :], shape)
+
+
+def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.corrcoef(a[mask].ravel(), b[mask].ravel())[0, 1])
+
+
+def run(nz: int, ny: int, nx_raw: int, photons: float, seed: int, folder: str) -> list[tuple[str, float, int, float]]:
+    import bigdecon
+    from bigdecon.io import open_image, write_image
+
+    width = nx_raw + math.ceil((nz - 1) * shear())
+    truth = phantom((nz, ny, width + 8), seed)
+    raw = forward(truth, nx_raw, photons, seed + 1)
+    units = {a: "micrometer" for a in "zyx"}
+    src = write_image(os.path.join(folder, "raw.ome.zarr"), raw, "zyx", scale={"z": DZ, "y": DX, "x": DX}, units=units)
+    truth = truth[:, :, :width]
+    mask = covered(truth.shape, nx_raw)
+    # The truth blurred by the PSF only: how far the deconvolutions get towards it.
+    rows = []
+    common = dict(skew_angle=ANGLE, fwhm=FWHM, sparse_iters=0, background=0)
+    t0 = time.perf_counter()
+    info = bigdecon.deconvolve(
+        src, os.path.join(folder, "deskewed.ome.zarr"), skew_angle=ANGLE, sparse_iters=0, background=0, deconv_type=0
+    )
+    rows.append(("raw, deskewed", time.perf_counter() - t0, 0, os.path.join(folder, "deskewed.ome.zarr")))
+    for name, extra in [
+        ("skewed space, RL", {}),
+        ("deskew first, RL", {"deskew_first": True}),
+        ("skewed space, sparse + RL", {"sparse_iters": 30}),
+        ("deskew first, sparse + RL", {"sparse_iters": 30, "deskew_first": True}),
+    ]:
+        out = os.path.join(folder, name.replace(" ", "").replace(",", "_").replace("+", "") + ".ome.zarr")
+        t0 = time.perf_counter()
+        info = bigdecon.deconvolve(src, out, **{**common, **extra})
+        rows.append((name, time.perf_counter() - t0, int(info["voxels_processed"]), out))
+    table = []
+    for name, seconds, voxels, path in rows:
+        image = open_image(path).data.compute()
+        table.append((name, pearson(image, truth, mask), voxels, seconds))
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="24 x 48 x 64 planes")
+    parser.add_argument("--photons", type=float, default=300.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    nz, ny, nx = (24, 48, 64) if args.quick else (40, 96, 96)
+    with tempfile.TemporaryDirectory() as folder:
+        table = run(nz, ny, nx, args.photons, args.seed, folder)
+    print(
+        f"skewed LLSM phantom {nz} x {ny} x {nx} (z, y, x as recorded), {ANGLE} deg, dz {DZ}, dx {DX}, "
+        f"{shear():.3f} px per plane, {args.photons:g} photons, PSF FWHM {FWHM} sample px"
+    )
+    print(f"{'run':28s} {'Pearson':>8s} {'voxels deconvolved':>19s} {'seconds':>8s}")
+    for name, r, voxels, seconds in table:
+        print(f"{name:28s} {r:8.4f} {voxels:19d} {seconds:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
