@@ -194,7 +194,7 @@ def add_run_options(parser: argparse.ArgumentParser, command: str = "run") -> No
     can fill in what the command line leaves out; :func:`resolve_options`
     converts and checks them.
     """
-    _add_groups(parser, command, ("psf", "method", "selection", "output", "general"))
+    _add_groups(parser, command, ("psf", "method", "selection", "skew", "output", "general"))
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, command: str = "run") -> None:

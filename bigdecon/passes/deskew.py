@@ -119,9 +119,10 @@ def deskew_plan(layout: Layout, geometry: SkewGeometry, axis: str, task_memory: 
         axis: min(size[axis], _BLOCK_CAP["skew"]),
     }
     plan = DeskewPlan(layout, geometry, axis, block)
-    for name in ("z", lateral, axis, "z", lateral, axis):
-        if plan.task_bytes() <= task_memory:
-            break
+    turn = 0
+    while plan.task_bytes() > task_memory and max(block.values()) > 1:
+        name = ("z", lateral, axis)[turn % 3]
+        turn += 1
         block[name] = max(1, math.ceil(block[name] / 2))
         plan = DeskewPlan(layout, geometry, axis, dict(block))
     return plan
