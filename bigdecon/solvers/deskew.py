@@ -137,29 +137,30 @@ def deskew_block(
            [ 0.,  0.,  8.,  9., 10., 11.]], dtype=float32)
     """
     ka, kb = planes
-    j = np.arange(cols[0], cols[1], dtype=np.float64)
-    out = np.empty((kb - ka, *window.shape[1:-1], j.size), np.float32)
-    width = window.shape[-1]
-    fill32 = np.float32(fill)
+    out = np.empty((kb - ka, *window.shape[1:-1], cols[1] - cols[0]), np.float32)
     for i, k in enumerate(range(ka, kb)):
-        xin = j - geometry.shift(k)
-        left = np.floor(xin)
-        w = (xin - left).astype(np.float32)
-        g0 = left.astype(np.int64)
-        plane = np.asarray(window[i], dtype=np.float32)
-        a = _gather(plane, g0, x0, width, geometry.nx, fill32)
-        b = _gather(plane, g0 + 1, x0, width, geometry.nx, fill32)
-        out[i] = a * (np.float32(1) - w) + b * w
+        out[i] = _shifted(window[i], geometry.shift(k), cols, x0, geometry.nx, fill)
     return out
 
 
-def _gather(plane: np.ndarray, g: np.ndarray, x0: int, width: int, nx: int, fill: np.float32) -> np.ndarray:
-    """``plane`` at global columns ``g`` (``fill`` outside the input's ``0..nx-1``)."""
-    if width == 0:  # a block in a void reads nothing
-        return np.full(plane.shape[:-1] + g.shape, fill, np.float32)
-    inside = (g >= 0) & (g < nx)
-    local = np.clip(g - x0, 0, width - 1)
-    return np.where(inside, plane[..., local], fill).astype(np.float32, copy=False)
+def _shifted(plane: np.ndarray, shift: float, cols: tuple[int, int], x0: int, nx: int, fill: float) -> np.ndarray:
+    """Columns ``cols`` of ``plane`` moved by ``shift`` px (linear; ``fill`` outside the input's ``0..nx-1``).
+
+    ``plane`` holds input columns ``x0...``. With ``shift = m + f`` (``m``
+    whole, ``0 <= f < 1``) output column ``j`` is ``f * in[j - m - 1] +
+    (1 - f) * in[j - m]``: two slices and weights of the plane alone, so
+    every block computes a voxel from the same two values with the same weights.
+    """
+    m = math.floor(shift + 1e-9)  # a shift a rounding error from whole is whole
+    f = max(0.0, shift - m) if shift - m > 1e-9 else 0.0
+    start, stop = cols[0] - m - 1, cols[1] - m  # the input columns the output columns read
+    seg = np.full((*plane.shape[:-1], stop - start), fill, np.float32)
+    lo, hi = max(start, 0, x0), min(stop, nx, x0 + plane.shape[-1])
+    if hi > lo:
+        seg[..., lo - start : hi - start] = plane[..., lo - x0 : hi - x0]
+    out = seg[..., 1:] * np.float32(1 - f)
+    out += seg[..., :-1] * np.float32(f)
+    return out
 
 
 def deskew(volume: np.ndarray, angle: float, dz: float, dx: float, axis: str = "x", fill: float = 0.0) -> np.ndarray:
@@ -224,16 +225,11 @@ def skew_psf(psf: np.ndarray, angle: float, dz: float, dx: float, axis: str = "x
     g = SkewGeometry(float(angle), float(dz), float(dx), nzp, nxp)
     grow = math.ceil(half_z * abs(g.shear))
     half = half_x + grow
-    u = np.arange(-half, half + 1, dtype=np.float64)
-    out = np.zeros((nzp, p.shape[1], u.size), np.float32)
+    out = np.zeros((nzp, p.shape[1], 2 * half + 1), np.float32)
     for i in range(nzp):
-        x = u + (i - half_z) * g.shear + half_x  # where Q's column u samples P's plane
-        left = np.floor(x)
-        w = (x - left).astype(np.float32)
-        g0 = left.astype(np.int64)
-        a = _gather(p[i], g0, 0, nxp, nxp, np.float32(0))
-        b = _gather(p[i], g0 + 1, 0, nxp, nxp, np.float32(0))
-        out[i] = a * (1 - w) + b * w
+        # Q's column t (t - half from the centre) samples P's plane at t - half + (i - half_z) * shear + half_x.
+        move = half - half_x - (i - half_z) * g.shear
+        out[i] = _shifted(p[i], move, (0, 2 * half + 1), 0, nxp, 0.0)
     return (out / out.sum()).astype(np.float32)
 
 
