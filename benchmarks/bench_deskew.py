@@ -81,7 +81,9 @@ def pearson(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.corrcoef(a[mask].ravel(), b[mask].ravel())[0, 1])
 
 
-def run(nz: int, ny: int, nx_raw: int, photons: float, seed: int, folder: str) -> list[tuple[str, float, int, float]]:
+def run(
+    nz: int, ny: int, nx_raw: int, photons: float, seed: int, folder: str, figure: str | None = None
+) -> list[tuple[str, float, int, float]]:
     import bigdecon
     from bigdecon.io import open_image, write_image
 
@@ -113,10 +115,54 @@ def run(nz: int, ny: int, nx_raw: int, photons: float, seed: int, folder: str) -
         info = bigdecon.deconvolve(src, out, **{**common, **extra})
         rows.append((name, time.perf_counter() - t0, int(info["voxels_processed"]), out))
     table = []
+    images = {"raw, as recorded": raw}
     for name, seconds, voxels, path in rows:
         image = open_image(path).data.compute()
+        images[name] = image
         table.append((name, pearson(image, truth, mask), voxels, seconds))
+    images["truth"] = truth
+    if figure:
+        save_figure(images, figure)
     return table
+
+
+def save_figure(images: dict[str, np.ndarray], path: str) -> None:
+    """x-z maximum projections (over y) of the raw stack, the deskewed raw, the deconvolutions and the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [
+        "raw, as recorded",
+        "raw, deskewed",
+        "skewed space, RL",
+        "skewed space, sparse + RL",
+        "deskew first, RL",
+        "truth",
+    ]
+    aspect = DZ * math.sin(math.radians(ANGLE)) / DX  # deskewed z step / pixel size
+    fig, axes = plt.subplots(len(shown), 1, figsize=(9, 1.6 * len(shown)), constrained_layout=True)
+    width = images["truth"].shape[2]
+    for ax, name in zip(axes, shown):
+        mip = images[name].max(axis=1)
+        ax.imshow(
+            mip,
+            cmap="magma",
+            aspect=aspect,
+            extent=(0, mip.shape[1], mip.shape[0], 0),
+            vmin=0,
+            vmax=np.percentile(mip, 99.8),
+        )
+        ax.set_xlim(0, width)
+        ax.set_title(
+            name + (" (planes as the stage scan recorded them)" if name == "raw, as recorded" else ""), fontsize=9
+        )
+        ax.set_ylabel("z")
+        ax.set_yticks([])
+    axes[-1].set_xlabel("x (pixels)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -124,10 +170,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="24 x 48 x 64 planes")
     parser.add_argument("--photons", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--planes", type=int, default=None, help="planes of the scan (default 40; 24 with --quick)")
+    parser.add_argument("--figure", default=None, help="save x-z projections to this PNG")
     args = parser.parse_args()
     nz, ny, nx = (24, 48, 64) if args.quick else (40, 96, 96)
+    nz = args.planes or nz
     with tempfile.TemporaryDirectory() as folder:
-        table = run(nz, ny, nx, args.photons, args.seed, folder)
+        table = run(nz, ny, nx, args.photons, args.seed, folder, args.figure)
     print(
         f"skewed LLSM phantom {nz} x {ny} x {nx} (z, y, x as recorded), {ANGLE} deg, dz {DZ}, dx {DX}, "
         f"{shear():.3f} px per plane, {args.photons:g} photons, PSF FWHM {FWHM} sample px"

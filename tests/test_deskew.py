@@ -237,3 +237,13 @@ def test_skewed_space_and_deskew_first_deconvolution_beat_the_raw(llsm):
     # Skewed space deconvolves only the recorded voxels: 59% of the deskewed volume here.
     assert scores["skewed"][1] < 0.65 * scores["first"][1]
     assert not list(folder.glob(".first.zarr-deskewed*"))  # the intermediate of deskew-first is gone
+
+
+def test_info_plans_the_deskew_pass(tmp_path):
+    from conftest import cli
+
+    src = write_skewed(tmp_path / "raw.ome.zarr", np.ones((20, 24, 40), np.uint16), "zyx")
+    ran = cli("info", src, "--skew-angle", "31.5", "--fwhm", "4,2.5,2.5")
+    assert ran.returncode == 0, ran.stderr
+    assert "output shape:     20x24x103 (zyx)" in ran.stdout
+    assert "deskew:           skewed; 3.279 px per plane, output z step 0.209" in ran.stdout

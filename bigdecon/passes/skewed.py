@@ -104,11 +104,25 @@ def skewed_psf_kwargs(src: Any, kwargs: Mapping[str, Any], skew: Mapping[str, An
     for c, p in zip(request.channel_ids, request.channel_params):
         sample = output_psf(replace(p, up_sample=0), 3)  # in input pixels: step 5 zooms it when up-sampling
         assert sample is not None
-        psfs[c] = skew_psf(sample, geometry.angle, geometry.dz, geometry.dx, skew["skew_axis"])
+        psfs[c] = _fit(skew_psf(sample, geometry.angle, geometry.dz, geometry.dx, skew["skew_axis"]), src, skew)
     for k in _PSF_KEYS_ALL:
         kwargs.pop(k, None)
     kwargs["psf"] = psfs if "c" in src.axes else psfs[0]
     return kwargs
+
+
+def _fit(psf: np.ndarray, src: Any, skew: Mapping[str, Any]) -> np.ndarray:
+    """A skewed PSF cut (centred, odd) to the stack's extent along the skew axis: a wider one adds only cost."""
+    axis = 2 if skew["skew_axis"] == "x" else 1
+    n = int(src.shape[list(src.axes).index(str(skew["skew_axis"]))])
+    keep = min(psf.shape[axis], n if n % 2 else n - 1)
+    cut = (psf.shape[axis] - keep) // 2
+    if cut <= 0:
+        return psf
+    index = [slice(None)] * 3
+    index[axis] = slice(cut, cut + keep)
+    out = psf[tuple(index)]
+    return (out / out.sum()).astype(np.float32)
 
 
 def _geometry(src: Any, shape: list[int], skew: Mapping[str, Any], factor: int) -> SkewGeometry:
@@ -402,7 +416,12 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
     head, name = out.rsplit("/", 1) if "/" in out else (".", out)
     work = rest.get("work_dir")
     mid = join(normalize(work)[0] if work is not None else head, f".{name}-deskewed.ome.zarr")
-    state = _state(mid)
+    resume = bool(rest.get("resume"))
+    state = _state(mid) if resume else None  # an intermediate is reused only by a resumed run
+    if resume and _state(destination) == "complete":
+        raise InputError(f"nothing to resume: {out} is already complete")
+    if not resume and _state(destination) is not None and not rest.get("overwrite"):
+        raise InputError(f"output exists: {out} (use --overwrite to replace it or --resume to continue it)")
     selection = {k: rest.get(k) for k in ("channels", "timepoints", "task_memory", "min_tasks", "client", "device")}
     first = {}
     if state != "complete":
@@ -415,10 +434,12 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
             background=0,
             deconv_type=0,
             resume=state == "running",
-            overwrite=state is None,
+            overwrite=state != "running",
             pyramid=False,
         )
     second = {k: v for k, v in rest.items() if k not in ("channels", "timepoints")}
+    second["resume"] = resume and _state(destination) == "running"  # killed before it began: a fresh start
+    second["overwrite"] = bool(rest.get("overwrite")) or (resume and not second["resume"])
     config = dict(second.get("config") or {})
     config["deskew_first"] = {**skew, "intermediate": mid}
     second["config"] = config
