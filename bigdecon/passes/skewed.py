@@ -236,7 +236,9 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
     src = open_image(source)
     check_output_path(source, destination)
     if rest.get("min_tasks") is None:
-        sizing = run_sizing(run["client"], destination, resume=run["resume"], chunks=rest.get("chunks"))
+        sizing = run_sizing(
+            run["client"], destination, resume=run["resume"], chunks=rest.get("chunks"), device=run["device"]
+        )
         rest["min_tasks"] = sizing["min_tasks"]
         rest["task_memory"] = rest.get("task_memory") or sizing["task_memory"]
     method = {k: v for k, v in rest.items() if v is not None}
@@ -340,10 +342,12 @@ def _run_record(
             return [plain(x) for x in v]
         return v
 
+    sizing = ("min_tasks", "task_memory")  # top level, where run_sizing finds them on --resume
     record = {
         "source": normalize(source)[0],
         "skew": dict(skew),
-        "options": {k: plain(v) for k, v in sorted(method.items())},
+        "options": {k: plain(v) for k, v in sorted(method.items()) if k not in sizing},
+        **{k: method.get(k) for k in sizing},
         "deskew_block": dict(dplan.block),
         "output_dtype": dtype,
     }
