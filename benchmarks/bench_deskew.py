@@ -144,9 +144,11 @@ def run(
     )
     rows.append(("raw, deskewed", time.perf_counter() - t0, 0, os.path.join(folder, "deskewed.ome.zarr")))
     for name, extra in [
-        ("skewed space, RL", {}),
+        ("skewed space, RL", {"deskew_first": False}),
         ("deskew first, RL", {"deskew_first": True}),
-        ("skewed space, sparse + RL", {"sparse_iters": 30}),
+        ("skewed space, WB", {"deskew_first": False, "deconv_type": 3}),
+        ("deskew first, WB", {"deskew_first": True, "deconv_type": 3}),
+        ("skewed space, sparse + RL", {"sparse_iters": 30, "deskew_first": False}),
         ("deskew first, sparse + RL", {"sparse_iters": 30, "deskew_first": True}),
     ]:
         out = os.path.join(folder, name.replace(" ", "").replace(",", "_").replace("+", "") + ".ome.zarr")

@@ -825,12 +825,14 @@ PARAMETERS: dict[str, Parameter] = {
         ),
         Parameter(
             "deskew_first",
-            False,
-            _flag("deskew_first"),
-            "with --skew-angle: deskew the raw stack first, then deconvolve it (default: deconvolve the "
-            "stack as recorded, with the PSF in its frame, then deskew: fewer voxels, no interpolated input)",
+            None,
+            _tristate("deskew_first"),
+            "with --skew-angle: deskew the raw stack first, then deconvolve it; --no-deskew-first deconvolves "
+            "the stack as recorded with the PSF sheared into its frame, then deskews (fewer voxels, no "
+            "interpolated input). Default: as recorded, except deskew first for --deconv-type 3, whose back "
+            "projector scored lower with a sheared PSF (docs/deskew.md)",
             "skew",
-            form="switch",
+            form="tristate",
         ),
         # The output.
         Parameter(

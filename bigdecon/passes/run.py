@@ -451,7 +451,7 @@ def deconvolve(
     skew_angle: float | None = None,
     skew_axis: str = "x",
     psf_frame: str = "sample",
-    deskew_first: bool = False,
+    deskew_first: bool | None = None,
     pyramid: bool = True,
 ) -> dict[str, Any]:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
@@ -520,8 +520,9 @@ def deconvolve(
         A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
         degrees between the scan and the sheet, the axis the planes move along,
         the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
-        as is), and whether to deskew before deconvolving (default: deconvolve
-        the stack as recorded, then deskew). The output is deskewed, its z
+        as is), and whether to deskew before deconvolving (default ``None``:
+        deconvolve the stack as recorded, then deskew; deskew first for
+        ``deconv_type=3``). The output is deskewed, its z
         step ``dz * sin(angle)``. See :mod:`bigdecon.passes.skewed` and docs/deskew.md.
     pyramid : bool
         Build the output's multiscale pyramid (an intermediate needs none).
