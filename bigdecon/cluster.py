@@ -33,7 +33,10 @@ __all__ = [
 SCHEDULER_TIMEOUT = 10
 # Fraction of the machine's memory the local workers may use together.
 MEMORY_FRACTION = 0.9
-DEFAULT_DASHBOARD = ":8787"
+# The local cluster listens on the loopback interface only: its scheduler runs any
+# code a client sends, and its dashboard shows the data's layout, to anyone who reaches it.
+LOCAL_HOST = "127.0.0.1"
+DEFAULT_DASHBOARD = f"{LOCAL_HOST}:8787"
 # Memory of an idle worker process (Python, NumPy, Numba, Dask) on top of its tasks.
 WORKER_BASELINE = 256 * 2**20
 
@@ -59,19 +62,19 @@ def _total_memory() -> int:
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("", port))
+            s.bind((LOCAL_HOST, port))
         except OSError:
             return False
     return True
 
 
 def _dashboard(address: str | None) -> str | None:
-    """The default dashboard port, a random one when 8787 is taken, or none without bokeh."""
+    """The given address, else 127.0.0.1:8787 (any free port when 8787 is taken), or none without bokeh."""
     if address is not None:
         return address
     if not dashboard_available():
         return None  # distributed would only warn that it cannot serve one
-    return DEFAULT_DASHBOARD if _port_free(8787) else ":0"
+    return DEFAULT_DASHBOARD if _port_free(8787) else f"{LOCAL_HOST}:0"
 
 
 def dashboard_available() -> bool:
@@ -282,8 +285,13 @@ def dask_setup(worker):
 
 
 def _worker_options(log_level: int) -> dict[str, Any]:
-    """LocalCluster keyword arguments that make its worker processes quiet (see :data:`_WORKER_SETUP`)."""
-    return {"silence_logs": log_level, "preload": [_WORKER_SETUP.format(level=int(log_level))]}
+    """LocalCluster keyword arguments: scheduler, nannies and workers on 127.0.0.1, quiet worker
+    processes (see :data:`_WORKER_SETUP`)."""
+    return {
+        "host": LOCAL_HOST,
+        "silence_logs": log_level,
+        "preload": [_WORKER_SETUP.format(level=int(log_level))],
+    }
 
 
 def _gpu_cluster(workers: int | None, memory_limit: int | None, dashboard: str | None, log_level: int) -> Any:
@@ -340,8 +348,10 @@ def make_client(
         and start nothing. An address where no Dask scheduler answers within
         ``scheduler_timeout`` seconds raises :class:`InputError`.
     dashboard_address
-        Where the local cluster serves its dashboard (default ``:8787``, or a
-        free port when that one is taken).
+        Where the local cluster serves its dashboard (default ``127.0.0.1:8787``,
+        or a free port when that one is taken). The scheduler, nannies and
+        workers listen on 127.0.0.1 only; an address given here (``0.0.0.0:8787``)
+        is used as given.
     task_memory
         Estimated peak memory of one task in bytes (``plan()['memory_per_task_bytes']``);
         used to keep the default number of workers low enough for it to fit.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BigdeconError", "BigdeconNotice", "InputError", "ProcessingError"]
+__all__ = ["BigdeconError", "BigdeconNotice", "BigdeconWarning", "InputError", "ProcessingError"]
 
 
 class BigdeconError(Exception):
@@ -25,3 +25,7 @@ class ProcessingError(BigdeconError, RuntimeError):
 
 class BigdeconNotice(UserWarning):
     """Something bigdecon decided about the input that the user should know (the CLI prints it once)."""
+
+
+class BigdeconWarning(BigdeconNotice):
+    """Something went wrong that costs space or time, not the result (the CLI prints it as a warning)."""

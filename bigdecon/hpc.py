@@ -11,16 +11,36 @@ independent of how many Dask threads run in the job.
 
 The scheduler runs in the submitting process (as dask-jobqueue does);
 ``bigdecon submit --slurm ...`` then runs ``bigdecon run`` against it.
+
+The scheduler listens on every interface of the login node (the compute nodes
+connect back to it), so by default it speaks TLS and accepts only peers that
+present the job's certificate: :func:`write_tls_files` makes a fresh key and
+self-signed certificate (``distributed.security.Security.temporary``) for each
+submission and writes them, mode 0600 in a new 0700 folder, under a directory
+the workers read too (default :data:`TLS_DIRECTORY`, in the home directory that
+batch nodes share); the job scripts name those files (``--tls-ca-file`` ...).
+Without TLS anyone who reaches that port could run code as the submitting user.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
     "Kind",
     "JOB_CLASSES",
+    "TLS_DIRECTORY",
+    "TLSFiles",
+    "write_tls_files",
+    "tls_security",
+    "tls_config",
     "jobqueue_kwargs",
     "solver_threads",
     "make_jobqueue_cluster",
@@ -39,7 +59,88 @@ JOB_CLASSES: dict[str, tuple[str, str]] = {
 }
 
 # Shown in dry-run scripts, where no scheduler is running yet.
-PLACEHOLDER_SCHEDULER = "tcp://SCHEDULER-ADDRESS:8786"
+PLACEHOLDER_SCHEDULER = "tls://SCHEDULER-ADDRESS:8786"
+PLACEHOLDER_SCHEDULER_TCP = "tcp://SCHEDULER-ADDRESS:8786"
+# Where a submission's generated certificate and key go (a folder the compute nodes read).
+TLS_DIRECTORY = "~/.bigdecon/tls"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The CA, certificate and key files every peer of a job uses (one set for all roles).
+
+    ``folder`` is the folder :func:`write_tls_files` made for them (removed by
+    :meth:`remove`), ``None`` for the user's own files (never removed).
+    """
+
+    ca_file: str
+    cert: str
+    key: str
+    folder: str | None = None
+
+    def remove(self) -> None:
+        """Delete the generated files and their folder (nothing for the user's own files)."""
+        if self.folder is None or not Path(self.folder).is_dir():
+            return  # the user's own files, or removed already
+        for name in (self.ca_file, self.cert, self.key):
+            Path(name).unlink(missing_ok=True)
+        Path(self.folder).rmdir()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 (never through an existing file or link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def write_tls_files(directory: str | os.PathLike = TLS_DIRECTORY) -> TLSFiles:
+    """A fresh self-signed certificate and key for one job, as 0600 files in a new 0700 folder of ``directory``.
+
+    Examples
+    --------
+    >>> import stat, tempfile
+    >>> files = write_tls_files(tempfile.mkdtemp())
+    >>> oct(stat.S_IMODE(os.stat(files.key).st_mode)), oct(stat.S_IMODE(os.stat(files.folder).st_mode))
+    ('0o600', '0o700')
+    >>> files.remove()
+    """
+    from distributed.security import Security
+
+    made = Security.temporary()
+    base = Path(directory).expanduser()
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="job-", dir=base))  # mode 0700
+    files = TLSFiles(str(folder / "ca.pem"), str(folder / "cert.pem"), str(folder / "key.pem"), str(folder))
+    try:
+        _write_private(Path(files.ca_file), str(made.tls_ca_file))
+        _write_private(Path(files.cert), str(made.tls_client_cert))
+        _write_private(Path(files.key), str(made.tls_client_key))
+    except BaseException:
+        shutil.rmtree(folder)  # the folder made just above, nothing else
+        raise
+    return files
+
+
+def tls_security(files: TLSFiles) -> Any:
+    """A ``distributed.security.Security`` for every role from ``files``, encryption required."""
+    from distributed.security import Security
+
+    kw: dict[str, Any] = {"tls_ca_file": files.ca_file, "require_encryption": True}
+    for role in ("client", "scheduler", "worker"):
+        kw[f"tls_{role}_cert"] = files.cert
+        kw[f"tls_{role}_key"] = files.key
+    return Security(**kw)
+
+
+def tls_config(files: TLSFiles) -> dict[str, Any]:
+    """The dask configuration that makes this process's clients use ``files`` (``dask.config.set``)."""
+    return {
+        "distributed.comm.require-encryption": True,
+        "distributed.comm.tls.ca-file": files.ca_file,
+        "distributed.comm.tls.client.cert": files.cert,
+        "distributed.comm.tls.client.key": files.key,
+    }
 
 
 def _classes(kind: str) -> tuple[Any, Any]:
@@ -187,6 +288,9 @@ def make_jobqueue_cluster(
     python: str | None = None,
     *,
     scheduler_options: dict[str, Any] | None = None,
+    security: Any = None,
+    tls: bool = True,
+    tls_dir: str | os.PathLike = TLS_DIRECTORY,
     **kwargs: Any,
 ) -> Any:
     """Start a dask-jobqueue cluster and submit ``workers`` batch jobs.
@@ -199,7 +303,20 @@ def make_jobqueue_cluster(
         Batch jobs to submit now (``cluster.scale(jobs=workers)``); 0 submits none.
     scheduler_options
         Passed to the in-process scheduler, e.g. ``{"host": "10.0.0.5"}`` or
-        ``{"dashboard_address": ":8787"}``.
+        ``{"dashboard_address": ":8787"}`` (default: the dashboard on
+        127.0.0.1 only; reach it through ``ssh -L``).
+    security
+        A ``distributed.security.Security`` with certificate *files*
+        (:func:`tls_security`); by default one made for this cluster by
+        :func:`write_tls_files` under ``tls_dir`` (removed when the cluster is
+        closed or collected). The scheduler and the workers speak TLS
+        (``tls://``), the job scripts name the files, and ``Client(cluster)``
+        uses them.
+    tls
+        ``False`` (and no ``security``): plain TCP, unsafe: anyone who reaches
+        the scheduler's port can run code as you.
+    tls_dir
+        Where the generated files go: a folder the compute nodes read.
     **kwargs
         More :func:`jobqueue_kwargs` options (``threads_per_worker``, ...).
 
@@ -221,10 +338,39 @@ def make_jobqueue_cluster(
         python=python,
         **kwargs,
     )
-    cluster = cluster_cls(scheduler_options=dict(scheduler_options or {}), **kw)
+    from .cluster import _dashboard
+
+    options = {"dashboard_address": _dashboard(None) or "127.0.0.1:0", **(scheduler_options or {})}
+    files = write_tls_files(tls_dir) if security is None and tls else None
+    if files is not None:
+        security = tls_security(files)
+    if security is not None:
+        kw.update(security=security, protocol="tls://")
+    try:
+        cluster = cluster_cls(scheduler_options=options, **kw)
+    except BaseException:
+        if files is not None:
+            files.remove()
+        raise
+    if files is not None:
+        weakref.finalize(cluster, files.remove)
+        _remove_on_close(cluster, files)
     if workers:
         cluster.scale(jobs=workers)
     return cluster
+
+
+def _remove_on_close(cluster: Any, files: TLSFiles) -> None:
+    """Delete the cluster's generated certificate files once it is closed (the workers have gone)."""
+    close = cluster.close
+
+    def close_and_remove(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return close(*args, **kwargs)
+        finally:
+            files.remove()
+
+    cluster.close = close_and_remove
 
 
 def slurm_cluster(workers: int = 0, **kwargs: Any) -> Any:
@@ -236,6 +382,9 @@ def job_script(
     kind: Kind,
     *,
     scheduler_address: str | None = None,
+    security: Any = None,
+    tls: bool = True,
+    tls_dir: str | os.PathLike = TLS_DIRECTORY,
     **kwargs: Any,
 ) -> str:
     """Text of the batch script one worker job would be submitted with.
@@ -249,11 +398,22 @@ def job_script(
         ``"slurm"``, ``"pbs"`` or ``"lsf"``.
     scheduler_address
         Address written into the worker command; default a placeholder.
+    security, tls, tls_dir
+        As for :func:`make_jobqueue_cluster`; without ``security`` the script
+        names the files a cluster would generate (``job-XXXXXXXX`` standing for
+        the folder's random name). Nothing is written.
     **kwargs
         :func:`jobqueue_kwargs` options.
     """
     job_cls, _ = _classes(kind)
     kw = jobqueue_kwargs(kind, **kwargs)
+    placeholder = PLACEHOLDER_SCHEDULER_TCP
+    if security is None and tls:
+        folder = os.path.join(os.fspath(tls_dir), "job-XXXXXXXX")
+        security = tls_security(TLSFiles(*(os.path.join(folder, n) for n in ("ca.pem", "cert.pem", "key.pem"))))
+    if security is not None:
+        kw.update(security=security, protocol="tls://")
+        placeholder = PLACEHOLDER_SCHEDULER
     # jobqueue names workers "<cluster name>-<n>"; show the first one.
-    job = job_cls(scheduler=scheduler_address or PLACEHOLDER_SCHEDULER, name="dummy-name", **kw)
+    job = job_cls(scheduler=scheduler_address or placeholder, name="dummy-name", **kw)
     return job.job_script()

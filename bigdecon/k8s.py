@@ -22,6 +22,18 @@ a single-threaded Dask worker's solver still uses every CPU the pod was given
 (inside a Dask worker bigdecon defaults it to 1, and ``os.sched_getaffinity``
 does not see a pod's CPU limit).
 
+Network security (issue 23): the scheduler runs any code a client sends it, and
+the workers hold the storage credentials, so
+
+* the job's pods speak **TLS** to each other (``tls://`` addresses; every pod
+  mounts a certificate and key made for the job, from the Secret
+  :func:`tls_secret` builds, and finds it through the ``DASK_DISTRIBUTED__COMM__*``
+  variables), and accept only peers that present it;
+* a **NetworkPolicy** (:func:`network_policy`) admits to the job's pods only the
+  job's own pods; the scheduler's dashboard is open to the IP ranges given as
+  ``dashboard_from`` and otherwise only through ``kubectl port-forward``.
+  Probes run inside the container (``exec``), so the policy does not stop them.
+
 The ``submit``, ``status`` and ``logs`` commands that call this module are
 :mod:`bigdecon.cli.submit`.
 """
@@ -39,6 +51,8 @@ from typing import Any
 
 import yaml
 
+from .io.paths import redact
+
 __all__ = [
     "DASKJOB_GROUP",
     "DASKJOB_VERSION",
@@ -54,9 +68,15 @@ __all__ = [
     "k8s_escape",
     "default_job_name",
     "build_daskjob",
+    "build_job",
+    "tls_secret",
+    "network_policy",
+    "mask_secrets",
+    "TLS_MOUNT",
     "rbac_manifests",
     "to_yaml",
     "create_daskjob",
+    "create_job",
     "daskjob_status",
     "daskjob_logs",
 ]
@@ -71,6 +91,9 @@ WORKER_DASHBOARD_PORT = 8788
 # scheduler pod is up (image pull, scheduling): the runner keeps retrying this long.
 JOB_SCHEDULER_TIMEOUT = 600.0
 
+# Where every pod mounts the job's TLS Secret (ca.crt, tls.crt, tls.key).
+TLS_MOUNT = "/etc/bigdecon-tls"
+
 # Fraction of the pod memory limit handed to Dask: the nanny restarts a worker
 # before the kernel OOM-kills the whole pod.
 _DASK_MEMORY_FRACTION = 0.9
@@ -83,16 +106,45 @@ _PART_OF = {"app.kubernetes.io/part-of": "bigdecon"}
 # --------------------------------------------------------------------------
 # Container commands
 # --------------------------------------------------------------------------
-def scheduler_args() -> list[str]:
-    """Command line of the scheduler container."""
+def scheduler_args(tls: bool = True) -> list[str]:
+    """Command line of the scheduler container (TLS: its certificate comes from the environment, see :func:`tls_env`)."""
     return [
         "dask",
         "scheduler",
+        *(["--protocol", "tls"] if tls else []),
         "--port",
         str(SCHEDULER_PORT),
         "--dashboard-address",
         f":{DASHBOARD_PORT}",
     ]
+
+
+def scheduler_address(name: str, namespace: str, tls: bool = True) -> str:
+    """The scheduler's Service address (what the operator would inject, with ``tls://`` under TLS)."""
+    return f"{'tls' if tls else 'tcp'}://{name}-scheduler.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+
+
+def tls_env(mount: str = TLS_MOUNT) -> dict[str, str]:
+    """Dask configuration (environment variables) that makes every role use the job's certificate.
+
+    One certificate and key serve the scheduler, the workers and the client
+    (the job runner); the CA is the certificate itself, so only holders of the
+    Secret are admitted.
+    """
+    env = {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{mount}/ca.crt",
+    }
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = f"{mount}/tls.crt"
+        env[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = f"{mount}/tls.key"
+    return env
+
+
+def health_probe_command() -> list[str]:
+    """The scheduler's readiness/liveness probe, run in its container (so no NetworkPolicy stops it)."""
+    url = f"http://127.0.0.1:{DASHBOARD_PORT}/health"
+    return ["python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)"]
 
 
 def worker_args(memory_limit: str, gpus_per_worker: int = 1) -> list[str]:
@@ -300,6 +352,7 @@ def build_daskjob(
     pvc: str | None = None,
     pvc_mount: str = "/data",
     scheduler_timeout: float | None = JOB_SCHEDULER_TIMEOUT,
+    tls: bool = True,
 ) -> dict[str, Any]:
     """Build a ``DaskJob`` manifest running ``bigdecon run`` on a Dask cluster.
 
@@ -339,11 +392,17 @@ def build_daskjob(
     scheduler_timeout
         Seconds the runner keeps trying to reach the scheduler (see
         :func:`job_args`).
+    tls
+        Every pod mounts the Secret ``<name>-tls`` (:func:`tls_secret`) at
+        :data:`TLS_MOUNT` and speaks TLS with it; ``False``: plain TCP, which
+        anyone who reaches the pods can use to run code with the storage
+        credentials.
 
     Returns
     -------
     dict
-        The manifest, ready for :func:`to_yaml` or :func:`create_daskjob`.
+        The manifest, ready for :func:`to_yaml` or :func:`create_daskjob`
+        (:func:`build_job` adds the Secret and the NetworkPolicy).
     """
     name = name or default_job_name(input, output)
     _check_name(name)
@@ -352,15 +411,26 @@ def build_daskjob(
     if gpus_per_worker < 0:
         raise ValueError("gpus_per_worker must be >= 0")
 
-    volumes = volume_mounts = None
+    volumes: list[dict[str, Any]] = []
+    volume_mounts: list[dict[str, Any]] = []
     if pvc:
-        volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": pvc}}]
-        volume_mounts = [{"name": "data", "mountPath": pvc_mount}]
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": pvc}})
+        volume_mounts.append({"name": "data", "mountPath": pvc_mount})
+    tls_volumes: list[dict[str, Any]] = []
+    tls_mounts: list[dict[str, Any]] = []
+    env: dict[str, str] = {}
+    if tls:
+        # 0444: the images run as a non-root user whose id differs between them (fsGroup would
+        # also re-own the data volume); only this pod's one container sees the volume.
+        tls_volumes = [{"name": "tls", "secret": {"secretName": f"{name}-tls", "defaultMode": 0o444}}]
+        tls_mounts = [{"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True}]
+        # Set here, the operator does not inject its tcp:// address.
+        env = {"DASK_SCHEDULER_ADDRESS": scheduler_address(name, namespace), **tls_env()}
 
     scheduler = _container(
         "scheduler",
         image,
-        scheduler_args(),
+        scheduler_args(tls),
         {
             "requests": {"cpu": "1", "memory": scheduler_memory},
             "limits": {"memory": scheduler_memory},
@@ -369,8 +439,10 @@ def build_daskjob(
             {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
             {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
         ],
+        volume_mounts=copy.deepcopy(tls_mounts),
+        env={k: v for k, v in env.items() if k != "DASK_SCHEDULER_ADDRESS"},
     )
-    health = {"httpGet": {"path": "/health", "port": "http-dashboard"}}
+    health = {"exec": {"command": health_probe_command()}}
     # Separate copies: a shared dict would become a YAML anchor/alias.
     scheduler["readinessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 5, "periodSeconds": 10}
     scheduler["livenessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 15, "periodSeconds": 20}
@@ -390,8 +462,8 @@ def build_daskjob(
         if processes == 1
         else None,
         storage_secret=storage_secret,
-        volume_mounts=copy.deepcopy(volume_mounts),
-        env={"BIGDECON_THREADS": str(worker_threads(worker_cpu, processes))},
+        volume_mounts=copy.deepcopy(volume_mounts + tls_mounts),
+        env={"BIGDECON_THREADS": str(worker_threads(worker_cpu, processes)), **env},
     )
 
     job = _container(
@@ -403,7 +475,8 @@ def build_daskjob(
             "limits": {"memory": job_memory},
         },
         storage_secret=storage_secret,
-        volume_mounts=copy.deepcopy(volume_mounts),
+        volume_mounts=copy.deepcopy(volume_mounts + tls_mounts),
+        env=env,
     )
 
     return {
@@ -413,7 +486,7 @@ def build_daskjob(
             "name": name,
             "namespace": namespace,
             "labels": dict(_PART_OF),
-            "annotations": {"bigdecon/input": str(input), "bigdecon/output": str(output)},
+            "annotations": {"bigdecon/input": redact(str(input)), "bigdecon/output": redact(str(output))},
         },
         "spec": {
             "job": {
@@ -421,7 +494,7 @@ def build_daskjob(
                 "spec": _pod_spec(
                     [job],
                     service_account=service_account,
-                    volumes=copy.deepcopy(volumes),
+                    volumes=copy.deepcopy(volumes + tls_volumes),
                     restart_policy="Never",
                 ),
             },
@@ -433,12 +506,14 @@ def build_daskjob(
                         "spec": _pod_spec(
                             [worker],
                             service_account=service_account,
-                            volumes=copy.deepcopy(volumes),
+                            volumes=copy.deepcopy(volumes + tls_volumes),
                             gpu=gpus_per_worker > 0,
                         ),
                     },
                     "scheduler": {
-                        "spec": _pod_spec([scheduler], service_account=service_account),
+                        "spec": _pod_spec(
+                            [scheduler], service_account=service_account, volumes=copy.deepcopy(tls_volumes)
+                        ),
                         "service": {
                             "type": "ClusterIP",
                             "selector": {
@@ -467,6 +542,106 @@ def build_daskjob(
     }
 
 
+def tls_secret(name: str, namespace: str = "default") -> dict[str, Any]:
+    """The Secret ``<name>-tls`` with a fresh key and self-signed certificate for one job.
+
+    Made by ``distributed.security.Security.temporary`` (2048-bit RSA, valid a
+    year); the certificate is its own CA (``ca.crt``), so a peer is admitted
+    only with this key. Each call makes a new key.
+
+    Examples
+    --------
+    >>> secret = tls_secret("decon", "imaging")
+    >>> secret["metadata"]["name"], sorted(secret["data"])
+    ('decon-tls', ['ca.crt', 'tls.crt', 'tls.key'])
+    """
+    import base64
+
+    from distributed.security import Security
+
+    made = Security.temporary()
+    files = {"ca.crt": made.tls_ca_file, "tls.crt": made.tls_client_cert, "tls.key": made.tls_client_key}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{name}-tls",
+            "namespace": namespace,
+            "labels": {**_PART_OF, "dask.org/cluster-name": name},
+        },
+        "type": "Opaque",
+        "data": {k: base64.b64encode(str(v).encode()).decode() for k, v in files.items()},
+    }
+
+
+def network_policy(name: str, namespace: str = "default", dashboard_from: Sequence[str] = ()) -> dict[str, Any]:
+    """A NetworkPolicy that admits to the job's pods only the job's own pods.
+
+    The operator labels the scheduler, worker and runner pods of the job with
+    ``dask.org/cluster-name: <name>``; the policy selects them and allows
+    ingress from the same label (any port: the workers' ports are random).
+    ``dashboard_from`` IP ranges (CIDRs) may also reach the scheduler's
+    dashboard port. Anything else is dropped, where the cluster's network
+    plugin enforces NetworkPolicies (Calico, Cilium, ...; a plugin without
+    policy support ignores it).
+
+    Examples
+    --------
+    >>> policy = network_policy("decon", dashboard_from=["10.0.0.0/8"])
+    >>> policy["spec"]["podSelector"], len(policy["spec"]["ingress"])
+    ({'matchLabels': {'dask.org/cluster-name': 'decon'}}, 2)
+    """
+    job_pods = {"matchLabels": {"dask.org/cluster-name": name}}
+    ingress: list[dict[str, Any]] = [{"from": [{"podSelector": copy.deepcopy(job_pods)}]}]
+    if dashboard_from:
+        ingress.append(
+            {
+                "from": [{"ipBlock": {"cidr": str(cidr)}} for cidr in dashboard_from],
+                "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{name}-only-its-pods", "namespace": namespace, "labels": dict(_PART_OF)},
+        "spec": {"podSelector": job_pods, "policyTypes": ["Ingress"], "ingress": ingress},
+    }
+
+
+def build_job(
+    name: str | None,
+    input: str,
+    output: str,
+    run_argv: Sequence[str],
+    *,
+    tls: bool = True,
+    dashboard_from: Sequence[str] = (),
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Everything one job needs: its TLS Secret (unless ``tls=False``), its NetworkPolicy and the DaskJob.
+
+    ``kwargs`` are those of :func:`build_daskjob`; apply the list in its order
+    (:func:`create_job`, or ``kubectl apply -f`` of :func:`to_yaml`'s stream).
+    """
+    name = name or default_job_name(input, output)
+    job = build_daskjob(name, input, output, run_argv, tls=tls, **kwargs)
+    namespace = job["metadata"]["namespace"]
+    return [
+        *([tls_secret(name, namespace)] if tls else []),
+        network_policy(name, namespace, dashboard_from),
+        job,
+    ]
+
+
+def mask_secrets(text: str) -> str:
+    """A YAML stream with every Secret's ``data`` values replaced by a placeholder (for examples and diffs)."""
+    docs = list(yaml.safe_load_all(text))
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "Secret":
+            doc["data"] = {k: "GENERATED-AT-SUBMIT" for k in doc.get("data") or {}}
+    return to_yaml(docs)
+
+
 def rbac_manifests(
     namespace: str = "default",
     *,
@@ -480,8 +655,8 @@ def rbac_manifests(
     all the creating.  The ``ServiceAccount`` therefore only exists so that the
     pods do not run as the namespace's ``default`` account, and has its token
     mounting switched off.  The ``Role`` is for the *submitting users*
-    (``bigdecon submit/status/logs``): create/inspect/delete ``daskjobs`` and
-    read the runner pod's logs.  It is bound to the group ``submitter_group``;
+    (``bigdecon submit/status/logs``): create/inspect/delete ``daskjobs``,
+    create each job's TLS Secret and NetworkPolicy, and read the runner pod's logs.  It is bound to the group ``submitter_group``;
     bind it to your users or groups as your cluster's authentication names them.
 
     Returns
@@ -519,6 +694,10 @@ def rbac_manifests(
                     "verbs": ["get", "list", "watch"],
                 },
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+                # Each job's TLS Secret and NetworkPolicy (owned by its DaskJob): create only,
+                # no right to read or change Secrets.
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]},
             ],
         },
         {
@@ -599,6 +778,44 @@ def create_daskjob(manifest: dict[str, Any], kubeconfig: str | None = None) -> d
         )
 
 
+def create_job(manifests: Sequence[dict[str, Any]], kubeconfig: str | None = None) -> dict[str, Any]:
+    """Create :func:`build_job`'s objects: the DaskJob, then its NetworkPolicy and its TLS Secret, both
+    owned by the DaskJob (Kubernetes deletes them with it).
+
+    No pod runs unprotected: each one mounts the Secret, and the kubelet starts
+    no container before its Secret exists, which is created last. (With
+    ``tls=False`` there is no Secret, and the pods may start a moment before
+    their policy.) Setting the owner at creation needs no right to change Secrets.
+
+    Returns
+    -------
+    dict
+        The created DaskJob as returned by the API server.
+    """
+    from kubernetes import client
+
+    *others, job = manifests
+    namespace = job["metadata"].get("namespace", "default")
+    with _api_client(kubeconfig) as api:
+        created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+            DASKJOB_GROUP, DASKJOB_VERSION, namespace, DASKJOB_PLURAL, job
+        )
+        owner = {
+            "apiVersion": f"{DASKJOB_GROUP}/{DASKJOB_VERSION}",
+            "kind": "DaskJob",
+            "name": created["metadata"]["name"],
+            "uid": created["metadata"]["uid"],
+        }
+        core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+        for obj in sorted(others, key=lambda o: o["kind"] == "Secret"):  # the policy first
+            owned = {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner]}}
+            if obj["kind"] == "Secret":
+                core.create_namespaced_secret(namespace, owned)
+            else:
+                net.create_namespaced_network_policy(namespace, owned)
+    return created
+
+
 def daskjob_status(name: str, namespace: str = "default", kubeconfig: str | None = None) -> dict[str, Any]:
     """The DaskJob's ``status`` (``jobStatus``, ``jobRunnerPodName``, times)."""
     from kubernetes import client
@@ -634,8 +851,11 @@ def daskjob_logs(
 def _rbac_main(argv: list[str] | None = None) -> int:
     """``python -m bigdecon.k8s rbac [NAMESPACE]`` prints :func:`rbac_manifests`."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mask-secrets"]:  # stdin -> stdout, for deploy/regenerate.sh
+        sys.stdout.write(mask_secrets(sys.stdin.read()))
+        return 0
     if not argv or argv[0] != "rbac":
-        print("usage: python -m bigdecon.k8s rbac [NAMESPACE]", file=sys.stderr)
+        print("usage: python -m bigdecon.k8s rbac [NAMESPACE] | mask-secrets < YAML", file=sys.stderr)
         return 2
     sys.stdout.write(to_yaml(rbac_manifests(argv[1] if len(argv) > 1 else "default")))
     return 0

@@ -276,6 +276,19 @@ def _tristate(name: str) -> Callable[[Any], bool | None]:
     return conv
 
 
+def _cidrs(v: Any) -> list[str]:
+    """IP ranges such as ``10.0.0.0/8,192.168.1.5/32`` (a bare address is one host)."""
+    import ipaddress
+
+    out = []
+    for item in _items(v):
+        try:
+            out.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            raise InputError(f"dashboard_from takes IP ranges like 10.0.0.0/8, got {item!r}") from None
+    return out
+
+
 def _channel_key(name: str, key: Any) -> int:
     try:
         if isinstance(key, bool):
@@ -490,7 +503,7 @@ class Parameter:
     default: Any
     convert: Callable[[Any], Any]
     help: str
-    group: str  # "psf", "method", "selection", "output", "general", "cluster"
+    group: str  # "psf", "method", "selection", "output", "general", "cluster", "security" (submit's cluster)
     metavar: str | None = None
     check: Callable[[str, Any], None] | None = None
     method: bool = False  # a keyword of sparse_deconvolve / deconvolve's method parameters
@@ -505,8 +518,9 @@ class Parameter:
 
     @property
     def cluster(self) -> bool:
-        """A Dask cluster option of ``run``/``demo`` (not part of a run's parameters)."""
-        return self.group == "cluster"
+        """A Dask cluster option of ``run``/``demo``, or of the cluster ``submit`` makes (not part of a
+        run's parameters)."""
+        return self.group in ("cluster", "security")
 
     def parse(self, value: Any) -> Any:
         """A command-line or config-file value, converted and checked."""
@@ -942,11 +956,56 @@ PARAMETERS: dict[str, Parameter] = {
             "ADDRESS",
             commands=_LOCAL,
         ),
+        # The cluster `submit` makes (Slurm/PBS/LSF, Kubernetes): its network security.
+        Parameter(
+            "tls",
+            True,
+            _flag("tls"),
+            "TLS between the job's scheduler, workers and client, with a certificate made for the job "
+            "(default); --no-tls: plain TCP, unsafe: anyone who reaches the scheduler's port (on a login "
+            "node, every user of the cluster) can run code as you and read your data",
+            "security",
+            commands=("submit",),
+            form="tristate",
+        ),
+        Parameter(
+            "tls_dir",
+            "~/.bigdecon/tls",
+            _text,
+            "Slurm/PBS/LSF: where the job's generated certificate and key are written (mode 0600, in a new "
+            "0700 folder, removed at the end); the compute nodes must read it (default {default}: your home)",
+            "security",
+            "PATH",
+            commands=("submit",),
+        ),
+        Parameter(
+            "tls_ca_file",
+            None,
+            _text,
+            "Slurm/PBS/LSF: your own CA certificate instead of a generated one (with --tls-cert and --tls-key; "
+            "paths the compute nodes see)",
+            "security",
+            "PATH",
+            commands=("submit",),
+        ),
+        Parameter("tls_cert", None, _text, "Slurm/PBS/LSF: your certificate", "security", "PATH", commands=("submit",)),
+        Parameter("tls_key", None, _text, "Slurm/PBS/LSF: your private key", "security", "PATH", commands=("submit",)),
+        Parameter(
+            "dashboard_from",
+            None,
+            _cidrs,
+            "Kubernetes: IP ranges admitted to the scheduler's dashboard (port 8787), e.g. 10.0.0.0/8 "
+            "(default: none; use kubectl port-forward); the scheduler's comm port admits only the job's own pods",
+            "security",
+            "CIDR[,CIDR...]",
+            commands=("submit",),
+        ),
         Parameter(
             "dashboard_address",
             None,
             _text,
-            "dashboard of the local cluster (default :8787)",
+            "dashboard of the local cluster (default 127.0.0.1:8787: this machine only; "
+            "e.g. 0.0.0.0:8787 to let other machines see it)",
             "cluster",
             "ADDR",
             commands=_LOCAL,

@@ -197,6 +197,47 @@ def _spans(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
+@dataclass(frozen=True)
+class Spans(Sequence[tuple[int, int]]):
+    """:func:`_spans` made as they are asked for: the task grid of an axis of a
+    billion declared planes costs nothing until its tasks are run.
+
+    Examples
+    --------
+    >>> Spans(10, 4)[-1], len(Spans(10**12, 1)), list(Spans(5, 2)) == _spans(5, 2)
+    ((8, 10), 1000000000000, True)
+    """
+
+    n: int
+    size: int
+
+    def __len__(self) -> int:
+        return -(-self.n // self._step)
+
+    @property
+    def _step(self) -> int:
+        return max(1, min(int(self.size), self.n))
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, int]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, int]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, int] | list[tuple[int, int]]:
+        n = len(self)
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(n))]
+        if not -n <= index < n:
+            raise IndexError(f"span {index} of {n}")
+        start = (index % n) * self._step
+        return (start, min(start + self._step, self.n))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.n, self._step):
+            yield (start, min(start + self._step, self.n))
+
+
 def default_depth(params: Params, *, upsampled: bool | None = None) -> dict[str, int]:
     """Halo of the sparse-Hessian step per axis name (``k``, ``y``, ``x``), in output pixels."""
     reach = (150.0 / float(params.fidelity)) ** 0.25
@@ -247,8 +288,12 @@ class Plan:
         """Whole-plane tasks of ``plane_group`` planes (steps 1-3); whole volumes on request."""
         lay = self.layout
         group = lay.n_planes if whole_volumes else self.plane_group
-        kspans = None if lay.k is None else _spans(lay.n_planes, group)
-        return self._tasks(kspans, [(0, self.out_shape[lay.y])], [(0, self.out_shape[lay.x])])
+        kspans = None if lay.k is None else Spans(lay.n_planes, group)
+        return self._tasks(
+            kspans,
+            Spans(self.out_shape[lay.y], self.out_shape[lay.y]),
+            Spans(self.out_shape[lay.x], self.out_shape[lay.x]),
+        )
 
     def final_tasks(self) -> Blocks:
         """Tasks of steps 5-6: whole planes, or ``deconv_block`` blocks for a 3-D PSF."""
@@ -262,19 +307,23 @@ class Plan:
 
     def _block_tasks(self, block: dict[str, int]) -> Blocks:
         lay = self.layout
-        kspans = None if lay.k is None else _spans(lay.n_planes, block["k"])
-        return self._tasks(kspans, _spans(self.out_shape[lay.y], block["y"]), _spans(self.out_shape[lay.x], block["x"]))
+        kspans = None if lay.k is None else Spans(lay.n_planes, block["k"])
+        return self._tasks(kspans, Spans(self.out_shape[lay.y], block["y"]), Spans(self.out_shape[lay.x], block["x"]))
 
     def _tasks(
-        self, kspans: list[tuple[int, int]] | None, yspans: list[tuple[int, int]], xspans: list[tuple[int, int]]
+        self,
+        kspans: Sequence[tuple[int, int]] | None,
+        yspans: Sequence[tuple[int, int]],
+        xspans: Sequence[tuple[int, int]],
     ) -> Blocks:
         """Every outer index (one plane each) x ``kspans`` (none without a k axis) x ``yspans`` x ``xspans``."""
         lay = self.layout
         axes = [*lay.outer, lay.y, lay.x]
-        spans = [tuple((i, i + 1) for i in range(lay.shape[ax])) for ax in lay.outer] + [tuple(yspans), tuple(xspans)]
+        spans: list[Sequence[tuple[int, int]]] = [Spans(lay.shape[ax], 1) for ax in lay.outer]
+        spans += [yspans, xspans]
         if kspans is not None and lay.k is not None:
             axes.insert(len(lay.outer), lay.k)
-            spans.insert(len(lay.outer), tuple(kspans))
+            spans.insert(len(lay.outer), kspans)
         return Blocks(tuple(axes), tuple(spans))
 
     def halo(self, region: Region) -> Region:
@@ -309,7 +358,7 @@ class Plan:
             assert ax is not None  # 3-D step 5 has a k axis
             n = self.out_shape[ax]
             lengths = _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])
-            voxels *= max(lengths)
+            voxels *= lengths[2]
         return int(DECONV_BYTES[deconv_kind(self.params)] * voxels)
 
     def summary(self) -> dict[str, Any]:
@@ -394,20 +443,37 @@ def _transform_length(length: int, pad: tuple[int, int], half: int) -> int:
 
 
 @functools.lru_cache(maxsize=16384)
-def _deconv_lengths(n: int, block: int, halo: int, half: int) -> tuple[int, ...]:
-    """Transform lengths of the step-5 blocks along one axis."""
-    out = []
-    for span in _spans(n, block):
-        grown = deconv_grown(span, halo, n)
-        out.append(_transform_length(grown[1] - grown[0], deconv_face_pad(grown, n, half), half))
-    return tuple(out)
+def _deconv_lengths(n: int, block: int, halo: int, half: int) -> tuple[int, int, int]:
+    """(count, total, longest) of the transform lengths of the step-5 blocks along one axis.
+
+    Blocks out of reach of both faces all transform the same length: the few
+    near a face are measured and one inner block stands for the rest.
+    """
+
+    def length(i: int) -> int:
+        grown = deconv_grown((i * block, min((i + 1) * block, n)), halo, n)
+        return _transform_length(grown[1] - grown[0], deconv_face_pad(grown, n, half), half)
+
+    count = -(-n // block)
+    reach = halo + _fast_length(block + 2 * halo)  # the most a block grows on one side
+    near = min(count, -(-reach // block) + 2)
+    edge = sorted(set(range(near)) | set(range(count - near, count)))
+    lengths = [length(i) for i in edge]
+    inner = count - len(edge)
+    if inner:
+        lengths.append(length(near))
+    return count, sum(lengths) + (inner - 1) * lengths[-1] if inner else sum(lengths), max(lengths)
 
 
 def _block_candidates(n: int, unit: int, cap: int) -> list[int]:
     """Block lengths tried along an axis: multiples of ``unit`` up to ``cap``, of ``cap // 4`` beyond
     (so an output chunk of at least ``unit``, at most ``cap``, divides each), the whole axis, and
     1 .. unit - 1 on a short axis."""
-    sizes = set(range(unit, min(n, cap + 1), unit)) | set(range(cap // 4, n, cap // 4)) | {n}
+    # Beyond 256 caps the step grows: a block that long is never the one that fits best,
+    # and a declared billion planes must not make a billion candidates.
+    far = min(n, 256 * cap)
+    sizes = set(range(unit, min(n, cap + 1), unit)) | set(range(cap // 4, far, cap // 4)) | {n}
+    sizes |= set(range(far, n, max(cap // 4, n // 64)))
     if n < 8 * unit:
         sizes |= set(range(1, min(unit, n)))
     return sorted(b for b in sizes if b <= n)
@@ -438,9 +504,9 @@ def _deconv_block(
         lengths = [_deconv_lengths(sizes[a], b, depth[a], half[a]) for b in cands]
         tables[a] = (
             np.array(cands),
-            np.array([max(ls) for ls in lengths], dtype=np.float64),
-            np.array([sum(ls) for ls in lengths], dtype=np.float64),
-            np.array([len(ls) for ls in lengths], dtype=np.float64),
+            np.array([ls[2] for ls in lengths], dtype=np.float64),
+            np.array([ls[1] for ls in lengths], dtype=np.float64),
+            np.array([ls[0] for ls in lengths], dtype=np.float64),
         )
     ky, yy, xy = tables["k"], tables["y"], tables["x"]
     budget = task_memory / bytes_per_voxel
@@ -478,11 +544,22 @@ def _deconv_block(
     return {"k": int(ky[0][bi]), "y": int(yy[0][bj]), "x": int(xy[0][bm])}
 
 
-def _spans_grown(n: int, block: int, halo: int) -> np.ndarray:
-    """Lengths of the blocks along an axis once grown by ``halo`` and clipped at the faces."""
-    starts = np.arange(0, n, block)
-    stops = np.minimum(starts + block, n)
-    return np.minimum(stops + halo, n) - np.maximum(starts - halo, 0)
+def _spans_grown(n: int, block: int, halo: int) -> tuple[int, int, int]:
+    """(count, total length, longest) of the blocks along an axis once grown by ``halo`` and clipped
+    at the faces. Only the blocks near a face differ from the rest: a few are measured, however long
+    the axis (a declared billion planes costs no more than a thousand).
+
+    Examples
+    --------
+    >>> _spans_grown(10, 4, 1), _spans_grown(10**12, 8, 4)
+    ((3, 14, 6), (125000000000, 1999999999992, 16))
+    """
+    count = -(-n // block)
+    near = min(count, -(-halo // block) + 2)  # blocks within reach of a face
+    edge = sorted(set(range(near)) | set(range(count - near, count)))
+    lengths = [min((i + 1) * block + halo, n) - max(i * block - halo, 0) for i in edge]
+    inner = count - len(edge)  # each a whole block grown on both sides
+    return count, sum(lengths) + inner * (block + 2 * halo), max(lengths + ([block + 2 * halo] if inner else []))
 
 
 # Work one extra task costs, in voxels of a step-4 block (reading, writing and
@@ -522,9 +599,9 @@ def _sparse_block(
         tables[a] = (
             np.array(cands),
             np.array([min(sizes[a], b + 2 * depth[a]) for b in cands], dtype=np.float64),  # memory
-            np.array([g.sum() for g in grown], dtype=np.float64),  # voxels solved along the axis
-            np.array([len(g) for g in grown], dtype=np.float64),  # blocks along the axis
-            np.array([g.max() for g in grown], dtype=np.float64),  # the longest grown block
+            np.array([g[1] for g in grown], dtype=np.float64),  # voxels solved along the axis
+            np.array([g[0] for g in grown], dtype=np.float64),  # blocks along the axis
+            np.array([g[2] for g in grown], dtype=np.float64),  # the longest grown block
         )
     k, y, x = tables["k"], tables["y"], tables["x"]
     mem = k[1][:, None, None] * y[1][None, :, None] * x[1][None, None, :] * 4 * WORKSET_FACTOR

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate deploy/daskjob-example.yaml (from `bigdecon submit --dry-run`) and
-# deploy/rbac.yaml.  With --check, compare instead and exit 1 on a difference.
+# Regenerate deploy/daskjob-example.yaml (from `bigdecon submit --dry-run`, with the
+# generated TLS Secret's data masked) and deploy/rbac.yaml.  With --check, compare instead and exit 1 on a difference.
 # Needs the `bigdecon` command (pip install -e '.[k8s]') on PATH.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,7 +13,7 @@ example() {
         --image registry.example.org/bigdecon:0.1.0-cuda \
         --workers 4 --gpus-per-worker 1 --worker-memory 32Gi --worker-cpu 8 \
         --namespace bigdecon --service-account bigdecon --storage-secret bigdecon-s3 \
-        --dry-run
+        --dry-run | python -m bigdecon.k8s mask-secrets   # each run makes a new TLS key
 }
 
 rbac() {

@@ -111,27 +111,32 @@ def test_prologue_runs_after_the_export() -> None:
     assert lines.index("export BIGDECON_THREADS=2") < len(lines) - 1
 
 
-def test_job_script_equals_cluster_job_script() -> None:
+def test_job_script_equals_cluster_job_script(tmp_path: Path) -> None:
     options = dict(cores=4, memory="8GiB", queue="short", account="acct", job_extra=["--exclusive"])
     cluster = hpc.make_jobqueue_cluster(
         "slurm",
         workers=0,
+        tls_dir=tmp_path,
         scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
         **options,
     )
     try:
         expected = cluster.job_script()
         address = cluster.scheduler_address
+        security = cluster.security
     finally:
         cluster.close()
-    assert address.startswith("tcp://127.0.0.1:")
-    assert hpc.job_script("slurm", scheduler_address=address, **options) == expected
+    assert address.startswith("tls://127.0.0.1:")  # TLS by default (issue 23)
+    assert list(tmp_path.iterdir()) == []  # its generated certificate is gone with it
+    assert hpc.job_script("slurm", scheduler_address=address, security=security, **options) == expected
 
 
 def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> None:
     port, dash = _free_port(), _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    script = hpc.job_script("slurm", cores=3, memory="2GiB", scheduler_address=address, python=sys.executable)
+    script = hpc.job_script(
+        "slurm", cores=3, memory="2GiB", scheduler_address=address, python=sys.executable, tls=False
+    )
     # The whole job script runs, as the batch system would run it; listening
     # options on the worker command are the only additions (loopback only).
     lines = script.rstrip("\n").splitlines()
@@ -240,3 +245,134 @@ def test_cli_slurm_checks_parameters_first(capsys: pytest.CaptureFixture[str]) -
     rc = cli.main(["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--slurm", "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "give the PSF size" in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------- TLS (issue 23, item 9)
+
+
+def _tls_dry_run(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    from bigdecon import cli
+
+    rc = cli.main(
+        ["submit", "/scratch/in.ome.zarr", "/scratch/out.ome.zarr", "--fwhm", "3", "--slurm", *extra, "--dry-run"]
+    )
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_job_script_uses_tls_by_default(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc, out, err = _tls_dry_run(capsys, "--tls-dir", str(tmp_path))
+    assert rc == 0 and err == "", err
+    cmd = shlex.split(_worker_command(out))
+    assert cmd[3].startswith("tls://") and cmd[cmd.index("--protocol") + 1] == "tls://"
+    for flag, name in (("--tls-ca-file", "ca.pem"), ("--tls-cert", "cert.pem"), ("--tls-key", "key.pem")):
+        assert cmd[cmd.index(flag) + 1] == str(tmp_path / "job-XXXXXXXX" / name)
+    assert list(tmp_path.iterdir()) == []  # a dry run writes no key
+    # --no-tls: plain TCP, with a warning that says why it is unsafe
+    rc, out, err = _tls_dry_run(capsys, "--no-tls")
+    cmd = shlex.split(_worker_command(out))
+    assert rc == 0 and cmd[3].startswith("tcp://") and not any(a.startswith("--tls") for a in cmd)
+    assert "--no-tls" in err and "run code as you" in err and err.count("\n") == 1
+    # the user's own certificates: all three, or none
+    rc, _, err = _tls_dry_run(capsys, "--tls-cert", "/x/cert.pem")
+    assert rc == 2 and "--tls-ca-file, --tls-cert and --tls-key together" in err
+
+
+def test_tls_files_are_private_and_removed(tmp_path: Path) -> None:
+    import stat
+
+    files = hpc.write_tls_files(tmp_path / "tls")
+    folder = Path(files.folder)
+    assert folder.parent == tmp_path / "tls"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in (files.ca_file, files.cert, files.key):
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+    assert "PRIVATE KEY" in Path(files.key).read_text() and "CERTIFICATE" in Path(files.cert).read_text()
+    other = hpc.write_tls_files(tmp_path / "tls")  # each submission its own key
+    assert Path(other.key).read_text() != Path(files.key).read_text()
+    files.remove()
+    assert not folder.exists() and Path(other.key).exists()  # only its own folder
+    other.remove()
+
+
+def _raw_tls(address: str, ca_file: str, cert: tuple[str, str] | None = None) -> str:
+    """A raw TLS client that trusts ``ca_file`` and shows ``cert`` (or none): whether the scheduler
+    keeps the connection open ("accepted": it waits for a message) or drops it ("refused")."""
+    import ssl
+
+    host, port = address[len("tls://") :].rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.check_hostname = False
+    if cert:
+        ctx.load_cert_chain(*cert)
+    with socket.create_connection((host, int(port)), timeout=3) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                tls.sendall(b"\0")
+                return "refused" if tls.recv(1) == b"" else "answered"
+        except TimeoutError:
+            return "accepted"
+        except OSError:  # ssl.SSLError: certificate required, or the connection reset
+            return "refused"
+
+
+@pytest.mark.slow
+def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path: Path) -> None:
+    """The generated job script's worker joins the in-process scheduler over TLS; a client without
+    the job's certificate (plain TCP, or another certificate) is refused."""
+    from distributed import Client
+    from distributed.security import Security
+
+    files = hpc.write_tls_files(tmp_path / "tls")
+    sec = hpc.tls_security(files)
+    cluster = hpc.make_jobqueue_cluster(
+        "slurm",
+        workers=0,
+        cores=1,
+        memory="2GiB",
+        python=sys.executable,
+        security=sec,
+        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+    )
+    procs: list[subprocess.Popen] = []
+    log = tmp_path / "worker.log"
+    try:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        script = cluster.job_script()
+        lines = script.rstrip("\n").splitlines()
+        lines[-1] += " " + shlex.join(["--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{_free_port()}"])
+        job = tmp_path / "job.sh"
+        job.write_text("\n".join(lines) + "\n")
+        env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+        procs.append(
+            subprocess.Popen(
+                ["bash", str(job)], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        )
+        with Client(address, security=sec, timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            (worker,) = client.scheduler_info(n_workers=-1)["workers"]
+            assert worker.startswith("tls://")
+            assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+        plain = "tcp://" + address[len("tls://") :]
+        with pytest.raises((OSError, TimeoutError)):
+            Client(plain, timeout=5)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, security=Security.temporary(), timeout=5)  # TLS, but not the job's certificate
+        # Trusting the job's CA is not enough: the scheduler asks for the job's certificate.
+        other = Security.temporary()
+        mine = {"tls_client_cert": other.tls_client_cert, "tls_client_key": other.tls_client_key}
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, security=Security(tls_ca_file=files.ca_file, **mine), timeout=5)
+        assert _raw_tls(address, files.ca_file) == "refused"
+        assert _raw_tls(address, files.ca_file, (files.cert, files.key)) != "refused"  # the control
+    except BaseException:
+        print(log.read_text(errors="replace") if log.exists() else "")
+        raise
+    finally:
+        from conftest import stop_process_groups
+
+        stop_process_groups(procs)
+        cluster.close()
+        files.remove()

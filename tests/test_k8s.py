@@ -155,9 +155,25 @@ def _env(manifest: dict[str, Any], which: str) -> dict[str, str]:
     pod_spec = {
         "job": spec["job"]["spec"],
         "worker": spec["cluster"]["spec"]["worker"]["spec"],
+        "scheduler": spec["cluster"]["spec"]["scheduler"]["spec"],
     }[which]
     (container,) = pod_spec["containers"]
     return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def _tls_env(name: str = "decon-test", namespace: str = "default") -> dict[str, str]:
+    """What the job runner's and workers' containers get for TLS (issue 23)."""
+    return {"DASK_SCHEDULER_ADDRESS": f"tls://{name}-scheduler.{namespace}.svc.cluster.local:8786", **k8s.tls_env()}
+
+
+def _write_secret(secret: dict[str, Any], folder: Path) -> Path:
+    """The Secret's files, as the kubelet mounts them."""
+    import base64
+
+    folder.mkdir()
+    for key, value in secret["data"].items():
+        (folder / key).write_bytes(base64.b64decode(value))
+    return folder
 
 
 def _kubelet_expand(text: str, env: dict[str, str]) -> str:
@@ -187,9 +203,20 @@ def _kubelet_expand(text: str, env: dict[str, str]) -> str:
     return "".join(out) + text[checkpoint:]
 
 
-def _container_env(manifest: dict[str, Any], which: str, injected: dict[str, str]) -> dict[str, str]:
-    """The process environment of a container: ours, the operator's variables, its ``env``."""
-    return {**_bin_env(), **injected, **_env(manifest, which)}
+def _container_env(
+    manifest: dict[str, Any], which: str, injected: dict[str, str], tls_dir: Path | None = None
+) -> dict[str, str]:
+    """The process environment of a container: ours, the operator's variables, its ``env``.
+
+    Run here, the Service's name is ``injected``'s scheduler address (127.0.0.1) and the
+    Secret's mount is ``tls_dir``.
+    """
+    env = {**_bin_env(), **injected, **_env(manifest, which)}
+    if "DASK_SCHEDULER_ADDRESS" in injected:
+        env["DASK_SCHEDULER_ADDRESS"] = injected["DASK_SCHEDULER_ADDRESS"]
+    if tls_dir is not None:
+        env = {k: v.replace(k8s.TLS_MOUNT, str(tls_dir)) for k, v in env.items()}
+    return env
 
 
 def _free_port() -> int:
@@ -267,6 +294,8 @@ def test_manifest_contents_cpu() -> None:
     assert _args(m, "scheduler") == [
         "dask",
         "scheduler",
+        "--protocol",
+        "tls",
         "--port",
         "8786",
         "--dashboard-address",
@@ -280,8 +309,8 @@ def test_manifest_contents_cpu() -> None:
     # 90 % of 32Gi, leaving head room under the pod limit
     assert w[w.index("--memory-limit") + 1] == f"{int(32 * 1024 * 0.9)}MiB"
     # one single-threaded Dask worker: its solver gets all 8 CPUs of the pod
-    assert _env(m, "worker") == {"BIGDECON_THREADS": "8"}
-    assert _env(m, "job") == {}
+    assert _env(m, "worker") == {"BIGDECON_THREADS": "8", **_tls_env()}
+    assert _env(m, "job") == _tls_env()
     # the runner waits up to 600 s for a scheduler that is still starting
     assert _args(m, "job") == [
         "bigdecon",
@@ -328,11 +357,101 @@ def test_manifest_contents_gpu() -> None:
     spec = m["spec"]["cluster"]["spec"]["worker"]["spec"]
     assert "ports" not in spec["containers"][0]
     # 16 CPUs for 2 GPU workers: 8 threads for each one's host-side steps
-    assert _env(m, "worker") == {"BIGDECON_THREADS": "8"}
+    assert _env(m, "worker")["BIGDECON_THREADS"] == "8"
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
-    assert spec["containers"][0]["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "tls", "mountPath": k8s.TLS_MOUNT, "readOnly": True},
+    ]
     assert spec["serviceAccountName"] == "bigdecon"
     assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+# --------------------------------------------------------------------------
+# TLS and NetworkPolicy (issue 23, item 10)
+# --------------------------------------------------------------------------
+def _operator_pods(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The scheduler, worker and runner pods as dask-kubernetes' operator builds them from the DaskJob."""
+    from dask_kubernetes.operator.controller import controller as op
+
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    cluster = manifest["spec"]["cluster"]["spec"]
+    sched = op.build_scheduler_deployment_spec(name, cluster["scheduler"]["spec"], {}, {})
+    worker = op.build_worker_deployment_spec("default", namespace, name, "abc", cluster["worker"]["spec"], {}, {})
+    job = op.build_job_pod_spec(name, name, namespace, manifest["spec"]["job"]["spec"], {}, {})
+    return {
+        "scheduler": sched["spec"]["template"],
+        "worker": worker["spec"]["template"],
+        "job-runner": {"metadata": job["metadata"], "spec": job["spec"]},
+    }
+
+
+@pytest.mark.slow
+def test_job_objects_validate_and_tie_together() -> None:
+    secret, policy, job = k8s.build_job(
+        "decon-test", "s3://b/i.zarr", "s3://b/o.zarr", [], image="i", workers=2, gpus_per_worker=0, namespace="imaging"
+    )
+    for obj in (secret, policy):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    _validate_crd(job)
+    for obj in _embedded_objects(job).values():
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    assert secret["metadata"]["name"] == "decon-test-tls" and sorted(secret["data"]) == ["ca.crt", "tls.crt", "tls.key"]
+    pods = _operator_pods(job)
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    peers = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    for role, pod in pods.items():
+        labels = pod["metadata"]["labels"]
+        # the policy covers, and admits, each of the job's pods (the labels the operator gives them)
+        assert selector.items() <= labels.items() and peers.items() <= labels.items(), role
+        spec = pod["spec"]
+        (container,) = spec["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert {"name": "tls", "secret": {"secretName": "decon-test-tls", "defaultMode": 0o444}} in spec["volumes"]
+        assert {"name": "tls", "mountPath": k8s.TLS_MOUNT, "readOnly": True} in container["volumeMounts"]
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        for key in ("CA_FILE", "SCHEDULER__CERT", "WORKER__KEY", "CLIENT__CERT"):
+            assert env[f"DASK_DISTRIBUTED__COMM__TLS__{key}"].startswith(k8s.TLS_MOUNT + "/")
+        if role != "scheduler":  # the operator keeps our tls:// address (it injects tcp:// otherwise)
+            assert env["DASK_SCHEDULER_ADDRESS"] == "tls://decon-test-scheduler.imaging.svc.cluster.local:8786"
+    assert pods["scheduler"]["spec"]["containers"][0]["args"][2:4] == ["--protocol", "tls"]
+    # nothing but the job's pods: one rule, no port or IP range open to others
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and len(policy["spec"]["ingress"]) == 1
+    assert list(policy["spec"]["ingress"][0]) == ["from"]
+
+
+def test_dashboard_from_and_no_tls(capsys: pytest.CaptureFixture[str]) -> None:
+    cli = _cli_main()
+    argv = ["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--image", "img:1-cuda", "--name", "d"]
+    assert cli.main([*argv, "--dashboard-from", "10.1.0.0/16,192.168.1.7", "--dry-run"]) == 0
+    secret, policy, job = yaml.safe_load_all(capsys.readouterr().out)
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    assert policy["spec"]["ingress"][1] == {
+        "from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}, {"ipBlock": {"cidr": "192.168.1.7/32"}}],
+        "ports": [{"protocol": "TCP", "port": 8787}],
+    }
+    assert cli.main([*argv, "--dashboard-from", "everyone", "--dry-run"]) == 2
+    assert "dashboard_from takes IP ranges" in capsys.readouterr().err
+    # --no-tls: no Secret, plain TCP (the operator's address), a warning; the NetworkPolicy stays
+    assert cli.main([*argv, "--no-tls", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    policy, job = yaml.safe_load_all(out)
+    assert policy["kind"] == "NetworkPolicy" and "--no-tls" in err and "run code as you" in err
+    assert "--protocol" not in _args(job, "scheduler") and "DASK_SCHEDULER_ADDRESS" not in _env(job, "job")
+    assert _operator_pods(job)["worker"]["spec"]["containers"][0]["env"][-1]["value"].startswith("tcp://")
+
+
+def test_each_submission_gets_its_own_key(capsys: pytest.CaptureFixture[str]) -> None:
+    cli = _cli_main()
+    argv = ["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--image", "img:1-cuda", "--dry-run"]
+    keys = []
+    for _ in range(2):
+        assert cli.main(argv) == 0
+        secret = next(yaml.safe_load_all(capsys.readouterr().out))
+        keys.append(secret["data"]["tls.key"])
+    assert keys[0] != keys[1]
+    masked = k8s.mask_secrets(k8s.to_yaml([k8s.tls_secret("x"), k8s.network_policy("x")]))
+    assert "PRIVATE" not in masked and "GENERATED-AT-SUBMIT" in masked
 
 
 def test_bad_names_and_sizes_rejected() -> None:
@@ -373,7 +492,7 @@ def test_yaml_has_no_anchors_or_aliases() -> None:
 def test_worker_threads_from_cpu_quantity(cpu: Any, processes: int, expected: int) -> None:
     assert k8s.worker_threads(cpu, processes) == expected
     m = _cpu_manifest(worker_cpu=cpu, gpus_per_worker=processes if processes > 1 else 0)
-    assert _env(m, "worker") == {"BIGDECON_THREADS": str(expected)}
+    assert _env(m, "worker")["BIGDECON_THREADS"] == str(expected)
 
 
 def test_dollar_escaping_round_trips_through_kubelet_expansion() -> None:
@@ -464,7 +583,8 @@ def test_cli_dry_run_prints_valid_yaml(capsys: pytest.CaptureFixture[str]) -> No
         ]
     )
     assert rc in (0, None)
-    m = yaml.safe_load(capsys.readouterr().out)
+    *others, m = yaml.safe_load_all(capsys.readouterr().out)
+    assert [o["kind"] for o in others] == ["Secret", "NetworkPolicy"]
     _validate_crd(m)
     assert m["metadata"]["namespace"] == "imaging"
     job = _args(m, "job")
@@ -495,7 +615,7 @@ def _dry_run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict 
     cli = _cli_main()
     rc = cli.main(["submit", *argv, "--dry-run"])
     out, err = capsys.readouterr()
-    return rc, (yaml.safe_load(out) if rc == 0 else None), err
+    return rc, (list(yaml.safe_load_all(out))[-1] if rc == 0 else None), err
 
 
 def test_cli_job_states_every_parameter(
@@ -730,7 +850,9 @@ def test_committed_example_matches_dry_run() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    _validate_crd(yaml.safe_load((REPO / "deploy/daskjob-example.yaml").read_text()))
+    *others, job = yaml.safe_load_all((REPO / "deploy/daskjob-example.yaml").read_text())
+    assert [o["kind"] for o in others] == ["Secret", "NetworkPolicy"]
+    _validate_crd(job)
 
 
 # --------------------------------------------------------------------------
@@ -766,13 +888,16 @@ def _bin_env() -> dict[str, str]:
 
 
 def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> None:
-    """The exact scheduler/worker args (ports moved to free 127.0.0.1 ones)."""
+    """The exact scheduler/worker args and environment (ports moved to free 127.0.0.1 ones, the
+    Secret's files in a folder): they talk TLS with the job's certificate and refuse others."""
     from distributed import Client
+    from distributed.security import Security
 
     m = _cpu_manifest()
+    tls_dir = _write_secret(k8s.tls_secret("decon-test"), tmp_path / "tls")
     port, dash = _free_port(), _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = _bin_env()
+    address = f"tls://127.0.0.1:{port}"
+    env = _container_env(m, "scheduler", {}, tls_dir)
     sched = _set_option(_args(m, "scheduler"), "--port", str(port))
     sched = _set_option(sched, "--dashboard-address", f"127.0.0.1:{dash}") + ["--host", "127.0.0.1"]
     procs: list[subprocess.Popen] = []
@@ -781,14 +906,26 @@ def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> Non
         wait_for_port(port, procs[0], tmp_path / "scheduler.log")
         for i in range(2):
             injected = {"DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
-            wenv = _container_env(m, "worker", injected)
+            wenv = _container_env(m, "worker", injected, tls_dir)
             argv = _substitute(_args(m, "worker"), wenv)
             argv = _set_option(argv, "--dashboard-address", f"127.0.0.1:{_free_port()}")
             procs.append(_start(argv + ["--host", "127.0.0.1"], tmp_path / f"w{i}.log", wenv))
-        # what the scheduler's readiness/liveness probes ask for
+        # the scheduler's readiness/liveness probe, run as the kubelet runs it (in the container)
+        container = m["spec"]["cluster"]["spec"]["scheduler"]["spec"]["containers"][0]
+        probe = [
+            a.replace(f":{k8s.DASHBOARD_PORT}/", f":{dash}/") for a in container["readinessProbe"]["exec"]["command"]
+        ]
+        assert subprocess.run(probe, env=env, timeout=60).returncode == 0
         with urllib.request.urlopen(f"http://127.0.0.1:{dash}/health", timeout=10) as r:
             assert r.status == 200 and r.read() == b"ok"
-        with Client(address, timeout=30) as client:
+        # without the Secret's certificate: refused (plain TCP, or another certificate)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(f"tcp://127.0.0.1:{port}", timeout=5)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, security=Security.temporary(), timeout=5)
+        files = {k: str(tls_dir / f) for k, f in (("ca", "ca.crt"), ("cert", "tls.crt"), ("key", "tls.key"))}
+        job = Security(tls_ca_file=files["ca"], tls_client_cert=files["cert"], tls_client_key=files["key"])
+        with Client(address, security=job, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
             info = client.scheduler_info(n_workers=-1)["workers"].values()
             assert sorted(w["name"] for w in info) == ["w0", "w1"]
@@ -851,8 +988,9 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
         worker_cpu="2",
     )
     port, dash = _free_port(), _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = _bin_env()
+    address = f"tls://127.0.0.1:{port}"
+    tls_dir = _write_secret(k8s.tls_secret("e2e"), tmp_path / "tls")
+    env = _container_env(m, "scheduler", {}, tls_dir)
     sched = _set_option(_args(m, "scheduler"), "--port", str(port))
     sched = _set_option(sched, "--dashboard-address", f"127.0.0.1:{dash}") + ["--host", "127.0.0.1"]
     procs: list[subprocess.Popen] = []
@@ -860,7 +998,7 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
     try:
         # Like the operator: the runner starts first and the scheduler only later,
         # here after longer than `bigdecon run`'s own default connect timeout.
-        jenv = _container_env(m, "job", {"DASK_SCHEDULER_ADDRESS": address})
+        jenv = _container_env(m, "job", {"DASK_SCHEDULER_ADDRESS": address}, tls_dir)
         job = _start(_substitute(_args(m, "job"), jenv), job_log, jenv)
         procs.append(job)
         time.sleep(_run_default("scheduler_timeout") + 2)
@@ -869,7 +1007,7 @@ def test_daskjob_commands_process_ome_zarr_end_to_end(tmp_path: Path) -> None:
         wait_for_port(port, procs[-1], tmp_path / "scheduler.log")
         for i in range(2):
             injected = {"DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": f"w{i}"}
-            wenv = _container_env(m, "worker", injected)
+            wenv = _container_env(m, "worker", injected, tls_dir)
             argv = _substitute(_args(m, "worker"), wenv)
             argv = _set_option(argv, "--dashboard-address", f"127.0.0.1:{_free_port()}")
             procs.append(_start(argv + ["--host", "127.0.0.1"], tmp_path / f"w{i}.log", wenv))

@@ -101,7 +101,9 @@ def _remote_problem(exc: BaseException, args: argparse.Namespace) -> InputError 
 def _report(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exc()
-    msg = one_line(str(exc)) or type(exc).__name__
+    from ..io.paths import redact
+
+    msg = redact(one_line(str(exc)) or type(exc).__name__)
     if not isinstance(exc, BigdeconError):
         msg = f"{type(exc).__name__}: {msg}"
     if len(msg) > 500:

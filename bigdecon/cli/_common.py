@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BigdeconNotice, InputError
+from ..errors import BigdeconNotice, BigdeconWarning, InputError
 from .config import fmt_number, one_line
 from .options import PROG, PSF_KEYS, method_kwargs
 
@@ -32,8 +32,11 @@ __all__ = [
 
 
 def say(*lines: str) -> None:
+    """Print lines on stdout, credentials in URLs redacted (:func:`bigdecon.io.paths.redact`)."""
+    from ..io.paths import redact
+
     for line in lines:
-        print(line, flush=True)
+        print(redact(line), flush=True)
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -46,11 +49,14 @@ def fmt_size(values: Any) -> str:
 
 
 def _show_notice(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    from ..io.paths import redact
+
     if isinstance(category, type) and issubclass(category, BigdeconNotice):
-        text = one_line(message)
+        text = redact(one_line(message))
         if text not in _shown:  # the input is opened more than once in a run (plan, then the run)
             _shown.add(text)
-            print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
+            kind = "warning" if issubclass(category, BigdeconWarning) else "note"
+            print(f"{PROG}: {kind}: {text}", file=sys.stderr, flush=True)
     else:
         _show_warning(message, category, filename, lineno, file, line)
 
@@ -60,7 +66,9 @@ _shown: set[str] = set()
 
 
 def quiet_dask(args: argparse.Namespace, debug: bool) -> None:
-    """Keep Dask's own log lines and warnings off the terminal unless --debug; bigdecon's notices show once."""
+    """Keep Dask's own log lines and warnings off the terminal unless --debug; bigdecon's notices and
+    warnings (:class:`~bigdecon.errors.BigdeconNotice`, :class:`~bigdecon.errors.BigdeconWarning`)
+    show once, one line each."""
     args.debug = debug  # a --config file can turn it on too: main() reads it on errors
     if not debug:
         for name in ("distributed", "dask", "bokeh", "tornado"):
@@ -146,19 +154,30 @@ def pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def check_output(input_path: str, output: str, resolved: dict[str, Any]) -> None:
-    """Cheap checks of OUTPUT before a cluster starts (the writer repeats them)."""
-    from ..io import check_output_path
+def check_output(input_path: str, output: str, resolved: dict[str, Any]) -> str | None:
+    """Cheap checks of OUTPUT before a cluster starts (the run repeats them); ``'cleanup'`` when
+    ``--resume`` has only a finished run's work folder to remove (see :func:`bigdecon.passes.guard.check_run`)."""
+    from ..io import open_image
     from ..io.paths import normalize
+    from ..io.safety import LEASE_NAME
+    from ..passes.guard import check_run
 
-    check_output_path(input_path, output)
+    state = check_run(
+        open_image(input_path),
+        input_path,
+        output,
+        resume=resolved["resume"],
+        overwrite=resolved["overwrite"],
+        work_dir=resolved.get("work_dir"),
+    )
     local, is_local = normalize(output)
     if not is_local:
-        return
+        return state
     if os.path.lexists(local) and not (resolved["resume"] or resolved["overwrite"]):
-        if not os.path.isdir(local) or os.listdir(local):
+        if not os.path.isdir(local) or [n for n in os.listdir(local) if n != LEASE_NAME]:
             raise InputError(f"output exists: {local} (use --overwrite to replace it or --resume to continue it)")
     check_writable(local, "output")
+    return state
 
 
 def check_writable(local: str, what: str) -> None:

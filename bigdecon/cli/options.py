@@ -85,6 +85,7 @@ _GROUPS = {
     "output": ("output", None),
     "general": ("general", None),
     "cluster": ("Dask cluster (default: a local cluster sized to this machine)", None),
+    "security": ("network security of the job's Dask cluster", None),
 }
 
 
@@ -198,8 +199,9 @@ def add_run_options(parser: argparse.ArgumentParser, command: str = "run") -> No
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, command: str = "run") -> None:
-    """The options of the local Dask cluster (or the running scheduler) of ``run`` and ``demo``."""
-    _add_groups(parser, command, ("cluster",))
+    """The options of the local Dask cluster (or the running scheduler) of ``run`` and ``demo``,
+    or of the cluster ``submit`` makes (its network security)."""
+    _add_groups(parser, command, ("cluster", "security"))
 
 
 # --------------------------------------------------------------------------- resolving
@@ -241,6 +243,8 @@ def resolve_options(args: argparse.Namespace, *, cluster: bool = True) -> dict[s
     for key, p in parameters().items():
         if p.cluster and not cluster:
             continue
+        if p.group == "security" and not hasattr(args, key):
+            continue  # submit's options: not part of what run or demo record
         value = getattr(args, key, None)
         where = ""
         if value is None and key in from_file:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError
+from ..io.paths import redact
 from ._common import (
     check_output,
     client_for,
@@ -113,7 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
     say(
         f"bigdecon {__version__}: {args.input} -> {args.output}",
         "# configuration (reusable with --config)",
-        format_config(record),
+        format_config(redact(record)),
         "",
     )
     kwargs = pipeline_kwargs(resolved)
@@ -121,7 +122,12 @@ def run_command(args: argparse.Namespace) -> int:
     # the memory estimate assumes the blocks a local cluster of this size would get.
     threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
     plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
-    check_output(args.input, args.output, resolved)
+    if check_output(args.input, args.output, resolved) == "cleanup":
+        from ..passes.guard import finish_cleanup
+
+        removed = finish_cleanup(args.output)
+        say(f"{args.output} was already complete: removed the work folder its run left ({removed})")
+        return 0
     gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
     say(
         f"Input {plan['axes']} {shape_text(plan['shape'])} {plan['dtype']} -> output "

@@ -9,6 +9,7 @@ first, and forwards every run option to the job's ``bigdecon run``.
 from __future__ import annotations
 
 import argparse
+import os
 import posixpath
 import re
 import shutil
@@ -17,9 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError
+from ..io.paths import redact
 from ..params import PARAMETERS, parse_psf_files
 from .config import fmt_number
-from .options import Parser, add_run_options, check_parameters, given, resolve_options, run_argv_from_args
+from .options import (
+    Parser,
+    add_cluster_options,
+    add_run_options,
+    check_parameters,
+    given,
+    resolve_options,
+    run_argv_from_args,
+)
 
 __all__ = [
     "EXPLICIT_RUN_OPTIONS",
@@ -65,6 +75,7 @@ def add_parser(subparsers: Any) -> None:
                 f"{fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)"
             )
 
+    add_cluster_options(p, "submit")  # --tls/--no-tls, --tls-dir, --dashboard-from ...
     g = p.add_argument_group("cluster")
     g.add_argument("--workers", type=int, default=1, help="worker pods / batch jobs (default 1)")
     g.add_argument(
@@ -77,7 +88,11 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("--worker-memory", default="32Gi", help="memory per worker (default 32Gi)")
     g.add_argument("--worker-cpu", default="8", help="CPUs per worker (default 8)")
-    g.add_argument("--dry-run", action="store_true", help="print the DaskJob YAML (or the batch job script) and exit")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the job's Secret (its TLS key), NetworkPolicy and DaskJob as YAML (or the batch job script) and exit",
+    )
 
     k = p.add_argument_group("Kubernetes")
     k.add_argument("--image", help="container image with bigdecon (required for Kubernetes)")
@@ -227,7 +242,7 @@ def looks_like_gpu_image(image: str) -> bool:
 
 def _error(cmd: str, exc: BaseException) -> int:
     # One line, no traceback: the usual causes are config/credential problems.
-    msg = " ".join(str(exc).split()) or type(exc).__name__
+    msg = redact(" ".join(str(exc).split()) or type(exc).__name__)
     if len(msg) > 300:
         msg = msg[:297] + "..."
     print(f"bigdecon {cmd}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
@@ -235,11 +250,11 @@ def _error(cmd: str, exc: BaseException) -> int:
 
 
 def _warn(message: str) -> None:
-    print(f"bigdecon submit: warning: {message}", file=sys.stderr)
+    print(f"bigdecon submit: warning: {redact(message)}", file=sys.stderr)
 
 
 def _refuse(message: str) -> int:
-    print(f"bigdecon submit: error: {message}", file=sys.stderr)
+    print(f"bigdecon submit: error: {redact(message)}", file=sys.stderr)
     return 2
 
 
@@ -251,8 +266,17 @@ def submit_command(args: argparse.Namespace) -> int:
     except InputError as exc:
         return _refuse(str(exc))
     args.debug = resolved["debug"]  # main() reads it on errors
+    try:
+        security = _security_options(args)
+    except InputError as exc:
+        return _refuse(str(exc))
+    if not security["tls"]:
+        _warn(
+            "--no-tls: the job's scheduler accepts plain TCP from anyone who reaches its port, "
+            "who can then run code as you and read your data"
+        )
     if getattr(args, "hpc", None):
-        return _submit_hpc(args)
+        return _submit_hpc(args, security)
     if not args.image:
         return _refuse("--image is required for Kubernetes")
     from .. import k8s
@@ -264,7 +288,7 @@ def submit_command(args: argparse.Namespace) -> int:
     if errors:
         return _refuse(errors[0])
     try:
-        manifest = k8s.build_daskjob(
+        manifests = k8s.build_job(
             args.name,
             args.input,
             args.output,
@@ -281,9 +305,13 @@ def submit_command(args: argparse.Namespace) -> int:
             service_account=args.service_account,
             pvc=args.pvc,
             pvc_mount=args.pvc_mount,
+            tls=security["tls"],
+            dashboard_from=security["dashboard_from"] or (),
         )
     except ValueError as exc:
         return _refuse(str(exc))
+    if security["tls_ca_file"]:
+        _warn("--tls-ca-file/--tls-cert/--tls-key are for Slurm/PBS/LSF; on Kubernetes each job gets its own Secret")
     for message in warnings:
         _warn(message)
     if gpus > 0 and not looks_like_gpu_image(args.image):
@@ -295,22 +323,55 @@ def submit_command(args: argparse.Namespace) -> int:
             "only the CUDA image has; use --gpus-per-worker 0 with a CPU image"
         )
     if args.dry_run:
-        sys.stdout.write(k8s.to_yaml(manifest))
+        # The job's Secret (its TLS key), NetworkPolicy and DaskJob: apply them in this order.
+        sys.stdout.write(k8s.to_yaml(manifests))
         return 0
     try:
-        k8s.create_daskjob(manifest, kubeconfig=args.kubeconfig)
+        k8s.create_job(manifests, kubeconfig=args.kubeconfig)
     except Exception as exc:  # noqa: BLE001 - report any API/config failure in one line
         return _error("submit", exc)
-    meta = manifest["metadata"]
+    meta = manifests[-1]["metadata"]
     print(f"daskjob {meta['namespace']}/{meta['name']} created")
     print(f"  bigdecon status {meta['name']} --namespace {meta['namespace']}")
     print(f"  bigdecon logs {meta['name']} --namespace {meta['namespace']}")
     return 0
 
 
-def _submit_hpc(args: argparse.Namespace) -> int:
+def _security_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``security`` group's options (``tls``, ``tls_dir``, ``dashboard_from`` ...), checked."""
+    resolved = resolve_options(args)
+    out = {key: resolved[key] for key, p in PARAMETERS.items() if p.group == "security"}
+    own = [out[k] for k in ("tls_ca_file", "tls_cert", "tls_key")]
+    if any(own) and not all(own):
+        raise InputError("give --tls-ca-file, --tls-cert and --tls-key together (or none: a generated certificate)")
+    if any(own) and not out["tls"]:
+        raise InputError("--no-tls with TLS certificates: choose one")
+    return out
+
+
+def _tls_files(args: argparse.Namespace, security: dict[str, Any]) -> Any:
+    """The job's TLS files: the user's, or generated under --tls-dir (None with --no-tls)."""
     from .. import hpc
-    from .run import add_arguments, run_command
+
+    if not security["tls"]:
+        return None
+    if security["tls_ca_file"]:
+        for key in ("tls_ca_file", "tls_cert", "tls_key"):
+            if not os.path.isfile(os.path.expanduser(security[key])):
+                raise InputError(f"--{key.replace('_', '-')} {security[key]}: no such file")
+        return hpc.TLSFiles(*(os.path.expanduser(security[k]) for k in ("tls_ca_file", "tls_cert", "tls_key")))
+    if args.dry_run:  # nothing is written: hpc.job_script names where the files would go
+        return None
+    try:
+        return hpc.write_tls_files(security["tls_dir"])
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the job's TLS certificate under --tls-dir {security['tls_dir']}: {exc}"
+        ) from None
+
+
+def _submit_hpc(args: argparse.Namespace, security: dict[str, Any]) -> int:
+    from .. import hpc
 
     try:
         cores = args.cores or int(args.worker_cpu)
@@ -327,24 +388,52 @@ def _submit_hpc(args: argparse.Namespace) -> int:
         job_extra=list(args.job_extra),
     )
     forwarded = run_argv(args)
-    if args.dry_run:
-        sys.stdout.write(hpc.job_script(args.hpc, **options))
-        return 0
     submit = hpc.submit_program(args.hpc)
-    if shutil.which(submit) is None:
+    if not args.dry_run and shutil.which(submit) is None:
         # Without it jobqueue only logs the failure and the run would wait forever.
         print(f"bigdecon submit: error: '{submit}' not found; run this on a {args.hpc} login node", file=sys.stderr)
         return 1
     try:
-        cluster = hpc.make_jobqueue_cluster(args.hpc, workers=args.workers, **options)
+        files = _tls_files(args, security)
+    except InputError as exc:
+        return _refuse(str(exc))
+    sec = hpc.tls_security(files) if files is not None else None
+    if args.dry_run:
+        script = hpc.job_script(args.hpc, security=sec, tls=security["tls"], tls_dir=security["tls_dir"], **options)
+        sys.stdout.write(script)
+        return 0
+    try:
+        return _run_on_jobqueue(args, options, forwarded, files, sec)
+    finally:
+        if files is not None:
+            files.remove()
+
+
+def _run_on_jobqueue(
+    args: argparse.Namespace, options: dict[str, Any], forwarded: list[str], files: Any, sec: Any
+) -> int:
+    """Start the batch workers and run the job against them from this process (with the job's TLS)."""
+    import contextlib
+
+    import dask
+
+    from .. import hpc
+    from .run import add_arguments, run_command
+
+    try:
+        cluster = hpc.make_jobqueue_cluster(
+            args.hpc, workers=args.workers, security=sec, tls=sec is not None, **options
+        )
     except Exception as exc:  # noqa: BLE001
         return _error("submit", exc)
+    client_tls = dask.config.set(hpc.tls_config(files)) if files is not None else contextlib.nullcontext()
     try:
         # This process runs the job against the batch workers; its errors reach main() as run's would.
         parser = Parser(prog="bigdecon run")
         add_arguments(parser)
         run_args = parser.parse_args([args.input, args.output, *forwarded, "--scheduler", cluster.scheduler_address])
-        return run_command(run_args)
+        with client_tls:
+            return run_command(run_args)
     finally:
         cluster.close()
 

@@ -20,7 +20,15 @@ from bigdecon.errors import InputError
 __all__ = [
     "AXIS_TYPES",
     "ImageSource",
+    "MAX_AXIS",
+    "MAX_CHANNELS",
+    "MAX_METADATA_DEPTH",
+    "MAX_PLANES",
+    "MAX_VOXELS",
     "check_axes",
+    "check_declared",
+    "check_depth",
+    "check_transform",
     "normalize_unit",
     "parse_image_attrs",
     "multiscales_metadata",
@@ -32,6 +40,15 @@ __all__ = [
 #: The axes bigdecon understands, in the order NGFF requires them.
 AXES_ORDER: tuple[str, ...] = ("t", "c", "z", "y", "x")
 AXIS_TYPES: dict[str, str] = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+# Declared sizes bigdecon refuses before building anything from them: far beyond
+# any real microscope data set (a terabyte of uint16 is 2**39 voxels), and small
+# enough that what is built per chunk, plane or channel stays bounded.
+MAX_VOXELS = 2**47  # about 1.4e14 voxels: 256 TiB of uint16
+MAX_AXIS = 2**22  # along one axis: whole-slide scans reach ~2e5 pixels, time series ~1e5 points
+MAX_PLANES = 2**26  # planes (every axis but y and x together): e.g. 60,000 time points x 1,000 z
+MAX_CHANNELS = 2**16
+MAX_METADATA_DEPTH = 64  # nesting of the attributes (NGFF metadata is less than 10 deep)
 
 # Colours for channels that come without one: white for a single channel, then
 # the usual fluorescence palette.
@@ -247,6 +264,83 @@ def check_axes(axes: Iterable[str], where: str | os.PathLike = "") -> tuple[str,
     return names
 
 
+def check_declared(shape: Sequence[int], axes: Sequence[str], chunks: Sequence[int], where: str) -> None:
+    """Refuse a declared shape or chunk shape that no real data set has, before anything is built from it.
+
+    Raises
+    ------
+    InputError
+        An axis or chunk length below 1, more than :data:`MAX_AXIS` along an
+        axis (Dask keeps a list of the blocks along each), :data:`MAX_VOXELS` voxels,
+        :data:`MAX_PLANES` planes or :data:`MAX_CHANNELS` channels.
+
+    Examples
+    --------
+    >>> check_declared((10**9,) * 3, "zyx", (64, 64, 64), "big.zarr")
+    Traceback (most recent call last):
+    ...
+    bigdecon.errors.InputError: big.zarr declares shape 1000000000x1000000000x1000000000: 1e+09 along one axis, more than bigdecon reads (2**22 = 4.19e+06): broken or hostile metadata
+    """
+    dims = "x".join(str(int(n)) for n in shape)
+    if any(int(n) < 1 for n in shape) or any(int(c) < 1 for c in chunks):
+        raise InputError(
+            f"{where} declares shape {dims} with chunks {tuple(int(c) for c in chunks)}: every length must be >= 1"
+        )
+    voxels = math.prod(int(n) for n in shape)
+    planes = math.prod(int(n) for a, n in zip(axes, shape) if a not in ("y", "x"))
+    channels = int(shape[list(axes).index("c")]) if "c" in axes else 1
+    for count, limit, what, text in (
+        (max(int(n) for n in shape), MAX_AXIS, "along one axis", "2**22"),
+        (voxels, MAX_VOXELS, "voxels", "2**47"),
+        (planes, MAX_PLANES, "planes", "2**26"),
+        (channels, MAX_CHANNELS, "channels", "2**16"),
+    ):
+        if count > limit:
+            raise InputError(
+                f"{where} declares shape {dims}: {count:.3g} {what}, more than bigdecon reads "
+                f"({text} = {limit:.3g}): broken or hostile metadata"
+            )
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_METADATA_DEPTH) -> None:
+    """Refuse metadata nested deeper than ``limit`` (checked without recursion).
+
+    Examples
+    --------
+    >>> check_depth({"a": [[1]]}, "x.zarr", limit=3)
+    >>> check_depth([[[[1]]]], "x.zarr", limit=3)
+    Traceback (most recent call last):
+    ...
+    bigdecon.errors.InputError: x.zarr: metadata nested deeper than 3 levels: broken or hostile metadata
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (Mapping, list, tuple)):
+            if depth >= limit:
+                raise InputError(f"{where}: metadata nested deeper than {limit} levels: broken or hostile metadata")
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def check_transform(scale: Mapping[str, float], translation: Mapping[str, float], where: str) -> None:
+    """Pixel sizes must be finite and > 0, offsets finite (NaN would be copied into the output).
+
+    Examples
+    --------
+    >>> check_transform({"z": 0.0, "y": 1.0}, {"z": 0.0, "y": 0.0}, "a.zarr")
+    Traceback (most recent call last):
+    ...
+    bigdecon.errors.InputError: a.zarr: pixel size of axis z is 0; it must be a finite number > 0
+    """
+    for axis, value in scale.items():
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{where}: pixel size of axis {axis} is {value:g}; it must be a finite number > 0")
+    for axis, value in translation.items():
+        if not math.isfinite(value):
+            raise InputError(f"{where}: translation of axis {axis} is {value:g}; it must be finite")
+
+
 def normalize_unit(unit: Any) -> str | None:
     """Map a unit spelling to its NGFF (UDUNITS-2) name; ``None`` when unknown or empty."""
     if not isinstance(unit, str) or not unit.strip():
@@ -262,11 +356,16 @@ def default_color(index: int, n_channels: int) -> str:
     return "FFFFFF" if n_channels == 1 else _PALETTE[index % len(_PALETTE)]
 
 
-def _vector(transforms: Any, kind: str, ndim: int) -> list[float] | None:
+def _vector(transforms: Any, kind: str, ndim: int, where: str = "") -> list[float] | None:
     """The ``kind`` ('scale'/'translation') vector of an NGFF transformation list."""
-    for t in transforms or []:
+    for t in transforms if isinstance(transforms, list) else []:
         if isinstance(t, Mapping) and t.get("type") == kind and kind in t:
-            values = [float(v) for v in t[kind]]
+            raw = t[kind]
+            if not isinstance(raw, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw
+            ):
+                raise InputError(f"{where}: {kind} {str(raw)[:80]} is not a list of numbers")
+            values = [float(v) for v in raw]
             if len(values) == ndim:
                 return values
     return None
@@ -300,6 +399,7 @@ def parse_image_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     InputError
         When there is no usable ``multiscales`` metadata.
     """
+    check_depth(attrs, where)
     ome = ome_attrs(attrs)
     multiscales = ome.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], Mapping):
@@ -324,16 +424,18 @@ def parse_image_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     # Dataset transforms and the optional multiscale-wide ones compose: scales
     # multiply, translations are scaled then added.
     ndim = len(axes)
-    scale = _vector(datasets[0].get("coordinateTransformations"), "scale", ndim) or [1.0] * ndim
-    trans = _vector(datasets[0].get("coordinateTransformations"), "translation", ndim) or [0.0] * ndim
-    g_scale = _vector(ms.get("coordinateTransformations"), "scale", ndim)
-    g_trans = _vector(ms.get("coordinateTransformations"), "translation", ndim)
+    level = datasets[0].get("coordinateTransformations")
+    scale = _vector(level, "scale", ndim, where) or [1.0] * ndim
+    trans = _vector(level, "translation", ndim, where) or [0.0] * ndim
+    g_scale = _vector(ms.get("coordinateTransformations"), "scale", ndim, where)
+    g_trans = _vector(ms.get("coordinateTransformations"), "translation", ndim, where)
     if g_scale:
         trans = [t * g for t, g in zip(trans, g_scale)]
         scale = [s * g for s, g in zip(scale, g_scale)]
     if g_trans:
         trans = [t + g for t, g in zip(trans, g_trans)]
 
+    check_transform(dict(zip(axes, scale)), dict(zip(axes, trans)), where)
     omero = ome.get("omero") if isinstance(ome.get("omero"), Mapping) else attrs.get("omero")
     channels = []
     if isinstance(omero, Mapping) and isinstance(omero.get("channels"), list):

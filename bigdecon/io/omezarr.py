@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -33,6 +31,7 @@ from bigdecon.errors import InputError
 from bigdecon.io._meta import (
     ImageSource,
     check_axes,
+    check_declared,
     display_window,
     multiscales_metadata,
     normalize_unit,
@@ -41,7 +40,8 @@ from bigdecon.io._meta import (
     parse_image_attrs,
     task_chunks,
 )
-from bigdecon.io.paths import filesystem, join, normalize
+from bigdecon.io.paths import join, normalize, read_bytes, redact, same_or_nested
+from bigdecon.io.safety import LEASE_NAME, WORK_NAME, listing, remove_owned
 from bigdecon.params import check_output_dtype
 
 __all__ = [
@@ -95,8 +95,10 @@ def open_omezarr(path: str | os.PathLike) -> ImageSource:
         raise InputError(f"input not found: {p}") from e
     except (zarr.errors.NodeNotFoundError, KeyError) as e:
         raise InputError(f"not an OME-Zarr image: {p} (no zarr metadata)") from e
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read input: {p} ({e})") from e
+    except RecursionError:
+        raise InputError(f"cannot read input: {p} (its zarr metadata is nested too deeply)") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"cannot read input: {p} ({_one_line(e)})") from e
     if isinstance(node, zarr.Array):
         raise InputError(f"not an OME-Zarr image: {p} (a plain zarr array without OME metadata)")
     return _image_from_group(node, p, nested=False)
@@ -125,12 +127,19 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         arr = group[meta["dataset"]]
     except KeyError as e:
         raise InputError(f"broken OME-Zarr image: {where} (level {meta['dataset']!r} is missing)") from e
+    except RecursionError:
+        raise InputError(
+            f"broken OME-Zarr image: {where} (level {meta['dataset']!r}: metadata nested too deeply)"
+        ) from None
+    except (ValueError, TypeError) as e:  # zarr's checks of the array metadata (negative chunks, ...)
+        raise InputError(f"broken OME-Zarr image: {where} (level {meta['dataset']!r}: {_one_line(e)})") from e
     if not isinstance(arr, zarr.Array) or arr.ndim != len(meta["axes"]):
         raise InputError(
             f"broken OME-Zarr image: {where} (level {meta['dataset']!r} does not have "
             f"{len(meta['axes'])} dimensions {''.join(meta['axes'])})"
         )
     unit = tuple(int(c) for c in (getattr(arr, "shards", None) or arr.chunks))
+    check_declared(arr.shape, meta["axes"], unit, where)
     return ImageSource(
         data=da.from_zarr(arr, chunks=task_chunks(arr.shape, unit, arr.dtype.itemsize)),
         axes=meta["axes"],
@@ -145,6 +154,10 @@ def _image_from_group(group: zarr.Group, where: str, *, nested: bool) -> ImageSo
         stored_chunks=unit,
         array=arr,
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _has_group(group: zarr.Group, name: str) -> bool:
@@ -338,24 +351,22 @@ def write_dask(
 def check_output_path(input_path: str | os.PathLike, output_path: str | os.PathLike) -> None:
     """Refuse an output that is, lies inside, or contains the input.
 
+    Both paths are compared as the places they name (:func:`bigdecon.io.paths.canonical`):
+    ``local://``, ``file://``, cache-wrapped URLs, symlinks and protocol aliases
+    (``s3a``/``s3``, ``gcs``/``gs``) do not hide the input.
+
     Raises
     ------
     InputError
         When writing (or ``--overwrite``-deleting) the output would touch the input.
     """
-    i, i_local = normalize(input_path)
-    o, o_local = normalize(output_path)
-    if i_local != o_local:
-        return
-    if i_local:
-        ip, op = Path(os.path.realpath(i)), Path(os.path.realpath(o))
-    else:
-        ip, op = Path(i), Path(o)
-    if ip == op:
-        raise InputError(f"output path is the input path: {o}")
-    if op.is_relative_to(ip):
+    i, o = redact(os.fspath(input_path)), redact(os.fspath(output_path))
+    how = same_or_nested(input_path, output_path)
+    if how == "same":
+        raise InputError(f"output path is the input path: {o} names the same place as {i}")
+    if how == "inside":
         raise InputError(f"output path {o} is inside the input {i}")
-    if ip.is_relative_to(op):
+    if how == "contains":
         raise InputError(f"input {i} is inside the output path {o}: writing there would destroy it")
 
 
@@ -467,36 +478,19 @@ class OmeZarrWriter:
             raise InputError(f"got {len(self.channels)} channel descriptions for {n_channels} channels")
 
     def _exists_nonempty(self) -> bool:
-        if self._local:
-            if os.path.isdir(self.path):
-                return bool(os.listdir(self.path))
-            return os.path.lexists(self.path)
-        fs = filesystem(self.path)
-        return bool(fs.exists(self.path) and (not fs.isdir(self.path) or fs.ls(self.path)))
+        # The run's own lease (taken before the writer) does not make a folder an existing output.
+        return bool([n for n in listing(self.path) or [] if n != LEASE_NAME])
 
     def _stored_info(self) -> tuple[zarr.Group, dict] | None:
         """The existing group and its attributes, or ``None`` when it is not zarr."""
         try:
             node = zarr.open_group(self.path, mode="r")
-        except Exception:  # anything that is not a readable zarr group
+        except (OSError, ValueError, KeyError):  # no group metadata here (zarr's not-found errors are ValueErrors)
             return None
         return node, node.attrs.asdict()
 
     def _remove(self) -> None:
-        found = self._stored_info()
-        is_output = False
-        if found is not None:
-            attrs = found[1]
-            is_output = "multiscales" in ome_attrs(attrs) or _BIGDECON in attrs
-        if not is_output:
-            raise InputError(f"refusing to overwrite {self.path}: it is not an OME-Zarr image or a bigdecon output")
-        try:
-            if self._local:
-                shutil.rmtree(self.path)
-            else:
-                filesystem(self.path).rm(self.path, recursive=True)
-        except OSError as e:
-            raise InputError(f"cannot remove existing output: {self.path} ({e.strerror or e})") from e
+        remove_owned(self.path)  # only what bigdecon wrote, or a one-line refusal
 
     def _layout(self) -> dict[str, Any]:
         return _json(
@@ -529,9 +523,9 @@ class OmeZarrWriter:
                 os.makedirs(self.path, exist_ok=True)
             # The 'running' marker is written with the group itself, so there is
             # never a group here that a later --resume cannot recognise.
-            group = zarr.open_group(
+            # create_group, not mode "w": that would wipe the folder, the run's lease with it.
+            group = zarr.create_group(
                 self.path,
-                mode="w",
                 zarr_format=3 if self.ngff_version == "0.5" else 2,
                 attributes={_BIGDECON: {"status": "running", "config": self.run_config, "layout": self._layout()}},
             )
@@ -544,8 +538,13 @@ class OmeZarrWriter:
             raise InputError(f"nothing to resume: {self.path} does not exist")
         found = self._stored_info()
         info = found[1].get(_BIGDECON) if found else None
+        if found is None and read_bytes(join(self.path, WORK_NAME, "stamp.json")) is not None:
+            raise InputError(
+                f"cannot resume {redact(self.path)}: its root metadata is missing (an interrupted --overwrite?); "
+                "start again with --overwrite"
+            )
         if found is None or not isinstance(info, Mapping):
-            raise InputError(f"nothing to resume: {self.path} is not a bigdecon output")
+            raise InputError(f"nothing to resume: {redact(self.path)} is not a bigdecon output")
         if info.get("status") == "complete":
             raise InputError(f"nothing to resume: {self.path} is already complete")
         try:

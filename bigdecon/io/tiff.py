@@ -15,7 +15,7 @@ import zarr
 from dask.base import tokenize
 
 from bigdecon.errors import BigdeconNotice, InputError
-from bigdecon.io._meta import ImageSource, check_axes, normalize_unit, task_chunks
+from bigdecon.io._meta import ImageSource, check_axes, check_declared, check_transform, normalize_unit, task_chunks
 
 __all__ = ["open_tiff", "is_tiff"]
 
@@ -84,12 +84,16 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
             ome_xml = tif.ome_metadata if tif.is_ome else None
             ij = tif.imagej_metadata if tif.is_imagej else None
             tags = {t.name: t.value for t in series.pages[0].tags.values()} if series.pages else {}
+            raw_axes = _planar_samples_as_channels(raw_axes, p)
+            axes = _map_axes(raw_axes, ij, p)
+            # Before the zarr view: its chunk index is built from the declared shape.
+            check_declared(shape, axes, [1] * len(shape), p)
             view = _zarr_view(p, os.stat(p).st_mtime_ns)
     except (tifffile.TiffFileError, OSError, IndexError, ValueError, KeyError) as e:
+        if isinstance(e, InputError):
+            raise
         raise InputError(f"cannot read TIFF: {p} ({e})") from e
 
-    raw_axes = _planar_samples_as_channels(raw_axes, p)
-    axes = _map_axes(raw_axes, ij, p)
     scale = {a: 1.0 for a in axes}
     units: dict[str, str] = {}
     channels: list[dict] = []
@@ -100,6 +104,7 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
     elif tags.get("ResolutionUnit") == 3:  # centimetre: a real size, unlike the 72-dpi default
         _resolution(tags, scale, factor=1e4)
         units.update({a: "micrometer" for a in ("y", "x") if scale[a] != 1.0})
+    check_transform(scale, {}, p)
 
     mtime = os.stat(p).st_mtime_ns
     if tuple(view.shape) != shape:  # tifffile and its zarr view should agree; be safe

@@ -110,11 +110,22 @@ class Ledger:
         return path
 
     def remove(self) -> None:
-        """Delete the work folder (the run is complete)."""
-        if self.local:
-            shutil.rmtree(self.root, ignore_errors=True)
-        elif self.fs.exists(self.root):
-            self.fs.rm(self.root, recursive=True)
+        """Delete the work folder (the run is complete); a store's failure raises ``OSError``."""
+        _remove_tree(self.root, self.local, self.fs)
+
+    def forget(self, stage: str) -> None:
+        """Delete the records of pass ``stage``: its blocks run again."""
+        _remove_tree(self.path("ledger", stage), self.local, self.fs)
+
+
+def _remove_tree(root: str, local: bool, fs: Any) -> None:
+    if local:
+        try:
+            shutil.rmtree(root)
+        except FileNotFoundError:
+            pass
+    elif fs.exists(root):
+        fs.rm(root, recursive=True)
 
 
 class RecordBook:

@@ -13,6 +13,7 @@ import itertools
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, ProcessingError
-from ..io.paths import normalize
+from ..errors import BigdeconWarning, InputError, ProcessingError
+from ..io.paths import normalize, redact
+from ..io.safety import Lease, fingerprint, root_attrs, work_stamp
 from ..params import DEFAULTS, check_output_dtype
 from ..planner import Layout, Region
 from ..stages import output_psf
+from .guard import check_run, finish_cleanup
 from .ledger import Ledger, RecordBook
 from .request import Request, _params_record, _prepare
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
@@ -329,12 +332,7 @@ def _stored_status(destination: str | os.PathLike[str]) -> str | None:
 
 def _stored_config(destination: str | os.PathLike[str]) -> dict[str, Any]:
     """The run configuration recorded in an unfinished output ({} if none)."""
-    import zarr
-
-    try:
-        info = zarr.open_group(normalize(destination)[0], mode="r").attrs.asdict().get("bigdecon", {})
-    except Exception:
-        return {}
+    info = (root_attrs(normalize(destination)[0]) or {}).get("bigdecon", {})
     return info.get("config") or {} if isinstance(info, dict) else {}
 
 
@@ -540,7 +538,18 @@ def deconvolve(
         all), ``resumed`` (tasks an earlier run had finished), ``stats``,
         ``peak_scratch_bytes`` (the most the output and work folders held
         together, sampled as tasks finished) and ``output_bytes`` (the
-        finished output's size).
+        finished output's size). A ``resume`` of an output that is complete
+        but still has its work folder (a run killed after finalising) only
+        removes that folder: then ``output``, ``cleaned`` (the folder
+        removed), ``chunks`` and ``resumed`` (0).
+
+    Raises
+    ------
+    InputError
+        Refusals before anything is written or deleted (docs/safety.md): an
+        output or ``work_dir`` that is, contains or lies inside the input; an
+        ``overwrite`` of a folder bigdecon did not write; an output leased by
+        another live run; a ``resume`` across versions or of a changed input.
 
     Examples
     --------
@@ -561,7 +570,7 @@ def deconvolve(
         from .skewed import deconvolve_skewed
 
         return deconvolve_skewed(args)
-    from ..io import OmeZarrWriter, check_output_path, open_image
+    from ..io import OmeZarrWriter, open_image
 
     t0 = time.perf_counter()
     if device not in ("auto", "cpu", "gpu"):
@@ -570,164 +579,191 @@ def deconvolve(
         raise InputError(f"ngff_version must be 0.4 or 0.5, got {ngff_version!r}")
     dtype = check_output_dtype(output_dtype)
     src = open_image(source)
-    check_output_path(source, destination)
-    source_id = normalize(source)[0]
-    if min_tasks is None:  # what the caller did not size, the cluster does
-        sizing = run_sizing(client, destination, resume=resume, chunks=chunks, device=device)
-        min_tasks = sizing["min_tasks"]
-        task_memory = sizing["task_memory"] if task_memory is None else task_memory
-    request = _prepare(
-        src,
-        dict(
-            fwhm=fwhm,
-            resolution=resolution,
-            psf=psf,
-            sparse_iters=sparse_iters,
-            fidelity=fidelity,
-            sparsity=sparsity,
-            tcontinuity=tcontinuity,
-            background=background,
-            deconv_iters=deconv_iters,
-            deconv_type=deconv_type,
-            up_sample=up_sample,
-            wb_alpha=wb_alpha,
-            wb_beta=wb_beta,
-            wb_order=wb_order,
-            psf_model=psf_model,
-            na=na,
-            wavelength=wavelength,
-            refractive_index=refractive_index,
-            sheet_thickness=sheet_thickness,
-            excitation_wavelength=excitation_wavelength,
-            channels=channels,
-            timepoints=timepoints,
-            chunks=chunks,
-            depth=depth,
-            task_memory=task_memory,
-            min_tasks=min_tasks,
-        ),
-    )
-    layout, params, the_plan = request.layout, request.params, request.plan
-    channel_params = request.channel_params
-    params_record = _params_record(channel_params, request.channel_ids)
-    work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
-
-    run_record = {
-        "params": params_record,
-        "channels": channels,
-        "timepoints": timepoints,
-        "shape": list(the_plan.out_shape),
-        "chunks": list(the_plan.out_chunks),
-        "sparse_block": the_plan.sparse_block,
-        "depth": the_plan.depth,
-        "output_dtype": str(dtype),
-        "source": source_id,
-        "min_tasks": min_tasks,
-        "task_memory": task_memory,
-    }
-    if work_dir is not None:  # only when set: outputs of earlier versions still resume
-        run_record["work_dir"] = work_dir
-    scale_meta = dict(src.scale)
-    if params.up_sample:
-        for ax in ("y", "x"):
-            if ax in scale_meta:
-                scale_meta[ax] = scale_meta[ax] / 2
-    translation = dict(src.translation)
-    if timepoints is not None:  # output t = 0 is input time point a
-        translation["t"] = translation.get("t", 0.0) + request.selection[layout.axes.index("t")] * src.scale.get(
-            "t", 1.0
+    if check_run(src, source, destination, resume=resume, overwrite=overwrite, work_dir=work_dir) == "cleanup":
+        return {"output": normalize(destination)[0], "cleaned": finish_cleanup(destination), "chunks": 0, "resumed": 0}
+    source_id = redact(normalize(source)[0])
+    lease = Lease.acquire(normalize(destination)[0])  # after the checks: a refused run takes nothing
+    try:
+        if min_tasks is None:  # what the caller did not size, the cluster does
+            sizing = run_sizing(client, destination, resume=resume, chunks=chunks, device=device)
+            min_tasks = sizing["min_tasks"]
+            task_memory = sizing["task_memory"] if task_memory is None else task_memory
+        request = _prepare(
+            src,
+            dict(
+                fwhm=fwhm,
+                resolution=resolution,
+                psf=psf,
+                sparse_iters=sparse_iters,
+                fidelity=fidelity,
+                sparsity=sparsity,
+                tcontinuity=tcontinuity,
+                background=background,
+                deconv_iters=deconv_iters,
+                deconv_type=deconv_type,
+                up_sample=up_sample,
+                wb_alpha=wb_alpha,
+                wb_beta=wb_beta,
+                wb_order=wb_order,
+                psf_model=psf_model,
+                na=na,
+                wavelength=wavelength,
+                refractive_index=refractive_index,
+                sheet_thickness=sheet_thickness,
+                excitation_wavelength=excitation_wavelength,
+                channels=channels,
+                timepoints=timepoints,
+                chunks=chunks,
+                depth=depth,
+                task_memory=task_memory,
+                min_tasks=min_tasks,
+            ),
         )
-    channels_meta = src.channels
-    if channels is not None and src.channels:
-        channels_meta = [src.channels[c] for c in request.selection[layout.axes.index("c")] if c < len(src.channels)]
-    if channels_meta and len(channels_meta) != layout.n_channels:
-        channels_meta = []  # metadata that does not match the data: napari gets defaults
-    # The data set's statistics (and its NaN/inf check) come before anything is
-    # written, so bad pixels leave no output behind; a resumed run reuses its own.
-    stats = None
-    if resume:
-        stats = Ledger(work_root(destination, work_dir)).get("stats")
-    if stats is None:
-        scale, mean = _source_stats(request.data, layout, where=source_id)
-        stats = {"scale": scale, "mean": mean}
-    writer = OmeZarrWriter(
-        destination,
-        shape=the_plan.out_shape,
-        axes=layout.axes,
-        chunks=the_plan.out_chunks,
-        dtype=str(dtype),
-        scale=scale_meta,
-        units=src.units,
-        translation=translation,
-        channels=channels_meta,
-        ngff_version=ngff_version,
-        overwrite=overwrite,
-        resume=resume,
-        run_config=run_record,
-    )
-    ledger = Ledger(work_root(writer.path, work_dir))
-    if not resume:  # a work folder outside the output may hold an earlier run's records
-        ledger.remove()
-    ledger.put("stats", stats)
-    scratch = Scratch(writer.path, ledger.root)
-    ctx = _task_context(request, stats, ledger, writer.path, device)
-    pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
-    sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
-    final_tasks = the_plan.final_tasks()
-    total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
-    counter = {"done": 0, "total": total, "resumed": 0}
+        layout, params, the_plan = request.layout, request.params, request.plan
+        channel_params = request.channel_params
+        params_record = _params_record(channel_params, request.channel_ids)
+        work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
 
-    if pre_tasks:
-        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"))
-        book = RecordBook(ledger, "preprocess")
-        h_max = _run_tasks(_task_preprocess, ctx, pre_tasks, book, client, progress, counter, scratch.watch(None))
-        ctx = replace(ctx, h_max=h_max)
-    if sparse_tasks:
-        _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"))
-        # One read of the pass's records, an earlier run's: for the book and for the reaper.
-        book = RecordBook(ledger, "sparse")
-        watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, book.done)
-        g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, book, client, progress, counter, watch)
-        ctx = replace(ctx, g_max=g_max)
-        scratch.drop(ctx.h)
-    final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
-    # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
-    read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
-    book = RecordBook(ledger, "final")
-    watch = scratch.watch(final_input, final_tasks, read, book.done)
-    _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
-    scratch.sample(force=True)
-    seconds = time.perf_counter() - t0
-    attrs = {
-        "version": __version__,
-        "parameters": params_record,
-        "statistics": {
-            "raw_max": stats["scale"],
-            "raw_mean_normalised": stats["mean"],
-            "max_after_preprocess": ctx.h_max,
-            "max_after_sparse": ctx.g_max,
-        },
-        "depth": the_plan.depth,
-        "config": config or {},
-        "seconds": round(seconds, 3),
-    }
-    if suggestion is not None:
-        attrs["suggestion"] = suggestion
-    writer.finalize(attrs=attrs, pyramid=pyramid)
-    ledger.remove()
-    output_bytes = folder_bytes(writer.path)
-    voxels = int(np.prod(layout.shape))
-    return {
-        "output": writer.path,
-        "shape": list(the_plan.out_shape),
-        "seconds": time.perf_counter() - t0,
-        "voxels": voxels,
-        "chunks": total,
-        "resumed": counter["resumed"],
-        "stats": attrs["statistics"],
-        "peak_scratch_bytes": max(scratch.peak, output_bytes),
-        "output_bytes": output_bytes,
-    }
+        run_record = {
+            "params": params_record,
+            "channels": channels,
+            "timepoints": timepoints,
+            "shape": list(the_plan.out_shape),
+            "chunks": list(the_plan.out_chunks),
+            "sparse_block": the_plan.sparse_block,
+            "depth": the_plan.depth,
+            "output_dtype": str(dtype),
+            "source": source_id,
+            "min_tasks": min_tasks,
+            "task_memory": task_memory,
+            # A resume is refused when either differs (passes/guard.py: check_resume).
+            "version": __version__,
+            # A resume checked the recorded one (same chunks sampled) in check_run: it is kept.
+            "input": _stored_config(destination).get("input") if resume else fingerprint(src),
+        }
+        if work_dir is not None:  # only when set: outputs of earlier versions still resume
+            run_record["work_dir"] = redact(work_dir)
+        scale_meta = dict(src.scale)
+        if params.up_sample:
+            for ax in ("y", "x"):
+                if ax in scale_meta:
+                    scale_meta[ax] = scale_meta[ax] / 2
+        translation = dict(src.translation)
+        if timepoints is not None:  # output t = 0 is input time point a
+            translation["t"] = translation.get("t", 0.0) + request.selection[layout.axes.index("t")] * src.scale.get(
+                "t", 1.0
+            )
+        channels_meta = src.channels
+        if channels is not None and src.channels:
+            channels_meta = [
+                src.channels[c] for c in request.selection[layout.axes.index("c")] if c < len(src.channels)
+            ]
+        if channels_meta and len(channels_meta) != layout.n_channels:
+            channels_meta = []  # metadata that does not match the data: napari gets defaults
+        # The data set's statistics (and its NaN/inf check) come before anything is
+        # written, so bad pixels leave no output behind; a resumed run reuses its own.
+        stats = None
+        if resume:
+            stats = Ledger(work_root(destination, work_dir)).get("stats")
+        if stats is None:
+            scale, mean = _source_stats(request.data, layout, where=source_id)
+            stats = {"scale": scale, "mean": mean}
+        writer = OmeZarrWriter(
+            destination,
+            shape=the_plan.out_shape,
+            axes=layout.axes,
+            chunks=the_plan.out_chunks,
+            dtype=str(dtype),
+            scale=scale_meta,
+            units=src.units,
+            translation=translation,
+            channels=channels_meta,
+            ngff_version=ngff_version,
+            overwrite=overwrite,
+            resume=resume,
+            run_config=run_record,
+        )
+        ledger = Ledger(work_root(writer.path, work_dir))
+        if not resume:  # a work folder outside the output may hold an earlier run's records
+            ledger.remove()
+            work_stamp(ledger.root, writer.path)
+        ledger.put("stats", stats)
+        scratch = Scratch(writer.path, ledger.root, lease=lease)
+        ctx = _task_context(request, stats, ledger, writer.path, device)
+        pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
+        sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
+        final_tasks = the_plan.final_tasks()
+        total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
+        counter = {"done": 0, "total": total, "resumed": 0}
+
+        if pre_tasks:
+            # Without step 4, step 5 reads h: its loss means recomputing it. With step 4, h is
+            # dropped once step 4 is done, and a step-4 block recomputes missing chunks itself.
+            lost_h = "preprocess" if not sparse_tasks else None
+            _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"), ledger, lost_h)
+            book = RecordBook(ledger, "preprocess")
+            h_max = _run_tasks(_task_preprocess, ctx, pre_tasks, book, client, progress, counter, scratch.watch(None))
+            ctx = replace(ctx, h_max=h_max)
+        if sparse_tasks:
+            _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"), ledger, "sparse")
+            # One read of the pass's records, an earlier run's: for the book and for the reaper.
+            book = RecordBook(ledger, "sparse")
+            watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, book.done)
+            g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, book, client, progress, counter, watch)
+            ctx = replace(ctx, g_max=g_max)
+            scratch.drop(ctx.h)
+        final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
+        # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
+        read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
+        book = RecordBook(ledger, "final")
+        watch = scratch.watch(final_input, final_tasks, read, book.done)
+        _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
+        scratch.sample(force=True)
+        seconds = time.perf_counter() - t0
+        attrs = {
+            "version": __version__,
+            "parameters": params_record,
+            "statistics": {
+                "raw_max": stats["scale"],
+                "raw_mean_normalised": stats["mean"],
+                "max_after_preprocess": ctx.h_max,
+                "max_after_sparse": ctx.g_max,
+            },
+            "depth": the_plan.depth,
+            "config": redact(config or {}),
+            "seconds": round(seconds, 3),
+        }
+        if suggestion is not None:
+            attrs["suggestion"] = suggestion
+        if work_dir is not None:  # where a run killed after finalising left its work folder
+            attrs["work_dir"] = run_record["work_dir"]
+        lease.check()  # a run presumed dead and taken over finishes nothing
+        writer.finalize(attrs=attrs, pyramid=pyramid)
+        lease.check()
+        try:
+            ledger.remove()
+        except OSError as e:  # the image is complete: say how to finish the clean-up
+            warnings.warn(
+                f"could not remove the work folder {redact(ledger.root)} ({e}); run the same command with "
+                "--resume to remove it",
+                BigdeconWarning,
+                stacklevel=2,
+            )
+        output_bytes = folder_bytes(writer.path)
+        voxels = int(np.prod(layout.shape))
+        return {
+            "output": writer.path,
+            "shape": list(the_plan.out_shape),
+            "seconds": time.perf_counter() - t0,
+            "voxels": voxels,
+            "chunks": total,
+            "resumed": counter["resumed"],
+            "stats": attrs["statistics"],
+            "peak_scratch_bytes": max(scratch.peak, output_bytes),
+            "output_bytes": output_bytes,
+        }
+    finally:
+        lease.release()
 
 
 def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, output: str, device: str) -> TaskContext:

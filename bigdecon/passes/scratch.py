@@ -31,14 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ProcessingError
-from ..io.paths import filesystem, join, normalize, remove_files
+from ..errors import BigdeconWarning, InputError, ProcessingError
+from ..io.paths import filesystem, join, normalize, redact, remove_files
+from ..io.safety import WORK_NAME
 from ..planner import Plan, Region
 from .tasks import _chunk_box, _region_key
 
 __all__ = ["MIN_H_CHUNK", "ChunkReaper", "Scratch", "Sweeper", "folder_bytes", "work_chunks", "work_root"]
-
-WORK_NAME = ".bigdecon-work"
 
 
 def work_root(destination: str | os.PathLike[str], work_dir: str | os.PathLike[str] | None = None) -> str:
@@ -73,12 +72,15 @@ def resolve_work_dir(work_dir: str | os.PathLike[str] | None, stored: dict[str, 
     if not resume:
         return wanted
     before = stored.get("work_dir")
-    if wanted is not None and wanted != before:
+    # The stored location is redacted: the same one given again (credentials and all) matches it.
+    if wanted is not None and redact(wanted) != before:
         raise InputError(
-            f"cannot resume with work_dir {wanted}: the run was started with "
+            f"cannot resume with work_dir {redact(wanted)}: the run was started with "
             f"{before if before is not None else 'its work folder inside the output'}"
         )
-    return before
+    if wanted is None and before is not None and "***" in before:
+        raise InputError(f"give --work-dir again to resume: {before} (its credentials are not stored)")
+    return wanted if wanted is not None else before
 
 
 # The smallest chunk of ``h`` that :func:`work_chunks` cuts, in voxels (256 KiB of float32):
@@ -173,7 +175,11 @@ def _free(paths: list[str]) -> int:
     try:
         _delete(paths)
     except OSError as e:
-        warnings.warn(f"could not free {len(paths)} work chunks ({e}); the work folder's removal will", stacklevel=2)
+        warnings.warn(
+            f"could not free {len(paths)} work chunks ({e}); the work folder's removal will",
+            BigdeconWarning,
+            stacklevel=2,
+        )
         return 0
     return len(paths)
 
@@ -305,6 +311,9 @@ class Watch:
         self._delete(paths)
 
     def _delete(self, paths: list[str]) -> None:
+        lease = self.scratch.lease
+        if lease is not None and lease.lost:  # another run owns the output now: delete nothing of it
+            return
         if self._sweeper is not None:
             if paths:
                 self._sweeper.put(paths)
@@ -399,6 +408,7 @@ class Sweeper:
         if self._unfreed:
             warnings.warn(
                 f"could not free {self._unfreed} work chunks ({self._store_error}); the work folder's removal will",
+                BigdeconWarning,
                 stacklevel=3,
             )
         e = self._error
@@ -406,7 +416,7 @@ class Sweeper:
             return
         message = f"freeing work chunks failed: {type(e).__name__}: {e}"
         if failed:  # the pass's own error is the one to raise
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, BigdeconWarning, stacklevel=3)
             return
         raise ProcessingError(message) from e
 
@@ -430,7 +440,8 @@ class Scratch:
     :data:`SAMPLE_WALL_SHARE` of the time.
     """
 
-    def __init__(self, output: str, root: str, min_interval: float = 0.5) -> None:
+    def __init__(self, output: str, root: str, min_interval: float = 0.5, lease: Any = None) -> None:
+        self.lease = lease  # the output's Lease: once lost, nothing more is deleted
         self.output = normalize(output)[0]
         self.root = normalize(root)[0]
         self.min_interval = min_interval
@@ -473,10 +484,17 @@ class Scratch:
     def drop(self, path: str) -> None:
         """Delete a whole work array that no later pass reads."""
         self.sample(force=True)
-        location, local = normalize(path)
-        if local:
-            shutil.rmtree(location, ignore_errors=True)
+        if self.lease is not None and self.lease.lost:
             return
-        fs = filesystem(location)
-        if fs.exists(location):
-            fs.rm(location, recursive=True)
+        location, local = normalize(path)
+        try:
+            if local:
+                shutil.rmtree(location)
+            else:
+                fs = filesystem(location)
+                if fs.exists(location):
+                    fs.rm(location, recursive=True)
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # costs space until the work folder goes, not the run
+            warnings.warn(f"could not remove the work array {location} ({e})", BigdeconWarning, stacklevel=2)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp
-from ..errors import InputError, ProcessingError
+from ..errors import BigdeconNotice, InputError, ProcessingError
 from ..io.paths import filesystem, join, normalize, remove_files
 from ..params import Params
 from ..planner import Layout, Plan, Region, deconv_face_pad
@@ -251,13 +251,20 @@ def work_compressor() -> Any:
     return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 
 
-def _work_array(path: str, shape: tuple[int, ...], chunks: Sequence[int]) -> None:
+def _work_array(
+    path: str, shape: tuple[int, ...], chunks: Sequence[int], ledger: Any = None, stage: str | None = None
+) -> None:
     """Create an intermediate float32 array, or keep the one a resumed run left.
 
     A resumed run keeps it whatever its chunks or codec (a version that made
     it otherwise): it holds the recorded tasks' results, and every reader and
     :class:`~bigdecon.passes.scratch.ChunkReaper` takes the chunks from the array.
+    When it is gone (or has another shape) while ``ledger`` holds records of
+    the pass ``stage`` that wrote it, those records are dropped: the pass
+    computes the array again rather than leaving later passes to read zeros.
     """
+    import warnings
+
     import zarr
 
     chunks = tuple(int(c) for c in chunks)
@@ -265,8 +272,16 @@ def _work_array(path: str, shape: tuple[int, ...], chunks: Sequence[int]) -> Non
         arr = zarr.open_array(path, mode="r")
         if tuple(arr.shape) == tuple(shape):
             return
-    except Exception:  # missing (or unreadable): make it anew
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError):  # not there: made anew below
         pass
+    if ledger is not None and stage is not None and ledger.done(stage):
+        name = normalize(path)[0].rstrip("/").rsplit("/", 1)[-1]
+        warnings.warn(
+            f"the work array {name} is missing from the work folder: its blocks are computed again",
+            BigdeconNotice,
+            stacklevel=2,
+        )
+        ledger.forget(stage)
     zarr.create_array(
         path,
         shape=shape,
@@ -433,12 +448,23 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
 
 def _read_step5_input(ctx: TaskContext, region: Region, c: int) -> tuple[np.ndarray, float]:
     """What step 5 deconvolves over ``region``: ``g``, or ``h``, or the raw input; and its maximum."""
-    ndim = len(ctx.layout.axes)
     if ctx.params.sparse_iters:
-        return _read_work(ctx.g, region, ndim, ctx.run_id), _maxima(ctx.g_max, "g_max")[c]
+        return _read_stored(ctx, ctx.g, region, "step 4"), _maxima(ctx.g_max, "g_max")[c]
     if ctx.plan.needs_preprocess:
-        return _read_work(ctx.h, region, ndim, ctx.run_id), _maxima(ctx.h_max, "h_max")[c]
+        return _read_stored(ctx, ctx.h, region, "steps 1-3"), _maxima(ctx.h_max, "h_max")[c]
     return _read_source(ctx, region), ctx.scale[c]
+
+
+def _read_stored(ctx: TaskContext, path: str, region: Region, writer: str) -> np.ndarray:
+    """A region of an intermediate that must be whole: a missing chunk stops the run (zarr would read zeros)."""
+    block = _read_work(path, region, len(ctx.layout.axes), ctx.run_id)
+    if _missing_chunks(path, region, ctx.run_id):  # checked after the read: nothing re-creates a chunk
+        name = normalize(path)[0].rstrip("/").rsplit("/", 1)[-1]
+        raise ProcessingError(
+            f"work array {name} lost chunks over block {_region_key(region)} that {writer} recorded as written "
+            "(was the work folder changed during the run?); start again with --overwrite"
+        )
+    return block
 
 
 def _task_final(ctx: TaskContext, region: Region) -> dict[str, float]:
