@@ -234,13 +234,10 @@ def _selection(src: Any, rest: Mapping[str, Any]) -> tuple[Layout, dict[int, Any
 
 def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
     """:func:`~bigdecon.passes.run.deconvolve` of a skewed stack (``args``: its keyword arguments)."""
-    from ..io import OmeZarrWriter, check_output_path, open_image
-    from ..params import check_output_dtype
-    from .ledger import Ledger
-    from .run import _source_stats, _stored_config, run_sizing
-    from .scratch import resolve_work_dir, work_root
+    from ..io import open_image
+    from ..io.safety import Lease
+    from .guard import check_run, finish_cleanup
 
-    t0 = time.perf_counter()
     source, destination = args.pop("source"), args.pop("destination")
     skew, rest = split_skew(args)
     if skew["deskew_first"] and skew["psf_frame"] == "skewed":
@@ -249,10 +246,30 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
         return _deskew_first(source, destination, skew, rest)
     run_keys = ("client", "progress", "config", "device", "resume", "overwrite", "output_dtype", "ngff_version")
     run = {k: rest.pop(k) for k in run_keys}
-    work_dir, suggestion = rest.pop("work_dir"), rest.pop("suggestion", None)
-    dtype = check_output_dtype(run["output_dtype"])
+    run["work_dir"], run["suggestion"] = rest.pop("work_dir"), rest.pop("suggestion", None)
     src = open_image(source)
-    check_output_path(source, destination)
+    state = check_run(
+        src, source, destination, resume=run["resume"], overwrite=run["overwrite"], work_dir=run["work_dir"]
+    )
+    if state == "cleanup":
+        return {"output": normalize(destination)[0], "cleaned": finish_cleanup(destination), "chunks": 0, "resumed": 0}
+    lease = Lease.acquire(normalize(destination)[0])  # after the checks: a refused run takes nothing
+    try:
+        return _run_skewed(src, source, destination, skew, rest, run, lease)
+    finally:
+        lease.release()
+
+
+def _run_skewed(
+    src: Any, source: Any, destination: Any, skew: dict[str, Any], rest: dict[str, Any], run: dict[str, Any], lease: Any
+) -> dict[str, Any]:
+    """The run in the recorded frame (unless it only deskews), then the deskew pass into the output."""
+    from ..io import open_image
+    from .ledger import Ledger
+    from .run import _source_stats, run_sizing
+    from .scratch import work_root
+
+    t0 = time.perf_counter()
     if rest.get("min_tasks") is None:
         sizing = run_sizing(
             run["client"], destination, resume=run["resume"], chunks=rest.get("chunks"), device=run["device"]
@@ -263,38 +280,23 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
     deskew_only = only_deskews(method)
     summary = skewed_plan(source, method, skew)
     layout_in, selection, data = _selection(src, method)
-    factor = 2 if method.get("up_sample") else 1
+    if deskew_only and np.issubdtype(data.dtype, np.floating) and not run["resume"]:
+        _source_stats(data, layout_in, where=normalize(source)[0])  # NaN/inf: one line, nothing written
     stage_shape = summary["skewed_output_shape"]
-    geometry = _geometry(src, stage_shape, skew, factor)
+    geometry = _geometry(src, stage_shape, skew, 2 if method.get("up_sample") else 1)
     out_layout = _deskewed_layout(tuple(src.axes), list(stage_shape), geometry, str(skew["skew_axis"]))
     dplan = deskew_plan(out_layout, geometry, str(skew["skew_axis"]), int(method.get("task_memory") or 512 * 2**20))
-    resume = bool(run["resume"])
-    work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
-    record = _run_record(source, method, skew, dplan, str(dtype), work_dir)
-    if deskew_only and np.issubdtype(data.dtype, np.floating) and not resume:
-        _source_stats(data, layout_in, where=normalize(source)[0])  # NaN/inf: one line, nothing written
-    meta = _output_meta(src, selection, geometry, factor)
-    writer = OmeZarrWriter(
-        destination,
-        shape=out_layout.shape,
-        axes=out_layout.axes,
-        chunks=dplan.chunks,
-        dtype=str(dtype),
-        ngff_version=run["ngff_version"],
-        overwrite=run["overwrite"],
-        resume=resume,
-        run_config=record,
-        **meta,
-    )
+    writer, work_dir = _open_writer(src, source, destination, method, skew, dplan, selection, run)
     ledger = Ledger(work_root(writer.path, work_dir))
-    if not resume:
+    if not run["resume"]:
+        from ..io.safety import work_stamp
+
         ledger.remove()
-    progress = run["progress"]
+        work_stamp(ledger.root, writer.path)
     n_deskew = len(dplan.tasks())
     stage_info: dict[str, Any] = {}
-    if deskew_only:
-        ctx_src, ctx_sel, ctx_layout = src, selection, layout_in
-    else:
+    ctx_src, ctx_sel, ctx_layout = src, selection, layout_in
+    if not deskew_only:
         mid = ledger.path("skewed.ome.zarr")
         kwargs = skewed_psf_kwargs(src, method, skew, _geometry(src, layout_in.shape, skew, 1))
         stage_info = _stage_a(source, mid, kwargs, run, n_deskew)
@@ -310,26 +312,11 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
         fill=0.0,
         run_id=f"{os.getpid()}-{time.monotonic_ns()}",
     )
-    maxima, resumed = _deskew_pass(ctx, ledger, run["client"], _offset(progress, done_before), n_deskew)
-    attrs = {
-        "deskew": {
-            "angle": geometry.angle,
-            "axis": skew["skew_axis"],
-            "frame": summary["frame"],
-            "psf_frame": skew["psf_frame"],
-            "shear_px_per_plane": geometry.shear,
-            "stage_step": geometry.dz,
-            "z_step": geometry.z_step,
-            "interpolation": "linear along the skew axis; voids 0",
-            "note": "deskewed: plane k moved by k*dz*cos(angle)/dx px along the skew axis; z step dz*sin(angle)",
-        },
-        "skewed_run": stage_info.get("attrs", {}),
-        "config": run["config"] or {},
-        "max": maxima,
-    }
-    if suggestion is not None:
-        attrs["suggestion"] = suggestion
+    maxima, resumed = _deskew_pass(ctx, ledger, run["client"], _offset(run["progress"], done_before), n_deskew)
+    attrs = _attrs(geometry, skew, summary["frame"], stage_info, run, maxima)
+    lease.check()  # a run presumed dead and taken over finishes nothing
     writer.finalize(attrs=attrs)
+    lease.check()
     ledger.remove()
     return {
         "output": writer.path,
@@ -341,8 +328,83 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
         "chunks": done_before + n_deskew,
         "resumed": stage_info.get("resumed", 0) + resumed,
         "stats": stage_info.get("stats", {}),
-        "stage_seconds": {"deconvolve": stage_info.get("seconds", 0.0), "deskew": None},
     }
+
+
+def _open_writer(
+    src: Any,
+    source: Any,
+    destination: Any,
+    method: Mapping[str, Any],
+    skew: Mapping[str, Any],
+    dplan: DeskewPlan,
+    selection: dict[int, Any],
+    run: Mapping[str, Any],
+) -> tuple[Any, str | None]:
+    """The deskewed output (created, or reopened by a resume) and the work folder's location."""
+    from .. import __version__
+    from ..io import OmeZarrWriter
+    from ..io.paths import redact
+    from ..io.safety import fingerprint
+    from ..params import check_output_dtype
+    from .run import _stored_config
+    from .scratch import resolve_work_dir
+
+    resume = bool(run["resume"])
+    stored = _stored_config(destination) if resume else {}
+    work_dir = resolve_work_dir(run["work_dir"], stored, resume)
+    dtype = check_output_dtype(run["output_dtype"])
+    record = _run_record(source, method, skew, dplan, str(dtype), work_dir)
+    record["version"] = __version__  # a resume is refused when either differs (guard.check_resume)
+    record["input"] = stored.get("input") if resume else fingerprint(src)
+    if work_dir is not None:
+        record["work_dir"] = redact(work_dir)
+    factor = 2 if method.get("up_sample") else 1
+    writer = OmeZarrWriter(
+        destination,
+        shape=dplan.layout.shape,
+        axes=dplan.layout.axes,
+        chunks=dplan.chunks,
+        dtype=str(dtype),
+        ngff_version=run["ngff_version"],
+        overwrite=run["overwrite"],
+        resume=resume,
+        run_config=record,
+        **_output_meta(src, selection, dplan.geometry, factor),
+    )
+    return writer, work_dir
+
+
+def _attrs(
+    geometry: SkewGeometry,
+    skew: Mapping[str, Any],
+    frame: str,
+    stage_info: Mapping[str, Any],
+    run: Mapping[str, Any],
+    maxima: list[float],
+) -> dict[str, Any]:
+    """The output's ``attrs["bigdecon"]``: how it was deskewed, the skewed run's statistics, the config."""
+    from ..io.paths import redact
+
+    attrs = {
+        "deskew": {
+            "angle": geometry.angle,
+            "axis": skew["skew_axis"],
+            "frame": frame,
+            "psf_frame": skew["psf_frame"],
+            "shear_px_per_plane": geometry.shear,
+            "stage_step": geometry.dz,
+            "z_step": geometry.z_step,
+            "interpolation": "linear along the skew axis; voids 0",
+            "note": "deskewed: plane k moved by k*dz*cos(angle)/dx px along the skew axis; z step dz*sin(angle)",
+        },
+        "skewed_run": stage_info.get("attrs", {}),
+        "config": redact(run["config"] or {}),
+        "max": maxima,
+    }
+    if run["suggestion"] is not None:
+        attrs["suggestion"] = run["suggestion"]
+    return attrs
 
 
 def _run_record(
@@ -369,8 +431,6 @@ def _run_record(
         "deskew_block": dict(dplan.block),
         "output_dtype": dtype,
     }
-    if work_dir is not None:
-        record["work_dir"] = work_dir
     return record
 
 
