@@ -848,6 +848,16 @@ PARAMETERS: dict[str, Parameter] = {
             "skew",
             form="tristate",
         ),
+        Parameter(
+            "rotate",
+            False,
+            _flag("rotate"),
+            "with --skew-angle: write the output in the coverslip frame (deskewed and rotated by the angle, "
+            "isotropic voxels of the lateral pixel size; bilinear from the recorded stack) instead of the "
+            "deskewed frame",
+            "skew",
+            form="switch",
+        ),
         # The output.
         Parameter(
             "output_dtype",

@@ -255,3 +255,33 @@ def test_info_plans_the_deskew_pass(tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert "output shape:     20x24x103 (zyx)" in ran.stdout
     assert "deskew:           skewed; 3.279 px per plane, output z step 0.209" in ran.stdout
+
+
+def test_rotate_puts_beads_where_the_optics_put_them_and_blocks_equal_the_whole(tmp_path):
+    """A recorded voxel (k, i) lies at x = i cos(theta) + k dz / dx and z = -i sin(theta) (pixels of dx) in the
+    coverslip frame: the stage moves along x, the sheet rises at theta. Beads land there; blocks equal one block."""
+    import bigdecon
+    from bigdecon.io import open_image
+
+    nz, ny, nx = 30, 6, 40
+    raw = np.zeros((nz, ny, nx), np.float32)
+    beads = [(3, 2, 5), (15, 3, 20), (27, 4, 33), (8, 1, 37)]
+    for k, y, i in beads:
+        raw[k, y, i] = 1000
+    src = write_skewed(tmp_path / "beads.ome.zarr", raw, "zyx")
+    runs = {}
+    for name, memory in (("one", 2**30), ("many", 40_000)):
+        out = tmp_path / f"{name}.zarr"
+        info = bigdecon.deconvolve(src, str(out), **DESKEW_ONLY, rotate=True, task_memory=memory)
+        runs[name] = (open_image(str(out)), info)
+    assert runs["many"][1]["chunks"] > 4 * runs["one"][1]["chunks"]
+    img = runs["one"][0]
+    got = img.data.compute()
+    np.testing.assert_allclose(runs["many"][0].data.compute(), got, atol=1e-6 * got.max())
+    assert img.scale["z"] == img.scale["x"] == pytest.approx(DX)
+    c, s = math.cos(math.radians(ANGLE)), math.sin(math.radians(ANGLE))
+    z_top = (nx - 1) * s  # the highest recorded column, i = 0, is the output's plane 0
+    for k, y, i in beads:
+        x, z = i * c + k * DZ / DX, z_top - i * s
+        zz, xx = np.unravel_index(np.argmax(got[:, y]), got[:, y].shape)
+        assert abs(zz - z) <= 1 and abs(xx - x) <= 1, ((k, y, i), (zz, xx), (z, x))

@@ -67,6 +67,7 @@ PIPELINE_KEYS = (
     "skew_axis",
     "psf_frame",
     "deskew_first",
+    "rotate",
 )
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..planner import Blocks, Layout, Region, _spans
-from ..solvers.deskew import SkewGeometry, deskew_block, source_span
+from ..solvers.deskew import RotateGeometry, SkewGeometry, deskew_block, rotate_block, source_span
 
 __all__ = ["DeskewContext", "DeskewPlan", "deskew_plan", "skew_geometry"]
 
@@ -69,6 +69,7 @@ class DeskewPlan:
     geometry: SkewGeometry
     axis: str  # "x" or "y"
     block: dict[str, int]  # output block per axis name (z, y, x)
+    rotate: RotateGeometry | None = None  # rotated to the coverslip frame (isotropic voxels)
 
     def tasks(self) -> Blocks:
         """Every outer index x z blocks x y blocks x x blocks of the output."""
@@ -85,21 +86,31 @@ class DeskewPlan:
     def task_bytes(self) -> int:
         """Peak memory of the largest task: its sheared window and its output block."""
         b = self.block
-        window = b["z"] * b["y"] * b["x"] / b[self.axis] * (b[self.axis] + b["z"] * abs(self.geometry.shear) + 2)
+        lateral = b["z"] * b["y"] * b["x"] / b[self.axis] / b["z"]
+        if self.rotate is not None:  # the affine image of a block, unclipped
+            zs = np.array([0.0, b["z"] - 1.0])[:, None]
+            xs = np.array([0.0, b[self.axis] - 1.0])[None, :]
+            k, i = self.rotate.recorded(zs, xs)
+            window = lateral * (np.ptp(k) + 2) * (np.ptp(i) + 2)
+            return int(_IN_BYTES * window + 3 * _OUT_BYTES * b["z"] * b["y"] * b["x"])  # + coordinates
+        window = lateral * b["z"] * (b[self.axis] + b["z"] * abs(self.geometry.shear) + 2)
         return int(_IN_BYTES * window + _OUT_BYTES * b["z"] * b["y"] * b["x"])
 
     def summary(self) -> dict[str, Any]:
         g = self.geometry
         return {
+            "rotated": self.rotate is not None,
             "deskew_block": dict(self.block),
             "deskew_tasks": len(self.tasks()),
             "deskew_memory_per_task_bytes": self.task_bytes(),
             "shear_px_per_plane": round(g.shear, 6),
-            "deskewed_z_step": g.z_step,
+            "deskewed_z_step": g.dx if self.rotate is not None else g.z_step,
         }
 
 
-def deskew_plan(layout: Layout, geometry: SkewGeometry, axis: str, task_memory: int) -> DeskewPlan:
+def deskew_plan(
+    layout: Layout, geometry: SkewGeometry, axis: str, task_memory: int, rotate: bool = False
+) -> DeskewPlan:
     """Blocks of at most 64 planes and 512 x 512 px, halved (z first) until a task fits ``task_memory``.
 
     ``layout`` is the deskewed output's.
@@ -118,13 +129,14 @@ def deskew_plan(layout: Layout, geometry: SkewGeometry, axis: str, task_memory: 
         lateral: min(size[lateral], _BLOCK_CAP["lateral"]),
         axis: min(size[axis], _BLOCK_CAP["skew"]),
     }
-    plan = DeskewPlan(layout, geometry, axis, block)
+    turn_to = RotateGeometry(geometry) if rotate else None
+    plan = DeskewPlan(layout, geometry, axis, block, turn_to)
     turn = 0
     while plan.task_bytes() > task_memory and max(block.values()) > 1:
         name = ("z", lateral, axis)[turn % 3]
         turn += 1
         block[name] = max(1, math.ceil(block[name] / 2))
-        plan = DeskewPlan(layout, geometry, axis, dict(block))
+        plan = DeskewPlan(layout, geometry, axis, dict(block), turn_to)
     return plan
 
 
@@ -169,15 +181,23 @@ def task_deskew(ctx: DeskewContext, region: Region) -> dict[str, float]:
     lay, plan = ctx.layout, ctx.plan
     z, s = lay.axes.index("z"), lay.axes.index(plan.axis)
     planes, cols = region[z], region[s]
-    lo, hi = source_span(plan.geometry, planes, cols)
     source = dict(region)
-    source[s] = (lo, hi)
-    window = _read(ctx, source) if hi > lo else np.zeros(_shape(source), np.float32)
+    if plan.rotate is not None:
+        source[z], source[s] = plan.rotate.window(planes, cols)
+    else:
+        source[s] = source_span(plan.geometry, planes, cols)
+    empty = any(b <= a for a, b in source.values())
+    window = np.zeros(_shape(source), np.float32) if empty else _read(ctx, source)
     # (outer..., z, a, b) -> (z, lateral, skew), the skew axis last
     solver = window[tuple(0 if i in lay.outer else slice(None) for i in range(window.ndim))]
     inner = [lay.axes[i] for i in range(len(lay.axes)) if i not in lay.outer]
     order = [inner.index(n) for n in ("z", "x" if plan.axis == "y" else "y", plan.axis)]  # the skew axis last
-    out = deskew_block(np.transpose(solver, order), plan.geometry, planes, cols, lo, ctx.fill)
+    solver = np.transpose(solver, order)
+    if plan.rotate is not None:
+        origin = (source[z][0], source[s][0])
+        out = rotate_block(solver, plan.rotate, planes, cols, origin, ctx.fill)
+    else:
+        out = deskew_block(solver, plan.geometry, planes, cols, source[s][0], ctx.fill)
     out = np.transpose(out, np.argsort(order))
     for ax in lay.outer:
         out = np.expand_dims(out, ax)

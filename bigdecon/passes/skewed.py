@@ -32,12 +32,12 @@ import numpy as np
 from ..errors import InputError
 from ..io.paths import join, normalize
 from ..planner import Layout
-from ..solvers.deskew import SkewGeometry, skew_psf
+from ..solvers.deskew import RotateGeometry, SkewGeometry, skew_psf
 from .deskew import DeskewContext, DeskewPlan, deskew_plan, skew_geometry, task_deskew
 
 __all__ = ["SKEW_KEYS", "deconvolve_skewed", "skewed_plan", "split_skew"]
 
-SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first")
+SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first", "rotate")
 _PSF_KEYS = ("fwhm", "resolution", "psf", "psf_model", "na", "wavelength", "refractive_index", "sheet_thickness")
 _PSF_KEYS_ALL = (*_PSF_KEYS, "excitation_wavelength")
 _SELECTION_KEYS = ("channels", "timepoints")
@@ -49,7 +49,7 @@ def split_skew(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     Examples
     --------
     >>> split_skew({"fwhm": 3, "skew_angle": 31.5})
-    ({'skew_angle': 31.5, 'skew_axis': 'x', 'psf_frame': 'sample', 'deskew_first': False}, {'fwhm': 3})
+    ({'skew_angle': 31.5, 'skew_axis': 'x', 'psf_frame': 'sample', 'deskew_first': False, 'rotate': False}, {'fwhm': 3})
     >>> split_skew({"fwhm": 3, "skew_angle": 31.5, "deconv_type": 3})[0]["deskew_first"]
     True
     """
@@ -73,7 +73,7 @@ def _wb_deskews_first(kwargs: Mapping[str, Any], skew: Mapping[str, Any]) -> boo
     where it loses (docs/deskew.md). Designing the back projector in the sample
     frame and shearing it is not done.
     """
-    if skew["skew_angle"] is None or skew["psf_frame"] == "skewed":
+    if skew["skew_angle"] is None or skew["psf_frame"] == "skewed" or skew["rotate"]:
         return False
     return int(kwargs.get("deconv_type") or 0) == 3 and not only_deskews(kwargs)
 
@@ -154,9 +154,14 @@ def _geometry(src: Any, shape: list[int], skew: Mapping[str, Any], factor: int) 
     return skew_geometry(scale, src.units, sizes, float(skew["skew_angle"]), str(skew["skew_axis"]))
 
 
-def _deskewed_layout(axes: tuple[str, ...], shape: list[int], geometry: SkewGeometry, axis: str) -> Layout:
+def _deskewed_layout(
+    axes: tuple[str, ...], shape: list[int], geometry: SkewGeometry, axis: str, rotate: bool = False
+) -> Layout:
     out = list(shape)
-    out[axes.index(axis)] = geometry.out_width
+    if rotate:
+        out[axes.index("z")], out[axes.index(axis)] = RotateGeometry(geometry).out_size
+    else:
+        out[axes.index(axis)] = geometry.out_width
     return Layout(axes, tuple(out))
 
 
@@ -188,8 +193,8 @@ def skewed_plan(source: Any, kwargs: Mapping[str, Any], skew: Mapping[str, Any])
         summary = _stage_a_plan(source, skewed_psf_kwargs(src, rest, skew, geometry))
         shape = summary["output_shape"]
         geometry = _geometry(src, shape, skew, factor)
-    layout = _deskewed_layout(tuple(src.axes), list(shape), geometry, str(skew["skew_axis"]))
-    dplan = deskew_plan(layout, geometry, str(skew["skew_axis"]), task_memory)
+    layout = _deskewed_layout(tuple(src.axes), list(shape), geometry, str(skew["skew_axis"]), skew["rotate"])
+    dplan = deskew_plan(layout, geometry, str(skew["skew_axis"]), task_memory, skew["rotate"])
     summary.update(dplan.summary())
     summary["skewed_output_shape"] = list(shape)
     summary["output_shape"] = list(layout.shape)
@@ -206,7 +211,9 @@ def _state(path: str) -> str | None:
     return _stored_status(path)
 
 
-def _output_meta(src: Any, selection: dict[int, Any], geometry: SkewGeometry, factor: int) -> dict[str, Any]:
+def _output_meta(
+    src: Any, selection: dict[int, Any], geometry: SkewGeometry, factor: int, rotate: bool = False, axis: str = "x"
+) -> dict[str, Any]:
     """Scale (z step ``dz * sin(theta)``), units, translation and channels of the deskewed output."""
     axes = list(src.axes)
     scale = dict(src.scale)
@@ -214,6 +221,8 @@ def _output_meta(src: Any, selection: dict[int, Any], geometry: SkewGeometry, fa
         if a in scale:
             scale[a] = scale[a] / factor
     scale["z"] = geometry.z_step
+    if rotate:  # isotropic: every axis of the coverslip frame in pixels of the skew axis
+        scale["z"] = scale[axis] = geometry.dx
     translation = dict(src.translation)
     if "t" in axes and isinstance(selection.get(axes.index("t")), int):
         translation["t"] = translation.get("t", 0.0) + selection[axes.index("t")] * src.scale.get("t", 1.0)
@@ -240,6 +249,10 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
 
     source, destination = args.pop("source"), args.pop("destination")
     skew, rest = split_skew(args)
+    if skew["deskew_first"] and skew["rotate"] and not only_deskews({k: v for k, v in rest.items() if v is not None}):
+        raise InputError(
+            "rotate follows a deconvolution in the recorded frame: it cannot be combined with deskew_first"
+        )
     if skew["deskew_first"] and skew["psf_frame"] == "skewed":
         raise InputError("deskew_first deconvolves the deskewed stack: it needs the PSF in the sample frame")
     if skew["deskew_first"] and not only_deskews({k: v for k, v in rest.items() if v is not None}):
@@ -284,8 +297,9 @@ def _run_skewed(
         _source_stats(data, layout_in, where=normalize(source)[0])  # NaN/inf: one line, nothing written
     stage_shape = summary["skewed_output_shape"]
     geometry = _geometry(src, stage_shape, skew, 2 if method.get("up_sample") else 1)
-    out_layout = _deskewed_layout(tuple(src.axes), list(stage_shape), geometry, str(skew["skew_axis"]))
-    dplan = deskew_plan(out_layout, geometry, str(skew["skew_axis"]), int(method.get("task_memory") or 512 * 2**20))
+    axis = str(skew["skew_axis"])
+    out_layout = _deskewed_layout(tuple(src.axes), list(stage_shape), geometry, axis, skew["rotate"])
+    dplan = deskew_plan(out_layout, geometry, axis, int(method.get("task_memory") or 512 * 2**20), skew["rotate"])
     writer, work_dir = _open_writer(src, source, destination, method, skew, dplan, selection, run)
     ledger = Ledger(work_root(writer.path, work_dir))
     if not run["resume"]:
@@ -370,7 +384,7 @@ def _open_writer(
         overwrite=run["overwrite"],
         resume=resume,
         run_config=record,
-        **_output_meta(src, selection, dplan.geometry, factor),
+        **_output_meta(src, selection, dplan.geometry, factor, dplan.rotate is not None, dplan.axis),
     )
     return writer, work_dir
 
@@ -395,7 +409,10 @@ def _attrs(
             "shear_px_per_plane": geometry.shear,
             "stage_step": geometry.dz,
             "z_step": geometry.z_step,
-            "interpolation": "linear along the skew axis; voids 0",
+            "rotated": bool(skew["rotate"]),
+            "interpolation": "bilinear (plane, skew axis) from the recorded stack, to the coverslip frame; voids 0"
+            if skew["rotate"]
+            else "linear along the skew axis; voids 0",
             "note": "deskewed: plane k moved by k*dz*cos(angle)/dx px along the skew axis; z step dz*sin(angle)",
         },
         "skewed_run": stage_info.get("attrs", {}),
