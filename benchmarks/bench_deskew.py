@@ -80,6 +80,19 @@ def phantom(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return truth
 
 
+def real_truth(path: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """A real volume (e.g. ../shared/realdata/cells3d_nuclei/nuclei.tif) as the object, its voxels taken
+    as the sample grid: real structure instead of beads and lines (cut, or padded with zeros, to ``shape``)."""
+    import tifffile
+
+    volume = tifffile.imread(path).astype(np.float32)
+    volume = np.clip(volume - np.percentile(volume, 50), 0, None)
+    out = np.zeros(shape, np.float32)
+    part = volume[: shape[0], : shape[1], : shape[2]]
+    out[: part.shape[0], : part.shape[1], : part.shape[2]] = part
+    return out / out.max()
+
+
 def forward(truth: np.ndarray, nx_raw: int, photons: float, seed: int, model: str) -> np.ndarray:
     """Blur in the sample frame, sample on the skewed grid, add noise: the stack as recorded."""
     if model == "optics":
@@ -121,6 +134,7 @@ def run(
     folder: str,
     figure: str | None = None,
     model: str = "gaussian",
+    real: str | None = None,
 ) -> list[tuple[str, float, int, float]]:
     import bigdecon
     from bigdecon.io import open_image, write_image
@@ -128,7 +142,7 @@ def run(
     # Compile the fused CPU kernels (Numba) before anything is timed.
     bigdecon.sparse_deconvolve(np.ones((4, 32, 32), np.float32), fwhm=2, sparse_iters=2)
     width = nx_raw + math.ceil((nz - 1) * shear())
-    truth = phantom((nz, ny, width + 8), seed)
+    truth = phantom((nz, ny, width + 8), seed) if real is None else real_truth(real, (nz, ny, width + 8))
     raw = forward(truth, nx_raw, photons, seed + 1, model)
     units = {a: "micrometer" for a in "zyx"}
     src = write_image(os.path.join(folder, "raw.ome.zarr"), raw, "zyx", scale={"z": DZ, "y": DX, "x": DX}, units=units)
@@ -219,13 +233,14 @@ def main() -> None:
     parser.add_argument(
         "--psf", choices=("gaussian", "optics"), default="gaussian", help="the forward model's light-sheet PSF"
     )
+    parser.add_argument("--real", default=None, help="a real (z, y, x) TIFF as the object instead of the phantom")
     args = parser.parse_args()
     nz, ny, nx = (24, 48, 64) if args.quick else (40, 96, 96)
     nz = args.planes or nz
     with tempfile.TemporaryDirectory() as folder:
-        table = run(nz, ny, nx, args.photons, args.seed, folder, args.figure, args.psf)
+        table = run(nz, ny, nx, args.photons, args.seed, folder, args.figure, args.psf, args.real)
     print(
-        f"skewed LLSM phantom {nz} x {ny} x {nx} (z, y, x as recorded), {ANGLE} deg, dz {DZ}, dx {DX}, "
+        f"skewed LLSM {'phantom' if args.real is None else os.path.basename(args.real)} {nz} x {ny} x {nx} (z, y, x as recorded), {ANGLE} deg, dz {DZ}, dx {DX}, "
         f"{shear():.3f} px per plane, {args.photons:g} photons, "
         + (f"Gaussian PSF FWHM {FWHM} sample px" if args.psf == "gaussian" else f"Born-Wolf x sheet PSF {OPTICS}")
     )

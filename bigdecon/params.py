@@ -839,14 +839,13 @@ PARAMETERS: dict[str, Parameter] = {
         ),
         Parameter(
             "deskew_first",
-            None,
-            _tristate("deskew_first"),
-            "with --skew-angle: deskew the raw stack first, then deconvolve it; --no-deskew-first deconvolves "
-            "the stack as recorded with the PSF sheared into its frame, then deskews (fewer voxels, no "
-            "interpolated input). Default: as recorded, except deskew first for --deconv-type 3, whose back "
-            "projector scored lower with a sheared PSF (docs/deskew.md)",
+            False,
+            _flag("deskew_first"),
+            "with --skew-angle: deskew the raw stack first, then deconvolve it (default: deconvolve the stack "
+            "as recorded, with the PSF sheared into its frame, then deskew: fewer voxels, no interpolated input, "
+            "higher scores in docs/deskew.md)",
             "skew",
-            form="tristate",
+            form="switch",
         ),
         Parameter(
             "rotate",

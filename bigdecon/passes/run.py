@@ -449,7 +449,7 @@ def deconvolve(
     skew_angle: float | None = None,
     skew_axis: str = "x",
     psf_frame: str = "sample",
-    deskew_first: bool | None = None,
+    deskew_first: bool = False,
     rotate: bool = False,
     pyramid: bool = True,
 ) -> dict[str, Any]:
@@ -519,9 +519,8 @@ def deconvolve(
         A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
         degrees between the scan and the sheet, the axis the planes move along,
         the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
-        as is), and whether to deskew before deconvolving (default ``None``:
-        deconvolve the stack as recorded, then deskew; deskew first for
-        ``deconv_type=3``). ``rotate``: write the coverslip frame instead
+        as is), and whether to deskew before deconvolving (default: deconvolve
+        the stack as recorded, then deskew). ``rotate``: write the coverslip frame instead
         (deskewed and rotated, isotropic voxels). The output is deskewed, its z
         step ``dz * sin(angle)``. See :mod:`bigdecon.passes.skewed` and docs/deskew.md.
     pyramid : bool

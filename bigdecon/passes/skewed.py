@@ -50,8 +50,6 @@ def split_skew(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     --------
     >>> split_skew({"fwhm": 3, "skew_angle": 31.5})
     ({'skew_angle': 31.5, 'skew_axis': 'x', 'psf_frame': 'sample', 'deskew_first': False, 'rotate': False}, {'fwhm': 3})
-    >>> split_skew({"fwhm": 3, "skew_angle": 31.5, "deconv_type": 3})[0]["deskew_first"]
-    True
     """
     from ..params import PARAMETERS
 
@@ -59,23 +57,7 @@ def split_skew(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     for k in SKEW_KEYS:
         value = kwargs.get(k)
         skew[k] = PARAMETERS[k].default if value is None else PARAMETERS[k].parse(value)
-    if skew["deskew_first"] is None:  # auto: the frame that scored higher for this step 5
-        skew["deskew_first"] = _wb_deskews_first(kwargs, skew)
     return skew, {k: v for k, v in kwargs.items() if k not in SKEW_KEYS}
-
-
-def _wb_deskews_first(kwargs: Mapping[str, Any], skew: Mapping[str, Any]) -> bool:
-    """Deskew first for Wiener-Butterworth (deconv_type 3) with a sample-frame PSF, else not.
-
-    Its back projector, designed from the sheared PSF, scored 0.392 against
-    0.550 deskewed first on the Gaussian phantom of bench_deskew.py, and 0.676
-    against 0.623 on its Born-Wolf x sheet phantom: deskewing first loses less
-    where it loses (docs/deskew.md). Designing the back projector in the sample
-    frame and shearing it is not done.
-    """
-    if skew["skew_angle"] is None or skew["psf_frame"] == "skewed" or skew["rotate"]:
-        return False
-    return int(kwargs.get("deconv_type") or 0) == 3 and not only_deskews(kwargs)
 
 
 def only_deskews(kwargs: Mapping[str, Any]) -> bool:
