@@ -16,7 +16,9 @@
   intermediate, then the usual run on it with the sample-frame PSF.
 
 The output's z step is ``dz * sin(theta)``; its attributes say it was
-deskewed (``attrs["bigdecon"]["deskew"]``).
+deskewed (``attrs["bigdecon"]["deskew"]``). With ``rotate=True`` the deskew
+pass writes the coverslip frame instead (isotropic voxels of the lateral pixel
+size, :class:`~bigdecon.solvers.deskew.RotateGeometry`).
 """
 
 from __future__ import annotations
