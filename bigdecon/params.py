@@ -34,6 +34,7 @@ __all__ = [
     "Params",
     "check_output_dtype",
     "check_psf_size",
+    "parse_budget",
     "parse_psf_files",
     "parse_psf_size",
     "parse_timepoints",
@@ -245,6 +246,34 @@ def _seconds(name: str) -> Callable[[Any], float]:
         return value
 
     return conv
+
+
+def parse_budget(budget: Any) -> tuple[float | None, int | None]:
+    """``(seconds, candidates)`` from a budget: an int is a number of candidates, a float or ``"30s"`` seconds.
+
+    Examples
+    --------
+    >>> parse_budget("30s"), parse_budget(8), parse_budget("8"), parse_budget(None)
+    ((30.0, None), (None, 8), (None, 8), (None, None))
+    """
+    if budget is None:
+        return None, None
+    text = str(budget).strip().lower()
+    try:
+        if isinstance(budget, float) or text.endswith("s"):
+            seconds = float(text.rstrip("s"))
+            if seconds > 0:
+                return seconds, None
+        elif int(text) >= 1:
+            return None, int(text)
+    except ValueError:
+        pass
+    raise InputError(f"budget must be a number of candidates (e.g. 8) or seconds (e.g. 30s), got {budget!r}")
+
+
+def _budget_text(v: Any) -> str:
+    parse_budget(v)
+    return str(v).strip()
 
 
 def _text(v: Any) -> str:
@@ -772,6 +801,15 @@ PARAMETERS: dict[str, Parameter] = {
             "method",
             commands=("run", "submit"),
             form="switch",
+        ),
+        Parameter(
+            "budget",
+            None,
+            _budget_text,
+            "--auto / suggest: at most N candidates (e.g. 8) or seconds (e.g. 30s) (default: every candidate)",
+            "method",
+            "N|Ss",
+            commands=("run", "submit", "suggest"),
         ),
         # What to process and how to cut it.
         Parameter(

@@ -133,7 +133,7 @@ def deconv_kind(params: Params) -> str:
     return {1: "rl-schedule", 3: "wb"}.get(params.deconv_type, "landweber")
 
 
-def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None):
+def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None, snapshots: dict | None = None):
     """Steps 5-6: ``scale * RL(g / norm)``.
 
     With a 2-D PSF on whole planes, the published way (adaptive alpha). With a
@@ -143,6 +143,7 @@ def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None):
     blocks with a halo compute what the whole volume computes; ``pad`` (one
     ``(low, high)`` pair per axis) is a block's edge padding, only on the sides
     at a face of the data set (default: every face, :func:`deconv_pad`).
+    ``snapshots`` (Richardson-Lucy only): see :func:`richardson_lucy`; filled in output units.
     """
     xp = get_xp(g)
     f = xp.asarray(g, dtype=xp.float32) * xp.float32(1.0 / norm)
@@ -162,7 +163,10 @@ def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None):
             )
         elif params.deconv_type == 1:
             alpha = "schedule" if psf.ndim == 3 else "adaptive"
-            f = richardson_lucy(f, psf, params.deconv_iters, pad=pad, alpha=alpha)
+            f = richardson_lucy(f, psf, params.deconv_iters, pad=pad, alpha=alpha, snapshots=snapshots)
+            for v in (snapshots or {}).values():
+                if v is not None:
+                    v *= xp.float32(scale)
         else:
             f = landweber(f, psf, params.deconv_iters, pad=pad)
     f *= xp.float32(scale)

@@ -1,11 +1,17 @@
-"""Parameters from the data: measure noise, signal and sampling, then suggest settings.
+"""Parameters measured on the data: candidates scored by a self-supervised held-out loss.
 
-:func:`suggest_parameters` measures an image (a bounded, deterministic
-subsample of it, so it works on arrays far larger than memory) and returns a
-:class:`Suggestion`: the settings of :func:`bigdecon.sparse_deconvolve` that a
-rule fitted on synthetic phantoms with known truth recommends, each with a
-one-line reason, and the measurements it used. :func:`would_differ` says in
-one line how a user's parameters differ from it.
+:func:`suggest_parameters` takes an array (with ``fwhm`` or ``psf``) or the
+path of an OME-Zarr / TIFF (with the PSF options of ``bigdecon run``), picks a
+few representative blocks, runs every candidate setting on them with a random
+3 % of the voxels hidden, and keeps the one whose re-blurred output predicts
+the hidden voxels best (:mod:`bigdecon.selection`). It returns a
+:class:`Suggestion`: the winning parameters, why they won, and every
+candidate with its loss. Every block of the data set is then processed with
+these same parameters.
+
+:func:`measure` reports noise, signal and sampling (shown beside the
+suggestion; the choice does not depend on them, except the noise model that
+weights the loss).
 
 The measurements
 ----------------
@@ -29,21 +35,26 @@ The measurements
   FWHM values), the fraction of its energy in planes farther than one axial
   FWHM from focus. A widefield PSF keeps its energy in every plane (about 0.7
   on a 23-plane Born-Wolf PSF); a light sheet or a Gaussian sections (below
-  0.1). Above ``HAZY_PSF`` the rule treats the data as widefield.
+  0.1).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .params import Params, parse_budget
+from .selection import METHOD_NAMES, hide_voxels
+from .stages import output_psf
 
-__all__ = ["Suggestion", "Estimates", "estimate_noise", "measure", "suggest_parameters", "would_differ"]
+__all__ = ["Suggestion", "Estimates", "estimate_noise", "measure", "suggest_parameters"]
 
 MAX_PLANES = 16
 MAX_SIDE = 512
@@ -73,7 +84,7 @@ class Estimates:
 
 @dataclass(frozen=True)
 class Suggestion:
-    """Suggested parameters of :func:`bigdecon.sparse_deconvolve`, each with a one-line reason."""
+    """The measured choice: the winning parameters, why they won, and every candidate's held-out loss."""
 
     sparse_iters: int
     fidelity: float
@@ -82,29 +93,26 @@ class Suggestion:
     background: int
     deconv_type: int
     deconv_iters: int
-    reasons: dict = field(default_factory=dict)
+    wb_alpha: float = 0.001
+    wb_beta: float = 0.1
+    wb_order: int = 20
+    winner: str = ""
+    why: str = ""
+    candidates: tuple = field(default=(), compare=False)
+    blocks: tuple = ()
+    seconds: float = field(default=0.0, compare=False)
     measured: Estimates | None = None
+    context: Any = field(default=None, repr=False, compare=False)
 
     def as_kwargs(self) -> dict:
         """Keyword arguments for :func:`bigdecon.sparse_deconvolve` / :func:`bigdecon.deconvolve`."""
-        return {
-            "sparse_iters": self.sparse_iters,
-            "fidelity": self.fidelity,
-            "sparsity": self.sparsity,
-            "tcontinuity": self.tcontinuity,
-            "background": self.background,
-            "deconv_type": self.deconv_type,
-            "deconv_iters": self.deconv_iters,
-        }
-
-    def estimates(self) -> dict:
-        """The measurements as a flat dict (prefixed ``est_``)."""
-        return {f"est_{k}": v for k, v in asdict(self.measured).items()} if self.measured else {}
+        return {name: getattr(self, name) for name in METHOD_NAMES}
 
     def to_dict(self) -> dict:
-        """JSON-friendly record: parameters, reasons and measurements."""
-        out = self.as_kwargs()
-        out["reasons"] = dict(self.reasons)
+        """JSON-friendly record: parameters, winner and why, the candidates with their losses, blocks, cost."""
+        out: dict[str, Any] = self.as_kwargs()
+        out.update(winner=self.winner, why=self.why, candidates=[dict(c) for c in self.candidates])
+        out.update(blocks=list(self.blocks), seconds=round(self.seconds, 3))
         out["measured"] = asdict(self.measured) if self.measured else None
         if out["measured"]:
             out["measured"]["crop"] = list(out["measured"]["crop"])
@@ -290,163 +298,300 @@ def measure(image: Any, *, fwhm=None, psf=None, axes: str | None = None) -> Esti
     )
 
 
-# The rule, fitted on the sweep of benchmarks/validation/run_suggest.py --sweep
-# (docs/suggest.md): the noise relative to the signal peak decides.
-HIGH_SNR = 0.003  # noise_rel below: 3000 photons over 10 of background
-MID_SNR = 0.01
-LOW_SNR = 0.03
-VERY_LOW_SNR = 0.08  # noise_rel above: about 30 photons
-# out_of_focus above: a widefield PSF (its out-of-focus light is in every plane). Born-Wolf
-# widefield 0.69 on 23 planes; light sheet (1 um sheet) 0.07; Gaussian 0.007.
-HAZY_PSF = 0.3
+@dataclass
+class _Channel:
+    """One channel to tune on: its image (lazy; axes among t, z, y, x), the axes and its base parameters."""
+
+    id: int
+    image: Any
+    axes: str
+    params: Params
 
 
-def _rule(est: Estimates) -> tuple[dict, dict]:
-    """Parameters and one-line reasons from the measurements."""
-    r = est.noise_rel
-    at = f"noise/peak {r:.3g}"
-    p = dict(sparse_iters=100, fidelity=150.0, sparsity=10.0, tcontinuity=0.5, background=0, deconv_type=1)
-    why = {"tcontinuity": "published default (not swept)", "deconv_type": "accelerated Richardson-Lucy"}
-    hazy = est.third_axis == "z" and est.out_of_focus is not None and est.out_of_focus > HAZY_PSF
-    haze = f"widefield PSF ({est.out_of_focus or 0:.0%} of its light out of focus)"
-    if est.third_axis == "z" and (r < HIGH_SNR or (hazy and r < MID_SNR)):
-        p.update(sparse_iters=0, deconv_iters=20)
-        where = f"{haze}, {at}" if r >= HIGH_SNR else at
-        why["sparse_iters"] = f"{where}: at this SNR the priors did not beat Richardson-Lucy alone on phantoms"
-        why["fidelity"] = why["sparsity"] = "unused (no sparse step)"
-        why["background"] = "RL alone keeps flux; a flat background needs no removal"
-        why["deconv_iters"] = "RL alone: 20 iterations scored best of 7 / 20 on the sweep"
-        return p, why
-    why["sparse_iters"] = f"{at}: the sparse step scored above RL alone on phantoms at this SNR"
-    why["deconv_iters"] = "20 iterations after the sparse step scored above 7 on the sweep"
-    p["deconv_iters"] = 20
-    why["background"] = "flat background: mode 0 scored above mode 1 at this SNR"
-    if hazy and r >= LOW_SNR:
-        p["background"] = 1
-        why["background"] = f"{haze}, {at}: mode 1 removes the out-of-focus floor; it scored best here"
-        why["fidelity"] = f"{haze}, {at}: the published 150 scored best (lower fidelity blurred the haze in)"
-    elif r < MID_SNR:
-        p.update(fidelity=500.0, sparsity=5.0 if r < HIGH_SNR else 10.0)
-        why["fidelity"] = f"{at}: little noise, keep more of the data (500 scored best)"
-    elif r < LOW_SNR:
-        why["fidelity"] = f"{at}: the published 150 scored best"
-    elif r < VERY_LOW_SNR:
-        p["background"] = 1
-        why["background"] = f"{at}: mode 1 (weak background) removes the noisy floor; it scored best here"
-        why["fidelity"] = f"{at}: the published 150 scored best"
-    elif est.third_axis == "z":
-        p.update(fidelity=20.0, sparsity=0.5)
-        why["fidelity"] = f"{at}: very noisy volume, lean on the continuity prior (20 beat RL alone in both scores)"
-    else:
-        p.update(fidelity=50.0, deconv_iters=7)
-        why["fidelity"] = f"{at}: very noisy, lean on the priors (50 scored best)"
-        why["deconv_iters"] = "very noisy: more than 7 iterations amplified the noise"
-    why["sparsity"] = f"{at}: {p['sparsity']:g} scored best with fidelity {p['fidelity']:g}"
-    return p, why
+def _read(image: Any, index: tuple) -> np.ndarray:
+    part = image[index]
+    part = part.get() if hasattr(part, "get") and not isinstance(part, np.ndarray) else part  # CuPy
+    part = part.compute() if hasattr(part, "compute") else part  # Dask
+    return np.asarray(part, dtype=np.float32)
 
 
-def suggest_parameters(image: Any, *, fwhm=None, psf=None, axes: str | None = None) -> Suggestion:
-    """Suggest sparse-deconvolution parameters from measurements of the image.
+def _index(axes: str, where: dict) -> tuple:
+    return tuple(where.get(a, slice(None)) for a in axes)
 
-    Measures noise, background, signal peak and sampling on a bounded
-    subsample (:func:`measure`) and applies a rule fitted on synthetic
-    phantoms with known truth (``docs/suggest.md``): the noise relative to
-    the signal peak picks fidelity, sparsity, background mode and the
-    number of Richardson-Lucy iterations, or Richardson-Lucy alone
-    (``sparse_iters=0``) where the priors did not beat it.
+
+def _stats(ch: _Channel, blocks: list[np.ndarray]) -> tuple[float, float]:
+    """The data set's maximum and mean over it: exact for an in-memory array, else over at most
+    ``MAX_PLANES`` evenly spaced planes (and the blocks)."""
+    if isinstance(ch.image, np.ndarray):
+        scale = float(ch.image.max())
+        return scale, float(ch.image.mean(dtype=np.float64)) / scale if scale > 0 else 0.0
+    lead = [ch.image.shape[i] for i, a in enumerate(ch.axes) if a not in "yx"]
+    n = int(np.prod(lead)) if lead else 1
+    planes = (
+        [
+            _read(ch.image, np.unravel_index(int(i), lead))
+            for i in np.unique(np.linspace(0, n - 1, min(n, MAX_PLANES)).round())
+        ]
+        if lead
+        else [_read(ch.image, ())]
+    )
+    scale = max(max(float(p.max()) for p in planes), max(float(b.max()) for b in blocks))
+    mean = float(np.mean([p.mean(dtype=np.float64) for p in planes]))
+    return scale, mean / scale if scale > 0 else 0.0
+
+
+def _blocks(ch: _Channel, n_blocks: int, rng: np.random.Generator):
+    """The channel's blocks with their masks and noise, and the data set's statistics."""
+    from .selection import HIDDEN_FRACTION, Block, pick_blocks
+
+    shape = dict(zip(ch.axes, (int(s) for s in ch.image.shape)))
+    psf = output_psf(ch.params, 3 if "z" in ch.axes or "t" in ch.axes else 2)
+    psf_shape = tuple(psf.shape) if psf is not None else (1, 1)
+    wheres = pick_blocks(shape, psf_shape, lambda w: _read(ch.image, _index(ch.axes, w)), n_blocks)
+    out = []
+    for where in wheres:
+        data = _read(ch.image, _index(ch.axes, where))
+        masked, hidden = hide_voxels(data, HIDDEN_FRACTION, rng, volume="z" in where)
+        try:
+            noise = estimate_noise(data)
+        except InputError:
+            noise = (float(np.std(data)), None, None)
+        out.append(Block(where, data, masked, hidden, noise))
+    scale, mean = _stats(ch, [b.data for b in out])
+    k = "z" if "z" in shape else ("t" if "t" in shape else None)
+    return out, (scale, mean, shape[k] if k else 1)
+
+
+def _merge(per_channel: list[list[dict]]) -> list[dict]:
+    """One record per candidate scored on every channel; per-voxel losses relative to each channel's RL 20."""
+    names = [{r["candidate"].name for r in recs} for recs in per_channel]
+    common = set.intersection(*names)
+    merged = []
+    for cand_rec in per_channel[0]:
+        name = cand_rec["candidate"].name
+        if name not in common:
+            continue
+        parts = [next(r for r in recs if r["candidate"].name == name) for recs in per_channel]
+        per = np.concatenate([p["per"] / recs[0]["per"].mean() for p, recs in zip(parts, per_channel)])
+        merged.append(
+            dict(
+                candidate=cand_rec["candidate"],
+                params=cand_rec["params"],
+                losses=[x for p in parts for x in p["losses"]],
+                per=per,
+                seconds=sum(p["seconds"] for p in parts),
+            )
+        )
+    return merged
+
+
+def _candidates(count: int | None, fixed: dict) -> list:
+    """The default candidates with the ``fixed`` parameters imposed (duplicates dropped), RL 20 first."""
+    from .selection import Candidate, default_candidates
+
+    out, seen = [], set()
+    pool = default_candidates()
+    if "deconv_type" in fixed and "deconv_iters" not in fixed:
+        # A given step 5 keeps the candidates of its kind (their iteration counts suit it).
+        pool = [c for c in pool if c.params.get("deconv_type", 1) == fixed["deconv_type"]] or pool[:1]
+    for c in pool:
+        params = {**c.params, **fixed}
+        key = tuple(sorted(params.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(Candidate(c.name if params == c.params else f"{c.name} (given: {_given(fixed)})", params))
+    return out[: max(count, 1)] if count else out
+
+
+def _given(fixed: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in fixed.items())
+
+
+def tune(channels: list[_Channel], *, budget: Any = None, blocks: int = 2, seed: int = 0, fixed=None) -> Suggestion:
+    """Score the candidates on ``blocks`` blocks of every channel and pick one setting for all of them."""
+    from .selection import decide, score
+
+    if any(ch.params.up_sample for ch in channels) or (fixed or {}).get("up_sample"):
+        raise InputError("suggest does not score up-sampled runs: leave up_sample at 0")
+    start = time.perf_counter()
+    seconds, count = parse_budget(budget)
+    candidates = _candidates(count, dict(fixed or {}))
+    rng = np.random.default_rng(seed)
+    per_channel, where, first = [], [], None
+    for i, ch in enumerate(channels):
+        bl, stats = _blocks(ch, blocks, rng)
+        left = None if seconds is None else max(seconds - (time.perf_counter() - start), 0.0) / (len(channels) - i)
+        per_channel.append(score(candidates, bl, ch.params, stats, left))
+        where += [{"channel": ch.id, **{a: _span(v) for a, v in b.where.items()}} for b in bl]
+        first = first or (bl[0], ch.params, stats)
+    best, why, table = decide(_merge(per_channel))
+    won = table[best]["params"]
+    ch0 = channels[0]
+    psf_kind = {"fwhm": ch0.params.fwhm} if ch0.params.fwhm is not None else {"psf": ch0.params.psf}
+    try:
+        measured = measure(_first_volume(ch0), **psf_kind, axes=_solver_axes(ch0.axes))
+    except InputError:
+        measured = None  # too small to measure the noise: the choice does not need it
+    return Suggestion(
+        **{k: won[k] for k in METHOD_NAMES},
+        winner=table[best]["name"],
+        why=why,
+        candidates=tuple(table),
+        blocks=tuple(where),
+        seconds=time.perf_counter() - start,
+        measured=measured,
+        context=first,
+    )
+
+
+def _span(v: Any) -> Any:
+    return [v.start, v.stop] if isinstance(v, slice) else int(v)
+
+
+def _solver_axes(axes: str) -> str:
+    return axes.replace("t", "") if "z" in axes else axes
+
+
+def _first_volume(ch: _Channel) -> Any:
+    return ch.image[0] if "t" in ch.axes and "z" in ch.axes else ch.image
+
+
+def _channels_from_path(path: str, options: dict) -> list[_Channel]:
+    """The processed channels of an OME-Zarr / TIFF with their PSFs, as ``bigdecon run`` resolves them."""
+    from .io import open_image
+    from .passes.request import _prepare
+
+    kwargs = {**options, "deconv_type": options.get("deconv_type") or 1}  # the PSF is needed to score
+    kwargs["deconv_iters"] = kwargs.get("deconv_iters") or 1
+    request = _prepare(open_image(path), kwargs)
+    axes = list(request.layout.axes)
+    out = []
+    for i, (c, p) in enumerate(zip(request.channel_ids, request.channel_params)):
+        index = tuple(i if a == "c" else slice(None) for a in axes)
+        kept = "".join(a for a in axes if a != "c")
+        fwhm = p.fwhm
+        if fwhm is not None and len(fwhm) == 3 and "z" not in kept:
+            p = replace(p, fwhm=fwhm[1:])
+        out.append(_Channel(c, request.data[index], kept, p))
+    return out
+
+
+def _channel_from_array(image: Any, fwhm: Any, psf: Any, axes: str | None) -> _Channel:
+    ndim = len(image.shape)
+    if ndim not in (2, 3):
+        raise InputError(f"image must be 2-D (y, x) or 3-D (t or z, y, x), got shape {tuple(image.shape)}")
+    if fwhm is None and psf is None:
+        raise InputError("suggest_parameters needs fwhm (PSF size in pixels) or psf")
+    params = Params.from_kwargs(fwhm=fwhm, psf=psf, deconv_type=1, deconv_iters=1)
+    if axes is None:
+        axes = "yx" if ndim == 2 else ("zyx" if params.volumetric else "tyx")
+    if axes not in ("yx", "tyx", "zyx") or len(axes) != ndim:
+        raise InputError(f"axes must be 'yx' for a 2-D image or 'tyx' / 'zyx' for 3-D, got {axes!r} for {ndim}-D")
+    return _Channel(0, image, axes, params)
+
+
+def suggest_parameters(
+    image: Any,
+    *,
+    fwhm: Any = None,
+    psf: Any = None,
+    axes: str | None = None,
+    budget: Any = None,
+    blocks: int = 2,
+    seed: int = 0,
+    fixed: dict | None = None,
+    **options: Any,
+) -> Suggestion:
+    """Choose the method parameters by a held-out loss measured on the data.
+
+    Picks ``blocks`` blocks with signal per channel (spread over t, z, y and x),
+    hides 3 % of their voxels, runs every candidate (plain Richardson-Lucy at
+    10, 20 and 40 iterations, Richardson-Lucy with the Wiener-Butterworth back
+    projector at 1-3 iterations, Landweber, the sparse step at a few
+    fidelity / sparsity / background settings followed by RL, and the
+    defaults) on the masked blocks, and keeps the one whose output, blurred
+    with the PSF, predicts the hidden voxels best (:mod:`bigdecon.selection`).
+    Plain RL wins unless another candidate beats it by more than two standard
+    errors of the paired loss difference.
 
     Parameters
     ----------
-    image : array-like, 2-D ``(y, x)`` or 3-D ``(t or z, y, x)``
-        NumPy, Dask, Zarr or CuPy; only the subsample is read.
-    fwhm : float or sequence of float, optional
-        PSF FWHM in pixels, as for :func:`bigdecon.sparse_deconvolve`.
-    psf : ndarray, optional
-        A measured PSF instead (its FWHM is measured).
+    image : array-like or str or Path
+        A 2-D ``(y, x)`` or 3-D ``(t or z, y, x)`` array (NumPy, Dask, Zarr,
+        CuPy), or the path of an OME-Zarr / TIFF (then ``options`` are those of
+        :func:`bigdecon.deconvolve`: ``na``, ``wavelength``, ``resolution``,
+        ``channels``, ...).
+    fwhm, psf : optional
+        The PSF, as for :func:`bigdecon.sparse_deconvolve` (or from the optics for a path).
     axes : {"yx", "tyx", "zyx"}, optional
-        Whether the third axis is time or depth. Default: ``zyx`` when
-        ``fwhm`` has 3 values or ``psf`` is 3-D, else ``tyx``.
+        For an array: whether the third axis is time or depth (default ``zyx``
+        for a 3-D PSF).
+    budget : int or str or float, optional
+        An int: at most that many candidates (in the order above, RL 20
+        first); ``"30s"`` or a float: seconds (candidates that would not fit
+        are skipped). Default: every candidate.
+    blocks : int
+        Blocks per channel (each 20 x 80 x 80, or larger to hold the PSF).
+    seed : int
+        Of the random masks: the same seed gives the same choice.
+    fixed : dict, optional
+        Method parameters imposed on every candidate (the ones a user gave).
 
     Returns
     -------
     Suggestion
-        Frozen; ``as_kwargs()`` for :func:`bigdecon.sparse_deconvolve`.
+        ``as_kwargs()`` for :func:`bigdecon.sparse_deconvolve`; ``to_dict()``
+        records the candidates, their losses, the winner and why.
 
     References
     ----------
-    .. [1] W. Zhao et al., "Sparse deconvolution improves the resolution of
-           live-cell super-resolution fluorescence microscopy", Nat.
-           Biotechnol. 40, 606-617 (2022). doi:10.1038/s41587-021-01092-2
-    .. [2] A. Foi et al., "Practical Poissonian-Gaussian noise modeling and
-           fitting for single-image raw-data", IEEE Trans. Image Process. 17,
-           1737-1754 (2008).
+    .. [1] J. Batson and L. Royer, "Noise2Self: Blind denoising by
+           self-supervision", Proc. ICML 2019, PMLR 97:524-533.
 
     Examples
     --------
     >>> from bigdecon.data import filaments_timelapse
     >>> raw, _ = filaments_timelapse((4, 64, 64), 3.5, photons=100, seed=1)
-    >>> s = suggest_parameters(raw, fwhm=3.5, axes="tyx")
-    >>> s.sparse_iters > 0, s.measured.third_axis
-    (True, 't')
+    >>> s = suggest_parameters(raw, fwhm=3.5, axes="tyx", budget=3)
+    >>> [c["name"] for c in s.candidates]
+    ['RL 20', 'RL 10', 'RL 40']
     """
-    est = measure(image, fwhm=fwhm, psf=psf, axes=axes)
-    p, why = _rule(est)
-    return Suggestion(**p, reasons=why, measured=est)
+    if isinstance(image, (str, os.PathLike)):
+        if axes is not None:
+            raise InputError("axes applies to an array; a file's axes come from its metadata")
+        channels = _channels_from_path(str(image), {"fwhm": fwhm, "psf": psf, **options})
+    else:
+        if options:
+            raise InputError(f"{', '.join(sorted(options))}: only for a path (an array takes fwhm or psf)")
+        channels = [_channel_from_array(image, fwhm, psf, axes)]
+    return tune(channels, budget=budget, blocks=blocks, seed=seed, fixed=fixed)
 
 
-def _get(params: Any, name: str, default: Any) -> Any:
-    if isinstance(params, dict):
-        return params.get(name, default)
-    return getattr(params, name, default)
+def save_preview(suggestion: Suggestion, path: str, n: int = 3) -> None:
+    """A PNG of the raw block and the ``n`` best candidates side by side (the plane with most signal).
 
-
-def would_differ(suggestion: Suggestion, params: Any) -> str | None:
-    """One line saying how ``params`` differ materially from ``suggestion``, or None when close.
-
-    Material: the sparse step on where RL alone is suggested (or off where it
-    is suggested), a different background mode (0 vs not 0), fidelity or
-    sparsity off by more than a factor of 2, or Richardson-Lucy iterations off
-    by more than 40 %.
-
-    Parameters
-    ----------
-    suggestion : Suggestion
-    params : Params, dict or any object with the parameter names as attributes
-        Missing names take the published defaults.
-
-    Examples
-    --------
-    >>> s = Suggestion(0, 150.0, 10.0, 0.5, 0, 1, 20, {"sparse_iters": "noise low"})
-    >>> would_differ(s, {"sparse_iters": 0, "background": 0, "deconv_iters": 20}) is None
-    True
-    >>> print(would_differ(s, {}))
-    data suggest: sparse_iters 0 (yours 100: noise low), background 0 (yours 1), deconv_iters 20 (yours 7)
+    The candidates run again on the block without its mask, with the same statistics.
     """
-    from .params import DEFAULTS, resolve_deconv_iters  # noqa: PLC0415  (params is light; kept local against cycles)
+    import matplotlib
 
-    got = {k: _get(params, k, getattr(DEFAULTS, k)) for k in suggestion.as_kwargs()}
-    # deconv_iters' default depends on deconv_type (None or absent: 7 for RL, 2 for Wiener-Butterworth).
-    got["deconv_iters"] = resolve_deconv_iters(_get(params, "deconv_iters", None), got["deconv_type"])
-    want = suggestion.as_kwargs()
-    diffs = []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    def note(name: str) -> None:
-        why = suggestion.reasons.get(name)
-        diffs.append(f"{name} {want[name]:g} (yours {got[name]:g}{': ' + why if why else ''})")
+    from .selection import run_candidate
 
-    if bool(want["sparse_iters"]) != bool(got["sparse_iters"]):
-        note("sparse_iters")
-    if want["sparse_iters"] and got["sparse_iters"]:
-        for name in ("fidelity", "sparsity"):
-            a, b = float(want[name]), float(got[name])
-            if (a == 0) != (b == 0) or (a > 0 and b > 0 and max(a / b, b / a) > 2.0):
-                note(name)
-    if bool(want["background"]) != bool(got["background"]):
-        note("background")
-    if bool(want["deconv_type"]) != bool(got["deconv_type"]):
-        note("deconv_type")
-    elif want["deconv_type"]:
-        a, b = int(want["deconv_iters"]), int(got["deconv_iters"])
-        if abs(a - b) > 0.4 * max(a, b, 1):
-            note("deconv_iters")
-    return "data suggest: " + ", ".join(diffs) if diffs else None
+    block, base, (scale, mean, n_planes) = suggestion.context
+    best = sorted(suggestion.candidates, key=lambda c: c["loss"])[:n]
+    images = [("raw", block.data)]
+    for c in best:
+        out = run_candidate(block.data, replace(base, **c["params"]), scale, mean, n_planes)
+        images.append((f"{c['name']}\nloss {c['relative']:.4f} of RL 20", out))
+    plane = int(np.argmax([np.percentile(p, 99.9) for p in block.data])) if block.data.ndim == 3 else None
+    fig, axs = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.6))
+    for ax, (title, img) in zip(np.atleast_1d(axs), images):
+        show = img[plane] if plane is not None else img
+        ax.imshow(show, cmap="gray", vmin=float(np.percentile(show, 0.5)), vmax=float(np.percentile(show, 99.8)))
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -84,8 +84,18 @@ def _case(name: str, tmp: Path) -> Path:
     if name.endswith("scale"):
         value = {"NaN scale": float("nan"), "zero scale": 0.0, "negative scale": -0.5, "text scale": "big"}
         return _store(tmp / "a.ome.zarr", (4, 64, 64), (4, 64, 64), scale=[value[name], 1.0, 1.0])
+    if name == "ImageJ spacing text":
+        tifffile.imwrite(
+            tmp / "a.tif", np.zeros((3, 16, 16), np.uint16), imagej=True, metadata={"spacing": 1.5, "axes": "ZYX"}
+        )
+        data = (tmp / "a.tif").read_bytes()
+        assert data.count(b"spacing=1.5") == 1
+        (tmp / "a.tif").write_bytes(data.replace(b"spacing=1.5", b"spacing=abc"))
+        return tmp / "a.tif"
     path = _store(tmp / "a.ome.zarr", (4, 64, 64), (4, 64, 64))
-    if name == "negative chunks":
+    if name == "datasets not objects":
+        _edit_json(path / "zarr.json", lambda m: m["attributes"]["ome"]["multiscales"][0].update(datasets=["path"]))
+    elif name == "negative chunks":
         _edit_json(
             path / "s0" / "zarr.json", lambda m: m["chunk_grid"]["configuration"].update(chunk_shape=[-4, 64, 64])
         )
@@ -110,6 +120,8 @@ CASES = {
     "zero scale": "pixel size of axis z is 0",
     "negative scale": "pixel size of axis z is -0.5",
     "text scale": "scale ['big', 1.0, 1.0] is not a list of numbers",
+    "ImageJ spacing text": "ImageJ metadata has a pixel size that is not a number",
+    "datasets not objects": "'multiscales' lists no datasets",
     "negative chunks": "level 's0'",
     "deeply nested JSON": "nested too deeply",
     "nested 200 deep": "metadata nested deeper than 64 levels",

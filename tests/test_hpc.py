@@ -4,6 +4,7 @@ worker command run locally against a real scheduler process."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import dask_jobqueue  # noqa: F401,E402  (the test extra)
+import numpy as np
 import pytest
 from conftest import stopped_at_exit, wait_for_port  # noqa: E402
 
@@ -320,11 +322,17 @@ def _raw_tls(address: str, ca_file: str, cert: tuple[str, str] | None = None) ->
 def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path: Path) -> None:
     """The generated job script's worker joins the in-process scheduler over TLS; a client without
     the job's certificate (plain TCP, or another certificate) is refused."""
+    import psutil
     from distributed import Client
     from distributed.security import Security
 
+    def listening() -> set[tuple[str, int]]:
+        conns = psutil.Process().net_connections(kind="inet")
+        return {(c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+
     files = hpc.write_tls_files(tmp_path / "tls")
     sec = hpc.tls_security(files)
+    before = listening()
     cluster = hpc.make_jobqueue_cluster(
         "slurm",
         workers=0,
@@ -332,11 +340,14 @@ def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path:
         memory="2GiB",
         python=sys.executable,
         security=sec,
-        scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
+        scheduler_options={"host": "127.0.0.1"},  # here only; on a login node it listens on all
     )
     procs: list[subprocess.Popen] = []
     log = tmp_path / "worker.log"
     try:
+        # the scheduler's comm port and, by default, its dashboard: on 127.0.0.1 (ssh -L to see it)
+        opened = listening() - before
+        assert len(opened) == 2 and {ip for ip, _ in opened} == {"127.0.0.1"}, opened
         address = cluster.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
         script = cluster.job_script()
@@ -376,3 +387,56 @@ def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path:
         stop_process_groups(procs)
         cluster.close()
         files.remove()
+
+
+def _fake_batch_system(folder: Path) -> Path:
+    """``sbatch``/``scancel`` that run the job script here, in its own session (a stand-in for Slurm
+    on this machine: the script and the worker it starts are the real ones)."""
+    folder.mkdir()
+    (folder / "sbatch").write_text(
+        "#!/bin/bash\n"
+        f'job="{folder}/job-$$.sh"; cp "$1" "$job"\n'
+        'setsid bash "$job" > "$job.log" 2>&1 < /dev/null &\n'
+        f'echo $! > "{folder}/$!.pid"\n'
+        'echo "Submitted batch job $!"\n'
+    )
+    (folder / "scancel").write_text('#!/bin/bash\nkill -TERM -- "-$1" 2>/dev/null; exit 0\n')
+    for name in ("sbatch", "scancel"):
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.mark.slow
+def test_cli_submit_slurm_runs_over_tls(tmp_path: Path) -> None:
+    """``bigdecon submit --slurm`` end to end: the job script's worker and this process's client use
+    the generated certificate (tls://), the run finishes, and the certificate folder is removed."""
+    import signal
+
+    import zarr
+    from ome_zarr.writer import write_image
+
+    rng = np.random.default_rng(0)
+    root = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w")
+    write_image(rng.poisson(5, (4, 32, 32)).astype("uint16"), root, scale_factors=(), axes="zyx")
+    bin_dir = _fake_batch_system(tmp_path / "bin")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONWARNINGS": "ignore"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    argv = [sys.executable, "-m", "bigdecon.cli", "submit", tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr"]
+    argv += ["--fwhm", "2", "--sparse-iters", "2", "--deconv-iters", "2", "--slurm", "--cores", "1"]
+    argv += ["--memory", "2GiB", "--workers", "1", "--tls-dir", tmp_path / "tls"]
+    try:
+        proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=300, env=env)
+        logs = "".join(p.read_text() for p in bin_dir.glob("*.log"))
+        assert proc.returncode == 0, proc.stderr[-3000:] + logs[-3000:]
+        (script,) = bin_dir.glob("job-*.sh")
+        cmd = shlex.split(_worker_command(script.read_text()))
+        assert cmd[3].startswith("tls://") and cmd[cmd.index("--tls-key") + 1].startswith(str(tmp_path / "tls"))
+        assert re.search(r"Registered to:\s+tls://", logs), logs[-3000:]  # the worker joined over TLS
+        assert zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r").attrs.asdict()
+        assert list((tmp_path / "tls").iterdir()) == []  # the job's key is gone with the run
+    finally:
+        for pid_file in bin_dir.glob("*.pid"):
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -887,6 +887,7 @@ def _bin_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_scheduler_and_worker_commands_start_and_register(tmp_path: Path) -> None:
     """The exact scheduler/worker args and environment (ports moved to free 127.0.0.1 ones, the
     Secret's files in a folder): they talk TLS with the job's certificate and refuse others."""

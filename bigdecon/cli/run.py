@@ -18,7 +18,7 @@ from ._common import (
     shape_text,
 )
 from .config import fmt_number, format_config
-from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, given, resolve_options
+from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, resolve_options
 
 __all__ = ["add_parser", "run_command"]
 
@@ -50,43 +50,23 @@ def _check_cheap(resolved: dict[str, Any]) -> None:
 
 
 def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, Any]:
-    """``--auto``: the suggested method parameters into ``resolved`` (given ones win); says what it chose.
+    """``--auto``: the measured choice into ``resolved`` (given parameters are imposed on every candidate).
 
-    Returns the suggestion's record (values, reasons, estimates) for the output's attributes.
+    Returns the suggestion's record (parameters, candidates with their losses, winner, why) for the
+    output's attributes.
     """
-    from .suggest import estimates_line, suggestions
+    from .suggest import candidate_table, suggestion_for
 
-    found = suggestions(args.input, resolved)
-    channel, s = found[0]  # the method parameters are shared by the channels: the first one's data decide
-    chosen = []
-    for name, value in s.as_kwargs().items():
-        if given(args, name):
-            chosen.append(f"{name} {fmt_number(resolved[name])} (given)")
-        else:
-            resolved[name] = value
-            chosen.append(f"{name} {fmt_number(value)}")
-    where = f" (measured on channel {channel})" if len(found) > 1 else ""
-    say(f"--auto chose{where}: {', '.join(chosen)}", f"  estimates: {estimates_line(s)}")
-    return {**s.to_dict(), "channel": channel}
-
-
-def _note_if_defaults_differ(args: argparse.Namespace, resolved: dict[str, Any]) -> None:
-    """One line on stderr when a z stack runs with the default method parameters and the data call for others."""
-    import sys
-
-    from ..io import open_image
-    from ..suggest import would_differ
-    from .suggest import SHOWN, suggestions
-
-    if any(given(args, name) for name in SHOWN) or "z" not in open_image(args.input).axes:
-        return
-    try:
-        found = suggestions(args.input, resolved)
-    except InputError:
-        return  # nothing to measure with (e.g. planes too small): the run says what is wrong, if anything
-    differs = would_differ(found[0][1], resolved)
-    if differs:
-        print(f"bigdecon: note: {differs}; try --auto or `bigdecon suggest`", file=sys.stderr, flush=True)
+    s = suggestion_for(args, resolved)
+    resolved.update(s.as_kwargs())
+    chosen = ", ".join(f"{k} {fmt_number(v)}" for k, v in s.as_kwargs().items())
+    say(
+        f"--auto: {len(s.candidates)} candidates on {len(s.blocks)} blocks in {s.seconds:.1f} s",
+        *candidate_table(s),
+        f"--auto chose {s.winner}: {s.why}",
+        f"  {chosen}",
+    )
+    return s.to_dict()
 
 
 def _current_memory(client: Any) -> int | None:
@@ -108,8 +88,6 @@ def run_command(args: argparse.Namespace) -> int:
     quiet_dask(args, resolved["debug"])
     _check_cheap(resolved)
     suggestion = _apply_suggestion(args, resolved) if resolved["auto"] else None
-    if suggestion is None:
-        _note_if_defaults_differ(args, resolved)
     record = {"input": args.input, "output": args.output, **{k: v for k, v in resolved.items() if k != "debug"}}
     say(
         f"bigdecon {__version__}: {args.input} -> {args.output}",

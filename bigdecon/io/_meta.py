@@ -407,12 +407,16 @@ def parse_image_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
     ms = multiscales[0]
     version = ome.get("version") or ms.get("version")
     datasets = ms.get("datasets")
-    if not isinstance(datasets, list) or not datasets or "path" not in datasets[0]:
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], Mapping):
         raise InputError(f"not an OME-Zarr image: {where} ('multiscales' lists no datasets)")
+    if not isinstance(datasets[0].get("path"), str):
+        raise InputError(f"not an OME-Zarr image: {where} (its first dataset has no path)")
 
     raw_axes = ms.get("axes")
     if raw_axes is None:  # NGFF 0.1/0.2 had no axes: always 5-D tczyx
         raw_axes = list(AXES_ORDER)
+    if not isinstance(raw_axes, list):
+        raise InputError(f"not an OME-Zarr image: {where} ('axes' is not a list)")
     names = [a.get("name", "") if isinstance(a, Mapping) else a for a in raw_axes]
     axes = check_axes(names, where)
     units: dict[str, str] = {}

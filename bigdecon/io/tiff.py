@@ -100,7 +100,10 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
     if ome_xml:
         _ome_physical(ome_xml, axes, scale, units, channels)
     elif ij is not None:
-        _imagej_physical(ij, tags, axes, scale, units)
+        try:
+            _imagej_physical(ij, tags, axes, scale, units)
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise InputError(f"{p}: ImageJ metadata has a pixel size that is not a number") from None
     elif tags.get("ResolutionUnit") == 3:  # centimetre: a real size, unlike the 72-dpi default
         _resolution(tags, scale, factor=1e4)
         units.update({a: "micrometer" for a in ("y", "x") if scale[a] != 1.0})
