@@ -886,6 +886,15 @@ PARAMETERS: dict[str, Parameter] = {
             form="switch",
         ),
         Parameter(
+            "skew_fill",
+            None,
+            _float("skew_fill"),
+            "with --skew-angle: the value of the voids a deskew leaves (default: the median of the last "
+            "recorded plane of each channel, the camera's offset on raw data, as pycudadecon)",
+            "skew",
+            "V",
+        ),
+        Parameter(
             "rotate",
             False,
             _flag("rotate"),

@@ -101,12 +101,16 @@ def test_deskew_pass_blocks_equal_the_whole_volume_with_t_and_c(tmp_path, axis):
     img = open_image(str(out))
     got = img.data.compute()
     swap = (lambda a: np.swapaxes(a, 1, 2)) if axis == "y" else (lambda a: a)
-    want = np.stack([np.stack([swap(deskew(swap(raw[t, c]), 31.5, 0.4, 0.104)) for c in range(2)]) for t in range(2)])
+    # The voids: the median of each channel's last recorded plane (of the first time point), as pycudadecon.
+    fill = [float(np.median(raw[0, c, -1])) for c in range(2)]
+    want = np.stack(
+        [np.stack([swap(deskew(swap(raw[t, c]), 31.5, 0.4, 0.104, fill=fill[c])) for c in range(2)]) for t in range(2)]
+    )
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-6 * want.max()
     assert img.scale["z"] == pytest.approx(0.4 * math.sin(math.radians(31.5)))
     deskew_attrs = img.attrs["bigdecon"]["deskew"]
-    assert deskew_attrs["angle"] == 31.5 and deskew_attrs["axis"] == axis
+    assert deskew_attrs["angle"] == 31.5 and deskew_attrs["axis"] == axis and deskew_attrs["fill"] == fill
 
 
 def test_bad_skew_input_is_one_line(tmp_path):
@@ -174,7 +178,8 @@ def test_deskew_pass_resumes_after_a_kill(tmp_path):
             src, str(out), skew_angle=31.5, sparse_iters=0, background=0, deconv_type=0, task_memory=15000, resume=True
         )
     assert 20 <= before <= info["resumed"] <= info["chunks"]  # only what was not recorded ran again
-    want = np.stack([np.stack([deskew(raw[t, c], 31.5, 0.4, 0.104) for c in range(2)]) for t in range(1)])
+    fill = [float(np.median(raw[0, c, -1])) for c in range(2)]
+    want = np.stack([np.stack([deskew(raw[t, c], 31.5, 0.4, 0.104, fill=fill[c]) for c in range(2)]) for t in range(1)])
     np.testing.assert_array_equal(open_image(str(out)).data.compute(), want)
     assert not (out / ".bigdecon-work").exists()
 

@@ -67,6 +67,7 @@ PIPELINE_KEYS = (
     "skew_axis",
     "psf_frame",
     "deskew_first",
+    "skew_fill",
     "rotate",
 )
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")

@@ -149,7 +149,7 @@ class DeskewContext:
     level: tuple[Any, ...]  # the input's stored level (ImageSource.level)
     selection: dict[int, Any]  # axis -> chosen channels (list) or first time point (int)
     output: str
-    fill: float
+    fill: tuple[float, ...]  # the voids' value, per processed channel
     run_id: str
 
     @property
@@ -179,6 +179,7 @@ def task_deskew(ctx: DeskewContext, region: Region) -> dict[str, float]:
     from ..io import write_block
 
     lay, plan = ctx.layout, ctx.plan
+    fill = ctx.fill[lay.channel_of(tuple(region[a][0] for a in lay.outer))]
     z, s = lay.axes.index("z"), lay.axes.index(plan.axis)
     planes, cols = region[z], region[s]
     source = dict(region)
@@ -195,9 +196,9 @@ def task_deskew(ctx: DeskewContext, region: Region) -> dict[str, float]:
     solver = np.transpose(solver, order)
     if plan.rotate is not None:
         origin = (source[z][0], source[s][0])
-        out = rotate_block(solver, plan.rotate, planes, cols, origin, ctx.fill)
+        out = rotate_block(solver, plan.rotate, planes, cols, origin, fill)
     else:
-        out = deskew_block(solver, plan.geometry, planes, cols, source[s][0], ctx.fill)
+        out = deskew_block(solver, plan.geometry, planes, cols, source[s][0], fill)
     out = np.transpose(out, np.argsort(order))
     for ax in lay.outer:
         out = np.expand_dims(out, ax)

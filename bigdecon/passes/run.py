@@ -450,6 +450,7 @@ def deconvolve(
     skew_axis: str = "x",
     psf_frame: str = "sample",
     deskew_first: bool = False,
+    skew_fill: float | None = None,
     rotate: bool = False,
     pyramid: bool = True,
 ) -> dict[str, Any]:
@@ -515,13 +516,14 @@ def deconvolve(
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
-    skew_angle, skew_axis, psf_frame, deskew_first, rotate
+    skew_angle, skew_axis, psf_frame, deskew_first, skew_fill, rotate
         A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
         degrees between the scan and the sheet, the axis the planes move along,
         the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
         as is), and whether to deskew before deconvolving (default: deconvolve
         the stack as recorded, then deskew). ``rotate``: write the coverslip frame instead
-        (deskewed and rotated, isotropic voxels). The output is deskewed, its z
+        (deskewed and rotated, isotropic voxels). ``skew_fill``: the voids' value
+        (default: the median of each channel's last recorded plane). The output is deskewed, its z
         step ``dz * sin(angle)``. See :mod:`bigdecon.passes.skewed` and docs/deskew.md.
     pyramid : bool
         Build the output's multiscale pyramid (an intermediate needs none).

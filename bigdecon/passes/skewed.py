@@ -39,7 +39,7 @@ from .deskew import DeskewContext, DeskewPlan, deskew_plan, skew_geometry, task_
 
 __all__ = ["SKEW_KEYS", "deconvolve_skewed", "skewed_plan", "split_skew"]
 
-SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first", "rotate")
+SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first", "skew_fill", "rotate")
 _PSF_KEYS = ("fwhm", "resolution", "psf", "psf_model", "na", "wavelength", "refractive_index", "sheet_thickness")
 _PSF_KEYS_ALL = (*_PSF_KEYS, "excitation_wavelength")
 _SELECTION_KEYS = ("channels", "timepoints")
@@ -51,7 +51,9 @@ def split_skew(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     Examples
     --------
     >>> split_skew({"fwhm": 3, "skew_angle": 31.5})
-    ({'skew_angle': 31.5, 'skew_axis': 'x', 'psf_frame': 'sample', 'deskew_first': False, 'rotate': False}, {'fwhm': 3})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ({'skew_angle': 31.5, 'skew_axis': 'x', 'psf_frame': 'sample', 'deskew_first': False, 'skew_fill': None,
+      'rotate': False}, {'fwhm': 3})
     """
     from ..params import PARAMETERS
 
@@ -307,11 +309,11 @@ def _run_skewed(
         level=tuple(ctx_src.level),
         selection=ctx_sel,
         output=writer.path,
-        fill=0.0,
+        fill=_fills(ctx_src, ctx_sel, ctx_layout, skew["skew_fill"], ledger),
         run_id=f"{os.getpid()}-{time.monotonic_ns()}",
     )
     maxima, resumed = _deskew_pass(ctx, ledger, run["client"], _offset(run["progress"], done_before), n_deskew)
-    attrs = _attrs(geometry, skew, summary["frame"], stage_info, run, maxima)
+    attrs = _attrs(ctx.fill, geometry, skew, summary["frame"], stage_info, run, maxima)
     lease.check()  # a run presumed dead and taken over finishes nothing
     writer.finalize(attrs=attrs)
     lease.check()
@@ -327,6 +329,36 @@ def _run_skewed(
         "resumed": stage_info.get("resumed", 0) + resumed,
         "stats": stage_info.get("stats", {}),
     }
+
+
+def _fills(src: Any, selection: dict[int, Any], layout: Layout, given: float | None, ledger: Any) -> tuple[float, ...]:
+    """The voids' value per channel: ``given``, or the median of the last recorded plane of the first volume
+    (of every channel), computed once and kept in the ledger for a resume."""
+    if given is not None:
+        return (float(given),) * layout.n_channels
+    stored = ledger.get("deskew-fill")
+    if stored is not None:
+        return tuple(float(v) for v in stored["fill"])
+    from ..io import read_region
+
+    fills = []
+    z = layout.axes.index("z")
+    for c in range(layout.n_channels):
+        index: list[Any] = []
+        for i, name in enumerate(layout.axes):
+            sel = selection.get(i)
+            if i == z:
+                index.append(slice(layout.shape[z] - 1, layout.shape[z]))
+            elif name == "c":
+                index.append([sel[c]] if isinstance(sel, list) else slice(c, c + 1))
+            elif i in layout.outer:
+                first = sel if isinstance(sel, int) else 0
+                index.append(slice(first, first + 1))
+            else:
+                index.append(slice(None))
+        fills.append(float(np.median(read_region(src.level, index))))
+    ledger.put("deskew-fill", {"fill": fills})
+    return tuple(fills)
 
 
 def _open_writer(
@@ -374,6 +406,7 @@ def _open_writer(
 
 
 def _attrs(
+    fill: tuple[float, ...],
     geometry: SkewGeometry,
     skew: Mapping[str, Any],
     frame: str,
@@ -394,9 +427,10 @@ def _attrs(
             "stage_step": geometry.dz,
             "z_step": geometry.z_step,
             "rotated": bool(skew["rotate"]),
-            "interpolation": "bilinear (plane, skew axis) from the recorded stack, to the coverslip frame; voids 0"
+            "interpolation": "bilinear (plane, skew axis) from the recorded stack, to the coverslip frame"
             if skew["rotate"]
-            else "linear along the skew axis; voids 0",
+            else "linear along the skew axis",
+            "fill": list(fill),
             "note": "deskewed: plane k moved by k*dz*cos(angle)/dx px along the skew axis; z step dz*sin(angle)",
         },
         "skewed_run": stage_info.get("attrs", {}),
