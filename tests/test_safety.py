@@ -142,6 +142,16 @@ def test_work_dir_inside_the_input_is_refused(where, raw, tmp_path, run_main):
     assert tree(raw) == before and not (tmp_path / "out.ome.zarr").exists()
 
 
+def test_a_work_folder_linked_into_the_input_is_refused(raw, tmp_path, run_main):
+    """A resumed run would write and free its intermediates through the link, in the user's dataset."""
+    out = interrupted(str(raw), tmp_path / "out.ome.zarr", after=4)
+    shutil.rmtree(out / ".bigdecon-work")
+    (out / ".bigdecon-work").symlink_to(raw)
+    before = tree(raw)
+    assert_refused(run_main("run", raw, out, *FAST, *CLUSTER, "--resume"), "work folder", "input")
+    assert tree(raw) == before
+
+
 # --------------------------------------------------------------------------- 2: overwrite removes only bigdecon's
 
 
@@ -163,6 +173,26 @@ def test_overwrite_refuses_an_image_bigdecon_did_not_write(raw, raw_array, tmp_p
     before = tree(out)
     assert_refused(run_main("run", raw, out, *FAST, *CLUSTER, "--overwrite"), "did not write", str(out))
     assert tree(out) == before
+
+
+def test_overwrite_refuses_a_foreign_image_on_an_object_store(raw, raw_array, run_main):
+    """The same on memory:// (an fsspec object store the CLI reaches in this process)."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://theirs-{uuid.uuid4().hex}/img.ome.zarr"
+    group = zarr.open_group(url, mode="w")
+    group.create_array("0", shape=raw_array.shape, chunks=(3, 32, 32), dtype="float32")[:] = raw_array
+    group.attrs["multiscales"] = [{"axes": ["t", "y", "x"], "datasets": [{"path": "0"}]}]
+    group.create_group("labels")
+    fs = fsspec.filesystem("memory")
+    before = sorted(fs.find(url))
+    try:
+        assert_refused(run_main("run", raw, url, *FAST, "--overwrite"), "did not write")
+        assert sorted(fs.find(url)) == before
+    finally:
+        fs.rm(url.rsplit("/", 1)[0], recursive=True)
 
 
 def test_overwrite_refuses_what_the_user_added_to_a_bigdecon_output(raw, tmp_path, run_main):
@@ -228,6 +258,7 @@ def test_kill_after_finalising_is_finished_by_resume(raw, tmp_path, run_main):
     bigdecon.deconvolve(str(raw), str(out), resume=True, **API)
     shutil.copytree(saved, out / ".bigdecon-work")  # as if killed between finalize and the removal
     image = np.asarray(open_image(out).data)
+    assert_refused(run_main("run", raw, out, *FAST, *CLUSTER), "is complete but still has the work folder", "--resume")
     proc = run_main("run", raw, out, *FAST, *CLUSTER, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert "already complete: removed the work folder" in proc.stdout
@@ -240,6 +271,7 @@ def test_interrupted_overwrite_names_the_command_that_recovers(raw, tmp_path, ru
     out = interrupted(str(raw), tmp_path / "out.ome.zarr", after=4)
     (out / "zarr.json").unlink()  # an --overwrite killed after removing the root metadata
     assert_refused(run_main("run", raw, out, *FAST, *CLUSTER, "--resume"), "root metadata is missing", "--overwrite")
+    assert_refused(run_main("run", raw, out, *FAST, *CLUSTER), "lost its root metadata", "use --overwrite")
     bigdecon.deconvolve(str(raw), str(out), overwrite=True, **API)  # the command named: allowed now
     np.testing.assert_array_equal(np.asarray(open_image(out).data), expected)
 
@@ -358,9 +390,10 @@ def test_k8s_manifest_annotations_are_redacted(run_main):
     assert proc.returncode == 0, proc.stderr
     import yaml
 
-    manifest = yaml.safe_load(proc.stdout)
+    manifest = next(m for m in yaml.safe_load_all(proc.stdout) if m and m.get("kind") == "DaskJob")
     notes = manifest["metadata"]["annotations"]
     assert notes["bigdecon/input"] == "https://***@data.example/raw.ome.zarr?token=***"
+    assert "INPUT carries credentials in its URL" in proc.stderr and "s3cret" not in proc.stderr
 
 
 @pytest.fixture
@@ -398,6 +431,8 @@ def test_resume_after_losing_g_over_http_with_credentials(http_server, tmp_path,
     stored = "".join(p.read_text(errors="replace") for p in out.rglob("*.json"))
     assert "s3cret" not in proc.stdout + proc.stderr and "s3cret" not in stored
     assert "alice" not in stored and "http://***@127.0.0.1" in proc.stdout
+    info = cli("info", http_server, "--fwhm", "3")
+    assert info.returncode == 0 and "s3cret" not in info.stdout + info.stderr, info.stderr
 
 
 @pytest.mark.slow

@@ -314,6 +314,12 @@ def submit_command(args: argparse.Namespace) -> int:
         _warn("--tls-ca-file/--tls-cert/--tls-key are for Slurm/PBS/LSF; on Kubernetes each job gets its own Secret")
     for message in warnings:
         _warn(message)
+    for what, path in (("INPUT", args.input), ("OUTPUT", args.output)):
+        if redact(path) != path:  # the annotations are redacted; the runner's arguments cannot be
+            _warn(
+                f"{what} carries credentials in its URL: they travel in the job's arguments, readable by "
+                "anyone who can read the DaskJob; give them through --storage-secret instead"
+            )
     if gpus > 0 and not looks_like_gpu_image(args.image):
         # 'dask cuda worker' is only in the CUDA image: CPU-image workers would crash-loop.
         default = " (the default on Kubernetes)" if args.gpus_per_worker is None else ""

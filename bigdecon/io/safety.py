@@ -339,11 +339,14 @@ class Lease:
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            holder = read_lease(self.output)
-            if (holder or {}).get("token") != self.token:
-                self.lost = True
-                return
-            write_atomic(self.path, self._doc(self.started), fsync=False)
+            try:
+                holder = read_lease(self.output)
+                if (holder or {}).get("token") != self.token:
+                    self.lost = True
+                    return
+                write_atomic(self.path, self._doc(self.started), fsync=False)
+            except OSError:  # a store's hiccup: the next beat tries again (stale only after STALE_SECONDS)
+                continue
 
     def check(self) -> None:
         """Raise when another run took the lease over: this one must not delete or finish anything."""

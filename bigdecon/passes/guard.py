@@ -46,6 +46,13 @@ def _stored(destination: str) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else {}
 
 
+def _work_dir(info: dict[str, Any]) -> str | None:
+    """The ``work_dir`` a run recorded: in its configuration while running, beside it once complete."""
+    if info.get("status") == "complete":
+        return info.get("work_dir")
+    return (info.get("config") or {}).get("work_dir")
+
+
 def _exists(path: str) -> bool:
     location, local = normalize(path)
     return os.path.lexists(location) if local else bool(filesystem(location).exists(location))
@@ -71,9 +78,11 @@ def check_resume(src: Any, destination: str, work_dir: str | os.PathLike[str] | 
                 "start again with --overwrite"
             )
         raise InputError(f"nothing to resume: {where} is not a bigdecon output")
+    if not info:
+        raise InputError(f"nothing to resume: {where} is not a bigdecon output (no bigdecon stamp)")
     config = info.get("config") or {}
     if info.get("status") == "complete":
-        if _exists(work_root(out, info.get("work_dir"))):
+        if _exists(work_root(out, _work_dir(info))):
             return "cleanup"
         raise InputError(f"nothing to resume: {where} is already complete")
     if config.get("version") != __version__:
@@ -96,7 +105,7 @@ def finish_cleanup(destination: str) -> str:
     out = normalize(destination)[0]
     lease = Lease.acquire(out)
     try:
-        root, local = normalize(work_root(out, (_stored(out) or {}).get("work_dir")))
+        root, local = normalize(work_root(out, _work_dir(_stored(out) or {})))
         lease.check()
         if local:
             shutil.rmtree(root)
@@ -127,8 +136,28 @@ def check_run(
     check_work_dir(source, work_dir)
     out = normalize(destination)[0]
     check_lease(out)
+    stored_dir = _work_dir(_stored(out) or {}) if resume else None
+    root = work_root(out, work_dir if work_dir is not None else stored_dir)
+    if same_or_nested(source, root):  # e.g. a .bigdecon-work that is a symlink into the input
+        raise InputError(f"the work folder {redact(root)} resolves to, into or around the input {redact(str(source))}")
     if resume:
         return check_resume(src, out, work_dir)
-    if overwrite and [n for n in listing(out) or [] if n != LEASE_NAME]:
+    present = [n for n in listing(out) or [] if n != LEASE_NAME]
+    if overwrite and present:
         owned_entries(out)
+    elif present:
+        _say_how_to_recover(out)
     return None
+
+
+def _say_how_to_recover(out: str) -> None:
+    """An existing output without --resume or --overwrite: name the one command that recovers its state."""
+    where = redact(out)
+    info = _stored(out)
+    if info is None and read_bytes(join(work_root(out), WORK_STAMP)) is not None:
+        raise InputError(f"output exists: {where} lost its root metadata (an interrupted --overwrite); use --overwrite")
+    if info and info.get("status") == "complete" and _exists(work_root(out, _work_dir(info))):
+        raise InputError(
+            f"output exists: {where} is complete but still has the work folder of the run that wrote it "
+            "(killed while cleaning up); use --resume to remove it"
+        )

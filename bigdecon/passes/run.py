@@ -586,6 +586,7 @@ def deconvolve(
         return {"output": normalize(destination)[0], "cleaned": finish_cleanup(destination), "chunks": 0, "resumed": 0}
     source_id = redact(normalize(source)[0])
     lease = Lease.acquire(normalize(destination)[0])  # after the checks: a refused run takes nothing
+    held = True
     try:
         if min_tasks is None:  # what the caller did not size, the cluster does
             sizing = run_sizing(client, destination, resume=resume, chunks=chunks, device=device)
@@ -752,6 +753,8 @@ def deconvolve(
                 BigdeconWarning,
                 stacklevel=2,
             )
+        lease.release()  # before the output is measured: the lease file is not part of it
+        held = False
         output_bytes = folder_bytes(writer.path)
         voxels = int(np.prod(layout.shape))
         return {
@@ -766,7 +769,8 @@ def deconvolve(
             "output_bytes": output_bytes,
         }
     finally:
-        lease.release()
+        if held:
+            lease.release()
 
 
 def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, output: str, device: str) -> TaskContext:

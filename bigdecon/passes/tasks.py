@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp
-from ..errors import BigdeconNotice, InputError, ProcessingError
+from ..errors import BigdeconNotice, BigdeconWarning, InputError, ProcessingError
 from ..io.paths import filesystem, join, normalize, remove_files
 from ..params import Params
 from ..planner import Layout, Plan, Region, deconv_face_pad
@@ -412,7 +412,14 @@ def _read_h(ctx: TaskContext, region: Region, grown: Region) -> np.ndarray:
             for i, (a, b) in box.items()
         )
 
-    remove_files(_chunk_paths(ctx.h, grown, ctx.run_id, keep=own))
+    try:
+        remove_files(_chunk_paths(ctx.h, grown, ctx.run_id, keep=own))
+    except OSError as e:  # costs space until the work folder goes, never the block
+        import warnings
+
+        warnings.warn(
+            f"could not free chunks of h ({e}); the work folder's removal will", BigdeconWarning, stacklevel=2
+        )
     return h
 
 
