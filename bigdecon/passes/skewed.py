@@ -314,6 +314,10 @@ def _run_skewed(
     )
     maxima, resumed = _deskew_pass(ctx, ledger, run["client"], _offset(run["progress"], done_before), n_deskew)
     attrs = _attrs(ctx.fill, geometry, skew, summary["frame"], stage_info, run, maxima)
+    if work_dir is not None:  # where a run killed after finalising left its work folder (guard._work_dir)
+        from ..io.paths import redact
+
+        attrs["work_dir"] = redact(work_dir)
     lease.check()  # a run presumed dead and taken over finishes nothing
     writer.finalize(attrs=attrs)
     lease.check()
