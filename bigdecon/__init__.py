@@ -22,8 +22,18 @@ from .solvers import (
     spatial_upsample,
 )
 
+# Subpackages and modules reachable as attributes (``bigdecon.io.write_image``), imported on first use.
+_SUBMODULES = frozenset(
+    ("cli", "cluster", "data", "demo", "hpc", "io", "k8s", "params", "passes", "pipeline", "planner", "progress")
+    + ("solvers", "stages", "suggest")
+)
+
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     # The out-of-core layer pulls in distributed and zarr: load it on first use.
     if name in ("deconvolve", "plan"):
         from . import passes

@@ -165,6 +165,10 @@ def run_demo(
         client, own_cluster = make_client()
     try:
         samples = _samples()
+        if device != "gpu":
+            t = time.perf_counter()
+            _compile_cpu_kernels(samples)
+            log(f"CPU kernels ready (Numba, compiled once and cached on disk): {time.perf_counter() - t:.1f} s")
         outputs: dict[str, str] = {}
         rows = []
         results: dict[str, dict[str, float]] = {}
@@ -224,6 +228,19 @@ def run_demo(
     log(f"                     (and {outputs['filaments_raw']}, {outputs['filaments_truth']}, ... in {out})")
     log(f"Demo finished in {seconds:.0f} s")
     return {"outputs": outputs, "png": png, "psnr": results, "seconds": seconds}
+
+
+def _compile_cpu_kernels(samples: list[dict[str, Any]]) -> None:
+    """Run the method once on a corner of each sample, so that the times reported are the runs'.
+
+    The first call of the fused CPU kernels compiles them (about 40 s on two cores);
+    Numba caches the result on disk, and the workers load it from there.
+    """
+    from .pipeline import sparse_deconvolve
+
+    for s in samples:
+        corner = s["raw"][tuple(slice(0, min(n, 24)) for n in s["raw"].shape)]
+        sparse_deconvolve(corner, fwhm=list(s["fwhm"]), sparse_iters=2, deconv_iters=1)
 
 
 def _samples() -> list[dict[str, Any]]:

@@ -539,6 +539,7 @@ class Parameter:
     commands: tuple[str, ...] = ("run", "info", "submit")
     form: str = "value"  # "value", "values" (several tokens), "switch" (store_true), "tristate" (--x/--no-x)
     explicit: bool = False  # submit states it even at its default (the image's defaults may differ)
+    short: str | None = None  # a one-letter flag beside the long one, e.g. "-v"
 
     @property
     def flag(self) -> str:
@@ -943,6 +944,17 @@ PARAMETERS: dict[str, Parameter] = {
             "general",
             commands=(*_RUN, "demo", "suggest"),
             form="switch",
+        ),
+        Parameter(
+            "print_config",
+            False,
+            _flag("print_config"),
+            "print the resolved configuration (TOML, reusable with --config) before the run; without it "
+            "one line names the options that differ from the defaults (the output stores all of them)",
+            "general",
+            commands=("run",),
+            form="switch",
+            short="-v",
         ),
         # Not a cluster option: `submit` forwards it to the job that connects.
         Parameter(

@@ -56,7 +56,8 @@ class _Progress:
     def __init__(self, voxels: int | None, clock: Callable[[], float]) -> None:
         self.voxels = int(voxels or 0)
         self.clock = clock
-        self.start = clock()
+        self.start = clock()  # the run's start: what "elapsed" counts from
+        self.work_start = self.start  # the first report's time: what the rate and ETA count from
         self.done = 0
         self.total = 0
         # Tasks an earlier run finished (a resumed run reports them at once):
@@ -68,7 +69,7 @@ class _Progress:
         done, total = int(done), int(total)
         if not self._seen:
             self.resumed = done  # the first report: what was done before this session
-            self.start = self.clock()
+            self.work_start = self.clock()
             self._seen = True
         elif done - self.done > 1:
             # Tasks finish one by one; a jump is the next pass's share of an earlier run.
@@ -81,7 +82,7 @@ class _Progress:
 
     def rate_and_eta(self, now: float) -> tuple[float | None, float | None]:
         """Voxels per second and seconds left from this session's work; ``None`` before any."""
-        elapsed = max(now - self.start, 1e-9)
+        elapsed = max(now - self.work_start, 1e-9)
         new = self.done - self.resumed
         if new <= 0 or not self.total:
             return None, None

@@ -155,7 +155,22 @@ def _haar(sub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mad_sigma(d: np.ndarray) -> float:
-    return float(1.4826 * np.median(np.abs(d - np.median(d))))
+    """Robust standard deviation: 1.4826 x the median absolute deviation.
+
+    Integer data give Haar details on a grid of 0.5, where a plain median jumps
+    by whole steps and is 0 once the noise is below one grey level (a dim uint8
+    stack). There each value stands for its interval of the grid, and the median
+    is interpolated within the interval it falls in (the median of grouped data).
+    """
+    step = 0.5
+    if not np.array_equal(d / step, np.round(d / step)):
+        return float(1.4826 * np.median(np.abs(d - np.median(d))))
+    k = np.abs(np.round((d - np.round(np.median(d) / step) * step) / step))  # |d - median| in steps
+    mid = float(np.quantile(k, 0.5, method="lower"))  # a value of the grid
+    below, inside = float(np.mean(k < mid)), float(np.mean(k == mid))
+    # Step 0 stands for [0, step/2): |d - median| below half a step; step j >= 1 for (j -+ 1/2) steps.
+    lo, width = (0.0, step / 2) if mid == 0 else ((mid - 0.5) * step, step)
+    return float(1.4826 * (lo + (0.5 - below) / inside * width))
 
 
 def estimate_noise(image: Any) -> tuple[float, float | None, float | None]:
@@ -210,25 +225,11 @@ def _noise(d: np.ndarray, level: np.ndarray) -> tuple[float, float | None, float
 
 
 def _psf_fwhm(psf: np.ndarray) -> tuple[float, float | None]:
-    """FWHM in pixels of a PSF along x and (for a 3-D PSF) z, by linear interpolation of the profile."""
-    p = np.asarray(psf, dtype=np.float64)
-    c = tuple(int(i) for i in np.unravel_index(int(np.argmax(p)), p.shape))
+    """FWHM in pixels of a PSF along x and (for a 3-D PSF) z: the widths ``bigdecon info`` reports."""
+    from .solvers.psf import psf_fwhm
 
-    def width(profile: np.ndarray, i: int) -> float:
-        half = profile[i] / 2.0
-        lo = i
-        while lo > 0 and profile[lo - 1] > half:
-            lo -= 1
-        hi = i
-        while hi < len(profile) - 1 and profile[hi + 1] > half:
-            hi += 1
-        left = lo - (profile[lo] - half) / (profile[lo] - profile[lo - 1]) if lo > 0 else lo - 0.5
-        right = hi + (profile[hi] - half) / (profile[hi] - profile[hi + 1]) if hi < len(profile) - 1 else hi + 0.5
-        return float(right - left)
-
-    fx = width(p[c[:-1]], c[-1])
-    fz = width(p[(slice(None),) + c[1:]], c[0]) if p.ndim == 3 else None
-    return fx, fz
+    widths = psf_fwhm(psf)
+    return float(widths[-1]), (float(widths[0]) if len(widths) == 3 else None)
 
 
 def _out_of_focus(psf: Any, fwhm_z: float | None) -> float | None:

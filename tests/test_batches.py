@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from conftest import filaments
+from helpers import filaments
 from test_chunked import write_input
 
 import bigdecon

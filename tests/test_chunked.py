@@ -5,7 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from conftest import filaments
+from helpers import filaments
 
 import bigdecon
 from bigdecon.io import open_image, write_image

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Ran, cli, stop_process_groups
+from helpers import Ran, cli, stop_process_groups
 
 from bigdecon import data
 from bigdecon.io import OmeZarrWriter, open_image, write_block
@@ -125,8 +125,12 @@ def test_run_end_to_end(small, tmp_path):
     proc = cli("run", small, out, *FAST, *CLUSTER)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    # The resolved configuration comes first, as reusable TOML.
-    assert "sparse_iters = 10" in proc.stdout and "fwhm = [3.0]" in proc.stdout
+    # One line first: what runs, with the options that are not defaults (the whole configuration on request).
+    first = proc.stdout.splitlines()[0]
+    assert first.endswith(
+        "(--fwhm 3 --sparse-iters 10 --deconv-iters 3 --workers 1 --threads-per-worker 2; all: --print-config)"
+    )
+    assert "# configuration" not in proc.stdout
     assert "tasks (" in proc.stderr  # progress lines (not a TTY: plain lines)
     assert "voxel/s" in proc.stdout and f"napari --plugin napari-ome-zarr {out}" in proc.stdout
     # The plan printed before the run is the one that runs: one task count everywhere.
@@ -155,7 +159,7 @@ def test_config_file_with_command_line_override(small, tmp_path, fmt):
     config = tmp_path / f"options.{fmt}"
     config.write_text(text)
     out = tmp_path / "out.ome.zarr"
-    proc = cli("run", small, out, "--config", config, "--sparse-iters", "5", "--threads-per-worker", "2")
+    proc = cli("run", small, out, "--config", config, "--sparse-iters", "5", "--threads-per-worker", "2", "-v")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stored = stored_config(out)
     assert stored["sparse_iters"] == 5  # the command line wins
@@ -269,7 +273,18 @@ def two_channels(tmp_path_factory) -> Path:
 def test_per_channel_psf_sizes_end_to_end(two_channels, tmp_path, run_main):
     out = tmp_path / "out.ome.zarr"
     proc = cli(
-        "run", two_channels, out, "--fwhm", "0=3", "1=4.2,4.2", "--sparse-iters", "5", "--deconv-iters", "2", *CLUSTER
+        "run",
+        two_channels,
+        out,
+        "--fwhm",
+        "0=3",
+        "1=4.2,4.2",
+        "--sparse-iters",
+        "5",
+        "--deconv-iters",
+        "2",
+        *CLUSTER,
+        "--print-config",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fwhm = {0 = [3.0], 1 = [4.2, 4.2]}" in proc.stdout
@@ -350,6 +365,7 @@ def test_demo(tmp_path):
         for kind in ("raw", "truth", "rl", "sparse"):
             assert open_image(out / f"{name}_{kind}.ome.zarr").shape
     assert "PSNR" in proc.stdout and "napari --plugin napari-ome-zarr" in proc.stdout
+    assert "CPU kernels ready (Numba, compiled once and cached on disk)" in proc.stdout  # not in the runs' times
 
 
 def test_demo_psnr_ignores_gain_and_offset():
@@ -614,8 +630,7 @@ def test_ctrl_c_then_resume(tmp_path):
     src = write_ome(tmp_path / "in.ome.zarr", raw, chunks=(6, 64, 64))
     out = tmp_path / "out.ome.zarr"
     args = ["run", src, out, *FAST, "--chunks", "t=6,y=64,x=64", *CLUSTER]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "PYTHONWARNINGS")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -636,12 +651,40 @@ def test_ctrl_c_then_resume(tmp_path):
         stop_process_groups([proc])
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert "leaked" not in stderr and "Warning" not in stderr, stderr  # workers killed mid-task: quiet
     assert stderr.strip().splitlines()[-1] == "bigdecon: interrupted (continue later with --resume)"
     assert_no_image(out)
     again = cli("run", *args[1:], "--resume")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resumed from an earlier run" in again.stdout, again.stdout
     assert open_image(out).shape == (12, 128, 128)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_cluster_starts(small, tmp_path):
+    """Ctrl-C to the process group as the local cluster starts: held until it is up, then closed;
+    the one line and exit 130, no tracebacks of workers hit as they start, no warnings."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "PYTHONWARNINGS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bigdecon.cli", "run", str(small), str(tmp_path / "out.ome.zarr"), *FAST, *CLUSTER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        while not (line := proc.stdout.readline()).startswith(("Input", "Dask")) and line:
+            pass  # the cluster starts right after the Input line
+        time.sleep(0.5)  # its processes are being started now
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        stop_process_groups([proc])
+    assert proc.returncode == 130, (stdout, stderr)
+    lines = [line for line in stderr.splitlines() if not line.startswith("[")]  # not the progress lines
+    assert lines == ["bigdecon: interrupted (continue later with --resume)"], stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -753,3 +796,33 @@ def test_psf_file_from_an_object_store():
     fsspec.filesystem("memory").pipe_file("/psfs/a.npy", buf.getvalue())
     loaded = load_psf("memory://psfs/a.npy")
     assert loaded.shape == (9, 9) and np.allclose(loaded / loaded.sum(), psf / psf.sum())
+
+
+@pytest.mark.slow  # nine CLI processes
+def test_bad_inputs_get_at_most_three_lines(small, tmp_path):
+    # Through the real CLI: everything is checked before anything is printed.
+    (tmp_path / "existing.ome.zarr").mkdir()
+    (tmp_path / "existing.ome.zarr" / "file").write_text("not bigdecon's")
+    bad = [
+        (["run", small, small / "out.ome.zarr", "--fwhm", "2"], "inside the input"),
+        (["run", tmp_path / "missing.ome.zarr", tmp_path / "o.ome.zarr", "--fwhm", "2"], "not found"),
+        (["run", small, tmp_path / "o.ome.zarr", "--fwhm", "-1"], "fwhm"),
+        (["run", small, tmp_path / "o.ome.zarr"], "psf size"),
+        (["run", small, tmp_path / "existing.ome.zarr", "--fwhm", "2"], "output exists"),
+        (["run", small, tmp_path / "o.ome.zarr", "--fwhm", "2", "--deconv-type", "9"], "deconv_type"),
+        # Abbreviated options are refused, not read as --background / --fidelity.
+        (["run", small, tmp_path / "o.ome.zarr", "--fwhm", "2", "--back", "2", "--fid", "300"], "--back"),
+        # An explicit Gaussian model with the optics: refused, not silently a widefield PSF.
+        (
+            ["run", small, tmp_path / "o.ome.zarr", "--na", "1.1", "--wavelength", "0.46", "--psf-model", "gaussian"],
+            "gaussian",
+        ),
+        (["info", small, "--fwhm", "2", "--deconv-type", "9"], "deconv_type"),
+    ]
+    for args, word in bad:
+        proc = cli(*args)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        assert proc.returncode == 2 and len(lines) <= 3, (args, proc.stdout, proc.stderr)
+        assert_usage_error(proc, word)
+    assert not (tmp_path / "o.ome.zarr").exists()
+    assert (tmp_path / "existing.ome.zarr" / "file").read_text() == "not bigdecon's"

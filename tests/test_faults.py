@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import filaments
+from helpers import filaments
 from test_chunked import write_input
 
 import bigdecon

@@ -2,7 +2,8 @@
 workers against the CPU result, and the Kubernetes GPU worker command.
 
 All of them are marked ``gpu`` and skip cleanly without CuPy and a CUDA device
-(CI has none). On a machine with a GPU: ``pytest -m gpu -q tests/`` or, with
+(CI has none; there tests/test_fake_gpu.py runs the solver tests on a strict CuPy
+stand-in). On a machine with a GPU: ``pytest -m gpu -q tests/`` or, with
 the benchmark rows too, ``bash benchmarks/gpu_check.sh``.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import filaments, stopped_at_exit, wait_for_port
+from helpers import filaments, stopped_at_exit, wait_for_port
 
 import bigdecon
 from bigdecon._backend import gpu_available

@@ -14,7 +14,7 @@ from pathlib import Path
 import dask_jobqueue  # noqa: F401,E402  (the test extra)
 import numpy as np
 import pytest
-from conftest import stopped_at_exit, wait_for_port  # noqa: E402
+from helpers import stopped_at_exit, wait_for_port  # noqa: E402
 
 from bigdecon import hpc  # noqa: E402
 

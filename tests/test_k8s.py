@@ -19,7 +19,7 @@ import kubernetes  # noqa: F401,E402
 import kubernetes_validate  # noqa: E402
 import pytest
 import yaml
-from conftest import stop_process_groups, wait_for_port
+from helpers import stop_process_groups, wait_for_port
 
 from bigdecon import k8s, params
 from bigdecon.cli.submit import EXPLICIT_RUN_OPTIONS, pod_path_problems, psf_files, psf_paths

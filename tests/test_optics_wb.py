@@ -5,7 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from conftest import cli
+from helpers import cli
 
 import bigdecon
 from bigdecon.data import filaments_timelapse
@@ -76,6 +76,10 @@ def test_optics_psf_is_used_as_a_measured_psf(stores, tmp_path):
     b = np.asarray(open_image(tmp_path / "b.zarr").data)
     np.testing.assert_array_equal(np.asarray(a.data), b)
     assert a.attrs["bigdecon"]["parameters"]["psf_shape"] == list(psf.shape)
+    # What is recorded is what ran: the optics model and its PSF, then the measured PSF.
+    assert a.attrs["bigdecon"]["psf_model"] == "widefield"
+    assert a.attrs["bigdecon"]["optics_psf"][0]["shape"] == list(psf.shape)
+    assert open_image(tmp_path / "b.zarr").attrs["bigdecon"]["psf_model"] == "measured"
 
 
 def test_optics_psf_needs_pixel_sizes(stores, run_main):
@@ -167,7 +171,7 @@ def test_cli_info_prints_the_final_step_and_its_iterations(stores, run_main):
 def test_cli_run_deconv_type_3_records_its_default_iterations(stores, tmp_path, raw):
     dest = tmp_path / "wb_default.ome.zarr"
     args = ["--fwhm", "3", "--sparse-iters", "10", "--deconv-type", "3", "--workers", "1", "--threads-per-worker", "1"]
-    proc = cli("run", stores["tyx"], dest, *args)
+    proc = cli("run", stores["tyx"], dest, *args, "--print-config")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "deconv_iters = 2" in proc.stdout  # the configuration printed (and reusable) states the number
     assert open_image(dest).attrs["bigdecon"]["parameters"]["deconv_iters"] == 2
@@ -206,7 +210,8 @@ def test_cli_run_deconv_type_3(stores, tmp_path, raw):
     args = ["--fwhm", "3", "--sparse-iters", "10", "--deconv-type", "3", "--deconv-iters", "2", "--wb-order", "10"]
     proc = cli("run", stores["tyx"], out, *args, "--workers", "1", "--threads-per-worker", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "deconv_type = 3" in proc.stdout and "wb_order = 10" in proc.stdout
+    first = proc.stdout.splitlines()[0]  # the options that are not defaults, in one line
+    assert "--deconv-type 3" in first and "--wb-order 10" in first, first
     img = open_image(out)
     assert img.attrs["bigdecon"]["parameters"]["deconv_type"] == 3
     assert img.attrs["bigdecon"]["parameters"]["wb_order"] == 10

@@ -140,8 +140,8 @@ def test_3d_step5_blocks_come_in_whole_waves():
 @pytest.mark.slow
 def test_a_run_with_the_default_blocks_equals_the_whole_array(tmp_path):
     """The default blocks of a 2-thread cluster, end to end (read, halo, write), equal the in-memory call."""
-    from conftest import filaments
     from distributed import Client, LocalCluster
+    from helpers import filaments
     from test_chunked import write_input
 
     data = filaments((20, 160, 176), seed=8)[0]

@@ -58,7 +58,7 @@ def test_published_periodic_time_axis_differs_at_the_ends(reference):
 
 def test_committed_copy_is_the_shared_reference():
     """tests/data/reference is a copy of ../shared/reference: it must not drift from it."""
-    from conftest import REFERENCE, SHARED_REFERENCE
+    from helpers import REFERENCE, SHARED_REFERENCE
 
     if not SHARED_REFERENCE.is_dir():
         pytest.skip(f"no {SHARED_REFERENCE} beside this checkout to compare with")

@@ -12,7 +12,7 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
-from conftest import filaments
+from helpers import filaments
 from test_chunked import write_input
 
 import bigdecon

@@ -20,7 +20,6 @@ from bigdecon import (
     sparse_hessian,
     spatial_upsample,
 )
-from bigdecon.solvers import _fused_cpu
 
 # The module, not the function of the same name that the package exports.
 sh_module = importlib.import_module("bigdecon.solvers.sparse_hessian")
@@ -79,7 +78,6 @@ def test_tcontinuity_couples_planes(stack):
     assert np.abs(coupled - single).max() > 1e-3
 
 
-@pytest.mark.skipif(not _fused_cpu.available(), reason="Numba not installed")
 @pytest.mark.parametrize("shape", [(5, 40, 37), (1, 33, 64), (2, 17, 90), (7, 64, 3 * 31)])
 def test_fused_kernels_equal_array_expressions(shape):
     rng = np.random.default_rng(1)
@@ -101,7 +99,6 @@ def test_fused_kernels_equal_array_expressions(shape):
         assert np.abs(results[0] - results[1]).max() <= 1e-6 * scale
 
 
-@pytest.mark.skipif(not _fused_cpu.available(), reason="Numba not installed")
 @pytest.mark.parametrize("shape", [(7, 64, 93), (3, 51, 64), (2, 45, 64)])
 def test_fused_kernels_give_the_same_result_on_two_threads(monkeypatch, shape):
     """Each thread restarts its rolling rows where its run of rows begins: no thread count changes a bit."""

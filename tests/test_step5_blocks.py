@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.fft
-from conftest import filaments
+from helpers import filaments
 from test_chunked import write_input
 
 import bigdecon
@@ -324,8 +324,8 @@ def test_resume_after_an_interrupted_3d_pass(tmp_path, volume):
 
 @pytest.mark.slow
 def test_a_dead_worker_during_the_3d_pass(tmp_path, volume):
-    from conftest import stopped_at_exit
     from distributed import Client
+    from helpers import stopped_at_exit
 
     params = dict(fwhm=(4, 3, 3), sparse_iters=10, background=0, task_memory=12 * 2**20, min_tasks=1)
     src = write_input(str(tmp_path / "in.zarr"), volume, "zyx", (6, 40, 44))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli
+from helpers import cli
 
 import bigdecon
 from bigdecon.data import filaments_timelapse

@@ -2,9 +2,11 @@
 
 Every option of ``bigdecon run`` can also come from a ``--config`` file (TOML or
 YAML, keys are the option names with underscores); options on the command line
-win over the file. The resolved configuration is printed at the start (as TOML,
-so it can be saved and reused) and stored with the output. The options, their
-defaults and their checks come from :data:`bigdecon.params.PARAMETERS`.
+win over the file. Everything is checked before anything is printed; a run then
+names the options that differ from the defaults in one line, and ``--print-config``
+(``-v``) prints the whole resolved configuration (as TOML, so it can be saved and
+reused); the output stores it either way. Abbreviated options are refused. The
+options, their defaults and their checks come from :data:`bigdecon.params.PARAMETERS`.
 
 Exit codes: 0 success; 2 bad usage or bad input (one line on stderr naming the
 problem); 1 a failure while processing (one line; ``--debug`` adds the traceback);

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -80,8 +82,67 @@ def quiet_dask(args: argparse.Namespace, debug: bool) -> None:
 
 
 def client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpus: bool = False) -> tuple[Any, Any]:
-    from ..cluster import SCHEDULER_TIMEOUT, make_client
+    """The client of ``run``: a local cluster whose processes leave Ctrl-C to this one, or a scheduler.
 
+    A terminal's Ctrl-C reaches the whole process group. The workers ignore it once
+    started (a preload, :func:`bigdecon.cluster.make_client`), but one hit while it
+    started printed a traceback and left semaphores behind ("leaked semaphore" at
+    exit), and this process, interrupted inside the cluster's start, printed another
+    at exit. So the workers are forked by a server that ignores SIGINT (they inherit
+    that from birth), and a Ctrl-C while the cluster starts is held until it is up,
+    then closes it.
+    """
+    from ..cluster import SCHEDULER_TIMEOUT, close, make_client
+
+    if resolved["scheduler"] or threading.current_thread() is not threading.main_thread():
+        return _make_client(make_client, SCHEDULER_TIMEOUT, resolved, task_memory, gpus)
+    _fork_workers_deaf_to_ctrl_c()
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        client, cluster = _make_client(make_client, SCHEDULER_TIMEOUT, resolved, task_memory, gpus)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        close(client, cluster)
+        raise KeyboardInterrupt
+    return client, cluster
+
+
+_TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _fork_workers_deaf_to_ctrl_c() -> None:
+    """Worker processes from multiprocessing's fork server, started with SIGINT ignored.
+
+    The server restores in each child the SIGINT handling it was started with, and
+    an ignored signal stays ignored across exec: so every worker, a restarted one
+    too, ignores Ctrl-C from its first instruction. The window with SIGINT ignored
+    here is only the server's spawn (milliseconds); it loads its modules after.
+    """
+    import multiprocessing.forkserver
+
+    import dask
+    from distributed.utils import get_mp_context
+
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    get_mp_context()  # sets the server's preloaded modules before it starts
+    # Workers killed mid-task on Ctrl-C leave their queues' semaphores to multiprocessing's
+    # resource tracker, which removes them at exit and warns "leaked semaphore objects"
+    # while doing so. The tracker (started next, for the server) takes this process's -W
+    # options: its warning, which asks nothing of the user, stays off the terminal.
+    if _TRACKER_QUIET not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_QUIET)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _make_client(
+    make_client: Any, timeout: float, resolved: dict[str, Any], task_memory: int | None, gpus: bool
+) -> tuple[Any, Any]:
     return make_client(
         workers=resolved["workers"],
         threads_per_worker=resolved["threads_per_worker"],
@@ -90,7 +151,7 @@ def client_for(resolved: dict[str, Any], task_memory: int | None = None, *, gpus
         scheduler=resolved["scheduler"],
         dashboard_address=resolved["dashboard_address"],
         task_memory=task_memory,
-        scheduler_timeout=resolved.get("scheduler_timeout") or SCHEDULER_TIMEOUT,
+        scheduler_timeout=resolved.get("scheduler_timeout") or timeout,
         log_level=logging.WARNING if resolved.get("debug") else logging.CRITICAL,
     )
 

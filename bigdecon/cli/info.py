@@ -48,7 +48,8 @@ def info_command(args: argparse.Namespace) -> int:
         sizes.append(
             f"{ax} {src.scale.get(ax, 1.0):g} {unit}" if unit else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
         )
-    say(
+    # The image and the plan are printed once both are known: bad options give the one-line error alone.
+    lines = [
         f"{src.path or args.path}",
         f"  format:      {fmt}",
         f"  axes:        {''.join(src.axes)}",
@@ -57,12 +58,12 @@ def info_command(args: argparse.Namespace) -> int:
         f"  chunks:      {shape_text(stored)}",
         f"  pixel size:  {', '.join(sizes)}",
         f"  size:        {format_bytes(int(np.prod(src.shape)) * np.dtype(src.dtype).itemsize)}",
-    )
+    ]
     n_channels = src.shape[src.axes.index("c")] if "c" in src.axes else 1
     labels = [str(c.get("label", "")) for c in (src.channels or [])]
     if "c" in src.axes or labels:
         shown = [f"{i} {labels[i]!r}" if i < len(labels) and labels[i] else str(i) for i in range(n_channels)]
-        say(f"  channels:    {', '.join(shown)}")
+        lines.append(f"  channels:    {', '.join(shown)}")
     made = (src.attrs or {}).get("bigdecon") if isinstance(getattr(src, "attrs", None), dict) else None
     if isinstance(made, dict) and made.get("parameters"):
         params = made["parameters"]
@@ -76,7 +77,7 @@ def info_command(args: argparse.Namespace) -> int:
             if params.get("psf_shape")
             else "none"
         )
-        say(
+        lines.append(
             f"  made by:     bigdecon {made.get('version', '?')} (sparse_iters {params.get('sparse_iters')}, "
             f"PSF FWHM {what})"
         )
@@ -95,6 +96,7 @@ def info_command(args: argparse.Namespace) -> int:
     k_name = next((a for a in ("z", "t") if a in plan["axes"]), None)
     overlap = ", ".join(f"{k_name if n == 'k' else n} {v}" for n, v in depth.items()) or "none (no sparse step)"
     say(
+        *lines,
         "planned run:" + note,
         f"  output shape:     {shape_text(plan['output_shape'])} ({plan['axes']}), {resolved['output_dtype']}",
         f"  overlap per axis: {overlap}",

@@ -29,6 +29,7 @@ __all__ = [
     "check_parameters",
     "given",
     "method_kwargs",
+    "options_argv",
     "parameters",
     "resolve_options",
     "run_argv_from_args",
@@ -147,7 +148,16 @@ def split_values(argv: Sequence[str]) -> list[str]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors, like every other bigdecon error, and :func:`split_values`."""
+    """argparse with one-line usage errors, like every other bigdecon error, and :func:`split_values`.
+
+    Abbreviated options are refused (``--back 2`` is not ``--background 2``): a
+    later option that shares the prefix would silently change their meaning.
+    Subcommands' parsers are of this class too (argparse's ``parser_class``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
@@ -161,14 +171,15 @@ class Parser(argparse.ArgumentParser):
 
 def _add(group: Any, p: Parameter) -> None:
     text = p.help_text()
+    flags = [p.short, p.flag] if p.short else [p.flag]
     if p.form == "values":
-        group.add_argument(p.flag, nargs="+", action="extend", metavar=p.metavar, help=text)
+        group.add_argument(*flags, nargs="+", action="extend", metavar=p.metavar, help=text)
     elif p.form == "switch":
-        group.add_argument(p.flag, action="store_true", default=None, help=text)
+        group.add_argument(*flags, action="store_true", default=None, help=text)
     elif p.form == "tristate":
-        group.add_argument(p.flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=text)
     else:
-        group.add_argument(p.flag, metavar=p.metavar, help=text)
+        group.add_argument(*flags, metavar=p.metavar, help=text)
 
 
 def _add_groups(parser: argparse.ArgumentParser, command: str, groups: Sequence[str]) -> dict[str, Any]:
@@ -260,6 +271,9 @@ def resolve_options(args: argparse.Namespace, *, cluster: bool = True) -> dict[s
             raise InputError(where + str(exc)) from None
     if "deconv_iters" in resolved:  # its default depends on deconv_type: state the number everywhere
         resolved["deconv_iters"] = resolve_deconv_iters(resolved["deconv_iters"], resolved.get("deconv_type"))
+    model_given = getattr(args, "psf_model", None) is not None or "psf_model" in from_file
+    if not model_given and any(resolved.get(k) is not None for k in ("na", "wavelength")):
+        resolved["psf_model"] = "widefield"  # the model that runs, so that the record says so
     return resolved
 
 
@@ -293,13 +307,27 @@ def run_argv_from_args(args: argparse.Namespace, *, explicit: Sequence[str] = ()
     are left out, and a ``--config`` file is expanded into options (the
     workers that run the command may not see the file).
     """
-    resolved = resolve_options(args, cluster=False)
+    return options_argv(resolve_options(args, cluster=False), explicit=explicit)
+
+
+def options_argv(resolved: dict[str, Any], *, explicit: Sequence[str] = ()) -> list[str]:
+    """Resolved options as command-line arguments: those that differ from their defaults, and ``explicit``.
+
+    Examples
+    --------
+    >>> from bigdecon.params import PARAMETERS
+    >>> resolved = {k: p.default for k, p in PARAMETERS.items()}
+    >>> options_argv({**resolved, "fwhm": [3.0], "sparse_iters": 50})
+    ['--fwhm', '3', '--sparse-iters', '50']
+    """
     argv: list[str] = []
     for key, value in resolved.items():
         p = parameters()[key]
         default = p.default
         if key == "deconv_iters":  # resolved above; its default is the one of the deconv_type
             default = resolve_deconv_iters(None, resolved.get("deconv_type"))
+        if key == "psf_model" and key not in explicit and resolved.get("na") is not None:
+            default = "widefield"  # what --na and --wavelength choose without it
         if value is None or (value == default and key not in explicit):
             continue
         if isinstance(value, bool):
@@ -323,7 +351,13 @@ def method_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
     """
     kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
     if kwargs.get("psf_model") == "gaussian":
-        del kwargs["psf_model"]  # the default: a Gaussian of --fwhm/--resolution, or --psf
+        stated = [f"--{k}" for k in ("na", "wavelength") if resolved.get(k) is not None]
+        if stated:
+            raise InputError(
+                f"--psf-model gaussian takes --fwhm, --resolution or --psf, not {' and '.join(stated)} "
+                "(leave --psf-model out for the widefield model)"
+            )
+        del kwargs["psf_model"]  # a Gaussian of --fwhm/--resolution, or --psf
     given_psf = [k for k in PSF_KEYS if resolved.get(k) is not None]
     if len(given_psf) > 1:
         raise InputError(f"give one of --fwhm, --resolution or --psf, not {' and '.join('--' + k for k in given_psf)}")

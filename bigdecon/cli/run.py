@@ -18,7 +18,7 @@ from ._common import (
     shape_text,
 )
 from .config import fmt_number, format_config
-from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, resolve_options
+from .options import WRITE_KEYS, add_cluster_options, add_run_options, check_parameters, options_argv, resolve_options
 
 __all__ = ["add_parser", "run_command"]
 
@@ -49,24 +49,33 @@ def _check_cheap(resolved: dict[str, Any]) -> None:
     check_parameters(resolved)
 
 
-def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, Any]:
+def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """``--auto``: the measured choice into ``resolved`` (given parameters are imposed on every candidate).
 
     Returns the suggestion's record (parameters, candidates with their losses, winner, why) for the
-    output's attributes.
+    output's attributes, and the lines that say what it chose (printed once the run is checked).
     """
     from .suggest import candidate_table, suggestion_for
 
     s = suggestion_for(args, resolved)
     resolved.update(s.as_kwargs())
     chosen = ", ".join(f"{k} {fmt_number(v)}" for k, v in s.as_kwargs().items())
-    say(
+    lines = [
         f"--auto: {len(s.candidates)} candidates on {len(s.blocks)} blocks in {s.seconds:.1f} s",
         *candidate_table(s),
         f"--auto chose {s.winner}: {s.why}",
         f"  {chosen}",
-    )
-    return s.to_dict()
+    ]
+    return s.to_dict(), lines
+
+
+def _header(args: argparse.Namespace, resolved: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What the run starts with: the whole configuration on request, else the options that are not defaults."""
+    first = f"bigdecon {__version__}: {redact(args.input)} -> {redact(args.output)}"
+    if resolved["print_config"]:
+        return [first, "# configuration (reusable with --config)", format_config(redact(record)), ""]
+    changed = options_argv({k: v for k, v in resolved.items() if k not in ("debug", "print_config")})
+    return [first + (f"  ({redact(' '.join(changed))}; all: --print-config)" if changed else "")]
 
 
 def _current_memory(client: Any) -> int | None:
@@ -87,17 +96,15 @@ def run_command(args: argparse.Namespace) -> int:
     resolved = resolve_options(args)
     quiet_dask(args, resolved["debug"])
     _check_cheap(resolved)
-    suggestion = _apply_suggestion(args, resolved) if resolved["auto"] else None
-    record = {"input": args.input, "output": args.output, **{k: v for k, v in resolved.items() if k != "debug"}}
-    say(
-        f"bigdecon {__version__}: {args.input} -> {args.output}",
-        "# configuration (reusable with --config)",
-        format_config(redact(record)),
-        "",
-    )
+    suggestion, chose = _apply_suggestion(args, resolved) if resolved["auto"] else (None, [])
+    record = {
+        "input": args.input,
+        "output": args.output,
+        **{k: v for k, v in resolved.items() if k not in ("debug", "print_config")},
+    }
     kwargs = pipeline_kwargs(resolved)
-    # Everything about the input and the output is checked before any cluster starts;
-    # the memory estimate assumes the blocks a local cluster of this size would get.
+    # Everything about the input and the output is checked before anything is printed or a
+    # cluster starts; the memory estimate assumes the blocks a local cluster of this size would get.
     threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
     plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
     if check_output(args.input, args.output, resolved) == "cleanup":
@@ -107,6 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
         say(f"{args.output} was already complete: removed the work folder its run left ({removed})")
         return 0
     gpus, device, note = worker_choice(resolved["gpus"], resolved["device"], resolved["scheduler"])
+    say(*_header(args, resolved, record), *chose)
     say(
         f"Input {plan['axes']} {shape_text(plan['shape'])} {plan['dtype']} -> output "
         f"{shape_text(plan['output_shape'])} {resolved['output_dtype']}"

@@ -186,6 +186,14 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     )
 
 
+def psf_model_used(request: Request) -> str | None:
+    """The PSF that ran, for the output's record: an optics model, ``gaussian``, ``measured`` or ``None``."""
+    if request.optics:
+        return str(request.optics[0]["model"])
+    p = request.params
+    return "gaussian" if p.fwhm is not None else "measured" if p.psf is not None else None
+
+
 def _params_record(channel_params: list[Params], channel_ids: list[int]) -> dict[str, Any]:
     """The parameters as recorded in the output: one dict, per-channel PSFs by channel number."""
     records = [p.to_dict() for p in channel_params]

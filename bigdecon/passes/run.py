@@ -29,7 +29,7 @@ from ..planner import Layout, Region
 from ..stages import output_psf
 from .guard import check_run, finish_cleanup
 from .ledger import Ledger, RecordBook
-from .request import Request, _params_record, _prepare
+from .request import Request, _params_record, _prepare, psf_model_used
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
 
@@ -724,7 +724,7 @@ def deconvolve(
         _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
         scratch.sample(force=True)
         seconds = time.perf_counter() - t0
-        attrs = {
+        attrs: dict[str, Any] = {
             "version": __version__,
             "parameters": params_record,
             "statistics": {
@@ -734,11 +734,14 @@ def deconvolve(
                 "max_after_sparse": ctx.g_max,
             },
             "depth": the_plan.depth,
+            "psf_model": psf_model_used(request),  # the model that ran (optics: its values in "optics_psf")
             "config": redact(config or {}),
             "seconds": round(seconds, 3),
         }
         if suggestion is not None:
             attrs["suggestion"] = suggestion
+        if request.optics:
+            attrs["optics_psf"] = request.optics
         if work_dir is not None:  # where a run killed after finalising left its work folder
             attrs["work_dir"] = run_record["work_dir"]
         lease.check()  # a run presumed dead and taken over finishes nothing

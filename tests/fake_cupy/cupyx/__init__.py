@@ -1,0 +1,1 @@
+"""``cupyx`` of the CuPy stand-in (tests/fake_cupy/cupy): only ``cupyx.scipy``."""

@@ -1,0 +1,97 @@
+"""Helpers the tests import by name: the CLI as a subprocess, a small time-lapse, process handling."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from bigdecon import data
+
+# The published implementation's outputs on small inputs: a copy of ../shared/reference is
+# committed under tests/data/reference so that a clean clone (and CI) tests equivalence too.
+# BIGDECON_REFERENCE points the tests at another folder of the same files.
+REFERENCE = Path(os.environ.get("BIGDECON_REFERENCE", Path(__file__).resolve().parent / "data" / "reference"))
+SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Drifting curved filaments, blurred by a Gaussian PSF, with Poisson+Gaussian noise: ``(raw, truth)``.
+
+    :func:`bigdecon.data.filaments_timelapse` at 400 photons over a background of 20, read noise 3.
+    """
+    return data.filaments_timelapse(shape, fwhm, photons=400.0, background=20.0, noise=3.0, seed=seed)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Wait until something listens on 127.0.0.1:port; fail with the process's log if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"process exited early:\n{log.read_text()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"port {port} never opened:\n{log.read_text()}")
+
+
+def stop_process_groups(procs: list[subprocess.Popen]) -> None:
+    """End processes started with ``start_new_session=True``, children included."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, 15)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def stopped_at_exit(procs: list[subprocess.Popen], logs: list[Path]):
+    """Around a test that starts processes: their logs are printed if it fails, and
+    their process groups are stopped however it ends."""
+    try:
+        yield
+    except BaseException:
+        for log in logs:
+            if log.exists():
+                print(log.name, log.read_text(errors="replace"), sep="\n")
+        raise
+    finally:
+        stop_process_groups(procs)
+
+
+def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``bigdecon ARGS`` as a real subprocess (the CLI a user runs)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+
+
+class Ran(NamedTuple):
+    """What a command printed and returned, in the shape of subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
