@@ -251,7 +251,7 @@ def test_skewed_space_and_deskew_first_deconvolution_beat_the_raw(llsm):
 
 
 def test_info_plans_the_deskew_pass(tmp_path):
-    from conftest import cli
+    from helpers import cli
 
     src = write_skewed(tmp_path / "raw.ome.zarr", np.ones((20, 24, 40), np.uint16), "zyx")
     ran = cli("info", src, "--skew-angle", "31.5", "--fwhm", "4,2.5,2.5")

@@ -71,6 +71,7 @@ PIPELINE_KEYS = (
     "skew_fill",
     "rotate",
 )
+SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first", "skew_fill", "rotate")
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")
 OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
@@ -350,6 +351,9 @@ def method_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
         More than one of fwhm/resolution/psf, or none while step 5 runs.
     """
     kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
+    if kwargs.get("skew_angle") is None:  # the other skew options mean nothing without it
+        for key in SKEW_KEYS:
+            kwargs.pop(key, None)
     if kwargs.get("psf_model") == "gaussian":
         stated = [f"--{k}" for k in ("na", "wavelength") if resolved.get(k) is not None]
         if stated:
