@@ -41,7 +41,7 @@ Blocks of 3-D step 5
 --------------------
 Memory per task follows the block alone: ``DECONV_BYTES`` per voxel of the
 block's transform (the block grown by the halo, rounded up to a fast FFT
-length; at a face, edge padding and a zero guard instead), measured by
+length; at a face on the edge path, its padding; on the mirror path no padding), measured by
 ``benchmarks/measure_step5_halo.py``. :func:`make_plan` picks, among block
 sizes that fit ``task_memory``, the one with the least transform work over
 the data set (halo overhead and FFT lengths included).
@@ -60,7 +60,7 @@ import numpy as np
 
 from .errors import InputError
 from .params import Params
-from .solvers.richardson_lucy import deconv_halo, fast_length, padded_geometry, psf_half_support
+from .solvers.richardson_lucy import boundary_rule, deconv_halo, fast_length, padded_geometry, psf_half_support
 from .solvers.wiener_butterworth import blocks_allowed
 from .stages import deconv_kind, is_coupled, output_psf
 
@@ -128,14 +128,18 @@ class Blocks(Sequence[Region]):
 
 # Bytes of working memory per voxel of a block, measured by benchmarks/bench_solvers.py
 # (peak RSS / float32 input size): sparse Hessian ~13x, Richardson-Lucy on padded planes ~12x.
+# The sparse step's extension beyond the data set's faces (1 sample, extend_faces) included:
+# 45.7 B per voxel of a 64x288x512 block (11.4x; 40.0 B without it), Numba compiled beforehand.
 WORKSET_FACTOR = 14
 
 # Peak bytes of one 3-D step-5 block task per voxel of its transform (the padded
-# block), input block included: measured 32.3-32.7 B for schedule-alpha RL and
-# 32.7-36.2 B for Landweber (docs/step5_blocks.md), rounded up. Wiener-Butterworth on the
-# mirror path (its only blocked one) holds one more float32 array than RL, its DCT eigenvalues:
-# measured 3.2-3.5 B above schedule-alpha RL in the same runs (docs/backprojector.md).
-DECONV_BYTES = {"rl-schedule": 34, "landweber": 37, "wb": 38}
+# block), input block included, with an asymmetric (measured) PSF, whose complex OTF costs more
+# than a symmetric one's: measured 34.8-35.2 B for schedule-alpha RL and 35.2-38.9 B for Landweber
+# (`benchmarks/measure_step5_halo.py --only memory --boundary edge --memory-psf asymmetric`,
+# docs/step5_blocks.md), rounded up; the mirror path needs less (25-28 B for schedule-alpha RL).
+# Wiener-Butterworth on the mirror path (its only blocked one) holds one more float32 array than
+# RL, its DCT eigenvalues: measured 3.2-3.5 B above schedule-alpha RL (docs/backprojector.md).
+DECONV_BYTES = {"rl-schedule": 36, "landweber": 39, "wb": 38}
 
 # Output chunks stay at most this long (k, y/x) where a step-5 block is longer.
 _OUT_CHUNK_CAP = {"k": 64, "y": 512, "x": 512}
@@ -437,7 +441,10 @@ def _fast_length(n: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _transform_length(length: int, pad: tuple[int, int], half: int) -> int:
-    """What the solver transforms along an axis of ``length`` with ``pad`` (its own geometry)."""
+    """What the solver transforms along an axis of ``length`` with ``pad`` (its own geometry; ``half`` 0:
+    the mirror path, its own length)."""
+    if half == 0:
+        return length
     ((_lo, _hi, total),) = padded_geometry((length,), (2 * half + 1,), [pad])
     return total
 
@@ -677,6 +684,7 @@ def make_plan(
     deconv_chunks: Mapping[str, int] | Sequence[int] | None = None,
     psf_shapes: Sequence[Sequence[int]] | None = None,
     wb_blocks: bool | None = None,
+    mirror: bool | None = None,
 ) -> Plan:
     """Choose block sizes, halo depths and output chunks for a data set.
 
@@ -696,6 +704,10 @@ def make_plan(
     3-D Wiener-Butterworth (deconv_type 3) may run on blocks, for every
     channel's PSF (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`;
     default: for the PSF of ``params``); if not, each volume is one step-5 task.
+    ``mirror``: whether every channel's step-5 PSF takes the mirror boundary
+    (:func:`~bigdecon.solvers.richardson_lucy.boundary_rule`; default: the PSF
+    of ``params``): its blocks are transformed at their own length, faces
+    included, so memory counts no face padding.
     """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
@@ -751,7 +763,9 @@ def make_plan(
         # ~2e-2 of the maximum at any halo (blocks_allowed).
         if params.deconv_type == 3 and not (_wb_blocks(params) if wb_blocks is None else wb_blocks):
             deconv_chunks = (K, Y, X)
-        deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes)
+        if mirror is None:
+            mirror = _mirror(params)
+        deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes, mirror)
         for ax, name in ((layout.k, "k"), (layout.y, "y"), (layout.x, "x")):
             n = out_shape[ax]
             out_chunks[ax] = _divisor_chunk(deconv["deconv_block"][name], n, _OUT_CHUNK_CAP[name], out_chunks[ax])
@@ -776,6 +790,12 @@ def _wb_blocks(params: Params) -> bool:
     return psf is not None and blocks_allowed(psf)
 
 
+def _mirror(params: Params) -> bool:
+    """Whether the 3-D step-5 PSF of ``params`` takes the unpadded mirror boundary."""
+    psf = output_psf(params, 3)
+    return psf is not None and boundary_rule(3, psf) == "mirror"
+
+
 def _deconv_plan(
     layout: Layout,
     params: Params,
@@ -784,8 +804,13 @@ def _deconv_plan(
     min_tasks: int,
     deconv_chunks: Mapping[str, int] | Sequence[int] | None,
     psf_shapes: Sequence[Sequence[int]] | None,
+    mirror: bool = False,
 ) -> dict[str, Any]:
-    """Block, halo and half-support of 3-D step 5 (the ``deconv_*`` fields of a Plan)."""
+    """Block, halo and face padding of 3-D step 5 (the ``deconv_*`` fields of a Plan).
+
+    ``deconv_half`` is the edge padding a block gets on a side at a face: the
+    PSF's half-support on the edge path, 0 on the mirror path (no padding).
+    """
     if psf_shapes is None:
         psf = output_psf(params, 3)
         assert psf is not None  # step 5 runs
@@ -793,7 +818,7 @@ def _deconv_plan(
     names = ("k", "y", "x")
     kind = deconv_kind(params)
     halos = [deconv_halo(tuple(shape), params.deconv_iters, kind) for shape in psf_shapes]
-    halves = [psf_half_support(tuple(shape)) for shape in psf_shapes]
+    halves = [(0,) * len(shape) if mirror else psf_half_support(tuple(shape)) for shape in psf_shapes]
     n = dict(zip(names, sizes))
     depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
     half = {a: max(h[i] for h in halves) for i, a in enumerate(names)}

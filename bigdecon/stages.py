@@ -26,7 +26,7 @@ from .errors import InputError
 from .params import Params
 from .solvers.background import estimate_background
 from .solvers.landweber import landweber
-from .solvers.psf import gaussian_psf
+from .solvers.psf import energy_crop, gaussian_psf
 from .solvers.richardson_lucy import psf_half_support, published_pad, richardson_lucy
 from .solvers.sparse_hessian import sparse_hessian
 from .solvers.upsample import upsample
@@ -74,8 +74,12 @@ def preprocess(raw, scale: float, mean: float, params: Params):
     return upsample(f, params.up_sample)
 
 
-def sparse_stage(h, norm: float, params: Params, coupled: bool):
-    """Step 4 on a block: ``max(sparse_hessian(h / norm), 0)``; ``h / norm`` when it is off."""
+def sparse_stage(h, norm: float, params: Params, coupled: bool, faces=None):
+    """Step 4 on a block: ``max(sparse_hessian(h / norm), 0)``; ``h / norm`` when it is off.
+
+    ``faces``: per solver axis, whether the block's low and high sides are faces of
+    the data set (default: all, a whole array), see :func:`sparse_hessian`.
+    """
     xp = get_xp(h)
     f = xp.asarray(h, dtype=xp.float32) * xp.float32(1.0 / norm)
     if not params.sparse_iters:
@@ -87,11 +91,16 @@ def sparse_stage(h, norm: float, params: Params, coupled: bool):
         sparsity=params.sparsity,
         tcontinuity=params.tcontinuity,
         coupled=coupled,
+        faces=faces,
     )
 
 
 def output_psf(params: Params, ndim: int) -> np.ndarray | None:
-    """The PSF of step 5 in output pixels (FWHM doubled in y and x after up-sampling)."""
+    """The PSF of step 5 in output pixels (FWHM doubled in y and x after up-sampling).
+
+    A 3-D PSF given as an array is cut to the box holding ``1 - ENERGY_EPS`` of its
+    light (:func:`~bigdecon.solvers.psf.energy_crop`); a Gaussian's box is its light already.
+    """
     if not params.deconvolves:
         return None
     factor = 2 if params.up_sample else 1
@@ -101,7 +110,10 @@ def output_psf(params: Params, ndim: int) -> np.ndarray | None:
             from scipy.ndimage import zoom
 
             psf = np.clip(zoom(psf, [1] * (psf.ndim - 2) + [factor, factor], order=1), 0, None)
-        return (psf / psf.sum()).astype(np.float32)
+        psf = (psf / psf.sum()).astype(np.float32)
+        # A 3-D PSF given as an array (a file, an optics model) is cut to where its light is: halo,
+        # face padding and memory follow its light, not its box. 2-D keeps the published step.
+        return energy_crop(psf) if psf.ndim == 3 else psf
     assert params.fwhm is not None  # Params requires fwhm or psf for step 5
     fwhm = list(params.fwhm)
     fwhm[-2:] = [w * factor for w in fwhm[-2:]]
@@ -113,7 +125,7 @@ def output_psf(params: Params, ndim: int) -> np.ndarray | None:
 def deconv_pad(shape, psf) -> tuple[int, ...]:
     """Edge padding of step 5: the published ``floor(min(h, w) / 6)`` in y and x
     for a 2-D PSF; a 3-D PSF's half-support ``n // 2`` on every axis (the solver
-    adds a zero guard and rounds up to fast transform lengths). A symmetric 3-D
+    takes that padding as object, not data, and rounds up to fast transform lengths). A symmetric 3-D
     PSF (every Gaussian and optical model) takes the solver's unpadded mirror
     (DCT-II) path, which ignores this. Depends only on whole-plane sizes and the
     PSF, so whole-array and chunked runs pad identically."""

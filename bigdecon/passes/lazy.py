@@ -76,8 +76,15 @@ def sparse_deconvolve_dask(
         f = f.rechunk(target)
         # map_overlap needs chunks at least as deep as the halo: merge small edge chunks.
         f = _rechunk_for_depth(f, dep)
+
+        def solve(b, block_info=None):
+            # Which sides of this block are faces of the data set (the solver extends those).
+            info = block_info[0]
+            faces = tuple((i == 0, i == n - 1) for i, n in zip(info["chunk-location"], info["num-chunks"]))
+            return np.maximum(sparse_stage(b, 1.0, params, plan.coupled, faces), 0)
+
         g = f.map_overlap(
-            lambda b: np.maximum(sparse_stage(b, 1.0, params, plan.coupled), 0),
+            solve,
             depth=dict(enumerate(dep)),
             boundary="none",
             trim=True,

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..params import Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, _wb_blocks, make_plan
+from ..solvers.richardson_lucy import boundary_rule
 from ..stages import check_image, output_psf
 
 __all__ = ["Request"]
@@ -172,6 +173,7 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         min_tasks=run.get("min_tasks") or 1,
         psf_shapes=_step5_psf_shapes(channel_params, layout),
         wb_blocks=_every_channel_wb_blocks(channel_params),
+        mirror=_every_channel_mirror(channel_params, layout),
     )
     return Request(
         layout=layout,
@@ -348,6 +350,13 @@ def _every_channel_wb_blocks(channel_params: list[Params]) -> bool | None:
     if channel_params[0].deconv_type != 3 or not channel_params[0].volumetric:
         return None
     return all(_wb_blocks(p) for p in channel_params)
+
+
+def _every_channel_mirror(channel_params: list[Params], layout: Layout) -> bool | None:
+    """Whether every channel's 3-D step-5 PSF takes the mirror boundary (None without 3-D step 5)."""
+    if _step5_psf_shapes(channel_params, layout) is None:
+        return None
+    return all(boundary_rule(3, output_psf(p, 3)) == "mirror" for p in channel_params)
 
 
 def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:

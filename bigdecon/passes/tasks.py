@@ -82,12 +82,15 @@ def _preprocess_block(raw: Any, scale: float, mean: float, params: Params) -> An
     return preprocess(raw, scale, mean, params)
 
 
-def _sparse_block(h: Any, norm: float, params: Params, coupled: bool, interior: tuple[slice, ...]) -> Any:
-    """Step 4 on a block with its halo; returns the interior, clipped at 0."""
+def _sparse_block(
+    h: Any, norm: float, params: Params, coupled: bool, interior: tuple[slice, ...], faces: Any = None
+) -> Any:
+    """Step 4 on a block with its halo; returns the interior, clipped at 0. ``faces`` as for
+    :func:`~bigdecon.stages.sparse_stage`."""
     xp = get_xp(h)
     if norm <= 0:
         return xp.zeros(h[interior].shape, np.float32)
-    return xp.ascontiguousarray(sparse_stage(h, norm, params, coupled)[interior])
+    return xp.ascontiguousarray(sparse_stage(h, norm, params, coupled, faces)[interior])
 
 
 def _final_block(g: Any, norm: float, scale: float, params: Params, psf: np.ndarray | None) -> Any:
@@ -437,6 +440,7 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
     interior = tuple(
         slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0]) for a in range(ndim) if a not in lay.outer
     )
+    faces = tuple((grown[a][0] == 0, grown[a][1] == plan.out_shape[a]) for a in range(ndim) if a not in lay.outer)
     g = _embed(
         _solve(
             _sparse_block,
@@ -446,6 +450,7 @@ def _task_sparse(ctx: TaskContext, region: Region) -> dict[str, float]:
             params,
             plan.coupled,
             interior,
+            faces,
         ),
         lay,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .._backend import get_xp
-from .richardson_lucy import FLOOR, padded_problem
+from .richardson_lucy import FLOOR, fill_outside, padded_problem
 
 __all__ = ["landweber"]
 
@@ -64,12 +64,15 @@ def landweber(image, psf, iterations: int = 7, *, pad=None, boundary: str = "aut
         return xp.asarray(image, dtype=xp.float32).copy()
     padded, conv, crop = padded_problem(image, psf, pad, boundary)
     floor = xp.float32(FLOOR)
+    masked = conv.masked
     x_prev = padded
     y = padded
     t = 1.0
     for _ in range(iterations):
         residual = conv.forward(y)
         xp.subtract(padded, residual, out=residual)
+        if masked:
+            fill_outside(residual, crop, 0.0)  # no data beyond the faces: nothing to fit there
         x = y + conv.adjoint(residual)
         xp.maximum(x, floor, out=x)
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0

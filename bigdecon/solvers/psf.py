@@ -117,7 +117,15 @@ def psf_to_otf(psf, shape: Sequence[int], xp: ModuleType = np):
 # the confocal and light-sheet PSFs built from it.
 # ---------------------------------------------------------------------------
 
-__all__ += ["widefield_psf", "confocal_psf", "lightsheet_psf", "psf_size_for", "psf_fwhm"]
+__all__ += [
+    "widefield_psf",
+    "confocal_psf",
+    "lightsheet_psf",
+    "psf_size_for",
+    "psf_fwhm",
+    "energy_reach",
+    "energy_crop",
+]
 
 # Sub-pixels per camera pixel are chosen so that a sub-pixel is at most
 # lambda / (8 NA), a quarter of the Nyquist pixel of the OTF; never more than
@@ -565,3 +573,65 @@ def psf_fwhm(psf) -> tuple[float, ...]:
         hi = brentq(spline, float(c), float(right.min()))
         widths.append(float(hi - lo))
     return tuple(widths)
+
+
+# Light a 3-D step-5 PSF may lose to its energy crop (energy_crop): measured to move
+# Richardson-Lucy, Landweber and Wiener-Butterworth results by <= 1e-6 of their maximum
+# (docs/step5_blocks.md, "Halo from the PSF's light"), while a bead PSF's box shrinks to its light.
+ENERGY_EPS = 1e-5
+
+
+def energy_reach(psf, eps: float = ENERGY_EPS) -> tuple[int, ...]:
+    """Half-width per axis, about the box centre ``n // 2``, of the box holding ``1 - eps`` of ``|psf|``.
+
+    Along each axis the light outside ``|j - n // 2| <= r`` (the PSF summed over the
+    other axes) is at most ``eps / ndim``, so the box of these half-widths holds at
+    least ``1 - eps`` of the total. The centre is the array's, where convolution
+    puts the origin: light off centre (an uncentred bead) widens the reach on that
+    side, as it must.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon.solvers.psf import energy_reach
+    >>> psf = np.zeros((61, 128, 128), np.float32); psf[30, 64, 60:66] = 1
+    >>> energy_reach(psf)   # the light sits 4 px left of the box centre in x
+    (0, 0, 4)
+    """
+    a = np.abs(np.asarray(psf, dtype=np.float64))
+    total = float(a.sum())
+    if not (math.isfinite(total) and total > 0):
+        raise _input_error("the PSF has no light (its sum is 0 or not finite)")
+    out = []
+    for axis, n in enumerate(a.shape):
+        line = a.sum(axis=tuple(i for i in range(a.ndim) if i != axis)) / total
+        dist = np.abs(np.arange(n) - n // 2)
+        # Light beyond each radius r: the sum over |j - c| > r.
+        outside = np.array([line[dist > r].sum() for r in range(n // 2 + 1)])
+        out.append(int(np.flatnonzero(outside <= eps / a.ndim)[0]))
+    return tuple(out)
+
+
+def energy_crop(psf, eps: float = ENERGY_EPS):
+    """``psf`` cut to the box of :func:`energy_reach` (odd, same centre), renormalised to sum 1.
+
+    An axis whose light reaches the box's shorter side keeps its whole length
+    (so an even-sized box is never shifted). Symmetric PSFs stay symmetric.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon.solvers.psf import energy_crop
+    >>> psf = np.zeros((61, 128, 128), np.float32); psf[28:33, 60:69, 61:68] = 1
+    >>> energy_crop(psf).shape   # a bead's light in a large box
+    (5, 9, 7)
+    """
+    a = np.asarray(psf, dtype=np.float32)
+    index = []
+    for n, r in zip(a.shape, energy_reach(a, eps)):
+        c = n // 2
+        index.append(slice(None) if r >= min(c, n - 1 - c) else slice(c - r, c + r + 1))
+    cut = a[tuple(index)]
+    if cut.shape == a.shape:
+        return a
+    return (cut / cut.sum(dtype=np.float64)).astype(np.float32)

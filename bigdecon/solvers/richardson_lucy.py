@@ -120,12 +120,13 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
     """``(low, high, transform length)`` of each deconvolved axis.
 
     With a 3-D PSF, an axis padded on either side gets its edge replicated
-    ``low`` / ``high`` pixels, then a guard of zeros at least the PSF's
-    half-support wide, and is rounded up to :func:`fast_length`: the guard keeps the periodic transform
-    from wrapping one face's padding onto the other (the data are zero there, so
-    the estimate stays at the floor and carries nothing across), which makes a
-    face's treatment local, the same for a block on that face as for the whole
-    volume. With a 2-D PSF (the published per-plane step) there is no guard:
+    ``low`` / ``high`` pixels and is rounded up to :func:`fast_length` with
+    zeros. The iterative solvers take the padding as object the data see
+    blurred, not as data (their ratio is 1 in :func:`richardson_lucy`), so both faces' padding wraps
+    onto each other harmlessly; an axis padded on one side only (a block on a
+    face) gets a guard of zeros at least the PSF's half-support wide between
+    its cut side and the padding. A face's treatment is then local, the same
+    for a block on that face as for the whole volume. With a 2-D PSF (the published per-plane step) there is no guard:
     ``high`` grows to the fast length. An axis with no padding on either side
     stays periodic at its own length. ``guard=False`` drops the 3-D guard (the
     unmatched back projector rings on a step to zero).
@@ -145,7 +146,10 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
             total = fast_length(n + lo + hi, xp)
             hi = total - n - lo
         else:
-            total = fast_length(n + lo + hi + half, xp)
+            # The solvers take the padding as object, not data (richardson_lucy): an axis padded on
+            # both sides wraps nothing the data see, one padded on one side (a block on a face)
+            # keeps a zero guard between its cut side and the padding.
+            total = fast_length(n + lo + hi + (half if (lo == 0) != (hi == 0) else 0), xp)
         out.append((lo, hi, total))
     return tuple(out)
 
@@ -227,7 +231,7 @@ def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | Non
     and the index that crops back to the image.
 
     With the ``"edge"`` rule the data are padded by edge replication inside a
-    fast-length zero guard; with ``"mirror"`` (:func:`boundary_rule`) they are
+    fast length (a 3-D PSF: ``conv.masked``, the padding is not data); with ``"mirror"`` (:func:`boundary_rule`) they are
     not padded at all (``pad`` is ignored) and the convolver uses the DCT-II.
     ``guard`` as in :func:`padded_geometry`.
     """
@@ -251,7 +255,28 @@ def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | Non
         region[axis] = slice(0, lo + f.shape[axis] + hi)
     conv = _Convolver(padded.shape, psf, xp)
     conv.region = tuple(region)  # the edge-padded data without the guard
+    # A 3-D PSF with padded faces: the data are known on the image only; the padding is object the
+    # data see blurred, not data. The published 2-D step keeps its padding as data.
+    conv.masked = psf.ndim == 3 and geometry_padded(geometry, f.shape, axes)  # see richardson_lucy
     return padded, conv, tuple(crop)
+
+
+def geometry_padded(geometry, shape, axes) -> bool:
+    """Whether any deconvolved axis is padded (its transform longer than the image)."""
+    return any(total != shape[a] for a, (_lo, _hi, total) in zip(axes, geometry))
+
+
+def fill_outside(a, crop, value: float) -> None:
+    """Set ``a`` to ``value`` outside the image's region ``crop`` (the faces' padding and guard), in place."""
+    for axis, sl in enumerate(crop):
+        if sl.start is None:
+            continue
+        lo = [slice(None)] * a.ndim
+        lo[axis] = slice(0, sl.start)
+        a[tuple(lo)] = value
+        hi = [slice(None)] * a.ndim
+        hi[axis] = slice(sl.stop, None)
+        a[tuple(hi)] = value
 
 
 class _Convolver:
@@ -260,6 +285,7 @@ class _Convolver:
     def __init__(self, shape, psf, xp):
         self.xp = xp
         self.region: tuple[slice, ...] = tuple(slice(None) for _ in shape)  # data region (no guard)
+        self.masked = False  # whether the padding is object, not data (padded_problem)
         self.fft = fft_module(xp)
         self.kw = fft_workers(xp, int(np.prod(shape)))
         self.axes = tuple(range(len(shape) - psf.ndim, len(shape)))
@@ -267,21 +293,26 @@ class _Convolver:
         otf = psf_to_otf(psf, self.shape, xp)
         flipped = psf[tuple(slice(None, None, -1) for _ in range(psf.ndim))]
         if all(n % 2 for n in psf.shape) and bool(xp.array_equal(psf, flipped)):
-            # A centred symmetric PSF has a real OTF and H^T = H: half the memory, one array.
-            self.otf = self.otf_conj = otf.real.astype(xp.float32)
+            # A centred symmetric PSF has a real OTF and H^T = H: half the memory.
+            self.otf = otf.real.astype(xp.float32)
         else:
-            self.otf, self.otf_conj = otf, otf.conj()
+            self.otf = otf  # H^T multiplies by its conjugate in place (adjoint): no second array
 
-    def _apply(self, x, otf):
+    def _apply(self, x, otf, adjoint: bool = False):
         spec = self.fft.rfftn(x, axes=self.axes, **self.kw)
+        conj = adjoint and self.otf.dtype.kind == "c"
+        if conj:  # X conj(OTF) = conj(conj(X) OTF)
+            self.xp.conjugate(spec, out=spec)
         spec *= otf
+        if conj:
+            self.xp.conjugate(spec, out=spec)
         return self.fft.irfftn(spec, s=self.shape, axes=self.axes, **self.kw).astype(self.xp.float32, copy=False)
 
     def forward(self, x):
         return self._apply(x, self.otf)
 
     def adjoint(self, x):
-        return self._apply(x, self.otf_conj)
+        return self._apply(x, self.otf, adjoint=True)
 
 
 class _MirrorConvolver:
@@ -296,6 +327,7 @@ class _MirrorConvolver:
     def __init__(self, shape, psf, xp):
         self.xp = xp
         self.region: tuple[slice, ...] = tuple(slice(None) for _ in shape)  # no padding: all is data
+        self.masked = False
         shape = tuple(int(n) for n in shape)
         self.shape3 = shape if len(shape) == 3 else (1,) * (3 - len(shape)) + shape
         self.coupled = psf.ndim == 3  # a 2-D PSF: plane by plane, k not transformed
@@ -368,7 +400,9 @@ def richardson_lucy(
         larger volume pads only the sides on the data set's faces). Default:
         the published ``floor(min(h, w) / 6)`` for a 2-D PSF, the PSF's
         half-support ``n // 2`` per axis for a 3-D PSF. Padded axes get a zero
-        guard and a fast transform length (:func:`padded_geometry`); ``0``
+        fast transform length (:func:`padded_geometry`); with a 3-D PSF the
+        padding is object the data see blurred, not data (the ratio is 1 there,
+        so no face lights up whatever the PSF's tail); ``0``
         gives a periodic deconvolution. Used by the ``"edge"`` boundary only:
         the mirror needs no padding, and ignores ``pad``.
     alpha : {"adaptive", "schedule"}
@@ -457,6 +491,7 @@ def richardson_lucy(
     floor = xp.float32(FLOOR)
     adaptive = accelerate and alpha == "adaptive"
 
+    masked = conv.masked
     y = padded
     if start != "image":
         y = xp.zeros_like(padded)  # the zero guard (edge rule) stays zero
@@ -467,6 +502,11 @@ def richardson_lucy(
         ratio = conv.forward(y)
         xp.maximum(ratio, floor, out=ratio)
         xp.divide(padded, ratio, out=ratio)
+        if masked:
+            # Beyond the faces there are no data: their ratio is taken as 1 (explained), so a voxel
+            # there keeps its value in the measure the data do not see it, and no face is lit up by
+            # the padding's own mismatch (the bright frame of a PSF with light to its box's faces).
+            fill_outside(ratio, crop, 1.0)
         x = conv.adjoint(ratio)
         del ratio
         x *= y

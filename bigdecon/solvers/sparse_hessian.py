@@ -11,7 +11,13 @@ import numpy as np
 from .._backend import cpu_threads, get_xp
 from ._dct import DCT3 as _DCT
 
-__all__ = ["sparse_hessian", "sparse_hessian_terms"]
+__all__ = ["sparse_hessian", "sparse_hessian_terms", "FACE_EXTENSION", "extend_faces"]
+
+# Samples added beyond each face of the data set along (k, y, x), and how many samples next to the
+# face their value is the mean of (extend_faces): fewer along k, whose structure is coarser in
+# samples. Measured on the real nuclei stack and a dim noisy flat volume (docs/step5_blocks.md).
+FACE_EXTENSION = (1, 1, 1)
+FACE_MEAN = (4, 8, 8)
 
 
 def _fused():
@@ -239,6 +245,50 @@ def _iterate_fused(f, step: _ShrinkStep, dct: _DCT, iterations: int, fidelity: f
     return np.maximum(work, 0, out=work)
 
 
+def extend_faces(f, widths) -> Any:
+    """``f`` extended beyond its faces by ``widths[a] = (low, high)`` samples per axis.
+
+    Each added sample is the mean of the ``FACE_MEAN[axis]`` samples next to
+    the face on its line (``f`` is ``(k, y, x)``) (so it depends only on data near that face, as a block
+    on the face sees them too). A mirror boundary repeats a face sample's own
+    noise beyond the face, so the smoothing of the Hessian penalty averages
+    it less there, and the L1 shrinkage and the clip at 0 turn that variance
+    into a brighter face (x1.2-1.35 on a dim noisy flat image); beyond the
+    extension's far end the mirror repeats only a smooth mean.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon.solvers.sparse_hessian import extend_faces
+    >>> extend_faces(np.arange(4.0)[None, None], [(0, 0), (0, 0), (2, 1)])[0, 0].tolist()
+    [1.5, 1.5, 0.0, 1.0, 2.0, 3.0, 1.5]
+    """
+    xp = get_xp(f)
+    for axis, (lo, hi) in enumerate(widths):
+        n = f.shape[axis]
+        m = min(FACE_MEAN[axis], n)
+        parts = [f]
+        if lo:
+            mean = f[_s(f.ndim, axis, slice(0, m))].mean(axis=axis, keepdims=True, dtype=xp.float32)
+            parts.insert(0, xp.repeat(mean, int(lo), axis=axis))
+        if hi:
+            mean = f[_s(f.ndim, axis, slice(n - m, n))].mean(axis=axis, keepdims=True, dtype=xp.float32)
+            parts.append(xp.repeat(mean, int(hi), axis=axis))
+        if len(parts) > 1:
+            f = xp.concatenate(parts, axis=axis)
+    return f
+
+
+def face_widths(shape, faces, coupled: bool) -> list[tuple[int, int]]:
+    """Extension per axis of a ``(k, y, x)`` block: :data:`FACE_EXTENSION` on the sides in ``faces``."""
+    out = []
+    for axis, (width, (lo, hi)) in enumerate(zip(FACE_EXTENSION, faces)):
+        if axis == 0 and (not coupled or shape[0] < 2):
+            width = 0  # planes solved one by one: no face along k
+        out.append((width if lo else 0, width if hi else 0))
+    return out
+
+
 def sparse_hessian(
     image,
     *,
@@ -247,6 +297,7 @@ def sparse_hessian(
     sparsity: float = 10.0,
     tcontinuity: float = 0.5,
     coupled: bool | None = None,
+    faces=None,
 ):
     """Sparse-Hessian reconstruction of a normalised image by split Bregman.
 
@@ -277,6 +328,12 @@ def sparse_hessian(
     coupled : bool, optional
         Whether the third axis is coupled. By default a 3-D array with at least
         3 planes is; a chunked run passes the decision for the whole data set.
+    faces : sequence of (bool, bool), optional
+        Per axis ``(k, y, x)`` (or ``(y, x)``), whether the low and high sides
+        are faces of the data set (default: all). Beyond a face the image is
+        extended by :data:`FACE_EXTENSION` samples (:func:`extend_faces`)
+        before the mirror applies, so faces are not brightened; a block's cut
+        sides keep the mirror, which its halo covers.
 
     Returns
     -------
@@ -309,16 +366,31 @@ def sparse_hessian(
     if coupled is None:
         coupled = f.shape[0] >= 3
     terms = sparse_hessian_terms(tcontinuity, coupled and f.shape[0] > 1)
-    dct = _DCT(f.shape, xp)
     if iterations <= 1:
         g = f.copy()
         return xp.maximum(g, 0, out=g)[0] if squeeze else xp.maximum(g, 0, out=g)
+    if faces is None:
+        faces = [(True, True)] * 3
+    elif squeeze:
+        faces = [(False, False), *faces]
+    widths = face_widths(f.shape, faces, coupled)
+    if any(lo or hi for lo, hi in widths):
+        inner = tuple(slice(lo, lo + n) for (lo, _hi), n in zip(widths, f.shape))
+        g = _solve(extend_faces(f, widths), terms, iterations, fidelity, sparsity, xp)[inner]
+    else:
+        g = _solve(f, terms, iterations, fidelity, sparsity, xp)
+    g = xp.ascontiguousarray(g)
+    return g[0] if squeeze else g
+
+
+def _solve(f, terms, iterations: int, fidelity: float, sparsity: float, xp: ModuleType):
+    """The split-Bregman iterations on ``f`` (3-D, float32, at least 2 iterations), clipped at 0."""
+    dct = _DCT(f.shape, xp)
     if xp is np:
         f = np.ascontiguousarray(f)
     step = _ShrinkStep(f, terms, fidelity, sparsity, xp)
     if step.fused:
-        g = _iterate_fused(f, step, dct, iterations, fidelity, sparsity)
-        return g[0] if squeeze else g
+        return _iterate_fused(f, step, dct, iterations, fidelity, sparsity)
     inv_denom = _denominator(f.shape, terms, fidelity, sparsity, xp)
     g = f.copy()
     rhs = xp.empty_like(f)
@@ -332,5 +404,4 @@ def sparse_hessian(
                 break  # the auxiliaries after the last solve are never used
         step(g, rhs)
     g = g.astype(xp.float32, copy=False)
-    xp.maximum(g, 0, out=g)
-    return g[0] if squeeze else g
+    return xp.maximum(g, 0, out=g)
