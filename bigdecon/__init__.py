@@ -11,11 +11,13 @@ __version__ = "0.1.0"
 from .errors import BigdeconError, InputError, ProcessingError
 from .pipeline import sparse_deconvolve
 from .solvers import (
+    deskew,
     estimate_background,
     fourier_upsample,
     gaussian_psf,
     landweber,
     richardson_lucy,
+    skew_psf,
     sparse_hessian,
     spatial_upsample,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "ProcessingError",
     "__version__",
     "deconvolve",
+    "deskew",
     "estimate_background",
     "fourier_upsample",
     "gaussian_psf",
@@ -57,6 +60,7 @@ __all__ = [
     "plan",
     "richardson_lucy",
     "sparse_deconvolve",
+    "skew_psf",
     "sparse_hessian",
     "spatial_upsample",
     "suggest_parameters",

@@ -553,6 +553,11 @@ def _number_range(positive: bool) -> Callable[[str, Any], None]:
     return check
 
 
+def _skew_angle(name: str, v: Any) -> None:
+    if v is not None and not (math.isfinite(v) and 0 < abs(v) < 90):
+        raise InputError(f"{name} must be between -90 and 90 degrees and not 0, got {v!r}")
+
+
 def _open_unit(name: str, v: Any) -> None:
     """A check: a number strictly between 0 and 1."""
     if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < float(v) < 1:
@@ -977,6 +982,64 @@ PARAMETERS: dict[str, Parameter] = {
             "(default: measured safe value, see 'bigdecon info')",
             "selection",
             "SIZES",
+        ),
+        # Skewed light-sheet stacks (stage-scanned LLSM, OPM, diSPIM): bigdecon.solvers.deskew, docs/deskew.md.
+        Parameter(
+            "skew_angle",
+            None,
+            _float("skew_angle"),
+            "the stack is skewed (stage-scanned lattice light-sheet, OPM): the angle in degrees between the "
+            "scan and the light sheet (31.5 on a classic LLSM; negative mirrors); the stage step is the z pixel "
+            "size; the output is deskewed, its z step dz*sin(angle) (default: not skewed)",
+            "skew",
+            "DEG",
+            _skew_angle,
+        ),
+        Parameter(
+            "skew_axis",
+            "x",
+            _choice("skew_axis", ("x", "y")),
+            "the axis the planes move along in a skewed stack ({default})",
+            "skew",
+            "AXIS",
+        ),
+        Parameter(
+            "psf_frame",
+            "sample",
+            _choice("psf_frame", ("sample", "skewed")),
+            "frame of a 3-D PSF with --skew-angle: sample (measured by objective scan or from the optics, "
+            "on the deskewed grid; sheared automatically) or skewed (a stage-scanned bead, used as is) ({default})",
+            "skew",
+            "FRAME",
+        ),
+        Parameter(
+            "deskew_first",
+            False,
+            _flag("deskew_first"),
+            "with --skew-angle: deskew the raw stack first, then deconvolve it (default: deconvolve the stack "
+            "as recorded, with the PSF sheared into its frame, then deskew: fewer voxels, no interpolated input, "
+            "higher scores in docs/deskew.md)",
+            "skew",
+            form="switch",
+        ),
+        Parameter(
+            "skew_fill",
+            None,
+            _float("skew_fill"),
+            "with --skew-angle: the value of the voids a deskew leaves (default: the median of the last "
+            "recorded plane of each channel, the camera's offset on raw data, as pycudadecon)",
+            "skew",
+            "V",
+        ),
+        Parameter(
+            "rotate",
+            False,
+            _flag("rotate"),
+            "with --skew-angle: write the output in the coverslip frame (deskewed and rotated by the angle, "
+            "isotropic voxels of the lateral pixel size; bilinear from the recorded stack) instead of the "
+            "deskewed frame",
+            "skew",
+            form="switch",
         ),
         # The output.
         Parameter(

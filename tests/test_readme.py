@@ -54,6 +54,14 @@ def _samples(folder: Path) -> np.ndarray:
         scale={"z": 0.2, **scale},
         units={"z": "micrometer", **MICROMETRE},
     )
+    # A skewed light-sheet stack (0.4 um stage steps, 104 nm pixels) for the --skew-angle line.
+    write_image(
+        str(folder / "llsm.ome.zarr"),
+        volume,
+        "zyx",
+        scale={"z": 0.4, "y": 0.104, "x": 0.104},
+        units={"z": "micrometer", **MICROMETRE},
+    )
     return stack
 
 

@@ -109,6 +109,14 @@ def info_command(args: argparse.Namespace) -> int:
         f"thread{'s' if threads != 1 else ''}: blocks sized so every thread has work, halos counted)",
         f"  memory per task:  ~{format_bytes(plan['memory_per_task_bytes'])}",
     )
+    if "deskew_block" in plan:
+        block = plan["deskew_block"]
+        say(
+            f"  deskew:           {plan['frame']}; {plan['shear_px_per_plane']:.4g} px per plane, output z step "
+            f"{plan['deskewed_z_step']:.4g}; {plan['deskew_tasks']} tasks of "
+            f"{'x'.join(str(block[a]) for a in ('z', 'y', 'x'))} (zyx), "
+            f"~{format_bytes(plan['deskew_memory_per_task_bytes'])} per task"
+        )
     step5 = ("none", "Richardson-Lucy", "Landweber", "Richardson-Lucy, Wiener-Butterworth back projector")
     deconv_type, deconv_iters = resolved["deconv_type"], resolved["deconv_iters"]
     say(

@@ -70,7 +70,14 @@ PIPELINE_KEYS = (
     "voxel_size",
     "axes",
     "offset",
+    "skew_angle",
+    "skew_axis",
+    "psf_frame",
+    "deskew_first",
+    "skew_fill",
+    "rotate",
 )
+SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first", "skew_fill", "rotate")
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
 PSF_KEYS = ("fwhm", "resolution", "psf")
 OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
@@ -85,6 +92,7 @@ _GROUPS = {
     "input": ("input (what its metadata lacks or gets wrong)", None),
     "method": ("sparse deconvolution (Zhao et al. 2022; published names and defaults)", None),
     "selection": ("data selection and chunking", None),
+    "skew": ("skewed light-sheet stacks (stage-scanned LLSM, OPM; docs/deskew.md)", None),
     "output": ("output", None),
     "general": ("general", None),
     "cluster": ("Dask cluster (default: a local cluster sized to this machine)", None),
@@ -208,7 +216,7 @@ def add_run_options(parser: argparse.ArgumentParser, command: str = "run") -> No
     can fill in what the command line leaves out; :func:`resolve_options`
     converts and checks them.
     """
-    _add_groups(parser, command, ("psf", "input", "method", "selection", "output", "general"))
+    _add_groups(parser, command, ("psf", "input", "method", "selection", "skew", "output", "general"))
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, command: str = "run") -> None:
@@ -350,6 +358,9 @@ def method_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
         More than one of fwhm/resolution/psf, or none while step 5 runs.
     """
     kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
+    if kwargs.get("skew_angle") is None:  # the other skew options mean nothing without it
+        for key in SKEW_KEYS:
+            kwargs.pop(key, None)
     if kwargs.get("psf_model") == "gaussian":
         stated = [f"--{k}" for k in ("na", "wavelength") if resolved.get(k) is not None]
         if stated:

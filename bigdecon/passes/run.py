@@ -336,7 +336,11 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     ({'k': 8, 'y': 16, 'x': 16}, {'k': 40, 'y': 320, 'x': 600}, 8)
     """
     from ..io import open_image
+    from .skewed import skewed_plan, split_skew
 
+    skew, kwargs = split_skew(kwargs)
+    if skew["skew_angle"] is not None:
+        return skewed_plan(source, kwargs, skew)
     src = open_image(source)
     request = _prepare(src, kwargs)
     summary = request.plan.summary()
@@ -348,6 +352,18 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     summary["offset"] = request.offset
     summary["voxel_size"] = {a: request.src.scale[a] for a in ("z", "y", "x") if a in request.src.axes}
     return summary
+
+
+def _stored_status(destination: str | os.PathLike[str]) -> str | None:
+    """``complete`` or ``running`` for a bigdecon output at ``destination``, None for anything else."""
+    import zarr
+
+    try:
+        info = zarr.open_group(normalize(destination)[0], mode="r").attrs.asdict().get("bigdecon", {})
+    except Exception:
+        return None
+    status = info.get("status") if isinstance(info, dict) else None
+    return str(status) if status in ("complete", "running") else None
 
 
 def _stored_config(destination: str | os.PathLike[str]) -> dict[str, Any]:
@@ -472,6 +488,13 @@ def deconvolve(
     min_tasks: int | None = None,
     device: str = "auto",
     work_dir: str | os.PathLike[str] | None = None,
+    skew_angle: float | None = None,
+    skew_axis: str = "x",
+    psf_frame: str = "sample",
+    deskew_first: bool = False,
+    skew_fill: float | None = None,
+    rotate: bool = False,
+    pyramid: bool = True,
 ) -> dict[str, Any]:
     """Sparse deconvolution of an OME-Zarr (or TIFF) data set into a new OME-Zarr.
 
@@ -553,6 +576,17 @@ def deconvolve(
     device : {"auto", "cpu", "gpu"}
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
+    skew_angle, skew_axis, psf_frame, deskew_first, skew_fill, rotate
+        A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
+        degrees between the scan and the sheet, the axis the planes move along,
+        the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
+        as is), and whether to deskew before deconvolving (default: deconvolve
+        the stack as recorded, then deskew). ``rotate``: write the coverslip frame instead
+        (deskewed and rotated, isotropic voxels). ``skew_fill``: the voids' value
+        (default: the median of each channel's last recorded plane). The output is deskewed, its z
+        step ``dz * sin(angle)``. See :mod:`bigdecon.passes.skewed` and docs/deskew.md.
+    pyramid : bool
+        Build the output's multiscale pyramid (an intermediate needs none).
     work_dir : str or path, optional
         Where the intermediates and the completion records go (a local path or
         URL, e.g. a local disk while the output goes to object storage); by
@@ -593,6 +627,12 @@ def deconvolve(
     >>> info["shape"]
     [4, 64, 64]
     """
+    if skew_angle is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
+        args = dict(locals())
+        args.pop("pyramid")
+        from .skewed import deconvolve_skewed
+
+        return deconvolve_skewed(args)
     from ..io import OmeZarrWriter, open_image
 
     t0 = time.perf_counter()
@@ -785,7 +825,7 @@ def deconvolve(
         if work_dir is not None:  # where a run killed after finalising left its work folder
             attrs["work_dir"] = run_record["work_dir"]
         lease.check()  # a run presumed dead and taken over finishes nothing
-        writer.finalize(attrs=attrs)
+        writer.finalize(attrs=attrs, pyramid=pyramid)
         lease.check()
         try:
             ledger.remove()

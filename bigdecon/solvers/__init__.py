@@ -1,6 +1,7 @@
 """Pure array-to-array solvers. Each works on NumPy or CuPy arrays, in float32."""
 
 from .background import estimate_background
+from .deskew import deskew, skew_psf
 from .landweber import landweber
 from .psf import confocal_psf, gaussian_psf, lightsheet_psf, psf_fwhm, psf_size_for, psf_to_otf, widefield_psf
 from .richardson_lucy import richardson_lucy
@@ -10,6 +11,7 @@ from .wiener_butterworth import mirror_backprojector, rl_wiener_butterworth, wie
 
 __all__ = [
     "confocal_psf",
+    "deskew",
     "estimate_background",
     "fourier_upsample",
     "gaussian_psf",
@@ -20,6 +22,7 @@ __all__ = [
     "psf_to_otf",
     "richardson_lucy",
     "rl_wiener_butterworth",
+    "skew_psf",
     "sparse_hessian",
     "spatial_upsample",
     "widefield_psf",
