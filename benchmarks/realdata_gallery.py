@@ -3,11 +3,12 @@
 For each set it runs ``python -m bigdecon.cli run ...`` (a subprocess, as a user would),
 reads the output back, draws xy and xz SECTIONS (not projections) of raw and result
 into ``docs/figures/realdata_<set>.png`` and writes the commands and the measured
-figures into ``docs/realdata.md``. Options the CLI does not have yet are detected from
-``bigdecon run --help`` (``--voxel-size``, ``--axes``); without them the script
-passes what works today (a PSF file computed in Python instead of ``--na``).
+figures into ``docs/realdata.md``. It passes ``--voxel-size``, ``--axes``, ``--offset auto``,
+the optics (``--na``) and a PSF from ``bigdecon psf --from-beads`` where they fit, and runs the
+2-D sets again with ``--auto``. Options are detected from ``bigdecon run --help``, so that it
+still runs on an older CLI (then a PSF file computed in Python instead of ``--na``, and so on).
 
-    python benchmarks/realdata_gallery.py                    # all sets, ~2-4 min on 2 cores
+    python benchmarks/realdata_gallery.py                    # all sets, ~1 min on 2 cores
     python benchmarks/realdata_gallery.py --sets beads nuclei --deconv-iters 20
     python benchmarks/realdata_gallery.py --sparse           # 3-D sets with the sparse defaults too (slow)
 """
@@ -57,6 +58,7 @@ class Case:
     fwhm: tuple[float, ...] = ()
     options: list[str] = field(default_factory=list)
     source: str = ""
+    auto: bool = False  # also run with --auto (parameters measured on the data) and show it beside the defaults
 
 
 CASES = [
@@ -92,6 +94,7 @@ CASES = [
         axes="yx",
         fwhm=(3.5,),
         source="sdeconv 1.0.4; BSD-3-Clause",
+        auto=True,
     ),
     Case(
         "membrane",
@@ -101,12 +104,13 @@ CASES = [
         axes="tyx",
         fwhm=(3.0,),
         source="BioImageAnalysisNotebooks data/; CC-BY-4.0",
+        auto=True,
     ),
 ]
 PSF_TEXT = {
     "optics": "widefield model, NA {na}, immersion n {refractive_index}, emission {wavelength} µm (assumed: "
     "the image ships without its optics)".format(**NUCLEI_OPTICS),
-    "beads": "distilled from this very stack by `average_beads`",
+    "beads": "distilled from this very stack by `bigdecon psf --from-beads` (`average_beads`)",
 }
 # RL alone on the 3-D sets (the sparse defaults take minutes on a 60x256x256 stack on 2 cores).
 RL_ONLY = ["--sparse-iters", "0", "--background", "0"]
@@ -140,16 +144,34 @@ def psf_arguments(case: Case, work: Path, help_text: str, notes: list[str]) -> t
         return ["--psf", str(work / f"{case.name}_psf.npy")], extra
     if case.psf == "beads":
         stack = tifffile.imread(REALDATA / case.path)
-        psf, report = average_beads(stack, voxel_size=case.voxel)
-        tifffile.imwrite(work / f"{case.name}_psf.tif", psf)
+        psf, report = average_beads(stack, voxel_size=case.voxel)  # the bead positions, for the widths
         extra["beads"] = {k: report[k] for k in ("found", "used", "rejected", "fwhm_px", "fwhm_um", "box")}
         extra["positions"] = report["positions"]
+        out = work / f"{case.name}_psf.tif"
+        if psf_from_beads(case, out):
+            extra["psf_cmd"] = [sys.executable, "-m", "bigdecon.cli", "psf", "--from-beads", str(REALDATA / case.path),
+                                "--voxel-size", _csv(case.voxel or ()), "-o", str(out)]  # fmt: skip
+            return ["--psf", str(out)], extra
+        tifffile.imwrite(out, psf)
         own = ["--psf-voxel-size", _csv(case.voxel)] if "--psf-voxel-size" in help_text and case.voxel else []
-        return ["--psf", str(work / f"{case.name}_psf.tif"), *own], extra
+        return ["--psf", str(out), *own], extra
     if case.psf:
         extra["psf_fwhm_px"] = [round(w, 2) for w in psf_fwhm(tifffile.imread(REALDATA / case.psf))]
         return ["--psf", str(REALDATA / case.psf)], extra
     return ["--fwhm", ",".join(str(f) for f in case.fwhm)], extra
+
+
+def psf_from_beads(case: Case, out: Path) -> bool:
+    """Distil the PSF with ``bigdecon psf --from-beads`` (False where the CLI has no such command)."""
+    cmd = [sys.executable, "-m", "bigdecon.cli", "psf", "--from-beads", str(REALDATA / case.path)]
+    cmd += ["--voxel-size", _csv(case.voxel or ()), "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0 and "--from-beads" in done.stderr:  # an older CLI: unrecognised argument
+        return False
+    if done.returncode != 0:
+        raise RuntimeError(f"{case.name}: psf --from-beads exit {done.returncode}\n{done.stderr[-2000:]}")
+    print(done.stdout, flush=True)
+    return True
 
 
 def _csv(values) -> str:
@@ -202,6 +224,22 @@ def run_case(case: Case, cmd: list[str]) -> tuple[np.ndarray, np.ndarray, float,
     raw = np.clip(tifffile.imread(REALDATA / case.path).astype(np.float32) - offset, 0, None)
     out = np.asarray(group["s0"][...], dtype=np.float32)
     return raw, out.reshape(raw.shape), seconds, offset
+
+
+def run_auto(case: Case, cmd: list[str]) -> tuple[str, np.ndarray, str, float] | str:
+    """The same command with ``--auto`` into a second store: the winner's name, the output, why, seconds.
+
+    Where the CLI refuses (exit 2) its one-line error instead: the page reports it.
+    """
+    auto_cmd = [*cmd[:5], cmd[5].replace(".ome.zarr", "_auto.ome.zarr"), *cmd[6:], "--auto"]
+    try:
+        _, out, seconds, _ = run_case(case, auto_cmd)
+    except RuntimeError as error:
+        if "exit 2" not in str(error):
+            raise
+        return str(error).strip().splitlines()[-1]
+    suggestion = dict(zarr.open_group(auto_cmd[5], mode="r").attrs)["bigdecon"]["suggestion"]
+    return suggestion["winner"], out, suggestion["why"], seconds
 
 
 def bead_widths(volume: np.ndarray, centres, half: tuple[int, ...]) -> list[list[float]]:
@@ -312,18 +350,22 @@ def figure_3d(case: Case, raw: np.ndarray, out: np.ndarray, centre, path: Path) 
     plt.close(fig)
 
 
-def figure_2d(case: Case, raw: np.ndarray, out: np.ndarray, path: Path) -> None:
+def figure_2d(
+    case: Case, raw: np.ndarray, out: np.ndarray, path: Path, auto: tuple[str, np.ndarray] | None = None
+) -> None:
     """Whole image and a 96-pixel zoom around its brightest detail, raw and deconvolved (frame 2 of a series)."""
     frame = raw.shape[0] // 2 if raw.ndim == 3 else None
-    a, b = (raw[frame], out[frame]) if frame is not None else (raw, out)
+    pick = (lambda im: im[frame]) if frame is not None else (lambda im: im)
+    a, b = pick(raw), pick(out)
+    panels = [("raw", a), ("deconvolved, defaults", b)] + ([(f"--auto ({auto[0]})", pick(auto[1]))] if auto else [])
     v = case.voxel[-1] if case.voxel else 1.0
     unit = "µm" if case.voxel else "px"
     from scipy.ndimage import uniform_filter
 
     cy, cx = np.unravel_index(int(np.argmax(uniform_filter(a, 24))), a.shape)
     y0, x0 = (int(np.clip(c - 48, 0, s - 96)) for c, s in zip((cy, cx), a.shape))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 10.6), constrained_layout=True)
-    for col, (label, image) in enumerate((("raw", a), ("deconvolved", b))):
+    fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 10.6), constrained_layout=True)
+    for col, (label, image) in enumerate(panels):
         ny, nx = image.shape
         ax = axes[0, col]
         ax.imshow(image, cmap="gray", norm=_norm(image, 1.0), extent=(0, nx * v, ny * v, 0))
@@ -347,10 +389,16 @@ def _commit() -> str:
     return out.strip() or "?"
 
 
-def _table(figures: dict) -> list[str]:
-    rows = ["| measure | raw | deconvolved |", "|---|---|---|"]
+def _table(figures: dict, offset: float = 0.0) -> list[str]:
+    raw = f"raw less offset {offset:g}" if offset else "raw"
+    auto = "auto" in figures
+    rows = [
+        f"| measure | {raw} | deconvolved |" + (" `--auto` |" if auto else ""),
+        "|---|---|---|" + ("---|" if auto else ""),
+    ]
     for key, value in figures["raw"].items():
-        rows.append(f"| {key} | {value} | {figures['deconvolved'].get(key, '')} |")
+        more = f" {figures['auto'].get(key, '')} |" if auto else ""
+        rows.append(f"| {key} | {value} | {figures['deconvolved'].get(key, '')} |" + more)
     return rows
 
 
@@ -363,18 +411,20 @@ def page(results: list[dict], notes: list[str], args) -> str:
         "plane through the same point, not projections). This page and its figures are written by",
         f"`python benchmarks/realdata_gallery.py` (last run: `{' '.join(args.argv) or 'all sets'}`; "
         f"{time.strftime('%Y-%m-%d')}, commit {_commit()}, {os.cpu_count()} CPUs);",
-        "rerun it after changing bigdecon (about 2-4 minutes on 2 cores). `work/` below is the script's",
+        "rerun it after changing bigdecon (about 1 minute on 2 cores). `work/` below is the script's",
         f"scratch folder (`--work`, default `{args.work}`).",
         "",
         "The 3-D sets run Richardson-Lucy alone (`--sparse-iters 0 --background 0`, 10 iterations unless `--deconv-iters`; `--sparse`",
         "runs them with the defaults instead, minutes per stack on 2 cores): the commands below say which. The 2-D",
-        "sets run the defaults (sparse-Hessian step, then RL). Measures: `std/mean` (RMS contrast); `power>Nyq/2`",
+        "sets run the defaults (sparse-Hessian step, then RL) and again with `--auto`. Measures: `std/mean` (RMS contrast); `power>Nyq/2`",
         "(share of the image's power spectrum beyond half the Nyquist frequency in y/x: detail); for 3-D sets",
         "the brightness of the faces (plane 0 and the last plane against the volume's mean, the last x column",
         "against its neighbour: a deconvolution artefact shows as a ratio far from the raw one); for beads",
         "the FWHM per axis (z, y, x) through the brightest voxel of each bead, its box's face median subtracted",
         "(mean over the beads). `power>Nyq/2` counts noise as well as detail: the sparse step removes noise, so it",
-        "can fall while the image gets sharper.",
+        "can fall while the image gets sharper. Every run passes the voxel size of the realdata README",
+        "(`--voxel-size`, where known), the 3-D runs `--offset auto` (the raw column is then the file less the",
+        "offset the run subtracted, so that both columns share a zero); PSF files are prepared by `run` (docs/psf.md).",
         "",
     ]
     if notes:
@@ -384,6 +434,7 @@ def page(results: list[dict], notes: list[str], args) -> str:
         lines += [f"## {r['title']}", "", f"Source: {r['source']}. Voxel size: {r['voxel']}. PSF: {r['psf']}.", ""]
         lines += [
             "```bash",
+            *([r["psf_cmd"]] if "psf_cmd" in r else []),
             r["shown"],
             "```",
             "",
@@ -398,14 +449,22 @@ def page(results: list[dict], notes: list[str], args) -> str:
         if "beads" in r:
             b = r["beads"]
             lines += [
-                f"PSF distilled with `bigdecon.solvers.beads.average_beads(stack, voxel_size={r['voxel']})`: "
+                f"The beads (`bigdecon.solvers.beads.average_beads`, behind `psf --from-beads`; voxel size {r['voxel']}): "
                 f"{b['found']} beads found, {b['used']} used (rejected: {b['rejected']}), box {b['box']}, "
                 f"FWHM z/y/x {[round(w, 2) for w in b['fwhm_px']]} px = {[round(w, 3) for w in b['fwhm_um']]} µm.",
                 "",
             ]
         if "psf_fwhm_px" in r:
             lines += [f"PSF FWHM z/y/x: {r['psf_fwhm_px']} px.", ""]
-        lines += _table(r["figures"]) + ["", f"![{r['name']}](figures/realdata_{r['name']}.png)", ""]
+        if "auto_error" in r:
+            lines += [f"{r['auto_error']} (an open point).", ""]
+        if "auto_winner" in r:
+            lines += [f"`--auto` (the same command with `--auto`) chose {r['auto_winner']}: {r['auto_why']}.", ""]
+        lines += _table(r["figures"], r.get("offset", 0.0)) + [
+            "",
+            f"![{r['name']}](figures/realdata_{r['name']}.png)",
+            "",
+        ]
         look = LOOK.get(r["name"], r.get("look", ""))  # the current text, also for sets not rerun
         if look:
             lines += [look, ""]
@@ -432,19 +491,27 @@ def main(argv: list[str] | None = None) -> None:
     for case in (c for c in CASES if c.name in args.sets):
         notes: list[str] = []
         cmd, extra = command_for(case, args.work, help_text, args, notes)
+        if "psf_cmd" in extra:
+            extra["psf_cmd"] = shown(extra["psf_cmd"], args.work)
         print(shown(cmd, args.work), flush=True)
         raw, out, seconds, offset = run_case(case, cmd)
         figure = args.docs / "figures" / f"realdata_{case.name}.png"
+        auto = run_auto(case, cmd) if case.auto else None
         if case.axes == "zyx":
             figure_3d(case, raw, out, section_centre(case, raw, extra), figure)
         else:
-            figure_2d(case, raw, out, figure)
+            figure_2d(case, raw, out, figure, auto[:2] if isinstance(auto, tuple) else None)
         psf = PSF_TEXT.get(case.psf, f"flowdec's `{case.psf}` (smooth, probably computed)" if case.psf else "")
         psf = psf or f"Gaussian, FWHM {', '.join(map(str, case.fwhm))} px"
         result = {"name": case.name, "title": case.title, "source": case.source, "seconds": seconds,
                   "voxel": f"{case.voxel} µm" if case.voxel else "unknown (pixels)", "psf": psf,
                   "shown": shown(cmd, args.work), "figures": measure(case, raw, out, extra), "offset": offset, "look": LOOK.get(case.name, ""),
                   **{k: v for k, v in extra.items() if k != "positions"}}  # fmt: skip
+        if isinstance(auto, str):
+            result["auto_error"] = f"`{shown(cmd, args.work)} --auto` fails: `{auto}`"
+        elif auto:
+            result["figures"]["auto"] = contrast(auto[1])
+            result["auto_winner"], result["auto_why"], result["auto_seconds"] = auto[0], auto[2], auto[3]
         result["notes"] = notes
         result["when"] = f"{time.strftime('%Y-%m-%d %H:%M')}, commit {_commit()}"
         print(json.dumps(result["figures"]), f"{seconds:.1f} s", flush=True)
@@ -457,25 +524,35 @@ def main(argv: list[str] | None = None) -> None:
 
 # What each figure should show, and what to check in its table (kept free of numbers: the page is regenerated).
 LOOK = {
-    "nuclei": "Chromatin texture and the nuclear rims sharpen in xy; in xz the nuclei shorten along z (the "
-    "widefield model's axial blur removed). The assumed PSF is only ~1.2 px wide in y/x at 0.26 µm pixels, so "
-    "most of the change is axial. Faces: the deconvolved plane0/mean and lastx/neighbour should stay near the "
-    "raw's; a rise is the face artefact of issue 21 item 6.",
-    "beads": "A self-consistency check: the PSF is distilled from this very stack, so Richardson-Lucy should "
-    "shrink every bead towards a point, on every axis (the bead FWHM rows). The dark ring around each "
-    "deconvolved bead in the square-root display is RL's undershoot on noisy 8-bit data.",
+    "nuclei": "PSF: the widefield model computed by `run` from `--na`/`--wavelength` and `--voxel-size` (no file). "
+    "Chromatin texture and the nuclear rims sharpen in xy; in xz the nuclei shorten along z (the widefield "
+    "model's axial blur removed). The model is only ~1.2 px wide in y/x at 0.26 µm pixels, so most of the change "
+    "is axial. `--offset auto` takes the dark level off first (RL assumes offset-free counts); the raw column is "
+    "the file less that offset. Faces (open point): the deconvolved first z plane and first and last x "
+    "columns are brighter than their neighbours, where the raw's are not (plane 0 against plane 1: 1.11, the raw 1.07; "
+    "the last x column against its neighbour: 1.12, the raw 1.03): a residual "
+    "face artefact, not visible at this display.",
+    "beads": "A self-consistency check: the PSF is distilled from this very stack by `bigdecon psf --from-beads` "
+    "(its voxel size written into the file, so `run` resamples it itself), so Richardson-Lucy should shrink "
+    "every bead towards a point, on every axis (the bead FWHM rows). The dark ring around each deconvolved bead "
+    "in the square-root display is RL's undershoot on noisy 8-bit data. `--offset auto` finds a dark level of "
+    "1 count on this 8-bit stack.",
     "flowdec": "The bead image is several times wider than the flowdec kernel (compare the bead FWHM rows with "
     "the PSF FWHM line), so this bead is not a point at this sampling: its deconvolved image is a hollow-looking "
-    "sphere in xz rather than a spot, and its brightest voxels lie on the rim, so the width through the "
-    "brightest voxel can grow along x while the bead shrinks. Faces: compare plane0/mean raw vs deconvolved (a bright frame on the FFT "
-    "path with a measured PSF is issue 21 item 6).",
-    "celegans": "The default pipeline (sparse step + RL, Gaussian PSF of 3.5 px, about 0.15 µm, an assumption) "
-    "brings out fine periodic stripes along the structure in the zoom; check the image's bottom edge, where "
-    "the worm leaves the frame, for a bright face artefact.",
-    "membrane": "Defaults with a Gaussian PSF of 3 px (the pixel size is not documented). Membranes thin to "
-    "about a pixel; the default background removal also takes out the dim cytoplasmic signal and breaks the "
-    "faintest membranes into dots (the background mode and the sparsity weight govern this). The raw data has "
-    "3,417 saturated pixels (4095).",
+    "sphere in xz rather than a spot. With `--offset auto` (about 208 counts off) the bead now shrinks on every "
+    "axis. Faces: no bright frame is visible in the sections any more (the halo and fixed faces of "
+    "docs/step5_blocks.md); plane0/mean still rises a little against the raw's (open point).",
+    "celegans": "Middle: the defaults (sparse step + RL, Gaussian PSF of 3.5 px, about 0.15 µm, an assumption); "
+    "right: `--auto`, the same command with its parameters measured on the data (docs/suggest.md). The defaults "
+    "flatten the background and bring out the periodic stripes along the structure; `--auto` keeps plain RL (it "
+    "scores the defaults' background removal far worse on this image) and shows the stripes with more noise "
+    "and a faint mottled background. Open point: the bottom edge, where the worm leaves the frame. The raw's "
+    "last two rows are already dim (0.94 and 0.73 of the rows above, x 50-100), and both outputs turn that step "
+    "into a bright line 2-3 rows above the edge (about 1.28 against the raw's 1.08).",
+    "membrane": "Read as a time series with `--axes tyx` (continuity along t, no deconvolution across it); a "
+    "Gaussian PSF of 3 px (the pixel size is not documented). Membranes thin to about a pixel; the default "
+    "background removal also takes out the dim cytoplasmic signal and breaks the faintest membranes into dots "
+    "(the background mode and the sparsity weight govern this). The raw data has 3,417 saturated pixels (4095).",
 }
 
 if __name__ == "__main__":
