@@ -23,7 +23,7 @@ def _preprocess_identity(raw, scale, mean, params):
     return out
 
 
-def _sparse_identity(h, norm, params, coupled, interior):
+def _sparse_identity(h, norm, params, coupled, interior, faces=None):
     return np.ascontiguousarray(np.asarray(h, dtype=np.float32)[interior])
 
 

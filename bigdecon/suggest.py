@@ -526,7 +526,8 @@ def suggest_parameters(
         The PSF, as for :func:`bigdecon.sparse_deconvolve` (or from the optics for a path).
     axes : {"yx", "tyx", "zyx"}, optional
         For an array: whether the third axis is time or depth (default ``zyx``
-        for a 3-D PSF).
+        for a 3-D PSF). For a path: the file's axes where its metadata has
+        none (``--axes`` of ``bigdecon run``, e.g. ``"tyx"``).
     budget : int or str or float, optional
         An int: at most that many candidates (in the order above, RL 20
         first); ``"30s"`` or a float: seconds (candidates that would not fit
@@ -558,9 +559,9 @@ def suggest_parameters(
     ['RL 20', 'RL 10', 'RL 40']
     """
     if isinstance(image, (str, os.PathLike)):
-        if axes is not None:
-            raise InputError("axes applies to an array; a file's axes come from its metadata")
-        channels = _channels_from_path(str(image), {"fwhm": fwhm, "psf": psf, **options})
+        # For a file, axes names a bare TIFF's axes, as ``--axes`` does for ``bigdecon run``.
+        given = {"axes": axes} if axes is not None else {}
+        channels = _channels_from_path(str(image), {"fwhm": fwhm, "psf": psf, **given, **options})
     else:
         if options:
             raise InputError(f"{', '.join(sorted(options))}: only for a path (an array takes fwhm or psf)")

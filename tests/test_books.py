@@ -44,7 +44,7 @@ def test_thousands_of_tasks_in_waves_then_resume_from_a_compacted_ledger(tmp_pat
             import bigdecon.passes.tasks as tasks
 
             tasks._preprocess_block = lambda raw, *a: np.asarray(raw, np.float32)
-            tasks._sparse_block = lambda h, n, p, c, interior: np.ascontiguousarray(h[interior], np.float32)
+            tasks._sparse_block = lambda h, n, p, c, interior, faces=None: np.ascontiguousarray(h[interior], np.float32)
             tasks._final_block = lambda g, *a: np.asarray(g, np.float32)
 
     class MostTasks(SchedulerPlugin):

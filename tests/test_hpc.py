@@ -382,7 +382,7 @@ def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path:
         print(log.read_text(errors="replace") if log.exists() else "")
         raise
     finally:
-        from conftest import stop_process_groups
+        from helpers import stop_process_groups
 
         stop_process_groups(procs)
         cluster.close()

@@ -91,3 +91,15 @@ def test_run_auto_records_the_choice(dim, tmp_path):
     assert record["winner"] == expected.winner and len(record["candidates"]) == 8
     assert [c["loss"] for c in record["candidates"]] == pytest.approx([c["loss"] for c in expected.candidates])
     assert made["config"]["auto"] is True and made["config"]["budget"] == "8"
+
+
+def test_suggest_takes_a_bare_tiffs_axes(realdata):
+    """``--axes tyx`` reaches the measurement of a file, as it reaches ``run`` (the real membrane
+    time-lapse, a bare TIFF read as zyx without it)."""
+    path = realdata / "mpicbg_membrane_timelapse" / "membrane_2d_timelapse.tif"
+    ran = cli("suggest", path, "--fwhm", "3", "--axes", "tyx", "--budget", "2", "--json")
+    assert ran.returncode == 0, ran.stderr
+    blocks = json.loads(ran.stdout)["blocks"]
+    assert blocks and all("t" in b and "z" not in b for b in blocks)
+    # The same through the API: the file's axes are what the measurement sees.
+    assert all("t" in b for b in suggest_parameters(str(path), fwhm=3, axes="tyx", budget=1).blocks)
