@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_scratch import write_input  # noqa: E402  (the same data as the scratch benchmark)
+from bench_scratch import write_input  # the same data as the scratch benchmark
 
-from bigdecon.passes.scratch import folder_bytes  # noqa: E402
+from bigdecon.passes.scratch import folder_bytes
 
 
 def codecs() -> dict[str, tuple[object, object]]:

@@ -128,7 +128,7 @@ def rl_section(log) -> list[dict]:
     cases.append(("2-D 1024x1024", img2, psf2, (slice(32, -32), slice(32, -32))))
 
     try:
-        import RedLionfishDeconv as rlf  # noqa: F401
+        import RedLionfishDeconv as rlf
 
         rlf_ok, rlf_note = True, ""
     except Exception as exc:  # not installed, or pyopencl missing

@@ -65,11 +65,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-import bigdecon  # noqa: E402
-from bigdecon._backend import gpu_available  # noqa: E402
-from bigdecon.solvers.background import estimate_background  # noqa: E402
-from bigdecon.solvers.richardson_lucy import published_pad  # noqa: E402
-from bigdecon.solvers.sparse_hessian import sparse_hessian_terms  # noqa: E402
+import bigdecon
+from bigdecon._backend import gpu_available
+from bigdecon.solvers.background import estimate_background
+from bigdecon.solvers.richardson_lucy import published_pad
+from bigdecon.solvers.sparse_hessian import sparse_hessian_terms
 
 PUBLISHED_SECONDS = 17.0  # published Python code, 5x256x256, defaults, background 0 (issue #2)
 PUBLISHED_RATE = 1.9e6  # its sparse-Hessian voxel-iterations/s
@@ -165,7 +165,7 @@ def gpu_bandwidth():
             clock_khz = rt.deviceGetAttribute(getattr(rt, "cudaDevAttrMemoryClockRate", 36), 0)
             bus_bits = rt.deviceGetAttribute(getattr(rt, "cudaDevAttrGlobalMemoryBusWidth", 37), 0)
             source = "device attributes"
-        except Exception:  # noqa: BLE001
+        except Exception:
             clock_khz = bus_bits = None
     if not (clock_khz and bus_bits):
         try:
@@ -176,7 +176,7 @@ def gpu_bandwidth():
             clock_khz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM) * 1000
             bus_bits = pynvml.nvmlDeviceGetMemoryBusWidth(handle)
             source = "NVML"
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None, "unknown (no memory clock in the device properties, attributes or NVML)"
     bandwidth = clock_khz * 1e3 * bus_bits * 2 / 8
     return bandwidth, f"{clock_khz / 1e3:.0f} MHz x {bus_bits} bit x 2 / 8 ({source})"
@@ -242,7 +242,7 @@ def gpu_measure(fn, *args, repeat=3, **kwargs):
     pool = cp.get_default_memory_pool()
     try:
         cp.fft.config.get_plan_cache().clear()
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     pool.free_all_blocks()
     hook = _peak_hook()

@@ -28,10 +28,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tifffile  # noqa: E402
-import zarr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import tifffile
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("BIGDECON_REALDATA", ROOT.parent / "shared" / "realdata"))

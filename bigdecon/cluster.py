@@ -188,13 +188,13 @@ def _identify(address: str, timeout: float) -> float:
 
     try:
         parse_address(address)
-    except Exception as exc:  # noqa: BLE001 - a malformed address
+    except Exception as exc:
         raise InputError(f"not a Dask scheduler address: {address} ({_short(exc)})") from None
     try:
         from distributed.security import Security
 
         connection_args = Security().get_connection_args("client")
-    except Exception:  # noqa: BLE001 - no TLS configured: plain TCP
+    except Exception:
         connection_args = {}
 
     async def once(left: float) -> dict:
@@ -215,7 +215,7 @@ def _identify(address: str, timeout: float) -> float:
                 reply = await once(left)
             except TimeoutError:
                 why = "it accepted the connection but did not answer as a Dask scheduler"
-            except Exception as exc:  # noqa: BLE001 - refused, reset, or not Dask's protocol
+            except Exception as exc:
                 why = _reason(exc)
             else:
                 if isinstance(reply, dict) and reply.get("type") == "Scheduler":
@@ -259,7 +259,7 @@ def _connect(address: str, timeout: float = SCHEDULER_TIMEOUT) -> Any:
     left = max(1.0, deadline - time.monotonic())
     try:
         return Client(address, timeout=f"{left}s")
-    except Exception as exc:  # noqa: BLE001 - it answered a moment ago: report what went wrong
+    except Exception as exc:
         raise InputError(
             f"no Dask scheduler answered at {address} within {_seconds(float(timeout))} ({_reason(exc)})"
         ) from None

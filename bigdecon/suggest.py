@@ -260,7 +260,7 @@ def measure(image: Any, *, fwhm=None, psf=None, axes: str | None = None) -> Esti
             raise InputError(f"fwhm must be numbers of pixels > 0, got {fwhm!r}")
         fx, fz = values[-1], (values[0] if len(values) == 3 else None)
         if fz is not None:
-            from .solvers.psf import gaussian_psf  # noqa: PLC0415  (only for a 3-value fwhm)
+            from .solvers.psf import gaussian_psf
 
             psf = gaussian_psf(values)
     if axes is None:

@@ -11,12 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dask_jobqueue  # noqa: F401,E402  (the test extra)
+import dask_jobqueue  # noqa: F401  (the test extra)
 import numpy as np
 import pytest
-from helpers import stopped_at_exit, wait_for_port  # noqa: E402
+from helpers import stopped_at_exit, wait_for_port
 
-from bigdecon import hpc  # noqa: E402
+from bigdecon import hpc
 
 
 def _free_port() -> int:

@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # noqa: E402  (the test extra)
-import kubernetes  # noqa: F401,E402
-import kubernetes_validate  # noqa: E402
+import jsonschema
+import kubernetes  # noqa: F401
+import kubernetes_validate
 import pytest
 import yaml
 from helpers import stop_process_groups, wait_for_port

@@ -12,14 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-import ipykernel  # noqa: F401,E402  (the test extra)
-import nbclient  # noqa: E402
-import nbformat  # noqa: E402
+import ipykernel  # noqa: F401  (the test extra)
+import nbclient
+import nbformat
 import pytest
-from ipykernel.kernelspec import RESOURCES, get_kernel_dict  # noqa: E402
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager  # noqa: E402
-from jupyter_client.manager import AsyncKernelManager  # noqa: E402
-from traitlets import default  # noqa: E402
+from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))

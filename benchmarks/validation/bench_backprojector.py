@@ -34,11 +34,11 @@ from scipy.signal import fftconvolve
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from metrics import match_scale, pearson  # noqa: E402
-from phantoms import add_noise, volume  # noqa: E402
+from metrics import match_scale, pearson
+from phantoms import add_noise, volume
 
-from bigdecon import richardson_lucy  # noqa: E402
-from bigdecon.solvers import psf_size_for, rl_wiener_butterworth, widefield_psf  # noqa: E402
+from bigdecon import richardson_lucy
+from bigdecon.solvers import psf_size_for, rl_wiener_butterworth, widefield_psf
 
 OPTICS = dict(na=1.1, wavelength=0.52, refractive_index=1.33, pixel_size=0.1, z_step=0.25)
 SWEEP = (

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted (continue later with --resume)", file=sys.stderr, flush=True)
         return 130
-    except Exception as exc:  # noqa: BLE001 - anything unexpected: one line, exit 1
+    except Exception as exc:
         debug = bool(getattr(args, "debug", False))
         remote = _remote_problem(exc, args)
         if remote is not None:

@@ -50,7 +50,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         try:
             data = tomllib.loads(raw.decode("utf-8")) if kind == "toml" else yaml.safe_load(raw)
             break
-        except Exception as exc:  # noqa: BLE001 - TOML/YAML syntax errors of any kind
+        except Exception as exc:
             if i == len(kinds) - 1:
                 what = f" as {kind.upper()}" if len(kinds) == 1 else " as TOML or YAML"
                 raise InputError(f"cannot parse config file {path}{what}: {one_line(exc)}") from None

@@ -334,7 +334,7 @@ def submit_command(args: argparse.Namespace) -> int:
         return 0
     try:
         k8s.create_job(manifests, kubeconfig=args.kubeconfig)
-    except Exception as exc:  # noqa: BLE001 - report any API/config failure in one line
+    except Exception as exc:
         return _error("submit", exc)
     meta = manifests[-1]["metadata"]
     print(f"daskjob {meta['namespace']}/{meta['name']} created")
@@ -430,7 +430,7 @@ def _run_on_jobqueue(
         cluster = hpc.make_jobqueue_cluster(
             args.hpc, workers=args.workers, security=sec, tls=sec is not None, **options
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _error("submit", exc)
     client_tls = dask.config.set(hpc.tls_config(files)) if files is not None else contextlib.nullcontext()
     try:
@@ -450,7 +450,7 @@ def status_command(args: argparse.Namespace) -> int:
 
     try:
         status = daskjob_status(args.name, args.namespace, kubeconfig=args.kubeconfig)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _error("status", exc)
     print(f"{args.namespace}/{args.name}: {status.get('jobStatus') or 'Pending'}")
     for key in ("clusterName", "jobRunnerPodName", "startTime", "endTime"):
@@ -465,7 +465,7 @@ def logs_command(args: argparse.Namespace) -> int:
 
     try:
         text = daskjob_logs(args.name, args.namespace, kubeconfig=args.kubeconfig, tail_lines=args.tail)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _error("logs", exc)
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0

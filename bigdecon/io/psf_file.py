@@ -82,7 +82,7 @@ def read_psf(path: str | os.PathLike) -> tuple[np.ndarray, list[float] | None]:
             size = _um(scale, units, [a for a in keep if a in ("z", "y", "x")])
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+    except Exception as exc:
         raise InputError(f"cannot read PSF file {path}: {' '.join(str(exc).split())}") from None
     psf = np.squeeze(np.asarray(psf))
     if psf.dtype.kind not in "iuf":

@@ -36,7 +36,7 @@ FAKE = True  # tests check that this, not a real CuPy, is what they run on
 transfers: collections.Counter[str] = collections.Counter()
 
 
-class ndarray(NDArrayOperatorsMixin):  # noqa: N801 - CuPy's name
+class ndarray(NDArrayOperatorsMixin):
     """A "device" array: NumPy memory behind an object that is not a NumPy array.
 
     Not an ``numpy.ndarray`` subclass: NumPy passes a subclass through

@@ -20,7 +20,7 @@ runtime = types.SimpleNamespace(getDeviceCount=_count, memGetInfo=_mem_info, dev
 
 
 class Device:
-    def __init__(self, id: int = 0) -> None:  # noqa: A002 - CuPy's name
+    def __init__(self, id: int = 0) -> None:
         self.id = id
 
     def __enter__(self) -> Device:
