@@ -323,7 +323,7 @@ class Plan:
         """Every outer index (one plane each) x ``kspans`` (none without a k axis) x ``yspans`` x ``xspans``."""
         lay = self.layout
         axes = [*lay.outer, lay.y, lay.x]
-        spans: list[Sequence[tuple[int, int]]] = [Spans(lay.shape[ax], 1) for ax in lay.outer]
+        spans: list[Any] = [Spans(lay.shape[ax], 1) for ax in lay.outer]
         spans += [yspans, xspans]
         if kspans is not None and lay.k is not None:
             axes.insert(len(lay.outer), lay.k)

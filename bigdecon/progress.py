@@ -99,7 +99,7 @@ class _Progress:
         if rate is not None:
             if self.voxels:
                 parts.append(format_rate(rate))
-            parts.append("done" if self.done >= self.total else f"ETA {format_time(left)}")
+            parts.append("done" if self.done >= self.total or left is None else f"ETA {format_time(left)}")
         parts.append(f"elapsed {format_time(now - self.start)}")
         return "  ".join(parts)
 

@@ -83,7 +83,7 @@ def open_tiff(path: str | os.PathLike) -> ImageSource:
             raw_axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
             ome_xml = tif.ome_metadata if tif.is_ome else None
             ij = tif.imagej_metadata if tif.is_imagej else None
-            tags = {t.name: t.value for t in series.pages[0].tags.values()} if series.pages else {}
+            tags = _first_page_tags(series)
             raw_axes = _planar_samples_as_channels(raw_axes, p)
             axes = _map_axes(raw_axes, ij, p)
             # Before the zarr view: its chunk index is built from the declared shape.
@@ -157,9 +157,16 @@ def _planar_samples_as_channels(raw: str, where: str) -> str:
     raise InputError(f"RGB / multi-sample TIFF not supported: {where} (axes {raw}); save the channels as a C axis")
 
 
+def _first_page_tags(series: Any) -> dict[str, Any]:
+    """The first page's TIFF tags by name (none for a series without a full first page)."""
+    page = series.pages[0] if series.pages else None
+    return {t.name: t.value for t in page.tags.values()} if isinstance(page, tifffile.TiffPage) else {}
+
+
 def _map_axes(raw: str, ij: dict | None, where: str) -> tuple[str, ...]:
     """tifffile axis letters -> bigdecon names (see :func:`open_tiff`)."""
-    frames_first = bool(ij) and int(ij.get("frames", 1) or 1) > 1 and int(ij.get("slices", 1) or 1) <= 1
+    ij = ij or {}
+    frames_first = int(ij.get("frames", 1) or 1) > 1 and int(ij.get("slices", 1) or 1) <= 1
     names: list[str] = []
     for letter in raw:
         if letter in _LETTERS:
@@ -247,7 +254,7 @@ def read_tiff_with_sizes(source: Any) -> tuple[np.ndarray, dict[str, float], dic
         raw_axes = series.axes.replace("S", "C") if "S" in series.axes else series.axes
         ome_xml = tif.ome_metadata if tif.is_ome else None
         ij = tif.imagej_metadata if tif.is_imagej else None
-        tags = {t.name: t.value for t in series.pages[0].tags.values()} if series.pages else {}
+        tags = _first_page_tags(series)
         data = series.asarray()
     axes = _map_axes(raw_axes, ij, str(getattr(source, "name", source)))
     scale = {a: 1.0 for a in axes}

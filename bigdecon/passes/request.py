@@ -506,8 +506,14 @@ def _every_channel_mirror(channel_params: list[Params], layout: Layout) -> bool 
     return all(boundary_rule(3, output_psf(p, 3)) == "mirror" for p in channel_params)
 
 
+def _required(psf: np.ndarray | None) -> np.ndarray:
+    if psf is None:  # a volumetric run that deconvolves always has a PSF (Params checks it)
+        raise ValueError("no step-5 PSF")
+    return psf
+
+
 def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:
     """Shapes of every channel's 3-D step-5 PSF (the plan's halo covers the largest); None otherwise."""
     if not (channel_params[0].volumetric and channel_params[0].deconvolves and layout.k is not None):
         return None
-    return [tuple(np.shape(output_psf(p, 3))) for p in channel_params]
+    return [tuple(np.shape(_required(output_psf(p, 3)))) for p in channel_params]

@@ -643,7 +643,12 @@ def deconvolve(
     dtype = check_output_dtype(output_dtype)
     src = open_image(source)
     if check_run(src, source, destination, resume=resume, overwrite=overwrite, work_dir=work_dir) == "cleanup":
-        return {"output": normalize(destination)[0], "cleaned": finish_cleanup(destination), "chunks": 0, "resumed": 0}
+        return {
+            "output": normalize(destination)[0],
+            "cleaned": finish_cleanup(str(destination)),
+            "chunks": 0,
+            "resumed": 0,
+        }
     source_id = redact(normalize(source)[0])
     lease = Lease.acquire(normalize(destination)[0])  # after the checks: a refused run takes nothing
     held = True

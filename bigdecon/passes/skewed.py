@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -129,7 +129,7 @@ def _fit(psf: np.ndarray, src: Any, skew: Mapping[str, Any]) -> np.ndarray:
     return (out / out.sum()).astype(np.float32)
 
 
-def _geometry(src: Any, shape: list[int], skew: Mapping[str, Any], factor: int) -> SkewGeometry:
+def _geometry(src: Any, shape: Sequence[int], skew: Mapping[str, Any], factor: int) -> SkewGeometry:
     """The shear of a (selected, possibly up-sampled by ``factor``) stack of ``src``."""
     axes = list(src.axes)
     scale = dict(src.scale)
@@ -543,7 +543,9 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
         raise InputError(f"nothing to resume: {out} is already complete")
     if not resume and _state(destination) is not None and not rest.get("overwrite"):
         raise InputError(f"output exists: {out} (use --overwrite to replace it or --resume to continue it)")
-    selection = {k: rest.get(k) for k in ("channels", "timepoints", "task_memory", "min_tasks", "client", "device")}
+    selection: dict[str, Any] = {
+        k: rest.get(k) for k in ("channels", "timepoints", "task_memory", "min_tasks", "client", "device")
+    }
     first = {}
     if state != "complete":
         first = deconvolve(

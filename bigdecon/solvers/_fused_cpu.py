@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+numba: Any
 try:
     import numba
     from numba import njit, prange

@@ -70,7 +70,8 @@ def gaussian_psf(
     >>> gaussian_psf((6.0, 3.0, 3.0)).shape
     (25, 15, 15)
     """
-    widths = [float(fwhm)] * 2 if np.ndim(fwhm) == 0 else [float(w) for w in fwhm]
+    widths = [float(w) for w in np.ravel(np.asarray(fwhm, dtype=float))]
+    widths = widths * 2 if np.ndim(fwhm) == 0 else widths
     if len(widths) not in (2, 3):
         raise ValueError(f"fwhm must be one number or 2 or 3 per-axis values, got {len(widths)}")
     for w in widths:

@@ -157,7 +157,7 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
 def pad_edges(image, pad: int | tuple[int, ...], axes: tuple[int, ...]):
     """Replicate the edge ``pad`` pixels outward on ``axes`` (one width per axis or one for all)."""
     xp = get_xp(image)
-    widths = (pad,) * len(axes) if np.ndim(pad) == 0 else tuple(pad)
+    widths = [int(w) for w in np.broadcast_to(np.asarray(pad), (len(axes),))]
     spec = [(0, 0)] * image.ndim
     for axis, w in zip(axes, widths):
         spec[axis] = (int(w), int(w))
