@@ -6,6 +6,8 @@ Out of core: :func:`deconvolve` (OME-Zarr or TIFF in, OME-Zarr out, on a Dask cl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from .errors import BigdeconError, InputError, ProcessingError
@@ -21,6 +23,23 @@ from .solvers import (
     sparse_hessian,
     spatial_upsample,
 )
+
+if TYPE_CHECKING:  # what __getattr__ loads on first use, for type checkers and editors
+    from . import cli as cli
+    from . import cluster as cluster
+    from . import data as data
+    from . import demo as demo
+    from . import hpc as hpc
+    from . import io as io
+    from . import k8s as k8s
+    from . import params as params
+    from . import passes as passes
+    from . import planner as planner
+    from . import progress as progress
+    from . import stages as stages
+    from . import suggest as suggest
+    from .passes import deconvolve, plan
+    from .suggest import suggest_parameters
 
 # Subpackages and modules reachable as attributes (``bigdecon.io.write_image``), imported on first use.
 _SUBMODULES = frozenset(

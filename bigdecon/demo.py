@@ -188,10 +188,11 @@ def run_demo(
             )
             outputs[f"{s['name']}_raw"], outputs[f"{s['name']}_truth"] = raw_path, truth_path
             arrays = {"raw": s["raw"], "truth": s["truth"]}
-            for key, extra, what in (
+            runs: tuple[tuple[str, dict[str, Any], str], ...] = (
                 ("rl", {"sparse_iters": 0}, "Richardson-Lucy only"),
                 ("sparse", {}, "sparse deconvolution (defaults)"),
-            ):
+            )
+            for key, extra, what in runs:
                 t = time.perf_counter()
                 dst = os.path.join(out, f"{s['name']}_{key}.ome.zarr")
                 deconvolve(
