@@ -571,6 +571,8 @@ def _open_unit_closed(name: str, v: Any) -> None:
 
 
 PSF_MODELS = ("gaussian", "widefield", "confocal", "lightsheet")
+DEFAULT_REFRACTIVE_INDEX = 1.33
+"""The immersion medium's refractive index when ``refractive_index`` is not given (water)."""
 """The values of ``psf_model``: a Gaussian of ``fwhm`` or a PSF computed from the optics."""
 
 
@@ -717,7 +719,8 @@ PARAMETERS: dict[str, Parameter] = {
             "refractive_index",
             None,
             _float("refractive_index"),
-            "refractive index of the immersion medium (1.0 air, 1.33 water, 1.518 oil; default 1.33)",
+            "refractive index of the immersion medium (1.0 air, 1.33 water, 1.518 oil; default "
+            f"{DEFAULT_REFRACTIVE_INDEX})",
             "psf",
             "N",
             _number_range(positive=True),

@@ -16,6 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..params import DEFAULT_REFRACTIVE_INDEX
 from ._common import quiet_dask, say, shape_text
 from .config import fmt_number
 from .options import _add, parameters, resolve_options
@@ -80,7 +81,9 @@ def _region(text: str | None, shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def theoretical_fwhm(na: float, wavelength: float, refractive_index: float = 1.33) -> tuple[float, float]:
+def theoretical_fwhm(
+    na: float, wavelength: float, refractive_index: float = DEFAULT_REFRACTIVE_INDEX
+) -> tuple[float, float]:
     """Widefield FWHM, axial and lateral, in the wavelength's unit.
 
     Lateral ``0.51 wavelength / NA``, axial ``0.88 wavelength / (n - sqrt(n^2 - NA^2))``
@@ -175,7 +178,9 @@ def _say_fwhm(psf: np.ndarray, names: tuple[str, ...], own: list[float] | None, 
         wavelength = resolved["wavelength"]
         if isinstance(wavelength, dict):
             raise InputError("bigdecon psf takes one --wavelength")
-        axial, lateral = theoretical_fwhm(resolved["na"], wavelength, resolved["refractive_index"] or 1.33)
+        axial, lateral = theoretical_fwhm(
+            resolved["na"], wavelength, resolved["refractive_index"] or DEFAULT_REFRACTIVE_INDEX
+        )
         theory = {"z": axial, "y": lateral, "x": lateral}
     parts = []
     for i, (name, w) in enumerate(zip(names, widths)):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BigdeconNotice, InputError
 from ..io import voxel_size_um, with_overrides
-from ..params import Params, parse_timepoints
+from ..params import DEFAULT_REFRACTIVE_INDEX, Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, _wb_blocks, make_plan
 from ..solvers.richardson_lucy import boundary_rule
 from ..stages import check_image, output_psf
@@ -465,7 +465,7 @@ def optics_psf(
         raise InputError(f"psf_model lightsheet is 3-D: the input needs a z axis of 3 planes or more ({''.join(axes)})")
     na = float(optics["na"])
     wavelength = float(optics["wavelength"])
-    n = float(optics.get("refractive_index") or 1.33)
+    n = float(optics.get("refractive_index") or DEFAULT_REFRACTIVE_INDEX)
     shape = optics_models.psf_size_for(na, wavelength, n, pixel, z_step)
     # A PSF wider than the data adds nothing but cost: at most the data's extent (odd) on each axis.
     extent = [src.shape[axes.index(a)] for a in ("z", "y", "x")[3 - len(shape) :]]
