@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 from ..planner import Blocks, Layout, Region, _spans
 from ..solvers.deskew import RotateGeometry, SkewGeometry, deskew_block, rotate_block, source_span
+from .tasks import selected_index
 
 __all__ = ["DeskewContext", "DeskewPlan", "deskew_plan", "skew_geometry"]
 
@@ -161,17 +162,8 @@ def _read(ctx: DeskewContext, region: Region) -> np.ndarray:
     """The input over ``region`` (input coordinates, every axis), straight from its store."""
     from ..io import read_region
 
-    index: list[Any] = []
-    for i in range(len(ctx.in_layout.axes)):
-        a, b = region[i]
-        sel = ctx.selection.get(i)
-        if sel is None:
-            index.append(slice(a, b))
-        elif isinstance(sel, list):  # chosen channels
-            index.append(sel[a:b])
-        else:  # an offset (time points a:b)
-            index.append(slice(sel + a, sel + b))
-    return read_region(ctx.level, index, token=ctx.run_id)
+    spans = [region[i] for i in range(len(ctx.in_layout.axes))]
+    return read_region(ctx.level, selected_index(ctx.selection, spans), token=ctx.run_id)
 
 
 def task_deskew(ctx: DeskewContext, region: Region) -> dict[str, float]:

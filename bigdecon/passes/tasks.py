@@ -162,22 +162,35 @@ def _region_key(region: Region) -> str:
     return ".".join(f"{a}-{b}" for _, (a, b) in sorted(region.items()))
 
 
-def _read_source(ctx: TaskContext, region: Region) -> np.ndarray:
-    """Read a region of the (selected) input straight from its store, inside a worker."""
-    from ..io import read_region
+def selected_index(selection: dict[int, Any], spans: Sequence[tuple[int, int]]) -> list[Any]:
+    """The stored input's index of a region of the selected input (``spans``: a (start, stop) per axis).
 
-    lay = ctx.layout
+    ``selection`` maps an axis to its chosen channels (a list) or its first time point (an int).
+
+    Examples
+    --------
+    >>> selected_index({0: [2, 5], 1: 10}, [(1, 2), (0, 4), (0, 8)])
+    [[5], slice(10, 14, None), slice(0, 8, None)]
+    """
     index: list[Any] = []
-    for i in range(len(lay.axes)):
-        a, b = region.get(i, (0, lay.shape[i]))
-        sel = ctx.selection.get(i)
+    for i, (a, b) in enumerate(spans):
+        sel = selection.get(i)
         if sel is None:
             index.append(slice(a, b))
         elif isinstance(sel, list):  # chosen channels
             index.append(sel[a:b])
         else:  # an offset (time points a:b)
             index.append(slice(sel + a, sel + b))
-    raw = read_region(ctx.level, index, token=ctx.run_id)
+    return index
+
+
+def _read_source(ctx: TaskContext, region: Region) -> np.ndarray:
+    """Read a region of the (selected) input straight from its store, inside a worker."""
+    from ..io import read_region
+
+    lay = ctx.layout
+    spans = [region.get(i, (0, lay.shape[i])) for i in range(len(lay.axes))]
+    raw = read_region(ctx.level, selected_index(ctx.selection, spans), token=ctx.run_id)
     if not ctx.offset:
         return raw
     # The same constant for every block: chunked runs equal whole-array ones.
