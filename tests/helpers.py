@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -75,10 +76,17 @@ def stopped_at_exit(procs: list[subprocess.Popen], logs: list[Path]):
         stop_process_groups(procs)
 
 
-def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``bigdecon ARGS`` as a real subprocess (the CLI a user runs)."""
+def cli(
+    *args: Any, timeout: float = 180, cwd: Path | None = None, memory_limit: int | None = None
+) -> subprocess.CompletedProcess:
+    """``bigdecon ARGS`` as a real subprocess (the CLI a user runs); ``memory_limit``: its address
+    space in bytes, so that a regression that allocates without bound fails fast."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
     return subprocess.run(
         [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
         capture_output=True,
@@ -86,6 +94,7 @@ def cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess
         timeout=timeout,
         env=env,
         cwd=cwd,
+        preexec_fn=limited if memory_limit is not None else None,
     )
 
 

@@ -8,10 +8,7 @@ declared chunk or plane fails fast here instead of eating the machine.
 from __future__ import annotations
 
 import json
-import os
-import resource
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +16,14 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from helpers import cli
 
 MEMORY_LIMIT = 2 * 2**30
 
 
-def _limited() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-
-
 def _cli(*args: Any) -> subprocess.CompletedProcess:
     """``bigdecon ARGS`` in a subprocess limited to 2 GiB of address space."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        preexec_fn=_limited,
-    )
+    return cli(*args, timeout=120, memory_limit=MEMORY_LIMIT)
 
 
 def _store(path: Path, shape: tuple, chunks: tuple, axes: str = "zyx", scale: list | None = None) -> Path:
