@@ -138,10 +138,10 @@ bigdecon.deconvolve(sys.argv[1], sys.argv[2], skew_angle=31.5, sparse_iters=0, b
 @pytest.mark.slow
 def test_deskew_pass_resumes_after_a_kill(tmp_path):
     import os
-    import signal
     import subprocess
     import sys
-    import time
+
+    from helpers import kill_when
 
     import bigdecon
     from bigdecon.io import open_image
@@ -159,17 +159,7 @@ def test_deskew_pass_resumes_after_a_kill(tmp_path):
             return 0
 
     proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, src, str(out), "fresh"], env=dict(os.environ))
-    try:
-        deadline = time.monotonic() + 120
-        while recorded() < 20:
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(proc, lambda: recorded() >= 20)
     before = recorded()
     with pytest.raises(bigdecon.InputError, match="incomplete"):
         open_image(str(out))

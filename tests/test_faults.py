@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import filaments
+from helpers import filaments, kill_when
 from test_chunked import write_input
 
 import bigdecon
@@ -62,17 +62,7 @@ def test_kill_and_resume_gives_the_identical_result(source, expected, tmp_path):
     script = SCRIPT.format(chunks=CHUNKS, params=PARAMS)
     env = dict(os.environ, BIGDECON_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", script, source, str(out), "fresh"], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while ledger_count(out, "sparse") < 4:
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(proc, lambda: ledger_count(out, "sparse") >= 4)  # SIGKILL: no clean-up of any kind
     done_before = ledger_count(out, "sparse")
     total = 2 * 3 * 3
     assert 4 <= done_before < total
@@ -109,17 +99,7 @@ def test_kill_during_a_pass_of_many_small_tasks_resumes_byte_identical(source, t
     env = dict(os.environ, BIGDECON_THREADS="1")
     total = 8 * 6 * 6
     proc = subprocess.Popen([sys.executable, "-c", script, source, str(out), "fresh"], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while ledger_count(out, "sparse") < 40:
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(proc, lambda: ledger_count(out, "sparse") >= 40)
     done_before = ledger_count(out, "sparse")
     assert 40 <= done_before < total
     info = bigdecon.deconvolve(source, str(out), chunks=SMALL_CHUNKS, resume=True, **SMALL_PARAMS)
