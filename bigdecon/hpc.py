@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from . import params
+
 __all__ = [
     "Kind",
     "JOB_CLASSES",
@@ -62,7 +64,7 @@ JOB_CLASSES: dict[str, tuple[str, str]] = {
 PLACEHOLDER_SCHEDULER = "tls://SCHEDULER-ADDRESS:8786"
 PLACEHOLDER_SCHEDULER_TCP = "tcp://SCHEDULER-ADDRESS:8786"
 # Where a submission's generated certificate and key go (a folder the compute nodes read).
-TLS_DIRECTORY = "~/.bigdecon/tls"
+TLS_DIRECTORY = params.PARAMETERS["tls_dir"].default
 
 
 @dataclass(frozen=True)
@@ -174,12 +176,12 @@ def solver_threads(cores: int, processes: int = 1, threads_per_worker: int = 1) 
 def jobqueue_kwargs(
     kind: Kind,
     *,
-    cores: int = 8,
-    memory: str = "32GiB",
-    walltime: str = "01:00:00",
+    cores: int = int(params.PARAMETERS["worker_cpu"].default),
+    memory: str | int = params.PARAMETERS["worker_memory"].default,
+    walltime: str = params.PARAMETERS["walltime"].default,
     queue: str | None = None,
     account: str | None = None,
-    gpus_per_worker: int = 0,
+    gpus_per_worker: int = params.GPUS_PER_WORKER["hpc"],
     job_extra: Sequence[str] = (),
     python: str | None = None,
     threads_per_worker: int = 1,
@@ -195,8 +197,8 @@ def jobqueue_kwargs(
     kind
         ``"slurm"``, ``"pbs"`` or ``"lsf"``.
     cores, memory
-        CPUs and memory requested from the batch system per job (``memory`` is
-        a Dask byte string such as ``"32GiB"``; Kubernetes-style ``"32Gi"`` works).
+        CPUs and memory requested from the batch system per job (``memory``:
+        :func:`bigdecon.params.parse_memory`, e.g. ``"32GiB"``, ``"32Gi"`` or bytes).
     walltime
         ``HH:MM:SS`` (converted to ``HH:MM`` for LSF).
     queue, account
@@ -224,13 +226,11 @@ def jobqueue_kwargs(
     dict
         Arguments accepted by both ``<Kind>Job`` and ``<Kind>Cluster``.
     """
-    from dask.utils import parse_bytes
-
     _classes(kind)  # validates kind
     if cores < 1 or threads_per_worker < 1 or gpus_per_worker < 0:
         raise ValueError("cores and threads_per_worker must be >= 1, gpus_per_worker >= 0")
     processes = max(gpus_per_worker, 1)
-    nbytes = parse_bytes(memory)
+    nbytes = params.parse_memory(memory)
     extra = list(job_extra)
     kw: dict[str, Any] = dict(
         # jobqueue derives --nthreads from cores/processes and --memory-limit
@@ -278,18 +278,18 @@ def jobqueue_kwargs(
 def make_jobqueue_cluster(
     kind: Kind,
     workers: int = 0,
-    cores: int = 8,
-    memory: str = "32GiB",
-    walltime: str = "01:00:00",
+    cores: int = int(params.PARAMETERS["worker_cpu"].default),
+    memory: str | int = params.PARAMETERS["worker_memory"].default,
+    walltime: str = params.PARAMETERS["walltime"].default,
     queue: str | None = None,
     account: str | None = None,
-    gpus_per_worker: int = 0,
+    gpus_per_worker: int = params.GPUS_PER_WORKER["hpc"],
     job_extra: Sequence[str] = (),
     python: str | None = None,
     *,
     scheduler_options: dict[str, Any] | None = None,
     security: Any = None,
-    tls: bool = True,
+    tls: bool = params.PARAMETERS["tls"].default,
     tls_dir: str | os.PathLike = TLS_DIRECTORY,
     **kwargs: Any,
 ) -> Any:
@@ -383,7 +383,7 @@ def job_script(
     *,
     scheduler_address: str | None = None,
     security: Any = None,
-    tls: bool = True,
+    tls: bool = params.PARAMETERS["tls"].default,
     tls_dir: str | os.PathLike = TLS_DIRECTORY,
     **kwargs: Any,
 ) -> str:

@@ -51,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from . import params
 from .io.paths import redact
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "DASKJOB_PLURAL",
     "SCHEDULER_PORT",
     "DASHBOARD_PORT",
+    "quantity",
     "WORKER_DASHBOARD_PORT",
     "JOB_SCHEDULER_TIMEOUT",
     "scheduler_args",
@@ -81,11 +83,16 @@ __all__ = [
     "daskjob_logs",
 ]
 
+
+def _default(name: str) -> Any:
+    return params.PARAMETERS[name].default
+
+
 DASKJOB_GROUP = "kubernetes.dask.org"
 DASKJOB_VERSION = "v1"
 DASKJOB_PLURAL = "daskjobs"
 SCHEDULER_PORT = 8786
-DASHBOARD_PORT = 8787
+DASHBOARD_PORT = params.DASHBOARD_PORT
 WORKER_DASHBOARD_PORT = 8788
 # The operator starts the job runner right after the DaskCluster, before the
 # scheduler pod is up (image pull, scheduling): the runner keeps retrying this long.
@@ -106,7 +113,7 @@ _PART_OF = {"app.kubernetes.io/part-of": "bigdecon"}
 # --------------------------------------------------------------------------
 # Container commands
 # --------------------------------------------------------------------------
-def scheduler_args(tls: bool = True) -> list[str]:
+def scheduler_args(tls: bool = _default("tls")) -> list[str]:
     """Command line of the scheduler container (TLS: its certificate comes from the environment, see :func:`tls_env`)."""
     return [
         "dask",
@@ -119,7 +126,7 @@ def scheduler_args(tls: bool = True) -> list[str]:
     ]
 
 
-def scheduler_address(name: str, namespace: str, tls: bool = True) -> str:
+def scheduler_address(name: str, namespace: str, tls: bool = _default("tls")) -> str:
     """The scheduler's Service address (what the operator would inject, with ``tls://`` under TLS)."""
     return f"{'tls' if tls else 'tcp'}://{name}-scheduler.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
 
@@ -243,16 +250,25 @@ def _fmt_number(value: Any) -> str:
 # --------------------------------------------------------------------------
 # Manifest building
 # --------------------------------------------------------------------------
-def _quantity_bytes(quantity: str) -> int:
-    """Bytes in a Kubernetes memory quantity such as ``32Gi`` or ``500M``."""
-    from kubernetes.utils import parse_quantity
+def quantity(memory: str | int) -> str:
+    """A memory size (``32GiB``, ``32Gi``, ``500MB``, bytes; :func:`bigdecon.params.parse_memory`) as a
+    Kubernetes quantity: whole GiB as ``Gi``, whole MiB as ``Mi``, else bytes.
 
-    return int(parse_quantity(str(quantity)))
+    Examples
+    --------
+    >>> quantity("32GiB"), quantity("32Gi"), quantity("1536MiB"), quantity("500MB")
+    ('32Gi', '32Gi', '1536Mi', '500000000')
+    """
+    nbytes = params.parse_memory(memory)
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20)):
+        if nbytes % size == 0:
+            return f"{nbytes // size}{unit}"
+    return str(nbytes)
 
 
-def _dask_memory_limit(pod_memory: str, processes: int) -> str:
+def _dask_memory_limit(pod_memory: str | int, processes: int) -> str:
     """Per-process Dask memory limit for ``processes`` workers in one pod."""
-    mib = int(_quantity_bytes(pod_memory) * _DASK_MEMORY_FRACTION / max(processes, 1))
+    mib = int(params.parse_memory(pod_memory) * _DASK_MEMORY_FRACTION / max(processes, 1))
     return f"{mib // 2**20}MiB"
 
 
@@ -341,18 +357,18 @@ def build_daskjob(
     *,
     image: str,
     workers: int,
-    gpus_per_worker: int = 1,
-    namespace: str = "default",
-    worker_memory: str = "32Gi",
-    worker_cpu: int | str = 8,
+    gpus_per_worker: int = params.GPUS_PER_WORKER["kubernetes"],
+    namespace: str = _default("namespace"),
+    worker_memory: str | int = _default("worker_memory"),
+    worker_cpu: int | str = _default("worker_cpu"),
     storage_secret: str | None = None,
-    scheduler_memory: str = "4Gi",
-    job_memory: str = "4Gi",
+    scheduler_memory: str | int = _default("scheduler_memory"),
+    job_memory: str | int = _default("job_memory"),
     service_account: str | None = None,
     pvc: str | None = None,
-    pvc_mount: str = "/data",
+    pvc_mount: str = _default("pvc_mount"),
     scheduler_timeout: float | None = JOB_SCHEDULER_TIMEOUT,
-    tls: bool = True,
+    tls: bool = _default("tls"),
 ) -> dict[str, Any]:
     """Build a ``DaskJob`` manifest running ``bigdecon run`` on a Dask cluster.
 
@@ -377,7 +393,8 @@ def build_daskjob(
     namespace
         Namespace of the DaskJob.
     worker_memory, worker_cpu
-        Requests and limits of each worker pod. The workers' solvers use
+        Requests and limits of each worker pod (a memory size in Dask's or
+        Kubernetes' units, written as a quantity by :func:`quantity`). The workers' solvers use
         ``worker_cpu`` / GPUs threads (``BIGDECON_THREADS``).
     storage_secret
         Secret whose keys become environment variables (``envFrom``) of the job
@@ -432,8 +449,8 @@ def build_daskjob(
         image,
         scheduler_args(tls),
         {
-            "requests": {"cpu": "1", "memory": scheduler_memory},
-            "limits": {"memory": scheduler_memory},
+            "requests": {"cpu": "1", "memory": quantity(scheduler_memory)},
+            "limits": {"memory": quantity(scheduler_memory)},
         },
         ports=[
             {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
@@ -448,7 +465,7 @@ def build_daskjob(
     scheduler["livenessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 15, "periodSeconds": 20}
 
     cpu = str(worker_cpu)
-    worker_limits: dict[str, Any] = {"cpu": cpu, "memory": worker_memory}
+    worker_limits: dict[str, Any] = {"cpu": cpu, "memory": quantity(worker_memory)}
     if gpus_per_worker > 0:
         worker_limits["nvidia.com/gpu"] = str(gpus_per_worker)
     processes = max(gpus_per_worker, 1)
@@ -456,7 +473,7 @@ def build_daskjob(
         "worker",
         image,
         worker_args(_dask_memory_limit(worker_memory, processes), gpus_per_worker),
-        {"requests": {"cpu": cpu, "memory": worker_memory}, "limits": worker_limits},
+        {"requests": {"cpu": cpu, "memory": quantity(worker_memory)}, "limits": worker_limits},
         # One process: a fixed dashboard port; several pick free ports (see worker_args).
         ports=[{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}]
         if processes == 1
@@ -471,8 +488,8 @@ def build_daskjob(
         image,
         job_args(input, output, run_argv, scheduler_timeout),
         {
-            "requests": {"cpu": "1", "memory": job_memory},
-            "limits": {"memory": job_memory},
+            "requests": {"cpu": "1", "memory": quantity(job_memory)},
+            "limits": {"memory": quantity(job_memory)},
         },
         storage_secret=storage_secret,
         volume_mounts=copy.deepcopy(volume_mounts + tls_mounts),
@@ -542,7 +559,7 @@ def build_daskjob(
     }
 
 
-def tls_secret(name: str, namespace: str = "default") -> dict[str, Any]:
+def tls_secret(name: str, namespace: str = _default("namespace")) -> dict[str, Any]:
     """The Secret ``<name>-tls`` with a fresh key and self-signed certificate for one job.
 
     Made by ``distributed.security.Security.temporary`` (2048-bit RSA, valid a
@@ -574,7 +591,9 @@ def tls_secret(name: str, namespace: str = "default") -> dict[str, Any]:
     }
 
 
-def network_policy(name: str, namespace: str = "default", dashboard_from: Sequence[str] = ()) -> dict[str, Any]:
+def network_policy(
+    name: str, namespace: str = _default("namespace"), dashboard_from: Sequence[str] = ()
+) -> dict[str, Any]:
     """A NetworkPolicy that admits to the job's pods only the job's own pods.
 
     The operator labels the scheduler, worker and runner pods of the job with
@@ -614,7 +633,7 @@ def build_job(
     output: str,
     run_argv: Sequence[str],
     *,
-    tls: bool = True,
+    tls: bool = _default("tls"),
     dashboard_from: Sequence[str] = (),
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
@@ -643,7 +662,7 @@ def mask_secrets(text: str) -> str:
 
 
 def rbac_manifests(
-    namespace: str = "default",
+    namespace: str = _default("namespace"),
     *,
     service_account: str = "bigdecon",
     submitter_group: str = "bigdecon-users",
@@ -816,7 +835,7 @@ def create_job(manifests: Sequence[dict[str, Any]], kubeconfig: str | None = Non
     return created
 
 
-def daskjob_status(name: str, namespace: str = "default", kubeconfig: str | None = None) -> dict[str, Any]:
+def daskjob_status(name: str, namespace: str = _default("namespace"), kubeconfig: str | None = None) -> dict[str, Any]:
     """The DaskJob's ``status`` (``jobStatus``, ``jobRunnerPodName``, times)."""
     from kubernetes import client
 
@@ -829,7 +848,7 @@ def daskjob_status(name: str, namespace: str = "default", kubeconfig: str | None
 
 def daskjob_logs(
     name: str,
-    namespace: str = "default",
+    namespace: str = _default("namespace"),
     kubeconfig: str | None = None,
     tail_lines: int | None = None,
 ) -> str:

@@ -29,12 +29,18 @@ __all__ = [
     "DEFAULTS",
     "PARAMETERS",
     "DECONV_ITERS_BY_TYPE",
+    "DASHBOARD_PORT",
+    "GPUS_PER_WORKER",
+    "HPC_KINDS",
+    "SUBMIT_GROUPS",
+    "SUBMIT_WORKERS",
     "PSF_MODELS",
     "Parameter",
     "Params",
     "check_output_dtype",
     "check_psf_size",
     "parse_budget",
+    "parse_memory",
     "parse_psf_files",
     "parse_psf_size",
     "parse_timepoints",
@@ -519,6 +525,61 @@ def _axes_option(v: Any) -> str:
     return text
 
 
+def parse_memory(v: Any, name: str = "memory") -> int:
+    """Bytes in a memory size: ``32GiB`` (Dask), ``32Gi`` (a Kubernetes quantity), ``500MB``, or a number.
+
+    One value serves both targets of ``bigdecon submit``: :func:`bigdecon.k8s.quantity` writes it as a
+    Kubernetes quantity, :mod:`bigdecon.hpc` as a batch system's request.
+
+    Examples
+    --------
+    >>> parse_memory("32GiB") == parse_memory("32Gi") == 32 * 2**30, parse_memory("500MB")
+    (True, 500000000)
+    """
+    from dask.utils import parse_bytes  # (Dask's own rule: GiB and Gi are 2**30, GB and G 10**9)
+
+    if isinstance(v, bool):
+        raise InputError(f"{name} must be a size such as 32GiB, got {v!r}")
+    try:
+        nbytes = int(parse_bytes(v.strip() if isinstance(v, str) else v))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a size such as 32GiB, 32Gi or 500MB, got {v!r}") from None
+    if nbytes <= 0:
+        raise InputError(f"{name} must be more than 0 bytes, got {v!r}")
+    return nbytes
+
+
+def _memory(name: str) -> Callable[[Any], str]:
+    """A memory size, checked (:func:`parse_memory`) and kept as written."""
+
+    def conv(v: Any) -> str:
+        parse_memory(v, name)
+        return str(v).strip()
+
+    return conv
+
+
+def _cpus(v: Any) -> str:
+    """CPUs: a whole number, or a Kubernetes quantity of millicores such as ``500m``."""
+    text = str(v).strip()
+    if not re.fullmatch(r"[1-9]\d*|[1-9]\d*m", text):
+        raise InputError(f"worker_cpu must be a whole number of CPUs (or millicores, e.g. 500m), got {v!r}")
+    return text
+
+
+def _walltime(v: Any) -> str:
+    """``HH:MM:SS`` (or ``HH:MM``)."""
+    text = str(v).strip()
+    if not re.fullmatch(r"\d+:[0-5]\d(:[0-5]\d)?", text):
+        raise InputError(f"walltime must look like HH:MM:SS, got {v!r}")
+    return text
+
+
+def _texts(v: Any) -> tuple[str, ...]:
+    """One string or a list of them (a repeatable option)."""
+    return (str(v),) if isinstance(v, str) else tuple(str(x) for x in v)
+
+
 def _offset(v: Any) -> float | str:
     """A camera offset in counts (>= 0), or ``auto``."""
     if isinstance(v, str) and v.strip().lower() == "auto":
@@ -607,14 +668,19 @@ class Parameter:
     default: Any
     convert: Callable[[Any], Any]
     help: str
-    group: str  # "psf", "input", "method", "selection", "output", "general", "cluster", "security" (submit's cluster)
+    # "psf", "input", "method", "selection", "skew", "output", "general", "cluster"; bigdecon submit's own:
+    # "security", "submit", "kubernetes", "hpc" (SUBMIT_GROUPS)
+    group: str
     metavar: str | None = None
     check: Callable[[str, Any], None] | None = None
     method: bool = False  # a keyword of sparse_deconvolve / deconvolve's method parameters
     commands: tuple[str, ...] = ("run", "info", "submit")
-    form: str = "value"  # "value", "values" (several tokens), "switch" (store_true), "tristate" (--x/--no-x)
+    # "value", "values" (several tokens), "switch" (store_true), "tristate" (--x/--no-x),
+    # "append" (repeatable), "choices" (one exclusive switch per value of ``choices``)
+    form: str = "value"
     explicit: bool = False  # submit states it even at its default (the image's defaults may differ)
     short: str | None = None  # a one-letter flag beside the long one, e.g. "-v"
+    choices: tuple[str, ...] = ()  # form "choices": one switch per value (--slurm, --pbs, --lsf)
 
     @property
     def flag(self) -> str:
@@ -625,7 +691,7 @@ class Parameter:
     def cluster(self) -> bool:
         """A Dask cluster option of ``run``/``demo``, or of the cluster ``submit`` makes (not part of a
         run's parameters)."""
-        return self.group in ("cluster", "security")
+        return self.group == "cluster" or self.group in SUBMIT_GROUPS
 
     def parse(self, value: Any) -> Any:
         """A command-line or config-file value, converted and checked."""
@@ -634,14 +700,185 @@ class Parameter:
             self.check(self.name, typed)
         return typed
 
-    def help_text(self) -> str:
-        return self.help.format(default=self.default)
+    def help_text(self, **fields: Any) -> str:
+        """The help, ``{default}`` (and any of ``fields``) filled in."""
+        return self.help.format(default=self.default, **fields)
 
+
+SUBMIT_GROUPS = ("security", "submit", "kubernetes", "hpc")
+"""The groups of ``bigdecon submit``'s own options: the cluster it makes, not the run's parameters."""
 
 _RUN = ("run", "info", "submit")
 _CONNECT = ("run", "submit")  # options of commands that talk to a cluster
 _LOCAL = ("run", "demo")  # cluster options: a local cluster or a running scheduler
 _SUGGEST = (*_RUN, "suggest")  # the PSF and the channels: what `bigdecon suggest` measures with
+
+SUBMIT_WORKERS = 1
+"""Worker pods (Kubernetes) or batch jobs (Slurm/PBS/LSF) of ``bigdecon submit`` without ``--workers``."""
+GPUS_PER_WORKER = {"kubernetes": 1, "hpc": 0}
+"""GPUs per worker of ``bigdecon submit`` without ``--gpus-per-worker``: Kubernetes jobs run the CUDA
+image by default, batch jobs CPU workers."""
+HPC_KINDS = ("slurm", "pbs", "lsf")
+"""The batch systems ``bigdecon submit`` starts workers on (``--slurm``, ``--pbs``, ``--lsf``)."""
+DASHBOARD_PORT = 8787
+"""The Dask dashboard's port: the local cluster's default and the one a Kubernetes job's NetworkPolicy opens."""
+_K8S = ("submit", "status", "logs")  # the Kubernetes options of the commands that reach a DaskJob
+
+# `bigdecon submit`: the size of its workers (both targets), Kubernetes, and Slurm/PBS/LSF.
+_SUBMIT_PARAMETERS = [
+    Parameter(
+        "gpus_per_worker",
+        None,
+        _int("gpus_per_worker"),
+        "GPUs per worker, one Dask worker per GPU (default: {k8s} on Kubernetes, {hpc} on HPC); "
+        "use 0 with a CPU image (GPU workers need the CUDA image's dask-cuda)".format(
+            k8s=GPUS_PER_WORKER["kubernetes"], hpc=GPUS_PER_WORKER["hpc"]
+        ),
+        "submit",
+        "G",
+        check=_integer_range(0),
+        commands=("submit",),
+    ),
+    Parameter(
+        "worker_memory",
+        "32GiB",
+        _memory("worker_memory"),
+        "memory per worker, e.g. 64GiB or 64Gi (default {default}); written as a Kubernetes quantity or "
+        "a batch system's request",
+        "submit",
+        "SIZE",
+        commands=("submit",),
+    ),
+    Parameter(
+        "worker_cpu",
+        "8",
+        _cpus,
+        "CPUs per worker, e.g. 8 (Kubernetes also takes 500m) (default {default})",
+        "submit",
+        "CPUS",
+        commands=("submit",),
+    ),
+    Parameter(
+        "dry_run",
+        False,
+        _flag("dry_run"),
+        "print the job's Secret (its TLS key), NetworkPolicy and DaskJob as YAML (or the batch job script) and exit",
+        "submit",
+        commands=("submit",),
+        form="switch",
+    ),
+    Parameter(
+        "image",
+        None,
+        _text,
+        "container image with bigdecon (required for Kubernetes)",
+        "kubernetes",
+        "IMAGE",
+        commands=("submit",),
+    ),
+    Parameter(
+        "namespace", "default", _text, "namespace (default '{default}')", "kubernetes", "NAMESPACE", commands=_K8S
+    ),
+    Parameter(
+        "name", None, _text, "DaskJob name (default: derived from OUTPUT)", "kubernetes", "NAME", commands=("submit",)
+    ),
+    Parameter(
+        "storage_secret",
+        None,
+        _text,
+        "Secret with object-storage credentials, exposed as env vars",
+        "kubernetes",
+        "NAME",
+        commands=("submit",),
+    ),
+    Parameter(
+        "service_account", None, _text, "ServiceAccount for the pods", "kubernetes", "NAME", commands=("submit",)
+    ),
+    Parameter(
+        "pvc", None, _text, "PersistentVolumeClaim to mount in job/workers", "kubernetes", "CLAIM", commands=("submit",)
+    ),
+    Parameter(
+        "pvc_mount",
+        "/data",
+        _text,
+        "mount path of --pvc (default {default})",
+        "kubernetes",
+        "PATH",
+        commands=("submit",),
+    ),
+    Parameter(
+        "scheduler_memory",
+        "4GiB",
+        _memory("scheduler_memory"),
+        "scheduler pod memory (default {default})",
+        "kubernetes",
+        "SIZE",
+        commands=("submit",),
+    ),
+    Parameter(
+        "job_memory",
+        "4GiB",
+        _memory("job_memory"),
+        "job-runner pod memory (default {default})",
+        "kubernetes",
+        "SIZE",
+        commands=("submit",),
+    ),
+    Parameter("kubeconfig", None, _text, "kubeconfig (default: $KUBECONFIG)", "kubernetes", "PATH", commands=_K8S),
+    Parameter(
+        "tail", None, _int("tail"), "last N lines", "kubernetes", "N", check=_integer_range(1), commands=("logs",)
+    ),
+    Parameter(
+        "hpc",
+        None,
+        _choice("hpc", HPC_KINDS),
+        "start the workers as {choice} jobs (default: Kubernetes)",
+        "hpc",
+        commands=("submit",),
+        form="choices",
+        choices=HPC_KINDS,
+    ),
+    Parameter("queue", None, _text, "queue / partition", "hpc", "QUEUE", commands=("submit",)),
+    Parameter("account", None, _text, "account / project to charge", "hpc", "ACCOUNT", commands=("submit",)),
+    Parameter(
+        "walltime",
+        "01:00:00",
+        _walltime,
+        "walltime per job, HH:MM:SS (default {default})",
+        "hpc",
+        "HH:MM:SS",
+        commands=("submit",),
+    ),
+    Parameter(
+        "cores",
+        None,
+        _int("cores"),
+        "cores per job (default: --worker-cpu)",
+        "hpc",
+        "N",
+        check=_integer_range(1),
+        commands=("submit",),
+    ),
+    Parameter(
+        "memory",
+        None,
+        _memory("memory"),
+        "memory per job (default: --worker-memory)",
+        "hpc",
+        "SIZE",
+        commands=("submit",),
+    ),
+    Parameter(
+        "job_extra",
+        (),
+        _texts,
+        "extra batch directive, repeatable (e.g. '--qos=high')",
+        "hpc",
+        "DIRECTIVE",
+        commands=("submit",),
+        form="append",
+    ),
+]
 
 PARAMETERS: dict[str, Parameter] = {
     p.name: p
@@ -1120,10 +1357,12 @@ PARAMETERS: dict[str, Parameter] = {
             "workers",
             None,
             _int("workers"),
-            "worker processes (default: cores / threads per worker)",
+            "worker processes (default: cores / threads per worker); submit: worker pods or batch jobs "
+            f"(default {SUBMIT_WORKERS})",
             "cluster",
             "N",
-            commands=_LOCAL,
+            check=_integer_range(1),
+            commands=(*_LOCAL, "submit"),
         ),
         Parameter(
             "threads_per_worker",
@@ -1201,7 +1440,7 @@ PARAMETERS: dict[str, Parameter] = {
             "dashboard_from",
             None,
             _cidrs,
-            "Kubernetes: IP ranges admitted to the scheduler's dashboard (port 8787), e.g. 10.0.0.0/8 "
+            f"Kubernetes: IP ranges admitted to the scheduler's dashboard (port {DASHBOARD_PORT}), e.g. 10.0.0.0/8 "
             "(default: none; use kubectl port-forward); the scheduler's comm port admits only the job's own pods",
             "security",
             "CIDR[,CIDR...]",
@@ -1211,12 +1450,13 @@ PARAMETERS: dict[str, Parameter] = {
             "dashboard_address",
             None,
             _text,
-            "dashboard of the local cluster (default 127.0.0.1:8787: this machine only; "
-            "e.g. 0.0.0.0:8787 to let other machines see it)",
+            f"dashboard of the local cluster (default 127.0.0.1:{DASHBOARD_PORT}: this machine only; "
+            f"e.g. 0.0.0.0:{DASHBOARD_PORT} to let other machines see it)",
             "cluster",
             "ADDR",
             commands=_LOCAL,
         ),
+        *_SUBMIT_PARAMETERS,
     ]
 }
 """Every parameter, in the order the CLI shows and records them."""

@@ -14,8 +14,10 @@ from bigdecon.io import OmeZarrWriter
 from bigdecon.params import (
     DEFAULTS,
     PARAMETERS,
+    SUBMIT_GROUPS,
     Params,
     check_output_dtype,
+    parse_memory,
     parse_psf_files,
     parse_psf_size,
     parse_timepoints,
@@ -66,7 +68,7 @@ def test_cli_defaults_and_flags_come_from_the_model():
     parser = build_parser()
     resolved = resolve_options(parser.parse_args(["run", "i", "o", "--fwhm", "3"]))
     for name, p in PARAMETERS.items():
-        if p.group == "security":  # submit's cluster: not resolved (nor recorded) by run
+        if p.group in SUBMIT_GROUPS:  # submit's cluster: not resolved (nor recorded) by run
             assert name not in resolved, name
         elif name != "fwhm":
             default = resolve_deconv_iters(None, resolved["deconv_type"]) if name == "deconv_iters" else p.default
@@ -75,6 +77,45 @@ def test_cli_defaults_and_flags_come_from_the_model():
     for cmd, args in helps.items():
         for name, p in PARAMETERS.items():
             assert hasattr(args, name) is (cmd in p.commands), (cmd, name)
+
+
+def test_submit_options_are_the_model(tmp_path, capsys):
+    """Every option of submit, status and logs is a Parameter: its flag, default and check, and its config key."""
+    import yaml
+
+    from bigdecon import cli
+
+    parser = build_parser()
+    actions = {
+        cmd: {a.dest: a for a in parser._subparsers._group_actions[0].choices[cmd]._actions}
+        for cmd in ("submit", "status", "logs")
+    }
+    own = {"help", "input", "output", "name", "config"}  # positionals, --config
+    for cmd, by_dest in actions.items():
+        modelled = {n for n, p in PARAMETERS.items() if cmd in p.commands}
+        assert set(by_dest) - own <= modelled, (cmd, set(by_dest) - own - modelled)
+        assert all(by_dest[n].default is None for n in modelled if n in by_dest), cmd  # the model's defaults
+    assert {n for n, p in PARAMETERS.items() if p.group in ("submit", "kubernetes", "hpc")} >= {
+        "worker_memory", "walltime", "image", "namespace", "hpc", "job_extra", "kubeconfig", "tail"
+    }  # fmt: skip
+
+    # One memory value, two targets: a Kubernetes quantity and the batch system's request.
+    argv = ["submit", "s3://b/i.zarr", "s3://b/o.zarr", "--fwhm", "3", "--image", "img:1-cuda", "--dry-run"]
+    assert cli.main(argv) == 0
+    job = list(yaml.safe_load_all(capsys.readouterr().out))[-1]
+    workers = job["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"][0]["resources"]
+    assert workers["limits"]["memory"] == "32Gi" == f"{2**-30 * parse_memory(PARAMETERS['worker_memory'].default):g}Gi"
+    config = tmp_path / "job.toml"
+    config.write_text('worker_memory = "48Gi"\nwalltime = "02:30:00"\njob_extra = ["--qos=high"]\n')
+    slurm = ["submit", "/scratch/i.zarr", "/scratch/o.zarr", "--fwhm", "3", "--slurm", "--config", str(config)]
+    assert cli.main([*slurm, "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --mem=48G" in script and "#SBATCH -t 02:30:00" in script and "#SBATCH --qos=high" in script
+    # ... and the same checks as every other option: one line, exit 2.
+    for bad, words in (("--worker-memory=lots", "worker_memory must be a size"), ("--walltime=2h", "walltime must")):
+        assert cli.main([*argv, bad]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
 
 
 def test_config_file_keys_are_the_model(tmp_path):

@@ -97,6 +97,9 @@ _GROUPS = {
     "general": ("general", None),
     "cluster": ("Dask cluster (default: a local cluster sized to this machine)", None),
     "security": ("network security of the job's Dask cluster", None),
+    "submit": ("the job's workers", None),
+    "kubernetes": ("Kubernetes", None),
+    "hpc": ("HPC batch systems", None),
 }
 
 
@@ -178,7 +181,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add(group: Any, p: Parameter) -> None:
-    text = p.help_text()
+    text = "" if p.form == "choices" else p.help_text()
     flags = [p.short, p.flag] if p.short else [p.flag]
     if p.form == "values":
         group.add_argument(*flags, nargs="+", action="extend", metavar=p.metavar, help=text)
@@ -186,6 +189,14 @@ def _add(group: Any, p: Parameter) -> None:
         group.add_argument(*flags, action="store_true", default=None, help=text)
     elif p.form == "tristate":
         group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif p.form == "append":
+        group.add_argument(*flags, action="append", metavar=p.metavar, help=text)
+    elif p.form == "choices":  # one exclusive switch per value: --slurm, --pbs, --lsf
+        exclusive = group.add_mutually_exclusive_group()
+        for choice in p.choices:
+            exclusive.add_argument(
+                f"--{choice}", dest=p.name, action="store_const", const=choice, help=p.help_text(choice=choice.upper())
+            )
     else:
         group.add_argument(*flags, metavar=p.metavar, help=text)
 
@@ -195,17 +206,19 @@ def _add_groups(parser: argparse.ArgumentParser, command: str, groups: Sequence[
     for p in parameters().values():
         if p.group not in groups or command not in p.commands:
             continue
-        if p.group not in made:
-            title, description = _GROUPS[p.group]
-            made[p.group] = parser.add_argument_group(title, description)
-            if p.group == "general" and command in ("run", "info", "submit"):
-                made[p.group].add_argument(
+        # submit's --workers counts its pods or batch jobs: shown with the job's other worker options.
+        key = "submit" if command == "submit" and p.group == "cluster" else p.group
+        if key not in made:
+            title, description = _GROUPS[key]
+            made[key] = parser.add_argument_group(title, description)
+            if key == "general" and command in ("run", "info", "submit"):
+                made[key].add_argument(
                     "--config",
                     metavar="FILE",
                     help="TOML or YAML file of options (keys as above with underscores, "
                     "e.g. sparse_iters = 50); command-line options win",
                 )
-        _add(made[p.group], p)
+        _add(made[key], p)
     return made
 
 
@@ -221,8 +234,9 @@ def add_run_options(parser: argparse.ArgumentParser, command: str = "run") -> No
 
 def add_cluster_options(parser: argparse.ArgumentParser, command: str = "run") -> None:
     """The options of the local Dask cluster (or the running scheduler) of ``run`` and ``demo``,
-    or of the cluster ``submit`` makes (its network security)."""
-    _add_groups(parser, command, ("cluster", "security"))
+    or of the cluster ``submit`` makes (its workers, network security, Kubernetes and batch options;
+    the Kubernetes ones of ``status`` and ``logs``)."""
+    _add_groups(parser, command, ("cluster", *params.SUBMIT_GROUPS))
 
 
 # --------------------------------------------------------------------------- resolving
@@ -264,7 +278,7 @@ def resolve_options(args: argparse.Namespace, *, cluster: bool = True) -> dict[s
     for key, p in parameters().items():
         if p.cluster and not cluster:
             continue
-        if p.group == "security" and not hasattr(args, key):
+        if p.group in params.SUBMIT_GROUPS and not hasattr(args, key):
             continue  # submit's options: not part of what run or demo record
         value = getattr(args, key, None)
         where = ""

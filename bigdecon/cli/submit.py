@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..io.paths import redact
-from ..params import PARAMETERS, parse_psf_files
+from ..params import GPUS_PER_WORKER, PARAMETERS, SUBMIT_GROUPS, SUBMIT_WORKERS, parse_psf_files
 from .config import fmt_number
 from .options import (
     Parser,
@@ -48,7 +48,21 @@ __all__ = [
 # the result does not depend on the defaults of the bigdecon installed in the image.
 EXPLICIT_RUN_OPTIONS = tuple(p.name for p in PARAMETERS.values() if p.explicit)
 
-_HPC_KINDS = ("slurm", "pbs", "lsf")
+# The options k8s.build_daskjob takes as they are resolved.
+_K8S_JOB_KEYS = (
+    "image",
+    "workers",
+    "namespace",
+    "worker_memory",
+    "worker_cpu",
+    "storage_secret",
+    "scheduler_memory",
+    "job_memory",
+    "service_account",
+    "pvc",
+    "pvc_mount",
+    "tls",
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -75,57 +89,8 @@ def add_parser(subparsers: Any) -> None:
                 f"{fmt_number(JOB_SCHEDULER_TIMEOUT)} on Kubernetes)"
             )
 
-    add_cluster_options(p, "submit")  # --tls/--no-tls, --tls-dir, --dashboard-from ...
-    g = p.add_argument_group("cluster")
-    g.add_argument("--workers", type=int, default=1, help="worker pods / batch jobs (default 1)")
-    g.add_argument(
-        "--gpus-per-worker",
-        type=int,
-        default=None,
-        metavar="G",
-        help="GPUs per worker, one Dask worker per GPU (default: 1 on Kubernetes, 0 on HPC); "
-        "use 0 with a CPU image (GPU workers need the CUDA image's dask-cuda)",
-    )
-    g.add_argument("--worker-memory", default="32Gi", help="memory per worker (default 32Gi)")
-    g.add_argument("--worker-cpu", default="8", help="CPUs per worker (default 8)")
-    g.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the job's Secret (its TLS key), NetworkPolicy and DaskJob as YAML (or the batch job script) and exit",
-    )
-
-    k = p.add_argument_group("Kubernetes")
-    k.add_argument("--image", help="container image with bigdecon (required for Kubernetes)")
-    k.add_argument("--namespace", default="default", help="namespace (default 'default')")
-    k.add_argument("--name", help="DaskJob name (default: derived from OUTPUT)")
-    k.add_argument(
-        "--storage-secret", metavar="NAME", help="Secret with object-storage credentials, exposed as env vars"
-    )
-    k.add_argument("--service-account", metavar="NAME", help="ServiceAccount for the pods")
-    k.add_argument("--pvc", metavar="CLAIM", help="PersistentVolumeClaim to mount in job/workers")
-    k.add_argument("--pvc-mount", default="/data", help="mount path of --pvc (default /data)")
-    k.add_argument("--scheduler-memory", default="4Gi", help="scheduler pod memory (default 4Gi)")
-    k.add_argument("--job-memory", default="4Gi", help="job-runner pod memory (default 4Gi)")
-    k.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG)")
-
-    h = p.add_argument_group("HPC batch systems")
-    kind = h.add_mutually_exclusive_group()
-    for name in _HPC_KINDS:
-        kind.add_argument(
-            f"--{name}", dest="hpc", action="store_const", const=name, help=f"start workers as {name.upper()} jobs"
-        )
-    h.add_argument("--queue", help="queue / partition")
-    h.add_argument("--account", help="account / project to charge")
-    h.add_argument("--walltime", default="01:00:00", help="walltime per job (default 01:00:00)")
-    h.add_argument("--cores", type=int, help="cores per job (default: --worker-cpu)")
-    h.add_argument("--memory", help="memory per job (default: --worker-memory)")
-    h.add_argument(
-        "--job-extra",
-        action="append",
-        default=[],
-        metavar="DIRECTIVE",
-        help="extra batch directive, repeatable (e.g. '--qos=high')",
-    )
+    # The job's workers, its network security, Kubernetes and Slurm/PBS/LSF: all from the parameter model.
+    add_cluster_options(p, "submit")
     p.set_defaults(func=submit_command)
 
     for cmd, func, text in (
@@ -134,10 +99,7 @@ def add_parser(subparsers: Any) -> None:
     ):
         s = subparsers.add_parser(cmd, help=text, description=text)
         s.add_argument("name", metavar="NAME", help="DaskJob name")
-        s.add_argument("--namespace", default="default", help="namespace (default 'default')")
-        s.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig (default: $KUBECONFIG)")
-        if cmd == "logs":
-            s.add_argument("--tail", type=int, default=None, metavar="N", help="last N lines")
+        add_cluster_options(s, cmd)  # --namespace, --kubeconfig (and logs' --tail)
         s.set_defaults(func=func)
 
 
@@ -267,50 +229,39 @@ def submit_command(args: argparse.Namespace) -> int:
         return _refuse(str(exc))
     args.debug = resolved["debug"]  # main() reads it on errors
     try:
-        security = _security_options(args)
+        job = _job_options(args)
     except InputError as exc:
         return _refuse(str(exc))
-    if not security["tls"]:
+    if not job["tls"]:
         _warn(
             "--no-tls: the job's scheduler accepts plain TCP from anyone who reaches its port, "
             "who can then run code as you and read your data"
         )
-    if getattr(args, "hpc", None):
-        return _submit_hpc(args, security)
-    if not args.image:
+    if job["hpc"]:
+        return _submit_hpc(args, job)
+    if not job["image"]:
         return _refuse("--image is required for Kubernetes")
     from .. import k8s
 
-    gpus = 1 if args.gpus_per_worker is None else args.gpus_per_worker
+    gpus = GPUS_PER_WORKER["kubernetes"] if job["gpus_per_worker"] is None else job["gpus_per_worker"]
     paths = [("INPUT", args.input), ("OUTPUT", args.output)]
     paths += [("PSF" if c is None else f"PSF of channel {c}", p) for c, p in psf_files(resolved.get("psf"))]
-    errors, warnings = pod_path_problems(paths, args.pvc, args.pvc_mount)
+    errors, warnings = pod_path_problems(paths, job["pvc"], job["pvc_mount"])
     if errors:
         return _refuse(errors[0])
     try:
         manifests = k8s.build_job(
-            args.name,
+            job["name"],
             args.input,
             args.output,
             run_argv(args),
-            image=args.image,
-            workers=args.workers,
             gpus_per_worker=gpus,
-            namespace=args.namespace,
-            worker_memory=args.worker_memory,
-            worker_cpu=args.worker_cpu,
-            storage_secret=args.storage_secret,
-            scheduler_memory=args.scheduler_memory,
-            job_memory=args.job_memory,
-            service_account=args.service_account,
-            pvc=args.pvc,
-            pvc_mount=args.pvc_mount,
-            tls=security["tls"],
-            dashboard_from=security["dashboard_from"] or (),
+            dashboard_from=job["dashboard_from"] or (),
+            **{key: job[key] for key in _K8S_JOB_KEYS},
         )
     except ValueError as exc:
         return _refuse(str(exc))
-    if security["tls_ca_file"]:
+    if job["tls_ca_file"]:
         _warn("--tls-ca-file/--tls-cert/--tls-key are for Slurm/PBS/LSF; on Kubernetes each job gets its own Secret")
     for message in warnings:
         _warn(message)
@@ -320,20 +271,20 @@ def submit_command(args: argparse.Namespace) -> int:
                 f"{what} carries credentials in its URL: they travel in the job's arguments, readable by "
                 "anyone who can read the DaskJob; give them through --storage-secret instead"
             )
-    if gpus > 0 and not looks_like_gpu_image(args.image):
+    if gpus > 0 and not looks_like_gpu_image(job["image"]):
         # 'dask cuda worker' is only in the CUDA image: CPU-image workers would crash-loop.
-        default = " (the default on Kubernetes)" if args.gpus_per_worker is None else ""
+        default = " (the default on Kubernetes)" if job["gpus_per_worker"] is None else ""
         _warn(
-            f"{gpus} GPU(s) per worker{default} with image {args.image!r}, "
+            f"{gpus} GPU(s) per worker{default} with image {job['image']!r}, "
             "whose name has no 'cuda' or 'gpu': GPU workers run 'dask cuda worker', which "
             "only the CUDA image has; use --gpus-per-worker 0 with a CPU image"
         )
-    if args.dry_run:
+    if job["dry_run"]:
         # The job's Secret (its TLS key), NetworkPolicy and DaskJob: apply them in this order.
         sys.stdout.write(k8s.to_yaml(manifests))
         return 0
     try:
-        k8s.create_job(manifests, kubeconfig=args.kubeconfig)
+        k8s.create_job(manifests, kubeconfig=job["kubeconfig"])
     except Exception as exc:
         return _error("submit", exc)
     meta = manifests[-1]["metadata"]
@@ -343,10 +294,11 @@ def submit_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _security_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``security`` group's options (``tls``, ``tls_dir``, ``dashboard_from`` ...), checked."""
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's own options (``SUBMIT_GROUPS``: ``tls``, ``image``, ``walltime`` ...; and ``workers``), checked."""
     resolved = resolve_options(args)
-    out = {key: resolved[key] for key, p in PARAMETERS.items() if p.group == "security"}
+    out = {key: resolved[key] for key, p in PARAMETERS.items() if p.group in SUBMIT_GROUPS and key in resolved}
+    out["workers"] = SUBMIT_WORKERS if resolved["workers"] is None else resolved["workers"]
     own = [out[k] for k in ("tls_ca_file", "tls_cert", "tls_key")]
     if any(own) and not all(own):
         raise InputError("give --tls-ca-file, --tls-cert and --tls-key together (or none: a generated certificate)")
@@ -355,7 +307,7 @@ def _security_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _tls_files(args: argparse.Namespace, security: dict[str, Any]) -> Any:
+def _tls_files(security: dict[str, Any]) -> Any:
     """The job's TLS files: the user's, or generated under --tls-dir (None with --no-tls)."""
     from .. import hpc
 
@@ -366,7 +318,7 @@ def _tls_files(args: argparse.Namespace, security: dict[str, Any]) -> Any:
             if not os.path.isfile(os.path.expanduser(security[key])):
                 raise InputError(f"--{key.replace('_', '-')} {security[key]}: no such file")
         return hpc.TLSFiles(*(os.path.expanduser(security[k]) for k in ("tls_ca_file", "tls_cert", "tls_key")))
-    if args.dry_run:  # nothing is written: hpc.job_script names where the files would go
+    if security["dry_run"]:  # nothing is written: hpc.job_script names where the files would go
         return None
     try:
         return hpc.write_tls_files(security["tls_dir"])
@@ -376,47 +328,48 @@ def _tls_files(args: argparse.Namespace, security: dict[str, Any]) -> Any:
         ) from None
 
 
-def _submit_hpc(args: argparse.Namespace, security: dict[str, Any]) -> int:
+def _submit_hpc(args: argparse.Namespace, job: dict[str, Any]) -> int:
     from .. import hpc
 
     try:
-        cores = args.cores or int(args.worker_cpu)
+        cores = job["cores"] or int(job["worker_cpu"])
     except ValueError:
         print("bigdecon submit: error: give --cores N (whole CPUs) for batch jobs", file=sys.stderr)
         return 2
+    gpus = job["gpus_per_worker"]
     options = dict(
         cores=cores,
-        memory=args.memory or args.worker_memory,
-        walltime=args.walltime,
-        queue=args.queue,
-        account=args.account,
-        gpus_per_worker=args.gpus_per_worker or 0,
-        job_extra=list(args.job_extra),
+        memory=job["memory"] or job["worker_memory"],
+        walltime=job["walltime"],
+        queue=job["queue"],
+        account=job["account"],
+        gpus_per_worker=GPUS_PER_WORKER["hpc"] if gpus is None else gpus,
+        job_extra=list(job["job_extra"]),
     )
     forwarded = run_argv(args)
-    submit = hpc.submit_program(args.hpc)
-    if not args.dry_run and shutil.which(submit) is None:
+    submit = hpc.submit_program(job["hpc"])
+    if not job["dry_run"] and shutil.which(submit) is None:
         # Without it jobqueue only logs the failure and the run would wait forever.
-        print(f"bigdecon submit: error: '{submit}' not found; run this on a {args.hpc} login node", file=sys.stderr)
+        print(f"bigdecon submit: error: '{submit}' not found; run this on a {job['hpc']} login node", file=sys.stderr)
         return 1
     try:
-        files = _tls_files(args, security)
+        files = _tls_files(job)
     except InputError as exc:
         return _refuse(str(exc))
     sec = hpc.tls_security(files) if files is not None else None
-    if args.dry_run:
-        script = hpc.job_script(args.hpc, security=sec, tls=security["tls"], tls_dir=security["tls_dir"], **options)
+    if job["dry_run"]:
+        script = hpc.job_script(job["hpc"], security=sec, tls=job["tls"], tls_dir=job["tls_dir"], **options)
         sys.stdout.write(script)
         return 0
     try:
-        return _run_on_jobqueue(args, options, forwarded, files, sec)
+        return _run_on_jobqueue(args, job, options, forwarded, files, sec)
     finally:
         if files is not None:
             files.remove()
 
 
 def _run_on_jobqueue(
-    args: argparse.Namespace, options: dict[str, Any], forwarded: list[str], files: Any, sec: Any
+    args: argparse.Namespace, job: dict[str, Any], options: dict[str, Any], forwarded: list[str], files: Any, sec: Any
 ) -> int:
     """Start the batch workers and run the job against them from this process (with the job's TLS)."""
     import contextlib
@@ -428,7 +381,7 @@ def _run_on_jobqueue(
 
     try:
         cluster = hpc.make_jobqueue_cluster(
-            args.hpc, workers=args.workers, security=sec, tls=sec is not None, **options
+            job["hpc"], workers=job["workers"], security=sec, tls=sec is not None, **options
         )
     except Exception as exc:
         return _error("submit", exc)
@@ -448,11 +401,12 @@ def status_command(args: argparse.Namespace) -> int:
     """Handler of ``bigdecon status``."""
     from ..k8s import daskjob_status
 
+    job = resolve_options(args)
     try:
-        status = daskjob_status(args.name, args.namespace, kubeconfig=args.kubeconfig)
+        status = daskjob_status(args.name, job["namespace"], kubeconfig=job["kubeconfig"])
     except Exception as exc:
         return _error("status", exc)
-    print(f"{args.namespace}/{args.name}: {status.get('jobStatus') or 'Pending'}")
+    print(f"{job['namespace']}/{args.name}: {status.get('jobStatus') or 'Pending'}")
     for key in ("clusterName", "jobRunnerPodName", "startTime", "endTime"):
         if status.get(key):
             print(f"  {key}: {status[key]}")
@@ -463,8 +417,9 @@ def logs_command(args: argparse.Namespace) -> int:
     """Handler of ``bigdecon logs``."""
     from ..k8s import daskjob_logs
 
+    job = resolve_options(args)
     try:
-        text = daskjob_logs(args.name, args.namespace, kubeconfig=args.kubeconfig, tail_lines=args.tail)
+        text = daskjob_logs(args.name, job["namespace"], kubeconfig=job["kubeconfig"], tail_lines=job["tail"])
     except Exception as exc:
         return _error("logs", exc)
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
