@@ -17,6 +17,7 @@ import socket
 from typing import Any
 
 from .errors import InputError
+from .params import DASHBOARD_PORT, PARAMETERS
 
 __all__ = [
     "make_client",
@@ -30,13 +31,13 @@ __all__ = [
 ]
 
 # Seconds to wait for an existing scheduler (--scheduler-timeout) before a one-line error.
-SCHEDULER_TIMEOUT = 10
+SCHEDULER_TIMEOUT: float = PARAMETERS["scheduler_timeout"].default
 # Fraction of the machine's memory the local workers may use together.
 MEMORY_FRACTION = 0.9
 # The local cluster listens on the loopback interface only: its scheduler runs any
 # code a client sends, and its dashboard shows the data's layout, to anyone who reaches it.
 LOCAL_HOST = "127.0.0.1"
-DEFAULT_DASHBOARD = f"{LOCAL_HOST}:8787"
+DEFAULT_DASHBOARD = f"{LOCAL_HOST}:{DASHBOARD_PORT}"
 # Memory of an idle worker process (Python, NumPy, Numba, Dask) on top of its tasks.
 WORKER_BASELINE = 256 * 2**20
 
@@ -69,12 +70,15 @@ def _port_free(port: int) -> bool:
 
 
 def _dashboard(address: str | None) -> str | None:
-    """The given address, else 127.0.0.1:8787 (any free port when 8787 is taken), or none without bokeh."""
+    """The given address, else 127.0.0.1:8787 (any free port when 8787 is taken), or none without bokeh.
+
+    (8787 is :data:`bigdecon.params.DASHBOARD_PORT`.)
+    """
     if address is not None:
         return address
     if not dashboard_available():
         return None  # distributed would only warn that it cannot serve one
-    return DEFAULT_DASHBOARD if _port_free(8787) else f"{LOCAL_HOST}:0"
+    return DEFAULT_DASHBOARD if _port_free(DASHBOARD_PORT) else f"{LOCAL_HOST}:0"
 
 
 def dashboard_available() -> bool:
@@ -96,7 +100,7 @@ def expected_threads(workers: int | None = None, threads_per_worker: int | None 
 
 
 def worker_choice(
-    gpus: bool | None, device: str = "auto", scheduler: str | None = None
+    gpus: bool | None, device: str = PARAMETERS["device"].default, scheduler: str | None = None
 ) -> tuple[bool, str, str | None]:
     """Which local workers to start and where their tasks compute.
 

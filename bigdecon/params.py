@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "SUBMIT_GROUPS",
     "SUBMIT_WORKERS",
     "PSF_MODELS",
+    "PSF_SOURCES",
     "Parameter",
     "Params",
     "check_output_dtype",
@@ -45,6 +46,8 @@ __all__ = [
     "parse_psf_size",
     "parse_timepoints",
     "parse_voxel_size",
+    "psf_source",
+    "uses_optics",
     "resolve_deconv_iters",
 ]
 
@@ -632,9 +635,89 @@ def _open_unit_closed(name: str, v: Any) -> None:
 
 
 PSF_MODELS = ("gaussian", "widefield", "confocal", "lightsheet")
+"""The values of ``psf_model``: a Gaussian of ``fwhm`` or a PSF computed from the optics."""
 DEFAULT_REFRACTIVE_INDEX = 1.33
 """The immersion medium's refractive index when ``refractive_index`` is not given (water)."""
-"""The values of ``psf_model``: a Gaussian of ``fwhm`` or a PSF computed from the optics."""
+OPTICS_MODEL = "widefield"
+"""The optics model of ``na`` and ``wavelength`` without ``psf_model``."""
+PSF_SOURCES = ("fwhm", "resolution", "psf")
+"""The parameters that give the PSF itself (a Gaussian's size, or a measured PSF); else the optics."""
+
+
+def uses_optics(given: Mapping[str, Any]) -> bool:
+    """Whether the PSF is computed from the optics: a ``psf_model`` other than gaussian, or ``na``/``wavelength``."""
+    return given.get("psf_model") not in (None, "gaussian") or any(
+        given.get(k) is not None for k in ("na", "wavelength")
+    )
+
+
+def psf_source(given: Mapping[str, Any], *, deconvolves: bool = False, flags: bool = False) -> str | None:
+    """The PSF a set of parameters names, checked: the one rule of the API, the CLI and ``submit``.
+
+    Parameters
+    ----------
+    given
+        Values of :data:`PSF_SOURCES`, ``psf_model``, ``na``, ``wavelength`` and
+        ``sheet_thickness`` (absent or ``None``: not given).
+    deconvolves
+        Step 5 runs, so a PSF is required.
+    flags
+        Name the parameters as command-line flags (``--fwhm``) in errors.
+
+    Returns
+    -------
+    str or None
+        ``"fwhm"``, ``"resolution"`` or ``"psf"``; the optics model (``"widefield"``
+        when only ``na`` and ``wavelength`` are given); ``None`` when none is given.
+
+    Raises
+    ------
+    InputError
+        Two sources, gaussian with optics, an optics model without what it needs,
+        or none while ``deconvolves``.
+
+    Examples
+    --------
+    >>> psf_source({"fwhm": 3}), psf_source({"na": 1.1, "wavelength": 0.52}), psf_source({})
+    ('fwhm', 'widefield', None)
+    """
+
+    def name(key: str) -> str:
+        return "--" + key.replace("_", "-") if flags else key
+
+    one_of = f"{name('fwhm')}, {name('resolution')} or {name('psf')}"
+
+    model = given.get("psf_model")
+    if model is not None and model not in PSF_MODELS:
+        raise InputError(f"psf_model must be one of {', '.join(PSF_MODELS)}, got {model!r}")
+    sources = [k for k in PSF_SOURCES if given.get(k) is not None]
+    if len(sources) > 1:
+        raise InputError(f"give one of {one_of}, not {' and '.join(map(name, sources))}")
+    stated = [name(k) for k in ("na", "wavelength") if given.get(k) is not None]
+    if model == "gaussian" and stated:
+        raise InputError(
+            f"{name('psf_model')} gaussian takes {one_of}, not {' and '.join(stated)} "
+            f"(leave {name('psf_model')} out for the widefield model)"
+        )
+    if not uses_optics(given):
+        if not sources and deconvolves:
+            raise InputError(
+                f"give the PSF size: {name('fwhm')} PIXELS, {name('resolution')} in physical units, {name('psf')} "
+                f"FILE, or the optics ({name('na')} and {name('wavelength')}) (or deconv_type 0 to skip the "
+                "final deconvolution)"
+            )
+        return sources[0] if sources else None
+    model = model or OPTICS_MODEL
+    if sources:
+        raise InputError(
+            f"give either {name(sources[0])} or a PSF from the optics ({name('psf_model')} {model}), not both"
+        )
+    missing = [name(k) for k in ("na", "wavelength") if given.get(k) is None]
+    if model == "lightsheet" and given.get("sheet_thickness") is None:
+        missing.append(name("sheet_thickness"))
+    if missing:
+        raise InputError(f"{name('psf_model')} {model} needs {' and '.join(missing)}")
+    return str(model)
 
 
 def _wavelength(v: Any) -> float | dict[int, float]:

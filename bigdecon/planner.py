@@ -59,7 +59,7 @@ from typing import Any, overload
 import numpy as np
 
 from .errors import InputError
-from .params import Params
+from .params import DEFAULTS, Params
 from .solvers.richardson_lucy import boundary_rule, deconv_halo, fast_length, padded_geometry, psf_half_support
 from .solvers.wiener_butterworth import blocks_allowed
 from .stages import deconv_kind, is_coupled, output_psf
@@ -244,8 +244,9 @@ class Spans(Sequence[tuple[int, int]]):
 
 def default_depth(params: Params, *, upsampled: bool | None = None) -> dict[str, int]:
     """Halo of the sparse-Hessian step per axis name (``k``, ``y``, ``x``), in output pixels."""
-    reach = (150.0 / float(params.fidelity)) ** 0.25
-    k_reach = reach * (max(float(params.tcontinuity), 1e-3) / 0.5) ** 0.25
+    # Measured at the model's defaults (the module's docstring: fidelity 150, tcontinuity 0.5).
+    reach = (DEFAULTS.fidelity / float(params.fidelity)) ** 0.25
+    k_reach = reach * (max(float(params.tcontinuity), 1e-3) / DEFAULTS.tcontinuity) ** 0.25
     yx = math.ceil(16 * reach)
     return {"k": math.ceil(8 * k_reach), "y": yx, "x": yx}
 

@@ -369,7 +369,7 @@ def test_timepoints_shift_the_time_origin(tmp_path, data):
         (dict(depth={"t": 1}), "depth along t cannot be set: each t is a separate problem"),
         (dict(fwhm=(2, 3, 3), axes="tyx"), "needs a z axis|deconvolves along z"),
         (dict(channels=[0, 0]), "name a channel twice"),
-        (dict(psf=np.ones((3, 3))), "either fwhm .* or psf"),
+        (dict(psf=np.ones((3, 3))), "one of fwhm, resolution or psf, not fwhm and psf"),
         (dict(timepoints="4:2"), "empty or reversed"),
     ],
     ids=[

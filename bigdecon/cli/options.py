@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from .. import params
 from ..errors import InputError
-from ..params import Parameter, check_psf_size, resolve_deconv_iters
+from ..params import Parameter, check_psf_size, resolve_deconv_iters, uses_optics
 from .config import fmt_number, load_config, one_line
 
 __all__ = [
@@ -79,7 +79,7 @@ PIPELINE_KEYS = (
 )
 SKEW_KEYS = ("skew_angle", "skew_axis", "psf_frame", "deskew_first", "skew_fill", "rotate")
 WRITE_KEYS = ("output_dtype", "ngff_version", "resume", "overwrite", "work_dir")
-PSF_KEYS = ("fwhm", "resolution", "psf")
+PSF_KEYS = params.PSF_SOURCES
 OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
 
 _GROUPS = {
@@ -294,8 +294,8 @@ def resolve_options(args: argparse.Namespace, *, cluster: bool = True) -> dict[s
     if "deconv_iters" in resolved:  # its default depends on deconv_type: state the number everywhere
         resolved["deconv_iters"] = resolve_deconv_iters(resolved["deconv_iters"], resolved.get("deconv_type"))
     model_given = getattr(args, "psf_model", None) is not None or "psf_model" in from_file
-    if not model_given and any(resolved.get(k) is not None for k in ("na", "wavelength")):
-        resolved["psf_model"] = "widefield"  # the model that runs, so that the record says so
+    if not model_given and uses_optics(resolved):
+        resolved["psf_model"] = params.OPTICS_MODEL  # the model that runs, so that the record says so
     return resolved
 
 
@@ -349,7 +349,7 @@ def options_argv(resolved: dict[str, Any], *, explicit: Sequence[str] = ()) -> l
         if key == "deconv_iters":  # resolved above; its default is the one of the deconv_type
             default = resolve_deconv_iters(None, resolved.get("deconv_type"))
         if key == "psf_model" and key not in explicit and resolved.get("na") is not None:
-            default = "widefield"  # what --na and --wavelength choose without it
+            default = params.OPTICS_MODEL  # what --na and --wavelength choose without it
         if value is None or (value == default and key not in explicit):
             continue
         if isinstance(value, bool):
@@ -375,40 +375,11 @@ def method_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
     if kwargs.get("skew_angle") is None:  # the other skew options mean nothing without it
         for key in SKEW_KEYS:
             kwargs.pop(key, None)
+    deconvolves = bool(resolved["deconv_type"] and resolved["deconv_iters"])
+    params.psf_source(resolved, deconvolves=deconvolves, flags=True)  # the model's one rule
     if kwargs.get("psf_model") == "gaussian":
-        stated = [f"--{k}" for k in ("na", "wavelength") if resolved.get(k) is not None]
-        if stated:
-            raise InputError(
-                f"--psf-model gaussian takes --fwhm, --resolution or --psf, not {' and '.join(stated)} "
-                "(leave --psf-model out for the widefield model)"
-            )
         del kwargs["psf_model"]  # a Gaussian of --fwhm/--resolution, or --psf
-    given_psf = [k for k in PSF_KEYS if resolved.get(k) is not None]
-    if len(given_psf) > 1:
-        raise InputError(f"give one of --fwhm, --resolution or --psf, not {' and '.join('--' + k for k in given_psf)}")
-    optics = uses_optics(resolved)
-    if optics and given_psf:
-        raise InputError(f"give --{given_psf[0]} or a PSF from the optics (--na, --wavelength), not both")
-    deconvolves = resolved["deconv_type"] and resolved["deconv_iters"]
-    if deconvolves and not given_psf and not optics:
-        raise InputError(
-            "give the PSF size: --fwhm PIXELS, --resolution in physical units, --psf FILE, or the optics "
-            "(--na and --wavelength) (or --deconv-type 0 to skip the final deconvolution)"
-        )
-    if optics:
-        missing = [f"--{k.replace('_', '-')}" for k in ("na", "wavelength") if resolved.get(k) is None]
-        if resolved.get("psf_model") == "lightsheet" and resolved.get("sheet_thickness") is None:
-            missing.append("--sheet-thickness")
-        if missing:
-            raise InputError(f"--psf-model {resolved.get('psf_model') or 'widefield'} needs {' and '.join(missing)}")
     return kwargs
-
-
-def uses_optics(resolved: dict[str, Any]) -> bool:
-    """Whether the PSF is computed from the optics: a non-Gaussian ``--psf-model``, or ``--na``/``--wavelength``."""
-    return resolved.get("psf_model") not in (None, "gaussian") or any(
-        resolved.get(k) is not None for k in ("na", "wavelength")
-    )
 
 
 def check_parameters(resolved: dict[str, Any]) -> None:

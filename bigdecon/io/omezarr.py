@@ -42,7 +42,7 @@ from bigdecon.io._meta import (
 )
 from bigdecon.io.paths import join, normalize, read_bytes, redact, same_or_nested
 from bigdecon.io.safety import LEASE_NAME, WORK_NAME, listing, remove_owned
-from bigdecon.params import check_output_dtype
+from bigdecon.params import PARAMETERS, check_output_dtype
 
 __all__ = [
     "OmeZarrWriter",
@@ -418,14 +418,14 @@ class OmeZarrWriter:
         shape: Sequence[int],
         axes: Sequence[str],
         chunks: Sequence[int],
-        dtype: Any = "float32",
+        dtype: Any = PARAMETERS["output_dtype"].default,
         scale: Mapping[str, float] | None = None,
         units: Mapping[str, str] | None = None,
         translation: Mapping[str, float] | None = None,
         channels: Sequence[Mapping[str, Any]] | None = None,
-        ngff_version: str = "0.5",
-        overwrite: bool = False,
-        resume: bool = False,
+        ngff_version: str = PARAMETERS["ngff_version"].default,
+        overwrite: bool = PARAMETERS["overwrite"].default,
+        resume: bool = PARAMETERS["resume"].default,
         run_config: dict | None = None,
         shards: Sequence[int] | None = None,
     ) -> None:
@@ -465,8 +465,7 @@ class OmeZarrWriter:
             )
         if any(n < 1 for n in self.shape) or any(c < 1 for c in self.chunks):
             raise InputError(f"output shape {self.shape} and chunks {self.chunks} must be positive")
-        if self.ngff_version not in ("0.4", "0.5"):
-            raise InputError(f"unsupported NGFF version {self.ngff_version!r}: use 0.4 or 0.5")
+        self.ngff_version = PARAMETERS["ngff_version"].parse(self.ngff_version)  # the model's one rule
         check_output_dtype(self.dtype)  # the one rule of bigdecon.params: float32, float64 or integers
         if self.shards is not None:
             if self.ngff_version == "0.4":
@@ -744,8 +743,8 @@ def write_image(
     units: Mapping[str, str] | None = None,
     chunks: Sequence[int] | None = None,
     channels: Sequence[Mapping[str, Any]] | None = None,
-    ngff_version: str = "0.5",
-    overwrite: bool = False,
+    ngff_version: str = PARAMETERS["ngff_version"].default,
+    overwrite: bool = PARAMETERS["overwrite"].default,
 ) -> str:
     """Write an in-memory array as a finished OME-Zarr image (pyramid included).
 

@@ -137,8 +137,6 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
     layout = Layout(axes, tuple(int(s) for s in data.shape))
 
     # Per-channel PSF sizes: one Params per processed channel, the rest shared.
-    if run.get("resolution") is not None and kwargs.get("fwhm") is not None:
-        raise InputError("give either fwhm (pixels) or resolution (physical units), not both")
     per = {
         k: _channel_values(
             k, kwargs.pop(k, None) if k != "resolution" else run.get(k), n_in_channels, channel_ids, has_c
@@ -391,29 +389,11 @@ def _fwhm_from_resolution(resolution: Any, src: Any) -> list[float]:
 
 def _optics_model(optics: Mapping[str, Any], per: Mapping[str, list[Any]]) -> str | None:
     """The optics model a request asks for (``None``: a Gaussian or measured PSF), checked against the rest."""
-    from ..params import PSF_MODELS
+    from ..params import PSF_SOURCES, psf_source
 
-    model = optics.get("psf_model")
-    if model is not None and model not in PSF_MODELS:
-        raise InputError(f"psf_model must be one of {', '.join(PSF_MODELS)}, got {model!r}")
-    stated = [k for k in ("na", "wavelength") if optics.get(k) is not None]
-    if model == "gaussian":
-        if stated:
-            raise InputError("psf_model gaussian takes fwhm, resolution or psf, not na/wavelength")
-        return None
-    if model is None:
-        if not stated:
-            return None
-        model = "widefield"  # na and wavelength alone: the widefield model
-    missing = [k for k in ("na", "wavelength") if optics.get(k) is None]
-    if model == "lightsheet" and optics.get("sheet_thickness") is None:
-        missing.append("sheet_thickness")
-    if missing:
-        raise InputError(f"psf_model {model} needs {' and '.join(missing)}")
-    given = [k for k in ("fwhm", "resolution", "psf") if any(v is not None for v in per[k])]
-    if given:
-        raise InputError(f"give either {' / '.join(given)} or a PSF from the optics (psf_model {model}), not both")
-    return str(model)
+    sources = {k: next((v for v in per[k] if v is not None), None) for k in PSF_SOURCES}
+    source = psf_source({**optics, **sources})  # the model's one rule, the CLI's too
+    return None if source in (None, *PSF_SOURCES) else source
 
 
 def _pixel_size(src: Any, name: str, why: str) -> float:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 from .._backend import get_xp
+from ..params import DECONV_ITERS_BY_TYPE
 from .richardson_lucy import FLOOR, fill_outside, padded_problem
 
 __all__ = ["landweber"]
 
 
-def landweber(image, psf, iterations: int = 7, *, pad=None, boundary: str = "auto"):
+def landweber(image, psf, iterations: int = DECONV_ITERS_BY_TYPE[2], *, pad=None, boundary: str = "auto"):
     """Accelerated Landweber deconvolution, floored at 1e-6.
 
     Gradient steps ``x = y + H^T (f - H y)`` on the least-squares data term,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import fft_module, fft_workers, get_xp
+from ..params import DECONV_ITERS_BY_TYPE
 from ._dct import DCT3, mirror_eigenvalues
 from .psf import psf_to_otf
 
@@ -366,7 +367,7 @@ def schedule_alpha(iteration: int) -> float:
 def richardson_lucy(
     image,
     psf,
-    iterations: int = 7,
+    iterations: int = DECONV_ITERS_BY_TYPE[1],
     accelerate: bool = True,
     *,
     pad=None,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import cpu_threads, get_xp
+from ..params import DEFAULTS
 from ._dct import DCT3 as _DCT
 
 __all__ = ["sparse_hessian", "sparse_hessian_terms", "FACE_EXTENSION", "extend_faces"]
@@ -292,10 +293,10 @@ def face_widths(shape, faces, coupled: bool) -> list[tuple[int, int]]:
 def sparse_hessian(
     image,
     *,
-    iterations: int = 100,
-    fidelity: float = 150.0,
-    sparsity: float = 10.0,
-    tcontinuity: float = 0.5,
+    iterations: int = DEFAULTS.sparse_iters,
+    fidelity: float = DEFAULTS.fidelity,
+    sparsity: float = DEFAULTS.sparsity,
+    tcontinuity: float = DEFAULTS.tcontinuity,
     coupled: bool | None = None,
     faces=None,
 ):

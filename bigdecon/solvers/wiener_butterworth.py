@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp, to_numpy
+from ..params import DECONV_ITERS_BY_TYPE, DEFAULTS
 from ._dct import mirror_eigenvalues
 from .psf import psf_fwhm, psf_to_otf
 from .richardson_lucy import BOUNDARIES, FLOOR, _MirrorConvolver, padded_problem
@@ -43,9 +44,10 @@ __all__ = [
 # 1 / FWHM is ~0.005, which pulls the window's half-power point down to about
 # half the cut-off; gain 0.1 and order 20 keep the passband and reached plain
 # RL's 20-iteration quality in 2 iterations (docs/backprojector.md).
-ALPHA = 0.001
-BETA = 0.1
-ORDER = 20
+# The model's defaults (bigdecon.params): wb_alpha 0.001, wb_beta 0.1, wb_order 20.
+ALPHA: float = DEFAULTS.wb_alpha
+BETA: float = DEFAULTS.wb_beta
+ORDER: int = DEFAULTS.wb_order
 
 # The mirror path's back projector is a finite kernel of KERNEL_RADIUS PSF half-supports per
 # axis (backprojector_kernel), so a block with the halo of deconv_halo(kind="wb") equals the
@@ -440,7 +442,7 @@ def blocks_allowed(psf) -> bool:
 def rl_wiener_butterworth(
     image,
     psf,
-    iterations: int = 2,
+    iterations: int = DECONV_ITERS_BY_TYPE[3],
     *,
     pad: int | tuple[int, ...] | None = None,
     alpha: float = ALPHA,
