@@ -94,9 +94,7 @@ DASKJOB_PLURAL = "daskjobs"
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = params.DASHBOARD_PORT
 WORKER_DASHBOARD_PORT = 8788
-# The operator starts the job runner right after the DaskCluster, before the
-# scheduler pod is up (image pull, scheduling): the runner keeps retrying this long.
-JOB_SCHEDULER_TIMEOUT = 600.0
+JOB_SCHEDULER_TIMEOUT = params.JOB_SCHEDULER_TIMEOUT
 
 # Where every pod mounts the job's TLS Secret (ca.crt, tls.crt, tls.key).
 TLS_MOUNT = "/etc/bigdecon-tls"
@@ -154,7 +152,7 @@ def health_probe_command() -> list[str]:
     return ["python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)"]
 
 
-def worker_args(memory_limit: str, gpus_per_worker: int = 1) -> list[str]:
+def worker_args(memory_limit: str, gpus_per_worker: int = params.GPUS_PER_WORKER["kubernetes"]) -> list[str]:
     """Command line of a worker container.
 
     Parameters
@@ -790,7 +788,7 @@ def create_daskjob(manifest: dict[str, Any], kubeconfig: str | None = None) -> d
     """
     from kubernetes import client
 
-    namespace = manifest["metadata"].get("namespace", "default")
+    namespace = manifest["metadata"].get("namespace", _default("namespace"))
     with _api_client(kubeconfig) as api:
         return client.CustomObjectsApi(api).create_namespaced_custom_object(
             DASKJOB_GROUP, DASKJOB_VERSION, namespace, DASKJOB_PLURAL, manifest
@@ -814,7 +812,7 @@ def create_job(manifests: Sequence[dict[str, Any]], kubeconfig: str | None = Non
     from kubernetes import client
 
     *others, job = manifests
-    namespace = job["metadata"].get("namespace", "default")
+    namespace = job["metadata"].get("namespace", _default("namespace"))
     with _api_client(kubeconfig) as api:
         created = client.CustomObjectsApi(api).create_namespaced_custom_object(
             DASKJOB_GROUP, DASKJOB_VERSION, namespace, DASKJOB_PLURAL, job
@@ -876,7 +874,7 @@ def _rbac_main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] != "rbac":
         print("usage: python -m bigdecon.k8s rbac [NAMESPACE] | mask-secrets < YAML", file=sys.stderr)
         return 2
-    sys.stdout.write(to_yaml(rbac_manifests(argv[1] if len(argv) > 1 else "default")))
+    sys.stdout.write(to_yaml(rbac_manifests(argv[1] if len(argv) > 1 else _default("namespace"))))
     return 0
 
 

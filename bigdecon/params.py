@@ -32,6 +32,7 @@ __all__ = [
     "DASHBOARD_PORT",
     "GPUS_PER_WORKER",
     "HPC_KINDS",
+    "JOB_SCHEDULER_TIMEOUT",
     "SUBMIT_GROUPS",
     "SUBMIT_WORKERS",
     "PSF_MODELS",
@@ -805,6 +806,9 @@ HPC_KINDS = ("slurm", "pbs", "lsf")
 """The batch systems ``bigdecon submit`` starts workers on (``--slurm``, ``--pbs``, ``--lsf``)."""
 DASHBOARD_PORT = 8787
 """The Dask dashboard's port: the local cluster's default and the one a Kubernetes job's NetworkPolicy opens."""
+JOB_SCHEDULER_TIMEOUT = 600.0
+"""``scheduler_timeout`` of a Kubernetes job's runner: the operator starts it right after the DaskCluster,
+before the scheduler pod is up (image pull, scheduling), so it keeps retrying this long."""
 _K8S = ("submit", "status", "logs")  # the Kubernetes options of the commands that reach a DaskJob
 
 # `bigdecon submit`: the size of its workers (both targets), Kubernetes, and Slurm/PBS/LSF.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 
 import numpy as np
 import pytest
@@ -12,7 +14,10 @@ from bigdecon import InputError
 from bigdecon.cli import build_parser, resolve_options
 from bigdecon.io import OmeZarrWriter
 from bigdecon.params import (
+    DEFAULT_REFRACTIVE_INDEX,
     DEFAULTS,
+    GPUS_PER_WORKER,
+    JOB_SCHEDULER_TIMEOUT,
     PARAMETERS,
     SUBMIT_GROUPS,
     Params,
@@ -48,6 +53,122 @@ def test_public_signatures_match_the_model(function):
     for name in expected:
         assert name in signature.parameters, (function, name)
         assert signature.parameters[name].default == PARAMETERS[name].default, (function, name)
+
+
+# Arguments whose name is not the model's: (function, argument) -> the model parameter (and for deconv_iters,
+# the deconv_type whose default it is).
+SIGNATURE_ALIASES = {
+    "bigdecon.solvers.sparse_hessian.sparse_hessian": {"iterations": "sparse_iters"},
+    "bigdecon.solvers.richardson_lucy.richardson_lucy": {"iterations": ("deconv_iters", 1)},
+    "bigdecon.solvers.landweber.landweber": {"iterations": ("deconv_iters", 2)},
+    "bigdecon.solvers.wiener_butterworth.rl_wiener_butterworth": {
+        "iterations": ("deconv_iters", 3), "alpha": "wb_alpha", "beta": "wb_beta", "order": "wb_order"
+    },
+    **{
+        f"bigdecon.solvers.wiener_butterworth.{f}": {"alpha": "wb_alpha", "beta": "wb_beta", "order": "wb_order"}
+        for f in ("wiener_butterworth_backprojector", "backprojector_kernel", "mirror_backprojector")
+    },
+    **{
+        f"bigdecon.hpc.{f}": {"cores": "worker_cpu", "memory": "worker_memory"}
+        for f in ("jobqueue_kwargs", "make_jobqueue_cluster")
+    },
+}  # fmt: skip
+# Defaults the model states as a rule beside the parameter (its None means "depends on the target").
+SIGNATURE_RULES = {
+    "gpus_per_worker": {"bigdecon.hpc": GPUS_PER_WORKER["hpc"], "bigdecon.k8s": GPUS_PER_WORKER["kubernetes"]},
+    "scheduler_timeout": {"bigdecon.k8s": JOB_SCHEDULER_TIMEOUT},
+    "refractive_index": {"bigdecon.cli.psf": DEFAULT_REFRACTIVE_INDEX},  # the value of the model's None
+}
+# Arguments that share a model parameter's name but are another thing, each with the reason.
+NOT_THE_MODEL = {
+    **{
+        (f"bigdecon.data.{f}", a): "a phantom's own blur and background level, not the method's"
+        for f in ("filaments_timelapse", "beads_volume", "rings_image", "widefield_volume")
+        for a in ("fwhm", "background")
+    },
+    ("bigdecon.cluster.make_client", "gpus"): "a library call starts CPU workers unless asked; "
+    "the CLI's auto (None) goes through cluster.worker_choice",
+    ("bigdecon.cli._common.client_for", "gpus"): "given worker_choice's decision, never auto",
+    ("bigdecon.cli.options.Parser.parse_known_args", "namespace"): "argparse's namespace",
+    ("bigdecon.hpc.solver_threads", "threads_per_worker"): "a batch job's worker runs one thread per process",
+    ("bigdecon.hpc.jobqueue_kwargs", "threads_per_worker"): "a batch job's worker runs one thread per process",
+    ("bigdecon.hpc.make_jobqueue_cluster", "workers"): "0: start the cluster without jobs; the caller scales it",
+    ("bigdecon.hpc.slurm_cluster", "workers"): "0: start the cluster without jobs; the caller scales it",
+    ("bigdecon.io._meta.ImageSource.__init__", "channels"): "an opened input's channels, not a selection",
+    ("bigdecon.io._meta.ImageSource.__init__", "ngff_version"): "an opened input's version (None: a TIFF)",
+    ("bigdecon.io._meta.multiscales_metadata", "name"): "the image's name in its metadata",
+    ("bigdecon.io._meta.voxel_size_um", "axes"): "the axes to report, not an override of the input's",
+    ("bigdecon.k8s.rbac_manifests", "service_account"): "the account these manifests create",
+    ("bigdecon.params.parse_memory", "name"): "the parameter named in errors",
+    ("bigdecon.passes.deskew.DeskewPlan.__init__", "rotate"): "the rotation's geometry (None: not rotated)",
+    ("bigdecon.passes.scratch.Watch.open", "background"): "whether to watch from a thread",
+    ("bigdecon.passes.run.deconvolve", "psf_model"): "None: gaussian, or widefield with na/wavelength "
+    "(params.psf_source)",
+    ("bigdecon.passes.run.deconvolve", "psf_energy"): "None: the model's default, resolved by request._check_energy",
+    ("bigdecon.solvers.richardson_lucy.richardson_lucy", "alpha"): "the acceleration's step rule",
+}
+
+
+def _package_functions():
+    """``(qualified name, function)`` of every public function and method defined in the package."""
+    for info in pkgutil.walk_packages(bigdecon.__path__, "bigdecon."):
+        if info.name.endswith("__main__") or info.name.startswith("bigdecon.napari"):
+            continue  # running the CLI; the napari plugin needs napari
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{module.__name__}.{name}", obj
+            elif inspect.isclass(obj):
+                for method, f in vars(obj).items():
+                    if inspect.isfunction(f) and (method == "__init__" or not method.startswith("_")):
+                        yield f"{module.__name__}.{name}.{method}", f
+
+
+def _expected_default(function, argument):
+    """The model's default of ``argument`` of ``function``, or None where it takes no model parameter."""
+    target = SIGNATURE_ALIASES.get(function, {}).get(argument, argument if argument in PARAMETERS else None)
+    if target is None or (function, argument) in NOT_THE_MODEL:
+        return None
+    if isinstance(target, tuple):  # deconv_iters of one deconv_type
+        return (target[0], resolve_deconv_iters(None, target[1]))
+    for prefix, value in SIGNATURE_RULES.get(target, {}).items():
+        if function.startswith(prefix + "."):
+            return (target, value)
+    return (target, PARAMETERS[target].default)
+
+
+def _same(target, got, expected):
+    empty = (None, (), [])
+    if got in empty and expected in empty:
+        return True
+    if got is None or expected is None:
+        return False
+    convert = PARAMETERS[target].convert
+    return convert(got) == convert(expected)
+
+
+def test_every_public_signature_default_is_the_models():
+    """Every public function or method of the package that takes a model parameter (by its name, or a
+    solver's short name for it) defaults to the model's value."""
+    checked, wrong, used = [], [], set()
+    for function, f in _package_functions():
+        for argument in inspect.signature(f).parameters.values():
+            if (function, argument.name) in NOT_THE_MODEL:
+                used.add((function, argument.name))
+            expected = _expected_default(function, argument.name)
+            if expected is None or argument.default is inspect.Parameter.empty:
+                continue
+            target, value = expected
+            checked.append(f"{function}({argument.name})")
+            if not _same(target, argument.default, value):
+                wrong.append(f"{function}({argument.name}={argument.default!r}): the model says {value!r}")
+    assert not wrong, "\n".join(wrong)
+    assert used == set(NOT_THE_MODEL), set(NOT_THE_MODEL) - used  # no exception outlives its function
+    for function in ("sparse_hessian.sparse_hessian(iterations)", "landweber.landweber", "k8s.build_daskjob"):
+        assert any(function in c for c in checked), function
+    assert len(checked) >= 100, len(checked)
 
 
 def test_params_defaults_and_checks_come_from_the_model():

@@ -139,7 +139,7 @@ def psf_paths(value: Any) -> list[str]:
 
 
 def pod_path_problems(
-    paths: Sequence[tuple[str, str]], pvc: str | None, pvc_mount: str = "/data"
+    paths: Sequence[tuple[str, str]], pvc: str | None, pvc_mount: str = PARAMETERS["pvc_mount"].default
 ) -> tuple[list[str], list[str]]:
     """Paths the pods will not see, as ``(errors, warnings)``.
 
