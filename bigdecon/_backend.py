@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any
 
 import numpy as np
+
+from ._types import Array, ArrayLike
 
 try:  # CuPy is optional: the CPU path never needs it.
     import cupy as _cupy  # type: ignore[import-not-found]
@@ -39,7 +40,7 @@ def gpu_available() -> bool:
         return False
 
 
-def get_xp(array: Any) -> ModuleType:
+def get_xp(array: object) -> ModuleType:
     """Return ``cupy`` for a CuPy array and ``numpy`` for anything else."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):
         return _cupy
@@ -89,14 +90,14 @@ def fft_workers(xp: ModuleType, size: int | None = None) -> dict:
     return {}
 
 
-def to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: ArrayLike) -> np.ndarray:
     """Bring an array to host memory (no copy for NumPy input)."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):
         return _cupy.asnumpy(array)
     return np.asarray(array)
 
 
-def to_device(array: Any, device: str) -> Any:
+def to_device(array: ArrayLike, device: str) -> Array:
     """Move an array to ``"cpu"`` or ``"gpu"``."""
     if device == "gpu":
         if _cupy is None:

@@ -17,11 +17,10 @@ or Richardson-Lucy with the Wiener-Butterworth back projector, by ``deconv_type`
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ._backend import get_xp
+from ._types import Array
 from .errors import InputError
 from .params import Params
 from .solvers.background import estimate_background
@@ -185,7 +184,7 @@ def deconv_stage(g, norm: float, scale: float, params: Params, psf, pad=None, sn
     return f
 
 
-def check_image(image: Any, params: Params) -> None:
+def check_image(image: Array, params: Params) -> None:
     """Shape checks at the public edge (values are checked where they are reduced)."""
     if image.ndim not in (2, 3):
         raise InputError(

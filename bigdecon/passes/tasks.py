@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp
+from .._types import Array
 from ..errors import BigdeconNotice, BigdeconWarning, InputError, ProcessingError
 from ..io.paths import filesystem, join, normalize, remove_files
 from ..params import Params
@@ -75,7 +76,7 @@ def _embed(block: np.ndarray, layout: Layout) -> np.ndarray:
     return block
 
 
-def _preprocess_block(raw: Any, scale: float, mean: float, params: Params) -> Any:
+def _preprocess_block(raw: Array, scale: float, mean: float, params: Params) -> Array:
     """Steps 1-3 on whole planes (NumPy or CuPy)."""
     if scale <= 0:
         factor = 2 if params.up_sample else 1
@@ -84,8 +85,13 @@ def _preprocess_block(raw: Any, scale: float, mean: float, params: Params) -> An
 
 
 def _sparse_block(
-    h: Any, norm: float, params: Params, coupled: bool, interior: tuple[slice, ...], faces: Any = None
-) -> Any:
+    h: Array,
+    norm: float,
+    params: Params,
+    coupled: bool,
+    interior: tuple[slice, ...],
+    faces: Sequence[tuple[bool, bool]] | None = None,
+) -> Array:
     """Step 4 on a block with its halo; returns the interior, clipped at 0. ``faces`` as for
     :func:`~bigdecon.stages.sparse_stage`."""
     xp = get_xp(h)
@@ -94,7 +100,7 @@ def _sparse_block(
     return xp.ascontiguousarray(sparse_stage(h, norm, params, coupled, faces)[interior])
 
 
-def _final_block(g: Any, norm: float, scale: float, params: Params, psf: np.ndarray | None) -> Any:
+def _final_block(g: Array, norm: float, scale: float, params: Params, psf: np.ndarray | None) -> Array:
     """Steps 5-6 on whole planes (or volumes)."""
     if norm <= 0 or scale <= 0:
         return get_xp(g).zeros(g.shape, np.float32)
@@ -102,14 +108,14 @@ def _final_block(g: Any, norm: float, scale: float, params: Params, psf: np.ndar
 
 
 def _deconv_block(
-    g: Any,
+    g: Array,
     norm: float,
     scale: float,
     params: Params,
     psf: np.ndarray,
     pad: tuple[tuple[int, int], ...],
     interior: tuple[slice, ...],
-) -> Any:
+) -> Array:
     """3-D steps 5-6 on a block grown by its halo: the interior of ``scale * RL(g / norm)``.
 
     ``pad`` is the edge padding on the sides of the grown block that lie on a

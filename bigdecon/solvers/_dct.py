@@ -10,11 +10,13 @@ one real eigenvalue ``lam`` per mode: no padding, no complex arithmetic.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from types import ModuleType
 
 import numpy as np
 
 from .._backend import fft_module, fft_workers
+from .._types import Array, ArrayLike
 
 __all__ = ["DCT3", "mirror_eigenvalues"]
 
@@ -109,7 +111,7 @@ class DCT3:
         return self.inverse(spec)
 
 
-def mirror_eigenvalues(psf, shape, xp: ModuleType = np):
+def mirror_eigenvalues(psf: ArrayLike, shape: Sequence[int], xp: ModuleType = np) -> Array:
     """DCT-II eigenvalues of convolution with ``psf`` under a mirror boundary, float32.
 
     For a centred kernel ``k`` of odd size, symmetric along each axis, on an

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from .._backend import get_xp, to_numpy
+from .._types import Array, ArrayLike
 
 __all__ = ["estimate_background", "wavelet_lowpass", "BACKGROUND_MODES", "BACKGROUND_REACH"]
 
@@ -58,7 +59,7 @@ def _plane_background(plane: np.ndarray) -> np.ndarray:
     return background
 
 
-def estimate_background(image, mode: int = 1, *, mean: float | None = None):
+def estimate_background(image: ArrayLike, mode: int = 1, *, mean: float | None = None) -> Array:
     """Estimate the smooth background of each ``(y, x)`` plane.
 
     Parameters

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+
+from .._types import ArrayLike
 
 __all__ = ["average_beads"]
 
@@ -147,7 +148,7 @@ def _widths(smoothed: np.ndarray, peaks: np.ndarray, base: float) -> np.ndarray:
     out = np.full(peaks.shape, np.nan)
     for k, p in enumerate(peaks):
         for axis in range(smoothed.ndim):
-            index: list[Any] = list(p)
+            index: list[int | slice] = [int(i) for i in p]
             index[axis] = slice(None)
             out[k, axis] = _half_width(smoothed[tuple(index)], int(p[axis]), base)
     return out
@@ -331,7 +332,7 @@ def _fwhm_or_nan(psf: np.ndarray) -> list[float]:
 
 
 def average_beads(
-    stack,
+    stack: ArrayLike,
     voxel_size: float | Sequence[float] | None = None,
     *,
     box: int | Sequence[int] | None = None,

@@ -5,13 +5,21 @@ from __future__ import annotations
 import math
 
 from .._backend import get_xp
+from .._types import Array, ArrayLike, Pad
 from ..params import DECONV_ITERS_BY_TYPE
 from .richardson_lucy import FLOOR, fill_outside, padded_problem
 
 __all__ = ["landweber"]
 
 
-def landweber(image, psf, iterations: int = DECONV_ITERS_BY_TYPE[2], *, pad=None, boundary: str = "auto"):
+def landweber(
+    image: ArrayLike,
+    psf: ArrayLike,
+    iterations: int = DECONV_ITERS_BY_TYPE[2],
+    *,
+    pad: Pad = None,
+    boundary: str = "auto",
+) -> Array:
     """Accelerated Landweber deconvolution, floored at 1e-6.
 
     Gradient steps ``x = y + H^T (f - H y)`` on the least-squares data term,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
 
 import numpy as np
+
+from .._types import Array, ArrayLike, NDArrayF32
 
 __all__ = ["gaussian_psf", "psf_halfwidth", "psf_to_otf", "fwhm_to_sigma"]
 
@@ -34,7 +35,7 @@ def gaussian_psf(
     shape: Sequence[int] | None = None,
     *,
     xp: ModuleType = np,
-):
+) -> Array:
     """Gaussian point spread function normalised to sum 1.
 
     Parameters
@@ -91,7 +92,7 @@ def gaussian_psf(
     return xp.asarray(kernel.astype(np.float32))
 
 
-def psf_to_otf(psf, shape: Sequence[int], xp: ModuleType = np):
+def psf_to_otf(psf: ArrayLike, shape: Sequence[int], xp: ModuleType = np) -> Array:
     """Real-to-complex transfer function of ``psf`` for arrays of ``shape``.
 
     The kernel is zero-padded to ``shape`` and rolled so its centre sits at
@@ -278,7 +279,7 @@ def widefield_psf(
     z_step: float | None = None,
     *,
     xp: ModuleType = np,
-):
+) -> Array:
     """Widefield PSF of an objective from its numerical aperture (scalar Born-Wolf model).
 
     The intensity at lateral distance ``r`` and defocus ``z`` from a point source is
@@ -358,7 +359,7 @@ def confocal_psf(
     *,
     excitation_wavelength: float | None = None,
     xp: ModuleType = np,
-):
+) -> Array:
     """Point-scanning confocal PSF: excitation times detection widefield PSFs (pinhole ignored).
 
     The product of the Born-Wolf intensities (see :func:`widefield_psf`) at the
@@ -410,7 +411,7 @@ def lightsheet_psf(
     sheet_thickness: float,
     *,
     xp: ModuleType = np,
-):
+) -> Array:
     """Light-sheet PSF: the detection widefield PSF times a Gaussian sheet along z.
 
     ``PSF(z, y, x) = I_det(z, y, x) exp(-4 ln 2 z^2 / T^2)`` with ``I_det`` from
@@ -524,7 +525,7 @@ def psf_size_for(
     return lat if z_step is None else (2 * min(half_z, planes) + 1, *lat)
 
 
-def psf_fwhm(psf) -> tuple[float, ...]:
+def psf_fwhm(psf: ArrayLike) -> tuple[float, ...]:
     """Full width at half maximum of a PSF along each axis, in pixels.
 
     Measured on the profile through the brightest voxel, interpolated by a
@@ -559,7 +560,7 @@ def psf_fwhm(psf) -> tuple[float, ...]:
         raise _input_error("the PSF has no positive maximum")
     widths = []
     for axis in range(a.ndim):
-        index: list[Any] = list(peak)
+        index: list[int | slice] = [int(i) for i in peak]
         index[axis] = slice(None)
         line = a[tuple(index)]
         if line.size < 3:
@@ -582,7 +583,7 @@ def psf_fwhm(psf) -> tuple[float, ...]:
 ENERGY_EPS = 1e-5
 
 
-def energy_reach(psf, eps: float = ENERGY_EPS) -> tuple[int, ...]:
+def energy_reach(psf: ArrayLike, eps: float = ENERGY_EPS) -> tuple[int, ...]:
     """Half-width per axis, about the box centre ``n // 2``, of the box holding ``1 - eps`` of ``|psf|``.
 
     Along each axis the light outside ``|j - n // 2| <= r`` (the PSF summed over the
@@ -613,7 +614,7 @@ def energy_reach(psf, eps: float = ENERGY_EPS) -> tuple[int, ...]:
     return tuple(out)
 
 
-def energy_crop(psf, eps: float = ENERGY_EPS):
+def energy_crop(psf: ArrayLike, eps: float = ENERGY_EPS) -> NDArrayF32:
     """``psf`` cut to the box of :func:`energy_reach` (odd, same centre), renormalised to sum 1.
 
     An axis whose light reaches the box's shorter side keeps its whole length

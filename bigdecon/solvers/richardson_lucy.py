@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 
 from .._backend import fft_module, fft_workers, get_xp
+from .._types import Array, ArrayLike, Pad
 from ..params import DECONV_ITERS_BY_TYPE
 from ._dct import DCT3, mirror_eigenvalues
 from .psf import psf_to_otf
@@ -42,7 +43,7 @@ ALPHA_RULES = ("adaptive", "schedule")
 BOUNDARIES = ("auto", "mirror", "edge")
 
 
-def published_pad(shape) -> int:
+def published_pad(shape: Sequence[int]) -> int:
     """Edge padding of the published 2-D step: ``floor(min(h, w) / 6)`` pixels."""
     return int(min(shape[-2], shape[-1]) // 6)
 
@@ -69,7 +70,7 @@ def backprojector_half_support(psf_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(WB_KERNEL_RADIUS * max(h, 1) for h in psf_half_support(psf_shape))
 
 
-def fast_length(n: int, xp=np) -> int:
+def fast_length(n: int, xp: ModuleType = np) -> int:
     """Smallest transform length ``>= n`` that the FFT library does fast.
 
     ``scipy.fft.next_fast_len(n, real=True)`` (factors 2, 3, 5) on the CPU;
@@ -117,7 +118,13 @@ def _pad_pairs(shape, axes, pad, psf_shape) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None) -> tuple[tuple[int, int, int], ...]:
+def padded_geometry(
+    shape: Sequence[int],
+    psf_shape: Sequence[int],
+    pad: Pad = None,
+    xp: ModuleType = np,
+    guard: bool | None = None,
+) -> tuple[tuple[int, int, int], ...]:
     """``(low, high, transform length)`` of each deconvolved axis.
 
     With a 3-D PSF, an axis padded on either side gets its edge replicated
@@ -155,7 +162,7 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
     return tuple(out)
 
 
-def pad_edges(image, pad: int | tuple[int, ...], axes: tuple[int, ...]):
+def pad_edges(image: Array, pad: int | tuple[int, ...], axes: tuple[int, ...]) -> Array:
     """Replicate the edge ``pad`` pixels outward on ``axes`` (one width per axis or one for all)."""
     xp = get_xp(image)
     widths = [int(w) for w in np.broadcast_to(np.asarray(pad), (len(axes),))]
@@ -194,7 +201,7 @@ def _embed(f, axes, geometry, xp):
     return out
 
 
-def mirror_symmetric(psf) -> bool:
+def mirror_symmetric(psf: Array) -> bool:
     """True when ``psf`` has odd sizes and equals its own reflection along every axis.
 
     Exactly (no tolerance): then convolution under a mirror boundary is
@@ -207,7 +214,7 @@ def mirror_symmetric(psf) -> bool:
     return all(bool(xp.array_equal(psf, xp.flip(psf, axis=a))) for a in range(psf.ndim))
 
 
-def boundary_rule(image_ndim: int, psf, boundary: str = "auto") -> str:
+def boundary_rule(image_ndim: int, psf: Array, boundary: str = "auto") -> str:
     """The face rule the iterative solvers use: ``"mirror"`` or ``"edge"``.
 
     ``"auto"`` gives ``"mirror"`` (unpadded DCT-II) for a 3-D image with a 3-D
@@ -227,7 +234,14 @@ def boundary_rule(image_ndim: int, psf, boundary: str = "auto") -> str:
     return "mirror" if symmetric and np.ndim(psf) == 3 and image_ndim == 3 else "edge"
 
 
-def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | None = None):
+def padded_problem(
+    image: ArrayLike,
+    psf: ArrayLike,
+    pad: Pad,
+    boundary: str = "edge",
+    *,
+    guard: bool | None = None,
+) -> tuple[Array, _Convolver | _MirrorConvolver, tuple[slice, ...]]:
     """Shared set-up of the iterative deconvolutions: float32 data, its convolver,
     and the index that crops back to the image.
 
@@ -262,12 +276,12 @@ def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | Non
     return padded, conv, tuple(crop)
 
 
-def geometry_padded(geometry, shape, axes) -> bool:
+def geometry_padded(geometry: Sequence[tuple[int, int, int]], shape: Sequence[int], axes: Sequence[int]) -> bool:
     """Whether any deconvolved axis is padded (its transform longer than the image)."""
     return any(total != shape[a] for a, (_lo, _hi, total) in zip(axes, geometry))
 
 
-def fill_outside(a, crop, value: float) -> None:
+def fill_outside(a: Array, crop: Sequence[slice], value: float) -> None:
     """Set ``a`` to ``value`` outside the image's region ``crop`` (the faces' padding and guard), in place."""
     for axis, sl in enumerate(crop):
         if sl.start is None:
@@ -365,17 +379,17 @@ def schedule_alpha(iteration: int) -> float:
 
 
 def richardson_lucy(
-    image,
-    psf,
+    image: ArrayLike,
+    psf: ArrayLike,
     iterations: int = DECONV_ITERS_BY_TYPE[1],
     accelerate: bool = True,
     *,
-    pad=None,
+    pad: Pad = None,
     alpha: str = "adaptive",
     boundary: str = "auto",
     start: str | float = "image",
     snapshots: dict | None = None,
-):
+) -> Array:
     """Richardson-Lucy deconvolution, optionally with Biggs-Andrews acceleration.
 
     A 2-D PSF deconvolves each ``(y, x)`` plane of a 2-D or 3-D image
@@ -497,8 +511,8 @@ def richardson_lucy(
     if start != "image":
         y = xp.zeros_like(padded)  # the zero guard (edge rule) stays zero
         y[conv.region] = xp.float32(start)
-    x_prev: Any = None
-    v_prev: Any = None
+    x_prev: Array | None = None
+    v_prev: Array | None = None
     for it in range(iterations):
         ratio = conv.forward(y)
         xp.maximum(ratio, floor, out=ratio)
@@ -515,7 +529,7 @@ def richardson_lucy(
         if not accelerate:
             y = x
             continue
-        v: Any = None
+        v: Array | None = None
         if adaptive:
             v = x - y
             xp.maximum(v, floor, out=v)
@@ -524,6 +538,7 @@ def richardson_lucy(
         else:
             if adaptive:
                 # Sums over the edge-padded data as published, not over the zero guard.
+                assert v_prev is not None and v is not None  # set on every iteration once adaptive
                 vp, vc = v_prev[conv.region], v[conv.region]
                 num = _plane_sum(vp * vc, ndim_psf, xp)
                 den = _plane_sum(vp * vp, ndim_psf, xp) + 1e-10

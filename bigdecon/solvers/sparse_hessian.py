@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
 from .._backend import cpu_threads, get_xp
+from .._types import Array, ArrayLike
 from ..params import DEFAULTS
 from ._dct import DCT3 as _DCT
 
@@ -153,8 +154,8 @@ class _ShrinkStep:
         self.fused = xp is np and _fused().available() and f.size > 4096 and standard
         self.state: np.ndarray | None = None
         self.weights = np.array([w for _n, _a, w in self.terms], dtype=np.float32)
-        self._arrays: tuple[Any, list[Any], Any] | None = None
-        self.tmp: Any = None
+        self._arrays: tuple[Array, list[Array], Array] | None = None
+        self.tmp: Array | None = None
 
     def _expression_arrays(self):
         """Bregman variables and scratch of the array-expression path (allocated on first use)."""
@@ -246,7 +247,7 @@ def _iterate_fused(f, step: _ShrinkStep, dct: _DCT, iterations: int, fidelity: f
     return np.maximum(work, 0, out=work)
 
 
-def extend_faces(f, widths) -> Any:
+def extend_faces(f: Array, widths: Sequence[tuple[int, int]]) -> Array:
     """``f`` extended beyond its faces by ``widths[a] = (low, high)`` samples per axis.
 
     Each added sample is the mean of the ``FACE_MEAN[axis]`` samples next to
@@ -280,7 +281,7 @@ def extend_faces(f, widths) -> Any:
     return f
 
 
-def face_widths(shape, faces, coupled: bool) -> list[tuple[int, int]]:
+def face_widths(shape: Sequence[int], faces: Sequence[tuple[bool, bool]], coupled: bool) -> list[tuple[int, int]]:
     """Extension per axis of a ``(k, y, x)`` block: :data:`FACE_EXTENSION` on the sides in ``faces``."""
     out = []
     for axis, (width, (lo, hi)) in enumerate(zip(FACE_EXTENSION, faces)):
@@ -291,15 +292,15 @@ def face_widths(shape, faces, coupled: bool) -> list[tuple[int, int]]:
 
 
 def sparse_hessian(
-    image,
+    image: ArrayLike,
     *,
     iterations: int = DEFAULTS.sparse_iters,
     fidelity: float = DEFAULTS.fidelity,
     sparsity: float = DEFAULTS.sparsity,
     tcontinuity: float = DEFAULTS.tcontinuity,
     coupled: bool | None = None,
-    faces=None,
-):
+    faces: Sequence[tuple[bool, bool]] | None = None,
+) -> Array:
     """Sparse-Hessian reconstruction of a normalised image by split Bregman.
 
     Minimises ``fidelity/2 ||f - g||^2`` plus the L1 norms of the Hessian
@@ -363,7 +364,7 @@ def sparse_hessian(
     if squeeze:
         f = f[None]
     if f.ndim != 3:
-        raise ValueError(f"image must be 2-D (y, x) or 3-D (k, y, x), got {image.ndim}-D")
+        raise ValueError(f"image must be 2-D (y, x) or 3-D (k, y, x), got {f.ndim}-D")
     if coupled is None:
         coupled = f.shape[0] >= 3
     terms = sparse_hessian_terms(tcontinuity, coupled and f.shape[0] > 1)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .._backend import fft_module, fft_workers, get_xp
+from .._types import Array, ArrayLike
 
 __all__ = ["fourier_upsample", "spatial_upsample", "upsample"]
 
 
-def fourier_upsample(image, factor: int = 2, *, pad: int | None = None):
+def fourier_upsample(image: Array, factor: int = 2, *, pad: int | None = None) -> Array:
     """Fourier (band-limited) interpolation of each ``(y, x)`` plane.
 
     The plane is mirror-padded (half-sample symmetric) so that the periodic
@@ -67,7 +68,7 @@ def fourier_upsample(image, factor: int = 2, *, pad: int | None = None):
     return out[crop].astype(xp.float32)
 
 
-def spatial_upsample(image, factor: int = 2):
+def spatial_upsample(image: ArrayLike, factor: int = 2) -> Array:
     """Place each pixel at every ``factor``-th position in y and x, zeros between.
 
     The published mode 2: the sparse-Hessian step then fills the gaps (lower
@@ -90,7 +91,7 @@ def spatial_upsample(image, factor: int = 2):
     return out
 
 
-def upsample(image, mode: int):
+def upsample(image: ArrayLike, mode: int) -> Array:
     """Up-sampling mode 0 (none), 1 (Fourier) or 2 (spatial)."""
     if mode == 0:
         return image

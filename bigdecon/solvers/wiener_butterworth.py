@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_xp, to_numpy
+from .._types import Array, ArrayLike, Pad
 from ..params import DECONV_ITERS_BY_TYPE, DEFAULTS
 from ._dct import mirror_eigenvalues
 from .psf import psf_fwhm, psf_to_otf
@@ -104,14 +105,14 @@ def _cutoffs(psf, cutoff) -> tuple[float, ...]:
 
 
 def wiener_butterworth_backprojector(
-    psf,
+    psf: ArrayLike,
     shape: Sequence[int],
     *,
     alpha: float = ALPHA,
     beta: float | None = BETA,
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
-):
+) -> Array:
     """Transfer function of the Wiener-Butterworth back projector for arrays of ``shape``.
 
     ``B(k) = W(k) M(k) / (W(0) M(0))`` with the Wiener filter
@@ -188,10 +189,11 @@ def wiener_butterworth_backprojector(
     eps2 = max((gain / max(beta, 1e-12)) ** 2 - 1.0, 0.0)
 
     # sum_a (k_a / kc_a)^2, then the window; float32 throughout.
-    w: Any = None
+    w: Array | None = None
     for f, c in zip(_frequencies(shape, xp), kc):
         term = (f / xp.float32(c)) ** 2
         w = term if w is None else w + term
+    assert w is not None  # a shape has at least one axis
     window = xp.float32(1.0) / xp.sqrt(xp.float32(1.0) + xp.float32(eps2) * w ** int(order))
     wiener *= window
     wiener /= wiener[(0,) * len(shape)].real
@@ -278,12 +280,13 @@ def _sampled_backprojector(
     b /= b2
     del b2
     if eps2 > 0:  # else the window is 1 everywhere (and inf * 0 would give NaN past the cut-off)
-        w: Any = None
+        w: Array | None = None
         for a, (n, c) in enumerate(zip(shape, kc)):
             view = [1] * len(shape)
             view[a] = n
             term = xp.asarray(((np.arange(n) / (2.0 * n) / c) ** 2).astype(np.float32)).reshape(view)
             w = term if w is None else w + term
+        assert w is not None  # a shape has at least one axis
         w = w ** int(order)  # overflows to inf far past the cut-off: a gain of 0 there, as it should be
         w *= xp.float32(eps2)
         w += xp.float32(1.0)
@@ -294,7 +297,7 @@ def _sampled_backprojector(
 
 
 def backprojector_kernel(
-    psf,
+    psf: ArrayLike,
     *,
     alpha: float = ALPHA,
     beta: float | None = BETA,
@@ -360,14 +363,14 @@ def backprojector_kernel(
 
 
 def mirror_backprojector(
-    psf,
+    psf: ArrayLike,
     shape: Sequence[int],
     *,
     alpha: float = ALPHA,
     beta: float | None = BETA,
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
-):
+) -> Array:
     """The Wiener-Butterworth back projector as DCT-II eigenvalues (mirror boundary), float32.
 
     The DCT-II eigenvalues (:func:`~bigdecon.solvers._dct.mirror_eigenvalues`,
@@ -414,7 +417,7 @@ def mirror_backprojector(
     return b
 
 
-def blocks_allowed(psf) -> bool:
+def blocks_allowed(psf: ArrayLike) -> bool:
     """Whether 3-D Wiener-Butterworth may run on blocks with the halo of ``deconv_halo(kind="wb")``.
 
     Every PSF that takes the mirror boundary (3-D, symmetric along every
@@ -440,17 +443,17 @@ def blocks_allowed(psf) -> bool:
 
 
 def rl_wiener_butterworth(
-    image,
-    psf,
+    image: ArrayLike,
+    psf: ArrayLike,
     iterations: int = DECONV_ITERS_BY_TYPE[3],
     *,
-    pad: int | tuple[int, ...] | None = None,
+    pad: Pad = None,
     alpha: float = ALPHA,
     beta: float | None = BETA,
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
     boundary: str = "auto",
-):
+) -> Array:
     """Richardson-Lucy with the Wiener-Butterworth unmatched back projector.
 
     Each iteration ``x = max(x * B(f / max(H x, 1e-6)), 1e-6)``, starting from
