@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import data
+from .params import PARAMETERS
 
 __all__ = ["run_demo", "psnr"]
 
@@ -124,7 +125,10 @@ def _figure(path: str, rows: list[dict[str, Any]]) -> None:
 
 
 def run_demo(
-    output_dir: str | os.PathLike, client: Any = None, log: Callable[[str], Any] = print, device: str = "auto"
+    output_dir: str | os.PathLike,
+    client: Any = None,
+    log: Callable[[str], Any] = print,
+    device: str = PARAMETERS["device"].default,
 ) -> dict:
     """Make synthetic samples, deconvolve them out of core, and report how close they get to the truth.
 
