@@ -128,6 +128,36 @@ def test_bad_skew_input_is_one_line(tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
+@pytest.mark.parametrize("offset", ["100", pytest.param("auto", marks=pytest.mark.slow)])
+def test_deskew_only_subtracts_the_offset_and_the_voids_are_0(tmp_path, offset):
+    """Through the CLI: a deskew-only run subtracts --offset (a number, or auto estimated once from the
+    stack), clipped at 0, before the deskew; the voids hold 0 after it; the output records the offset."""
+    from helpers import cli
+
+    from bigdecon.io import open_image
+    from bigdecon.passes.request import estimate_offset
+
+    rng = np.random.default_rng(12)
+    raw = (150 + rng.normal(0, 3, (10, 12, 30))).round().astype(np.uint16)
+    raw[4:6, 3:9, 10:20] += 900  # signal on a dark level of ~150
+    src = write_skewed(tmp_path / "raw.ome.zarr", raw, "zyx")
+    out = tmp_path / "view.ome.zarr"
+    flags = ("--sparse-iters", "0", "--background", "0", "--deconv-type", "0", "--skew-angle", "31.5")
+    ran = cli("run", src, out, *flags, "--offset", offset)
+    assert ran.returncode == 0, ran.stderr
+    img = open_image(str(out))
+    import dask.array as da
+
+    counts = 100.0 if offset == "100" else estimate_offset(da.from_array(raw, chunks=raw.shape))
+    assert 130 <= counts <= 150 or offset == "100"
+    want = deskew(np.maximum(raw.astype(np.float32) - np.float32(counts), 0), 31.5, 0.4, 0.104, fill=0.0)
+    got = img.data.compute()
+    assert np.abs(got - want).max() <= 1e-5 * want.max()
+    assert got[0, :, -5:].max() == 0 and got[-1, :, :5].max() == 0  # the void triangles
+    assert img.attrs["bigdecon"]["offset"] == {"counts": counts, "estimated": offset == "auto"}
+    assert img.attrs["bigdecon"]["deskew"]["fill"] == [0.0]
+
+
 RESUME_SCRIPT = """
 import sys, bigdecon
 bigdecon.deconvolve(sys.argv[1], sys.argv[2], skew_angle=31.5, sparse_iters=0, background=0, deconv_type=0,

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BigdeconNotice, InputError
 from ..io.paths import join, normalize
 from ..planner import Layout
 from ..solvers.deskew import RotateGeometry, SkewGeometry, skew_psf
@@ -303,17 +304,25 @@ def _run_skewed(
         ctx_src = open_image(mid)
         ctx_sel, ctx_layout = {}, Layout(tuple(ctx_src.axes), tuple(ctx_src.shape))
     done_before = stage_info.get("tasks", 0)
+    # The camera offset: subtracted by the deskew tasks of a deskew-only run, by the run in the
+    # recorded frame otherwise (its record is the intermediate's); the voids are 0 after it.
+    offset = (
+        _deskew_offset(method, data, ledger) if deskew_only else ctx_src.attrs.get("bigdecon", {}).get("offset", {})
+    )
+    fill = _fills(ctx_src, ctx_sel, ctx_layout, skew["skew_fill"], ledger, zero=_asks_offset(method))
     ctx = DeskewContext(
         plan=dplan,
         in_layout=ctx_layout,
         level=tuple(ctx_src.level),
         selection=ctx_sel,
         output=writer.path,
-        fill=_fills(ctx_src, ctx_sel, ctx_layout, skew["skew_fill"], ledger),
+        fill=fill,
         run_id=f"{os.getpid()}-{time.monotonic_ns()}",
+        offset=float(offset.get("counts", 0.0)) if deskew_only else 0.0,
     )
     maxima, resumed = _deskew_pass(ctx, ledger, run["client"], _offset(run["progress"], done_before), n_deskew)
     attrs = _attrs(ctx.fill, geometry, skew, summary["frame"], stage_info, run, maxima)
+    attrs["offset"] = {"counts": float(offset.get("counts", 0.0)), "estimated": bool(offset.get("estimated"))}
     if work_dir is not None:  # where a run killed after finalising left its work folder (guard._work_dir)
         from ..io.paths import redact
 
@@ -335,11 +344,37 @@ def _run_skewed(
     }
 
 
-def _fills(src: Any, selection: dict[int, Any], layout: Layout, given: float | None, ledger: Any) -> tuple[float, ...]:
-    """The voids' value per channel: ``given``, or the median of the last recorded plane of the first volume
-    (of every channel), computed once and kept in the ledger for a resume."""
-    if given is not None:
-        return (float(given),) * layout.n_channels
+def _asks_offset(method: Mapping[str, Any]) -> bool:
+    """Whether the run subtracts a camera offset (a number > 0, or ``auto``)."""
+    from .request import _check_offset
+
+    return _check_offset(method.get("offset", 0.0)) != 0.0
+
+
+def _deskew_offset(method: Mapping[str, Any], data: Any, ledger: Any) -> dict[str, Any]:
+    """A deskew-only run's camera offset, ``{"counts", "estimated"}``: the given counts, or ``auto``
+    estimated once from the input (:func:`~bigdecon.passes.request.estimate_offset`), kept for a resume."""
+    from .request import _check_offset, estimate_offset
+
+    stored = ledger.get("deskew-offset")
+    if stored is not None:
+        return dict(stored)
+    asked = _check_offset(method.get("offset", 0.0))
+    found = estimate_offset(data) if asked == "auto" else float(asked)
+    if asked == "auto":
+        warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
+    record = {"counts": found, "estimated": asked == "auto"}
+    ledger.put("deskew-offset", record)
+    return record
+
+
+def _fills(
+    src: Any, selection: dict[int, Any], layout: Layout, given: float | None, ledger: Any, zero: bool = False
+) -> tuple[float, ...]:
+    """The voids' value per channel: ``given``; 0 after a camera offset (``zero``); else the median of the
+    last recorded plane of the first volume (of every channel), computed once and kept in the ledger."""
+    if given is not None or zero:
+        return (float(given or 0.0),) * layout.n_channels
     stored = ledger.get("deskew-fill")
     if stored is not None:
         return tuple(float(v) for v in stored["fill"])
@@ -546,13 +581,16 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
     selection: dict[str, Any] = {
         k: rest.get(k) for k in ("channels", "timepoints", "task_memory", "min_tasks", "client", "device")
     }
+    # The offset, resolved once on the recorded stack: the voids hold it, so they are 0 after it.
+    offset = _first_offset(source, rest) if _asks_offset(rest) else None
+    fill = skew["skew_fill"] if offset is None or skew["skew_fill"] is not None else offset["counts"]
     first = {}
     if state != "complete":
         first = deconvolve(
             source,
             mid,
             **selection,
-            **{**skew, "deskew_first": False},
+            **{**skew, "deskew_first": False, "skew_fill": fill},
             sparse_iters=0,
             background=0,
             deconv_type=0,
@@ -565,6 +603,9 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
     second["overwrite"] = bool(rest.get("overwrite")) or (resume and not second["resume"])
     config = dict(second.get("config") or {})
     config["deskew_first"] = {**skew, "intermediate": mid}
+    if offset is not None:
+        second["offset"] = offset["counts"]
+        config["deskew_first"]["offset"] = offset
     second["config"] = config
     info = deconvolve(mid, destination, **second)
     _remove_output(mid)
@@ -575,6 +616,20 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
     }
     info["voxels_processed"] = int(np.prod(info["shape"]))
     return info
+
+
+def _first_offset(source: Any, rest: Mapping[str, Any]) -> dict[str, Any]:
+    """The camera offset of a deskew-first run, ``{"counts", "estimated"}``, from the recorded stack."""
+    from ..io import open_image
+    from .request import _check_offset, estimate_offset
+
+    asked = _check_offset(rest.get("offset", 0.0))
+    if asked != "auto":
+        return {"counts": float(asked), "estimated": False}
+    _, _, data = _selection(open_image(source), {k: v for k, v in rest.items() if v is not None})
+    found = estimate_offset(data)
+    warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
+    return {"counts": found, "estimated": True}
 
 
 def _remove_output(path: str) -> None:
