@@ -308,3 +308,54 @@ def test_rotate_puts_beads_where_the_optics_put_them_and_blocks_equal_the_whole(
         x, z = i * c + k * DZ / DX, z_top - i * s
         zz, xx = np.unravel_index(np.argmax(got[:, y]), got[:, y].shape)
         assert abs(zz - z) <= 1 and abs(xx - x) <= 1, ((k, y, i), (zz, xx), (z, x))
+
+
+def test_wiener_butterworth_with_a_sheared_psf_runs_on_blocks_equal_to_the_whole():
+    """A sheared PSF gets a finite back projector (designed in the sample frame, sheared like the PSF):
+    blocks with the halo of deconv_halo(kind="wb") equal the whole volume, faces included."""
+    from scipy.signal import fftconvolve
+
+    from bigdecon.solvers import gaussian_psf
+    from bigdecon.solvers.richardson_lucy import deconv_halo
+    from bigdecon.solvers.wiener_butterworth import blocks_allowed, rl_wiener_butterworth, sheared_drift
+    from bigdecon.stages import deconv_pad
+
+    q = skew_psf(gaussian_psf((3.0, 1.5, 1.5)), 31.5, 0.4, 0.104)
+    drift = sheared_drift(q)
+    assert drift is not None and drift[1] == pytest.approx(-SHEAR, abs=0.01) and blocks_allowed(q)
+    rng = np.random.default_rng(21)
+    truth = 20 + 800 * (rng.random((14, 12, 300)) > 0.99)
+    image = np.clip(fftconvolve(truth, q, mode="same"), 1, None).astype(np.float32)
+    half = deconv_pad(image.shape, q)
+    whole = rl_wiener_butterworth(image, q, 2, pad=half)
+    halo = deconv_halo(q.shape, 2, "wb")[2]
+    n, step = image.shape[2], 75
+    for x0 in range(0, n, step):
+        lo, hi = max(0, x0 - halo), min(n, x0 + step + halo)
+        pad = ((half[0], half[0]), (half[1], half[1]), (half[2] if lo == 0 else 0, half[2] if hi == n else 0))
+        block = rl_wiener_butterworth(image[:, :, lo:hi], q, 2, pad=pad)
+        got = block[:, :, x0 - lo : x0 - lo + step]
+        assert np.abs(got - whole[:, :, x0 : x0 + step]).max() <= 1e-5 * whole.max(), x0
+
+
+@pytest.mark.slow
+def test_info_plans_every_step5_type_of_a_2000x2048x2048_skewed_stack_under_1_gib(tmp_path):
+    """The issue's bound for a 2000-plane 2048 x 2048 stage scan at 31.5 degrees, through `bigdecon info`: every
+    step-5 type, with and without the sparse step, and deskew only, plan <= 1 GiB per task (no data written)."""
+    import zarr
+    from helpers import cli
+
+    src = write_skewed(tmp_path / "big.ome.zarr", np.zeros((8, 8, 8), np.uint16), "zyx")
+    zarr.create_array(src + "/s0", shape=(2000, 2048, 2048), dtype="uint16", chunks=(64, 256, 256), overwrite=True)
+    runs = [["--deconv-type", str(t), "--sparse-iters", "0"] for t in (0, 1, 2, 3)]
+    runs += [["--deconv-type", "3"], ["--deconv-type", "1"]]  # with the sparse step (its default iterations)
+    runs.append(["--deconv-type", "0", "--sparse-iters", "0", "--background", "0"])  # deskew only
+    for args in runs:
+        ran = cli("info", src, "--skew-angle", "31.5", "--fwhm", "5,2.5,2.5", *args)
+        assert ran.returncode == 0, ran.stderr
+        lines = {ln.split(":")[0].strip(): ln for ln in ran.stdout.splitlines() if ":" in ln}
+        for key in ("memory per task", "deskew"):
+            figure = lines[key].split("~")[1].split()[:2]
+            value = float(figure[0]) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[figure[1].rstrip(",")]
+            print(args, key, figure)
+            assert value <= 2**30, (args, lines[key])
