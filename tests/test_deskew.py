@@ -263,6 +263,7 @@ def test_skewed_space_and_deskew_first_deconvolution_beat_the_raw(llsm):
         img = open_image(str(out))
         assert img.shape == truth.shape and img.scale["z"] == pytest.approx(DZ * math.sin(math.radians(ANGLE)))
         scores[name] = (_pearson(img.data.compute(), truth, mask), info["voxels_processed"])
+    print("Pearson with the truth (raw deskewed %.4f):" % raw_r, {k: round(v[0], 4) for k, v in scores.items()})
     for name, (r, _) in scores.items():
         assert r > raw_r + 0.05, (name, r, raw_r)
     # Skewed space deconvolves only the recorded voxels: 59% of the deskewed volume here.
@@ -359,3 +360,96 @@ def test_info_plans_every_step5_type_of_a_2000x2048x2048_skewed_stack_under_1_gi
             value = float(figure[0]) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[figure[1].rstrip(",")]
             print(args, key, figure)
             assert value <= 2**30, (args, lines[key])
+
+
+# --------------------------------------------------------------------------- the angle from metadata
+
+SETTINGS_TXT = """***** ***** *****   General   ***** ***** *****
+Date :\t12/13/2017 11:57:17 AM
+Acq Mode :\tZ stack
+Version :\tv 4.04505.Development
+
+***** ***** *****   Notes   ***** ***** *****
+
+
+***** ***** *****   Waveform   ***** ***** *****
+Waveform type :\tLinear
+Cycle lasers :\tper Z
+Z motion :\tSample piezo
+
+Excitation Filter, Laser, Power (%), Exp(ms) (0) :\tN/A\t488\t10\t20
+S PZT Offset, Interval (um), # of Pixels for Excitation (0) :\t50\t0.4\t14
+Z PZT Offset, Interval (um), # of Pixels for Excitation (0) :\t11\t0\t14
+# of stacks (0) :\t1
+
+***** ***** *****   Camera   ***** ***** *****
+Model=C11440-22C
+Serial=100469
+Exp(s)=0.02000
+ROI=Left=897 Top=897 Right=1152 Bot=1152
+
+***** ***** *****   .ini File   ***** ***** *****
+[General]
+Camera type = Orca4.0
+Twin cam mode? = FALSE
+
+[Sample stage]
+Angle between stage and bessel beam (deg) = 31.5
+
+[Detection optics]
+Magnification = 62.5
+"""
+
+
+@pytest.mark.slow
+def test_a_janelia_settings_txt_beside_a_tiff_gives_the_angle_and_voxel_size(tmp_path):
+    """A bare TIFF with the Janelia acquisition software's Settings.txt beside it (the format LLSpy reads):
+    a run with no --skew-angle and no --voxel-size deskews it at the file's 31.5 degrees, 0.4 um stage step
+    and 6.5 um / 62.5 pixels; info says where the angle came from; --skew-angle 0 turns the skew off."""
+    import tifffile
+    from helpers import cli
+
+    from bigdecon.io import open_image
+
+    rng = np.random.default_rng(13)
+    raw = rng.integers(100, 1000, (14, 10, 30)).astype(np.uint16)
+    tiff = tmp_path / "cell1_ch0_stack0000_488nm_0000000msec_0001234567msecAbs.tif"
+    tifffile.imwrite(tiff, raw)
+    (tmp_path / "cell1_Settings.txt").write_text(SETTINGS_TXT)
+    (tmp_path / "other_Settings.txt").write_text(SETTINGS_TXT.replace("= 31.5", "= 45"))  # not this data set's
+    ran = cli("info", tiff)
+    assert ran.returncode == 0, ran.stderr
+    assert "skew angle:       31.5 deg (cell1_Settings.txt ([Sample stage]))" in ran.stdout
+    assert "output shape:     14x10x" in ran.stdout
+    out = tmp_path / "view.ome.zarr"
+    ran = cli("run", tiff, out, "--sparse-iters", "0", "--background", "0", "--deconv-type", "0")
+    assert ran.returncode == 0, ran.stderr
+    img = open_image(str(out))
+    fill = float(np.median(raw[-1]))
+    np.testing.assert_allclose(img.data.compute(), deskew(raw, 31.5, 0.4, 0.104, fill=fill), atol=1e-3)
+    assert img.scale["z"] == pytest.approx(0.4 * math.sin(math.radians(31.5))) and img.scale["x"] == 0.104
+    assert img.attrs["bigdecon"]["deskew"]["angle_from"] == "cell1_Settings.txt ([Sample stage])"
+    plain = cli("info", tiff, "--skew-angle", "0")
+    assert plain.returncode == 0 and "output shape:     14x10x30" in plain.stdout and "skew angle" not in plain.stdout
+
+
+def test_the_angle_round_trips_through_bigdecons_omezarr_attributes(tmp_path):
+    """write_image(skew_angle=..., skew_axis=...) records a skewed stack; a run with no angle deskews it
+    along that axis; its output says it is deskewed, and running on the output deskews nothing again."""
+    import bigdecon
+    from bigdecon.io import open_image, write_image
+    from bigdecon.io.skew_meta import read_skew
+
+    rng = np.random.default_rng(14)
+    raw = rng.uniform(0, 100, (8, 30, 12)).astype(np.float32)
+    src = write_image(str(tmp_path / "raw.ome.zarr"), raw, "zyx", scale=SCALE, units=UNITS, skew_angle=-40.0,
+                      skew_axis="y")  # fmt: skip
+    out = str(tmp_path / "view.ome.zarr")
+    bigdecon.deconvolve(src, out, **{**DESKEW_ONLY, "skew_angle": None}, skew_fill=0.0)
+    img = open_image(out)
+    want = np.swapaxes(deskew(np.swapaxes(raw, 1, 2), -40.0, 0.4, 0.104), 1, 2)
+    np.testing.assert_allclose(img.data.compute(), want, atol=1e-5)
+    found = read_skew(img)
+    assert found is not None and not found.skewed and found.angle == -40.0 and found.axis == "y"
+    assert img.attrs["bigdecon"]["deskew"]["angle_from"] == "OME-Zarr attributes (bigdecon.skew)"
+    assert bigdecon.plan(out, sparse_iters=0, background=0, deconv_type=0)["output_shape"] == list(want.shape)
