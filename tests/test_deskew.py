@@ -263,7 +263,7 @@ def test_skewed_space_and_deskew_first_deconvolution_beat_the_raw(llsm):
         img = open_image(str(out))
         assert img.shape == truth.shape and img.scale["z"] == pytest.approx(DZ * math.sin(math.radians(ANGLE)))
         scores[name] = (_pearson(img.data.compute(), truth, mask), info["voxels_processed"])
-    print("Pearson with the truth (raw deskewed %.4f):" % raw_r, {k: round(v[0], 4) for k, v in scores.items()})
+    print(f"Pearson with the truth (raw deskewed {raw_r:.4f}):", {k: round(v[0], 4) for k, v in scores.items()})
     for name, (r, _) in scores.items():
         assert r > raw_r + 0.05, (name, r, raw_r)
     # Skewed space deconvolves only the recorded voxels: 59% of the deskewed volume here.
