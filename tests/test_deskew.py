@@ -450,6 +450,22 @@ def test_a_janelia_settings_txt_beside_a_tiff_gives_the_angle_and_voxel_size(tmp
     assert plain.returncode == 0 and "output shape:     14x10x30" in plain.stdout and "skew angle" not in plain.stdout
 
 
+def test_an_objective_scan_settings_txt_says_not_skewed(tmp_path, run_main):
+    """Z motion other than Sample piezo (an objective scan): info says the stack is not skewed, and plans
+    no deskew."""
+    import tifffile
+
+    tiff = tmp_path / "cell2_ch0_stack0000.tif"
+    tifffile.imwrite(tiff, np.ones((6, 8, 12), np.uint16))
+    (tmp_path / "cell2_Settings.txt").write_text(SETTINGS_TXT.replace("Sample piezo", "Z objective piezo"))
+    ran = run_main("info", tiff)
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        "skew:        not skewed (objective scan); angle 31.5 deg (cell2_Settings.txt ([Sample stage]))" in ran.stdout
+    )
+    assert "output shape:     6x8x12" in ran.stdout and "skew angle" not in ran.stdout
+
+
 def test_the_angle_round_trips_through_bigdecons_omezarr_attributes(tmp_path):
     """write_image(skew_angle=..., skew_axis=...) records a skewed stack; a run with no angle deskews it
     along that axis; its output says it is deskewed, and running on the output deskews nothing again."""
