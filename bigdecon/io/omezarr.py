@@ -745,6 +745,8 @@ def write_image(
     channels: Sequence[Mapping[str, Any]] | None = None,
     ngff_version: str = PARAMETERS["ngff_version"].default,
     overwrite: bool = PARAMETERS["overwrite"].default,
+    skew_angle: float | None = None,
+    skew_axis: str = PARAMETERS["skew_axis"].default,
 ) -> str:
     """Write an in-memory array as a finished OME-Zarr image (pyramid included).
 
@@ -766,6 +768,9 @@ def write_image(
         ``"0.5"`` (zarr v3, default) or ``"0.4"`` (zarr v2).
     overwrite
         Replace an existing image.
+    skew_angle, skew_axis
+        A stage-scanned stack stored skewed: its angle and axis, kept in the
+        attributes (``bigdecon.skew``), where runs read them (docs/deskew.md).
 
     Returns
     -------
@@ -799,5 +804,5 @@ def write_image(
         overwrite=overwrite,
     )
     write_block(writer.path, tuple(slice(None) for _ in array.shape), array)
-    writer.finalize()
+    writer.finalize(attrs={"skew": {"angle": float(skew_angle), "axis": skew_axis}} if skew_angle else None)
     return writer.path
