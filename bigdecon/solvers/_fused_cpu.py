@@ -283,7 +283,9 @@ def shrink(g: np.ndarray, state: np.ndarray, coupled: bool) -> None:
     _shrink(g, state, coupled)
 
 
-def accumulate(state: np.ndarray, f: np.ndarray, fidelity: float, weights: np.ndarray, rhs: np.ndarray, coupled: bool):
+def accumulate(
+    state: np.ndarray, f: np.ndarray, fidelity: float, weights: np.ndarray, rhs: np.ndarray, coupled: bool
+) -> None:
     """``rhs = fidelity f + sum_j w_j D_j^T u_j`` with ``u_j = state_j - 2 clip(state_j, -1, 1)``.
 
     ``rhs`` may be the array the states were computed from (it is no longer needed).

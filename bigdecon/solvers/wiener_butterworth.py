@@ -450,7 +450,7 @@ def _symmetrized(kernel: np.ndarray) -> np.ndarray:
     return kernel
 
 
-def sheared_drift(psf) -> tuple[float, float] | None:
+def sheared_drift(psf: ArrayLike) -> tuple[float, float] | None:
     """The drift per plane (y, x px) of a 3-D PSF that is a mirror-symmetric PSF sheared plane by plane.
 
     A skewed light-sheet stack's PSF (:func:`~bigdecon.solvers.deskew.skew_psf`)
@@ -494,7 +494,7 @@ def _trimmed(kernel: np.ndarray, floor: float = 1e-7) -> np.ndarray:
 
 
 def sheared_backprojector_kernel(
-    psf,
+    psf: ArrayLike,
     *,
     alpha: float = ALPHA,
     beta: float | None = BETA,
