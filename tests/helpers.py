@@ -78,6 +78,13 @@ def stopped_at_exit(procs: list[subprocess.Popen], logs: list[Path]):
         stop_process_groups(procs)
 
 
+def popen_logged(argv: list[str], log: Path, **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen(argv)`` with its stdout and stderr in ``log``, in its own session (so its
+    process group can be stopped); this process's copy of the log file is closed at once."""
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
 def cli(
     *args: Any, timeout: float = 180, cwd: Path | None = None, memory_limit: int | None = None
 ) -> subprocess.CompletedProcess:

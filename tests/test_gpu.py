@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import filaments, stopped_at_exit, wait_for_port
+from helpers import filaments, popen_logged, stopped_at_exit, wait_for_port
 
 import bigdecon
 from bigdecon._backend import gpu_available
@@ -219,17 +219,9 @@ def test_k8s_gpu_worker_command_registers(tmp_path: Path) -> None:
     logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
     procs: list[subprocess.Popen] = []
     with stopped_at_exit(procs, logs):
-        procs.append(
-            subprocess.Popen(
-                sched, stdout=logs[0].open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        )
+        procs.append(popen_logged(sched, logs[0], env=env))
         wait_for_port(port, procs[0], logs[0])
-        procs.append(
-            subprocess.Popen(
-                argv, stdout=logs[1].open("wb"), stderr=subprocess.STDOUT, env=wenv, start_new_session=True
-            )
-        )
+        procs.append(popen_logged(argv, logs[1], env=wenv))
         import cupy
 
         n_gpus = cupy.cuda.runtime.getDeviceCount()

@@ -14,7 +14,7 @@ from pathlib import Path
 import dask_jobqueue  # noqa: F401  (the test extra)
 import numpy as np
 import pytest
-from helpers import stopped_at_exit, wait_for_port
+from helpers import popen_logged, stopped_at_exit, wait_for_port
 
 from bigdecon import hpc
 
@@ -162,15 +162,7 @@ def test_slurm_worker_command_registers_with_local_scheduler(tmp_path: Path) -> 
     logs = [tmp_path / "scheduler.log", tmp_path / "worker.log"]
     with stopped_at_exit(procs, logs):
         for argv, log in zip((scheduler_argv, worker_argv), logs):
-            procs.append(
-                subprocess.Popen(
-                    argv,
-                    stdout=log.open("wb"),
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            )
+            procs.append(popen_logged(argv, log, env=env))
             if argv is scheduler_argv:
                 wait_for_port(port, procs[0], log)
         from distributed import Client
@@ -356,11 +348,7 @@ def test_tls_scheduler_admits_the_job_script_worker_and_refuses_others(tmp_path:
         job = tmp_path / "job.sh"
         job.write_text("\n".join(lines) + "\n")
         env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
-        procs.append(
-            subprocess.Popen(
-                ["bash", str(job)], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        )
+        procs.append(popen_logged(["bash", str(job)], log, env=env))
         with Client(address, security=sec, timeout=30) as client:
             client.wait_for_workers(1, timeout=60)
             (worker,) = client.scheduler_info(n_workers=-1)["workers"]

@@ -19,7 +19,7 @@ import kubernetes  # noqa: F401
 import kubernetes_validate
 import pytest
 import yaml
-from helpers import stop_process_groups, wait_for_port
+from helpers import popen_logged, stop_process_groups, wait_for_port
 
 from bigdecon import k8s, params
 from bigdecon.cli.submit import EXPLICIT_RUN_OPTIONS, pod_path_problems, psf_files, psf_paths
@@ -871,13 +871,7 @@ def _set_option(args: list[str], option: str, value: str) -> list[str]:
 
 
 def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,  # so the nanny's child can be ended with it
-    )
+    return popen_logged(argv, log, env=env)  # its own session: the nanny's child ends with it
 
 
 def _bin_env() -> dict[str, str]:
