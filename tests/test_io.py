@@ -534,3 +534,24 @@ def test_tiff_stack_of_planar_samples_reads_as_channels(tmp_path, shape):
     assert img.axes == (("z",) if len(shape) == 4 else ()) + ("c", "y", "x")
     assert img.shape == shape
     np.testing.assert_array_equal(np.asarray(img.data.compute()), stack)
+
+
+def test_tiffs_dropped_from_the_open_cache_are_closed(tmp_path):
+    """A process keeps recent TIFFs open for its tasks; one dropped from that cache is closed, not left
+    to the garbage collector (a leaked handle, and a ResourceWarning)."""
+    import gc
+
+    import psutil
+    import tifffile
+
+    from bigdecon.io.tiff import _zarr_view
+
+    paths = []
+    for i in range(12):  # more than the cache holds
+        path = tmp_path / f"{i}.tif"
+        tifffile.imwrite(path, np.full((2, 8, 8), i, np.uint16))
+        assert int(_zarr_view(str(path), path.stat().st_mtime_ns)[1, 0, 0]) == i
+        paths.append(str(path))
+    gc.collect()
+    still_open = {f.path for f in psutil.Process().open_files()} & set(paths)
+    assert still_open and paths[0] not in still_open and len(still_open) <= 8, still_open

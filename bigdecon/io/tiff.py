@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+import weakref
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -37,7 +38,11 @@ def _zarr_view(path: str, mtime_ns: int) -> zarr.Array:
     # One open file per process and file version: parsing the IFDs of a large
     # stack is slow, so tasks reading different planes share it.
     store = tifffile.imread(path, aszarr=True, series=0, level=0)
-    return zarr.open_array(store, mode="r")
+    array = zarr.open_array(store, mode="r")
+    # Closed when the last reader lets go of the array (after the cache drops it), not left to the
+    # garbage collector, which would warn of an unclosed file.
+    weakref.finalize(array, store.close)
+    return array
 
 
 class _LazyTiff:
