@@ -95,13 +95,14 @@ def skewed_psf_kwargs(src: Any, kwargs: Mapping[str, Any], skew: Mapping[str, An
     A 2-D PSF (plane by plane) is the same in both frames; ``psf_frame="skewed"`` is taken as is.
     """
     from ..stages import output_psf
-    from .request import _prepare
+    from .options import parse_run_options
+    from .request import prepare_request
 
     kwargs = dict(kwargs)
     if skew["psf_frame"] == "skewed" or only_deskews(kwargs):
         return kwargs
     probe = {k: v for k, v in kwargs.items() if k not in ("chunks", "depth")}
-    request = _prepare(_Reframed(src, geometry.z_step), {**probe, "sparse_iters": 0})
+    request = prepare_request(_Reframed(src, geometry.z_step), *parse_run_options({**probe, "sparse_iters": 0}))
     if not (request.params.volumetric and request.params.deconvolves):
         return kwargs
     psfs = {}
@@ -220,10 +221,11 @@ def _output_meta(
 
 def _selection(src: Any, rest: Mapping[str, Any]) -> tuple[Layout, dict[int, Any], Any]:
     """The selected input's layout, the selection and the selected data (lazy), without a PSF."""
-    from .request import _prepare
+    from .options import parse_run_options
+    from .request import prepare_request
 
     picked = {k: rest[k] for k in (*_SELECTION_KEYS, "task_memory") if rest.get(k) is not None}
-    request = _prepare(src, {**picked, "deconv_type": 0, "sparse_iters": 0, "background": 0})
+    request = prepare_request(src, *parse_run_options({**picked, "deconv_type": 0, "sparse_iters": 0, "background": 0}))
     return request.layout, request.selection, request.data
 
 
