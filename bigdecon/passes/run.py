@@ -30,12 +30,12 @@ from ..planner import Layout, Region
 from ..stages import output_psf
 from .guard import check_run, finish_cleanup
 from .ledger import Ledger, RecordBook
-from .options import RunOptions, parse_run_options
+from .options import RunOptions, method_values, parse_run_options
 from .request import Request, _params_record, estimate_offset, prepare_request, psf_model_used
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
 
-__all__ = ["deconvolve", "plan", "run_deconvolution", "run_sizing"]
+__all__ = ["deconvolve", "plan", "plan_run", "run_deconvolution", "run_sizing"]
 
 
 # Tasks a pass keeps on the cluster at once, per worker thread: enough that no
@@ -336,14 +336,31 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     >>> summary["depth"], summary["sparse_block"], summary["n_tasks"]
     ({'k': 8, 'y': 16, 'x': 16}, {'k': 40, 'y': 320, 'x': 600}, 8)
     """
-    from ..io import open_image
-    from .skewed import skewed_plan, split_skew
+    return plan_run(source, *parse_run_options(kwargs))
 
-    skew, kwargs = split_skew(kwargs)
-    if skew["skew_angle"] is not None:
+
+def plan_run(source: str | os.PathLike[str], params: Params, options: RunOptions, *, src: Any = None) -> dict[str, Any]:
+    """:func:`plan` of the method's parameters and the run's options (``src``: the input, if already opened).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from bigdecon.io import write_image
+    >>> from bigdecon.passes.options import parse_run_options
+    >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((8, 64, 64), np.uint16), "tyx")
+    >>> plan_run(path, *parse_run_options({"fwhm": 2}))["n_tasks"]
+    1
+    """
+    from ..io import open_image
+
+    if options.skew_angle is not None:
+        from .skewed import skewed_plan, split_skew
+
+        skew, kwargs = split_skew(_keywords(params, options))
         return skewed_plan(source, kwargs, skew)
-    src = open_image(source)
-    request = prepare_request(src, *parse_run_options(kwargs))
+    src = open_image(source) if src is None else src
+    request = prepare_request(src, params, options)
     summary = request.plan.summary()
     summary["dtype"] = str(src.data.dtype)
     summary["input_chunks"] = list(src.stored_chunks)
@@ -353,6 +370,13 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     summary["offset"] = request.offset
     summary["voxel_size"] = {a: request.src.scale[a] for a in ("z", "y", "x") if a in request.src.axes}
     return summary
+
+
+def _keywords(params: Params, options: RunOptions) -> dict[str, Any]:
+    """``params`` and ``options`` as the keyword arguments of :func:`deconvolve` (a skewed stack's run takes those)."""
+    kwargs = {**method_values(params), **options.as_kwargs()}
+    del kwargs["pyramid"]  # only the skewed run's intermediate has none
+    return kwargs
 
 
 def _stored_status(destination: str | os.PathLike[str]) -> str | None:
@@ -630,11 +654,6 @@ def deconvolve(
     """
     given = dict(locals())  # the keywords, once: everything below takes Params + RunOptions
     source, destination = given.pop("source"), given.pop("destination")
-    if skew_angle is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
-        from .skewed import deconvolve_skewed
-
-        given.pop("pyramid")
-        return deconvolve_skewed({"source": source, "destination": destination, **given})
     hooks = {k: given.pop(k) for k in ("client", "progress", "config", "suggestion")}
     params, options = parse_run_options(given)
     return run_deconvolution(source, destination, params, options, **hooks)
@@ -650,13 +669,16 @@ def run_deconvolution(
     progress: Callable[[int, int], None] | None = None,
     config: dict[str, Any] | None = None,
     suggestion: dict[str, Any] | None = None,
+    src: Any = None,
 ) -> dict[str, Any]:
     """:func:`deconvolve` of the method's parameters and the run's options: open, plan, statistics, passes, finalise.
 
     ``client``, ``progress``, ``config`` and ``suggestion`` are as in
     :func:`deconvolve`, which makes ``params`` and ``options`` from its keyword
-    arguments with :func:`~bigdecon.passes.options.parse_run_options`. A skewed
-    stack (``options.skew_angle``) is not run here: call :func:`deconvolve`.
+    arguments with :func:`~bigdecon.passes.options.parse_run_options`; ``src``:
+    the input, if the caller has opened it. A skewed stack
+    (``options.skew_angle``) is deconvolved in its own frame, then deskewed
+    (:func:`~bigdecon.passes.skewed.deconvolve_skewed`).
 
     Examples
     --------
@@ -673,9 +695,12 @@ def run_deconvolution(
     from ..io import open_image
 
     if options.skew_angle is not None:
-        raise InputError("a skewed stack (skew_angle) runs through deconvolve(), which deskews it")
+        from .skewed import deconvolve_skewed
+
+        hooks = {"client": client, "progress": progress, "config": config, "suggestion": suggestion}
+        return deconvolve_skewed({"source": source, "destination": destination, **_keywords(params, options), **hooks})
     t0 = time.perf_counter()
-    src = open_image(source)
+    src = open_image(source) if src is None else src
     resume, overwrite, work_dir = options.resume, options.overwrite, options.work_dir
     if check_run(src, source, destination, resume=resume, overwrite=overwrite, work_dir=work_dir) == "cleanup":
         cleaned = finish_cleanup(str(destination))
