@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -109,6 +109,7 @@ def _run_pass(
     watch: Watch | None,
     maxima: list[float],
 ) -> None:
+    """One pass: the maxima an earlier run recorded, then the blocks left, here or on the cluster."""
     done, stage = book.done, book.stage
     layout = ctx.layout
 
@@ -149,6 +150,19 @@ def _run_pass(
         for region, key in todo:
             finish(region, key, fn(ctx, region))
         return
+    _run_on_cluster(fn, ctx, todo, n_todo, client, stage, finish)
+
+
+def _run_on_cluster(
+    fn: Callable[[TaskContext, Region], dict[str, float]],
+    ctx: TaskContext,
+    todo: Iterator[tuple[Region, str]],
+    n_todo: int,
+    client: Any,
+    stage: str,
+    finish: Callable[[Region, str, dict[str, Any]], None],
+) -> None:
+    """The ``n_todo`` blocks of ``todo`` (region, key) as futures on ``client``; ``finish`` each result."""
     from distributed import as_completed
 
     # Tasks are idempotent (each writes only the chunks it owns), so a retry
