@@ -33,8 +33,8 @@ def test_keywords_split_into_the_method_and_the_options():
     ("kwargs", "message"),
     [
         ({"fwhm": 3, "sparse_iter": 5}, "unknown parameter\\(s\\): sparse_iter"),
-        ({"fwhm": 3, "device": "tpu"}, "device must be auto, cpu or gpu"),
-        ({"fwhm": 3, "ngff_version": "0.3"}, "ngff_version must be 0.4 or 0.5"),
+        ({"fwhm": 3, "device": "tpu"}, "device must be one of auto, cpu, gpu"),
+        ({"fwhm": 3, "ngff_version": "0.3"}, "ngff_version must be one of 0.4, 0.5"),
         ({"fwhm": 3, "offset": -1}, "offset must be a number of counts"),
         ({"fwhm": 3, "axes": "tq"}, "axes"),
     ],

@@ -25,9 +25,6 @@ __all__ = ["METHOD_KEYS", "RunOptions", "method_values", "parse_run_options"]
 #: (``fwhm``/``psf`` may be per channel or a file: they are options until resolved per channel).
 METHOD_KEYS = tuple(f.name for f in fields(Params) if f.name not in ("fwhm", "psf"))
 
-DEVICES = ("auto", "cpu", "gpu")
-NGFF_VERSIONS = ("0.4", "0.5")
-
 
 def _default(name: str) -> Any:
     return PARAMETERS[name].default
@@ -53,7 +50,7 @@ class RunOptions:
     >>> RunOptions(device="tpu")
     Traceback (most recent call last):
     ...
-    bigdecon.errors.InputError: device must be auto, cpu or gpu, got 'tpu'
+    bigdecon.errors.InputError: device must be one of auto, cpu, gpu, got 'tpu'
     """
 
     # The PSF: a Gaussian's size, a measured one (array or file), or the optics.
@@ -98,12 +95,11 @@ class RunOptions:
     rotate: bool = False
 
     def __post_init__(self) -> None:
-        # Frozen: the checked and converted values are set once, here (Params does the same).
-        if self.device not in DEVICES:
-            raise InputError(f"device must be auto, cpu or gpu, got {self.device!r}")
-        if self.ngff_version not in NGFF_VERSIONS:
-            raise InputError(f"ngff_version must be 0.4 or 0.5, got {self.ngff_version!r}")
+        # Frozen: the checked and converted values are set once, here (Params does the same),
+        # by the parameter model's own parsers where it has them.
         converted = {
+            "device": PARAMETERS["device"].parse(self.device),
+            "ngff_version": PARAMETERS["ngff_version"].parse(self.ngff_version),
             "output_dtype": str(check_output_dtype(self.output_dtype)),
             "axes": None if self.axes is None else PARAMETERS["axes"].parse(self.axes),
             "voxel_size": None if self.voxel_size is None else PARAMETERS["voxel_size"].parse(self.voxel_size),
