@@ -363,8 +363,8 @@ def plan_run(source: str | os.PathLike[str], params: Params, options: RunOptions
     >>> from bigdecon.io import write_image
     >>> from bigdecon.passes.options import parse_run_options
     >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((8, 64, 64), np.uint16), "tyx")
-    >>> plan_run(path, *parse_run_options({"fwhm": 2}))["n_tasks"]
-    1
+    >>> plan_run(path, *parse_run_options({"fwhm": 2}))["output_shape"]
+    [8, 64, 64]
     """
     from ..io import open_image
 
