@@ -368,12 +368,13 @@ def plan_run(source: str | os.PathLike[str], params: Params, options: RunOptions
     """
     from ..io import open_image
 
-    if options.skew_angle is not None:
+    src = open_image(source) if src is None else src
+    found = _skew_found(src, options)
+    if options.skew_angle or found is not None:  # a skewed stack: its plan and the deskew pass
         from .skewed import skewed_plan, split_skew
 
         skew, kwargs = split_skew(_keywords(params, options))
-        return skewed_plan(source, kwargs, skew)
-    src = open_image(source) if src is None else src
+        return skewed_plan(source, kwargs, skew, found)
     request = prepare_request(src, params, options)
     summary = request.plan.summary()
     summary["dtype"] = str(src.data.dtype)
@@ -384,6 +385,17 @@ def plan_run(source: str | os.PathLike[str], params: Params, options: RunOptions
     summary["offset"] = request.offset
     summary["voxel_size"] = {a: request.src.scale[a] for a in ("z", "y", "x") if a in request.src.axes}
     return summary
+
+
+def _skew_found(src: Any, options: RunOptions) -> Any:
+    """The :class:`~bigdecon.io.skew_meta.SkewMeta` of an input its files say is stored skewed, where no
+    ``skew_angle`` was given (``0``: not skewed); else None."""
+    if options.skew_angle is not None:
+        return None
+    from ..io.skew_meta import read_skew
+
+    found = read_skew(src)
+    return found if found is not None and found.skewed else None
 
 
 def _keywords(params: Params, options: RunOptions) -> dict[str, Any]:
@@ -616,7 +628,8 @@ def deconvolve(
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
     skew_angle, skew_axis, psf_frame, deskew_first, skew_fill, rotate
-        A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
+        A skewed stack (stage-scanned lattice light-sheet, OPM; ``skew_angle``
+        None: the angle the input's files carry, if any, ``0``: not skewed): the angle in
         degrees between the scan and the sheet, the axis the planes move along,
         the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
         as is), and whether to deskew before deconvolving (default: deconvolve
@@ -708,13 +721,15 @@ def run_deconvolution(
     """
     from ..io import open_image
 
-    if options.skew_angle is not None:
+    src = open_image(source) if src is None else src
+    found = _skew_found(src, options)
+    if options.skew_angle or found is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
         from .skewed import deconvolve_skewed
 
         hooks = {"client": client, "progress": progress, "config": config, "suggestion": suggestion}
-        return deconvolve_skewed({"source": source, "destination": destination, **_keywords(params, options), **hooks})
+        args = {"source": source, "destination": destination, **_keywords(params, options), **hooks}
+        return deconvolve_skewed(args, found)
     t0 = time.perf_counter()
-    src = open_image(source) if src is None else src
     resume, overwrite, work_dir = options.resume, options.overwrite, options.work_dir
     if check_run(src, source, destination, resume=resume, overwrite=overwrite, work_dir=work_dir) == "cleanup":
         cleaned = finish_cleanup(str(destination))
