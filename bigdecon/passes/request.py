@@ -478,9 +478,10 @@ def optics_psf(
     else:
         assert z_step is not None
         psf = optics_models.lightsheet_psf(shape, na, wavelength, n, pixel, z_step, float(optics["sheet_thickness"]))
-    from ..solvers.psf_prepare import energy_crop
+    from ..solvers.psf_prepare import MODEL_FLOOR, energy_crop
 
-    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy)  # the box of its light, not of a threshold
+    # The box of its light (above the floor that set its box), not of the threshold's box.
+    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy, MODEL_FLOOR)
     described = {
         "model": model,
         "na": na,
