@@ -190,3 +190,83 @@ def test_real_nuclei_faces_stay_as_the_raw_faces(realdata):
     share = [float(a[0].mean() / a.mean()) for a in (raw.astype(np.float64), rl)]
     print(f"plane 0 / mean: raw {share[0]:.3f}, RL {share[1]:.3f}")
     assert abs(share[1] - share[0]) <= 0.1
+
+
+# --------------------------------------------------------------------------- every step-5 type x every PSF source
+
+# 0.8 / 0.4 / 0.4 µm voxels: the NA 1.1 widefield model is 15x17x17 after its energy crop, so blocks of
+# 48 px with the halos below (RL/Landweber 24 px, Wiener-Butterworth's light cone 48 px) stay inside
+# the 160-px planes and the test can fail.
+SMALL_VOXEL = {"z": 0.8, "y": 0.4, "x": 0.4}
+STEP5_TYPES = {1: 7, 2: 7, 3: 2}  # deconv_type: iterations (Richardson-Lucy, Landweber, Wiener-Butterworth)
+
+
+@pytest.fixture(scope="module")
+def small_case(tmp_path_factory):
+    """Filaments on a 0.8/0.4/0.4 µm grid in an OME-Zarr, and a bead stack file at 0.4 µm (a third of a
+    box off centre, pedestal 2 % of the peak, noise; scalar Debye PSF of test_psf_prepare, not bigdecon's)."""
+    import tifffile
+    from test_psf_prepare import scalar_widefield
+
+    from bigdecon.io import write_image
+
+    folder = tmp_path_factory.mktemp("small")
+    volume = filaments((32, 160, 160), seed=11)[0]
+    src = write_image(
+        str(folder / "in.ome.zarr"),
+        volume,
+        "zyx",
+        chunks=(8, 48, 48),
+        scale=SMALL_VOXEL,
+        units={a: "micrometer" for a in "zyx"},
+    )
+    rng = np.random.default_rng(2)
+    bead = scalar_widefield((31, 32, 32), 0.4, 0.4, centre=(0.0, 0.8, 0.0))
+    counts = rng.poisson(bead / bead.max() * 5000 + 100) + rng.normal(0, 3, bead.shape)
+    path = folder / "bead.tif"
+    tifffile.imwrite(
+        path,
+        np.clip(counts, 0, 65535).astype(np.uint16),
+        imagej=True,
+        resolution=(2.5, 2.5),
+        metadata={"spacing": 0.4, "unit": "um", "axes": "ZYX"},
+    )
+    return volume, src, path
+
+
+def _source_psf(source: str, case) -> tuple[dict, dict]:
+    """The run's PSF options, and the same PSF as the run prepares it, for the whole-volume solver."""
+    from bigdecon.passes.request import measured_psf, optics_psf
+
+    volume, src, path = case
+    if source == "fwhm":
+        return dict(fwhm=(2.5, 3, 3)), dict(fwhm=(2.5, 3, 3))
+    image = open_image(src)
+    if source == "optics":
+        optics = {"na": 1.1, "wavelength": 0.52, "refractive_index": 1.33}
+        return dict(na=1.1, wavelength=0.52), dict(psf=optics_psf("widefield", image, optics, 0.99)[0])
+    return dict(psf=str(path)), dict(psf=measured_psf(str(path), None, image, False, 0.99)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["fwhm", "optics", "file"])
+def test_every_step5_type_and_psf_source_blocks_equal_the_whole_volume(tmp_path, small_case, source):
+    """Step-5 blocks (halos read from the store) equal the whole-volume solver with the same prepared
+    PSF to 1e-5 of the maximum, for Richardson-Lucy, Landweber and Wiener-Butterworth, with a Gaussian
+    of fwhm, the NA 1.1 widefield model and a bead file (prepared: an asymmetric PSF, so
+    Wiener-Butterworth keeps the volume whole). deconv_type 0 runs no step 5."""
+    volume = small_case[0]
+    given, prepared = _source_psf(source, small_case)
+    for deconv_type, iterations in STEP5_TYPES.items():
+        params = dict(sparse_iters=0, background=0, deconv_type=deconv_type, deconv_iters=iterations)
+        summary = bigdecon.plan(small_case[1], min_tasks=9, **given, **params)
+        out = bigdecon.deconvolve(small_case[1], str(tmp_path / f"out{deconv_type}.zarr"), min_tasks=9, **given, **params)
+        whole = bigdecon.sparse_deconvolve(volume, **prepared, **params)
+        err = seam_error(open_image(out["output"]).data.compute(), whole)
+        blocked = summary["deconv_tasks"] > 1
+        print(f"{source} type {deconv_type}: {summary['deconv_tasks']} blocks, halo {summary['deconv_depth']}, {err:.1e}")
+        assert err <= 1e-5
+        # Blocks wherever the PSF allows them, and halos that leave the planes' far side out of reach.
+        assert blocked == (deconv_type != 3 or source != "file")
+        if blocked:
+            assert summary["deconv_block"]["y"] + 2 * summary["deconv_depth"]["y"] < volume.shape[1]

@@ -513,8 +513,8 @@ def _required(psf: np.ndarray | None) -> np.ndarray:
     return psf
 
 
-def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:
-    """Shapes of every channel's 3-D step-5 PSF (the plan's halo covers the largest); None otherwise."""
+def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[np.ndarray] | None:
+    """Every channel's 3-D step-5 PSF (the plan's halo covers the widest light); None otherwise."""
     if not (channel_params[0].volumetric and channel_params[0].deconvolves and layout.k is not None):
         return None
-    return [tuple(np.shape(_required(output_psf(p, 3)))) for p in channel_params]
+    return [_required(output_psf(p, 3)) for p in channel_params]
