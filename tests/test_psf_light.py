@@ -67,7 +67,9 @@ def real_style_bead(path) -> None:
     for _ in range(5):
         counts[tuple(int(rng.integers(0, n)) for n in shape)] = 3000
     stack = np.clip(counts, 0, 65535).astype(np.uint16)
-    tifffile.imwrite(path, stack, imagej=True, resolution=(10, 10), metadata={"spacing": 0.1, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        path, stack, imagej=True, resolution=(10, 10), metadata={"spacing": 0.1, "unit": "um", "axes": "ZYX"}
+    )
 
 
 def big_store(folder, z_step: float) -> str:
@@ -310,11 +312,15 @@ def test_every_step5_type_and_psf_source_blocks_equal_the_whole_volume(tmp_path,
     for deconv_type, iterations in STEP5_TYPES.items():
         params = dict(sparse_iters=0, background=0, deconv_type=deconv_type, deconv_iters=iterations)
         summary = bigdecon.plan(small_case[1], min_tasks=9, **given, **params)
-        out = bigdecon.deconvolve(small_case[1], str(tmp_path / f"out{deconv_type}.zarr"), min_tasks=9, **given, **params)
+        out = bigdecon.deconvolve(
+            small_case[1], str(tmp_path / f"out{deconv_type}.zarr"), min_tasks=9, **given, **params
+        )
         whole = bigdecon.sparse_deconvolve(volume, **prepared, **params)
         err = seam_error(open_image(out["output"]).data.compute(), whole)
         blocked = summary["deconv_tasks"] > 1
-        print(f"{source} type {deconv_type}: {summary['deconv_tasks']} blocks, halo {summary['deconv_depth']}, {err:.1e}")
+        print(
+            f"{source} type {deconv_type}: {summary['deconv_tasks']} blocks, halo {summary['deconv_depth']}, {err:.1e}"
+        )
         assert err <= 1e-5
         # Blocks wherever the PSF allows them, and halos that leave a face block's far side out of reach.
         assert blocked == (deconv_type != 3 or source != "file")
