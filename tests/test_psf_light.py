@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import cli, filaments
+from helpers import filaments
 from test_chunked import write_input
 from test_step5_blocks import seam_error
 
@@ -89,9 +89,9 @@ def big_store(folder, z_step: float) -> str:
     return src
 
 
-def info_gib(src: str, *args) -> float:
-    """`bigdecon info`'s memory per task, in GiB."""
-    res = cli("info", src, "--sparse-iters", "0", *args)
+def info_gib(run_main, src: str, *args) -> float:
+    """`bigdecon info`'s memory per task, in GiB (the CLI's main in this process: info starts no cluster)."""
+    res = run_main("info", src, "--sparse-iters", "0", *args)
     assert res.returncode == 0, res.stderr
     line = next(s for s in res.stdout.splitlines() if "memory per task" in s)
     value, unit = line.split("~")[1].split()
@@ -121,14 +121,14 @@ def target_files(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, z_step, measured, met", TARGETS, ids=[f"{t[0][1]}-{t[0][-1]}-{t[1]}" for t in TARGETS])
-def test_info_plans_the_issue_targets(target_files, args, z_step, measured, met):
+def test_info_plans_the_issue_targets(target_files, run_main, args, z_step, measured, met):
     """The memory per task `bigdecon info` plans for issue 21's targets, with halos that keep blocks equal
     to the whole volume (tests below): <= 1 GiB with a real-style 61x128x128 bead stack at 10 RL
     iterations (prepared: 21x41x41) and with the tests' 0.5 %-tail bead PSF. Not met, so held at what
     they are: the NA 1.1 widefield model at 7 RL iterations and with Wiener-Butterworth (its light fills
     every plane of its box, and the halo follows its light, docs/step5_blocks.md)."""
     files, stores = target_files
-    gib = info_gib(stores[z_step], *[a.format(**files) for a in args])
+    gib = info_gib(run_main, stores[z_step], *[a.format(**files) for a in args])
     print(f"{' '.join(args[:2])} {args[-2:]} at {z_step} um: {gib:.2f} GiB per task")
     assert gib <= (1.0 if met else measured * 1.05)
     assert (gib <= 1.0) == met  # a model case that comes under 1 GiB: record it as met
@@ -247,7 +247,7 @@ def test_real_nuclei_faces_stay_as_the_raw_faces(realdata):
 # --------------------------------------------------------------------------- every step-5 type x every PSF source
 
 # 0.8 / 0.4 / 0.4 µm voxels: the NA 1.1 widefield model is 15x17x17 after its energy crop, so blocks of
-# 48 px with the halos below (RL/Landweber 24 px, Wiener-Butterworth's light cone 48 px) stay inside
+# 48 px with the halos below (RL/Landweber up to 48 px, Wiener-Butterworth's light cone 48 px) stay inside
 # the 160-px planes and the test can fail.
 SMALL_VOXEL = {"z": 0.8, "y": 0.4, "x": 0.4}
 STEP5_TYPES = {1: 7, 2: 7, 3: 2}  # deconv_type: iterations (Richardson-Lucy, Landweber, Wiener-Butterworth)
@@ -263,7 +263,7 @@ def small_case(tmp_path_factory):
     from bigdecon.io import write_image
 
     folder = tmp_path_factory.mktemp("small")
-    volume = filaments((32, 160, 160), seed=11)[0]
+    volume = filaments((16, 160, 160), seed=11)[0]
     src = write_image(
         str(folder / "in.ome.zarr"),
         volume,
