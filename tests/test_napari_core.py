@@ -27,6 +27,7 @@ def whole_run(tmp_path_factory):
     return source, raw, np.asarray(group["s0"]), dict(group.attrs)["bigdecon"]
 
 
+@pytest.mark.slow
 def test_preview_equals_the_region_of_a_whole_run(whole_run):
     """With the run's statistics, the preview of an interior region (its halo inside the data) is the
     run's output there: 0.6 % of the maximum at most, the adaptive step of 2-D Richardson-Lucy being the

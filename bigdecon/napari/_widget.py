@@ -78,7 +78,11 @@ def field_for(p: Parameter) -> Any:
         lo, hi, excluded = bounds
         step = 10 ** math.floor(math.log10(abs(p.default))) if p.default else 0.1
         low = lo + (step / 10 if excluded else 0.0)
-        return FloatSpinBox(value=p.default, min=low, max=hi, step=step, **common)
+        box = FloatSpinBox(value=p.default, min=lo, max=hi, step=step, **common)
+        # Qt rounds to the decimals the step implies: one more, so an open lower end stays above it.
+        box.native.setDecimals(max(2, 1 - math.floor(math.log10(step))))
+        box.min, box.value = low, p.default
+        return box
     text = "" if p.default is None else str(p.default)
     return LineEdit(value=text, **common)
 
@@ -140,6 +144,7 @@ class DeconvolveWidget(Container):
         self.slot = "A"
         self.last_preview: Any = None
         self.run_result: dict[str, Any] | None = None
+        self.suggestion: Any = None
         self._workers: dict[str, Any] = {}
         self._again = False
         self._stats: dict[int, Stats] = {}
@@ -155,8 +160,8 @@ class DeconvolveWidget(Container):
         self.cancel_button.changed.connect(lambda: self.cancel())
         for w in self.fields.values():
             w.changed.connect(self._field_changed)
-        viewer.layers.events.inserted.connect(lambda _=None: self.image.reset_choices())
-        viewer.layers.events.removed.connect(lambda _=None: self.image.reset_choices())
+        viewer.layers.events.inserted.connect(self._layers_changed)
+        viewer.layers.events.removed.connect(self._layers_changed)
         self._layer_changed()
 
     # ------------------------------------------------------------------ the layer and the options
@@ -165,6 +170,13 @@ class DeconvolveWidget(Container):
         from napari.layers import Image
 
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and not _ours(layer)]
+
+    def _layers_changed(self, _event: Any = None) -> None:
+        try:
+            self.image.reset_choices()
+        except RuntimeError:  # the dock widget was closed: Qt deleted its fields
+            self.viewer.layers.events.inserted.disconnect(self._layers_changed)
+            self.viewer.layers.events.removed.disconnect(self._layers_changed)
 
     def _layer_changed(self, _value: Any = None) -> None:
         """Axes, voxel size (from the layer's scale) and a PSF size the layer carries, into the fields."""
@@ -232,10 +244,9 @@ class DeconvolveWidget(Container):
         except BigdeconError as e:
             self.status.value = f"preview: {e}"
             return None
-        worker = create_worker(preview_region, src, opts, region, index, self._stats.get(id(layer)))
+        worker = create_worker(_guarded, preview_region, src, opts, region, index, self._stats.get(id(layer)))
         slot = self.slot
-        worker.returned.connect(lambda p: self._show(layer, p, slot))
-        worker.errored.connect(lambda e: self._say("preview", e))
+        worker.returned.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(layer, p, slot))
         worker.finished.connect(self._preview_done)
         self._workers["preview"] = worker
         self.status.value = f"preview {slot}: {_spans_text(region)}..."
@@ -293,9 +304,8 @@ class DeconvolveWidget(Container):
         except BigdeconError as e:
             self.status.value = f"suggest: {e}"
             return None
-        worker = create_worker(suggest_region, src, opts, region, index, budget)
-        worker.returned.connect(self._suggested)
-        worker.errored.connect(lambda e: self._say("suggest", e))
+        worker = create_worker(_guarded, suggest_region, src, opts, region, index, budget)
+        worker.returned.connect(lambda s: self._say("suggest", s) if _failed(s) else self._suggested(s))
         self.status.value = "suggest: measuring candidates on the region..."
         self._workers["suggest"] = worker
         worker.start()
@@ -305,10 +315,12 @@ class DeconvolveWidget(Container):
         live, self.live.value = self.live.value, False  # one preview after all fields are set, not one per field
         for name, value in s.as_kwargs().items():
             if name in self.fields:
-                self.fields[name].value = value
+                field = self.fields[name]
+                field.value = str(value) if isinstance(field, LineEdit) else value
         self.live.value = live
-        self.status.value = f"suggest chose {s.winner}: {s.why}"
+        self.suggestion = s
         self._field_changed()
+        self.status.value = f"suggest chose {s.winner}: {s.why}"
 
     def save(self) -> str | None:
         path = self.config_path.value.strip()
@@ -338,9 +350,9 @@ class DeconvolveWidget(Container):
             self.status.value = str(e)
             return None
         self._run_state = state = RunState()
-        worker = create_worker(run_job, _layer_input(layer, self._source(layer), output), output, opts, run_opts, state)
-        worker.returned.connect(lambda info: self._run_done(layer, info))
-        worker.errored.connect(lambda e: self._say("run", e))
+        source = _layer_input(layer, self._source(layer), output)
+        worker = create_worker(_guarded, run_job, source, output, opts, run_opts, state)
+        worker.returned.connect(lambda info: self._say("run", info) if _failed(info) else self._run_done(layer, info))
         worker.finished.connect(self._run_finished)
         self._workers["run"] = worker
         self.run_button.enabled, self.cancel_button.enabled = False, True
@@ -405,6 +417,27 @@ class DeconvolveWidget(Container):
 
     def _say(self, what: str, e: BaseException) -> None:
         self.status.value = f"{what}: {e}"
+
+
+def _guarded(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread; bigdecon's one-line refusals (and a cancel) come back as the result,
+    to be shown in the widget, while anything else is a bug napari reports with its traceback."""
+    try:
+        return fn(*args)
+    except BigdeconError as e:
+        return _Refused(e)  # not the exception itself: superqt raises an exception a worker returns
+
+
+class _Refused:
+    def __init__(self, error: BigdeconError) -> None:
+        self.error = error
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+def _failed(result: Any) -> bool:
+    return isinstance(result, _Refused)
 
 
 def _ours(layer: Any) -> bool:
