@@ -192,6 +192,7 @@ def preview_region(
     region: Mapping[str, tuple[int, int]],
     index: Mapping[str, int] | None = None,
     stats: Stats | None = None,
+    device: str = "auto",
 ) -> Preview:
     """Deconvolve one region of ``src`` as a run's block would: with its halo, then cut to the region.
 
@@ -208,6 +209,8 @@ def preview_region(
         The position on the other axes (``{"t": 3, "c": 1}``: a time point of a ``tczyx`` input, a channel).
     stats : Stats, optional
         The data set's statistics (default: estimated from the block, :meth:`Stats.of_block`).
+    device : {"auto", "cpu", "gpu"}
+        Where the block is computed: ``auto`` uses a GPU when CuPy sees one.
 
     Returns
     -------
@@ -241,7 +244,7 @@ def preview_region(
     read = {n: (0, lay.shape[solver[n]]) if whole_planes and n in "yx" else grown[n] for n in solver}
     raw = _read(request, solver, read, index, channel)
     stats = stats or Stats.of_block(raw)
-    out, stats = _stages(raw, read, grown, spans, params, request, stats)
+    out, stats = _stages(_on_device(raw, device), read, grown, spans, params, request, stats)
     names = "".join(lay.axes[ax] for ax in solver.values())
     factor = 2 if params.up_sample else 1
     step = {a: (1.0 / factor if a in "yx" else 1.0) for a in names}
@@ -249,6 +252,15 @@ def preview_region(
     return Preview(
         out, start, step, names, time.perf_counter() - t0, stats, {lay.axes[solver[n]]: halo[n] for n in solver}
     )
+
+
+def _on_device(raw: np.ndarray, device: str) -> Any:
+    """The block where the stages run: on the GPU (CuPy) for ``gpu``, or ``auto`` with a GPU present."""
+    from .._backend import gpu_available, to_device
+
+    if device not in ("auto", "cpu", "gpu"):
+        raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
+    return to_device(raw, "gpu" if device == "gpu" or (device == "auto" and gpu_available()) else "cpu")
 
 
 def _channel_position(request: Any, index: Mapping[str, int]) -> int:
@@ -298,6 +310,7 @@ def _stages(
     stats: Stats,
 ) -> tuple[np.ndarray, Stats]:
     """Steps 1-6 on the block read; returns the region and the statistics used (block maxima filled in)."""
+    from .._backend import get_xp, to_numpy
     from ..passes.tasks import block_face_pad
     from ..stages import deconv_pad, deconv_stage, output_psf, preprocess, sparse_stage
 
@@ -320,7 +333,7 @@ def _stages(
     g_range = {n: (grown[n][0] * mult[n], grown[n][1] * mult[n]) for n in names}
     if params.sparse_iters:
         faces = tuple((g_range[n][0] == 0, g_range[n][1] == out_shape[n]) for n in names)
-        g = np.maximum(sparse_stage(h, h_max, params, request.plan.coupled, faces), 0)
+        g = get_xp(h).maximum(sparse_stage(h, h_max, params, request.plan.coupled, faces), 0)
         g_max = stats.g_max if stats.g_max is not None else float(g.max())
     else:
         g, g_max = h, h_max
@@ -329,10 +342,10 @@ def _stages(
         pad = block_face_pad([g_range[n] for n in names], [out_shape[n] for n in names], psf.shape)
     else:
         pad = deconv_pad(tuple(out_shape[n] for n in names), psf) if psf is not None else None
-    f = deconv_stage(g, g_max, stats.scale, params, psf, pad=pad) if g_max > 0 else np.zeros_like(g)
+    f = deconv_stage(g, g_max, stats.scale, params, psf, pad=pad) if g_max > 0 else get_xp(g).zeros_like(g)
     cut = tuple(slice((spans[n][0] - grown[n][0]) * mult[n], (spans[n][1] - grown[n][0]) * mult[n]) for n in names)
     used = Stats(stats.scale, stats.mean, h_max, g_max)
-    return np.ascontiguousarray(f[cut], dtype=np.float32), used
+    return np.ascontiguousarray(to_numpy(f[cut]), dtype=np.float32), used
 
 
 def _axis_name(request: Any, n: str) -> str:

@@ -244,7 +244,9 @@ class DeconvolveWidget(Container):
         except BigdeconError as e:
             self.status.value = f"preview: {e}"
             return None
-        worker = create_worker(_guarded, preview_region, src, opts, region, index, self._stats.get(id(layer)))
+        device = self.run_fields["device"].value
+        stats = self._stats.get(id(layer))
+        worker = create_worker(_guarded, preview_region, src, opts, region, index, stats, device)
         slot = self.slot
         worker.returned.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(layer, p, slot))
         worker.finished.connect(self._preview_done)
