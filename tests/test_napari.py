@@ -36,6 +36,10 @@ from bigdecon.params import PARAMETERS, InputError  # noqa: E402
 FIGURE = os.environ.get("BIGDECON_NAPARI_FIGURE")  # where test_preview saves the README's screenshot
 
 
+def _camera(viewer):
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9 moved it
+
+
 def _widget(make_napari_viewer, shape=(8, 128, 128)):
     viewer = make_napari_viewer()
     raw, _ = filaments_timelapse(shape, fwhm=3.0, seed=1)
@@ -72,8 +76,8 @@ def test_widget_fields_come_from_the_parameter_model(make_napari_viewer):
 def test_preview_live_compare_and_suggest(make_napari_viewer, qtbot, tmp_path):
     viewer, w = _widget(make_napari_viewer)
     w.fields["sparse_iters"].value = 20
-    viewer.camera.center = (0, 64 * 0.065, 64 * 0.065)
-    viewer.camera.zoom = 800 / (64 * 0.065)  # the canvas shows about 64 x 64 pixels around the centre
+    _camera(viewer).center = (0, 64 * 0.065, 64 * 0.065)
+    _camera(viewer).zoom = 800 / (64 * 0.065)  # the canvas shows about 64 x 64 pixels around the centre
     with qtbot.waitSignal(w.preview().finished, timeout=60000):
         pass
     layer = viewer.layers["bigdecon preview A"]

@@ -103,7 +103,7 @@ class DeconvolveWidget(Container):
     """Deconvolve the selected image layer: preview a region, compare, suggest, run, save a config."""
 
     def __init__(self, viewer: Any) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_layers, tooltip="the image layer to deconvolve")
         self.fields = {name: field_for(PARAMETERS[name]) for name in PREVIEW_KEYS}
@@ -285,6 +285,7 @@ class DeconvolveWidget(Container):
             self.status.value = "compare: make a preview first"
             return
         self.slot = "B"
+        self.viewer.grid.shape = (1, -1)  # one row: raw, A and B side by side at one zoom
         self.viewer.grid.enabled = True
         self.preview()
 
@@ -491,8 +492,9 @@ def _box_spans(viewer: Any, layer: Any) -> dict[str, tuple[float, float]] | None
 def _view_spans(viewer: Any, layer: Any) -> dict[str, tuple[float, float]]:
     """The y and x extent the canvas shows, in ``layer``'s pixels."""
     height, width = viewer.canvas.size
-    zoom = viewer.camera.zoom
-    cy, cx = viewer.camera.center[-2:]
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9 moved it
+    zoom = camera.zoom
+    cy, cx = camera.center[-2:]
     lo, hi = list(viewer.dims.point), list(viewer.dims.point)
     lo[-2:] = [cy - height / zoom / 2, cx - width / zoom / 2]
     hi[-2:] = [cy + height / zoom / 2, cx + width / zoom / 2]
