@@ -117,6 +117,21 @@ def test_wiener_butterworth_on_device(cp):
     np.testing.assert_allclose(cp.asnumpy(gpu), cpu, rtol=0, atol=1e-4 * float(cpu.max()))
 
 
+def test_wiener_butterworth_with_a_sheared_psf_on_device(cp):
+    """Skewed space: the sheared back projector (finite kernel, guard, padding as object) on the device."""
+    from bigdecon.solvers.deskew import skew_psf
+    from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth
+
+    image = filaments((10, 24, 64), seed=5)[0]
+    q = skew_psf(bigdecon.gaussian_psf((3.0, 1.5, 1.5)), 31.5, 0.4, 0.104)
+    h = bigdecon.stages.deconv_pad(image.shape, q)
+    pad = ((h[0], h[0]), (h[1], h[1]), (0, h[2]))  # a block on the high x face (the transform lengths differ)
+    cpu = rl_wiener_butterworth(image, q, 2, pad=pad)
+    gpu = rl_wiener_butterworth(cp.asarray(image), cp.asarray(q), 2, pad=pad)
+    assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.float32
+    np.testing.assert_allclose(cp.asnumpy(gpu), cpu, rtol=0, atol=1e-4 * float(cpu.max()))
+
+
 @pytest.mark.slow  # two out-of-core runs, one on the stand-in's array expressions
 def test_out_of_core_gpu_run_moves_blocks_at_task_edges(cp, tmp_path):
     """``deconvolve(..., device="gpu")`` on a ``distributed`` cluster equals the CPU run; blocks cross once each way."""

@@ -116,7 +116,9 @@ def _pad_pairs(shape, axes, pad, psf_shape) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None) -> tuple[tuple[int, int, int], ...]:
+def padded_geometry(
+    shape, psf_shape, pad=None, xp=np, guard: bool | None = None, reach=None
+) -> tuple[tuple[int, int, int], ...]:
     """``(low, high, transform length)`` of each deconvolved axis.
 
     With a 3-D PSF, an axis padded on either side gets its edge replicated
@@ -129,14 +131,18 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
     for a block on that face as for the whole volume. With a 2-D PSF (the published per-plane step) there is no guard:
     ``high`` grows to the fast length. An axis with no padding on either side
     stays periodic at its own length. ``guard=False`` drops the 3-D guard (the
-    unmatched back projector rings on a step to zero).
+    unmatched back projector rings on a step to zero). ``reach`` (pixels per
+    deconvolved axis): a back projector that reaches further than the PSF's
+    half-support (a sheared Wiener-Butterworth kernel) gets that much more
+    guard on every padded axis, so no data wraps onto the faces' padding.
     """
     if guard is None:
         guard = len(psf_shape) != 2  # the published per-plane step has none
     axes = tuple(range(len(shape) - len(psf_shape), len(shape)))
     pairs = _pad_pairs(shape, axes, pad, psf_shape)
     out = []
-    for axis, (lo, hi), half in zip(axes, pairs, psf_half_support(psf_shape)):
+    reaches = psf_half_support(psf_shape) if reach is None else tuple(int(r) for r in reach)
+    for axis, (lo, hi), half, far in zip(axes, pairs, psf_half_support(psf_shape), reaches):
         n = int(shape[axis])
         if lo == hi == 0:
             total = n
@@ -149,7 +155,7 @@ def padded_geometry(shape, psf_shape, pad=None, xp=np, guard: bool | None = None
             # The solvers take the padding as object, not data (richardson_lucy): an axis padded on
             # both sides wraps nothing the data see, one padded on one side (a block on a face)
             # keeps a zero guard between its cut side and the padding.
-            total = fast_length(n + lo + hi + (half if (lo == 0) != (hi == 0) else 0), xp)
+            total = fast_length(n + lo + hi + (half if (lo == 0) != (hi == 0) else 0) + max(0, far - half), xp)
         out.append((lo, hi, total))
     return tuple(out)
 
@@ -226,14 +232,14 @@ def boundary_rule(image_ndim: int, psf, boundary: str = "auto") -> str:
     return "mirror" if symmetric and np.ndim(psf) == 3 and image_ndim == 3 else "edge"
 
 
-def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | None = None):
+def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | None = None, reach=None):
     """Shared set-up of the iterative deconvolutions: float32 data, its convolver,
     and the index that crops back to the image.
 
     With the ``"edge"`` rule the data are padded by edge replication inside a
     fast length (a 3-D PSF: ``conv.masked``, the padding is not data); with ``"mirror"`` (:func:`boundary_rule`) they are
     not padded at all (``pad`` is ignored) and the convolver uses the DCT-II.
-    ``guard`` as in :func:`padded_geometry`.
+    ``guard`` and ``reach`` as in :func:`padded_geometry`.
     """
     xp = get_xp(image)
     f = xp.asarray(image, dtype=xp.float32)
@@ -244,7 +250,7 @@ def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | Non
         f = xp.ascontiguousarray(f)
         return f, _MirrorConvolver(f.shape, psf, xp), tuple(slice(None) for _ in f.shape)
     axes = tuple(range(f.ndim - psf.ndim, f.ndim))
-    geometry = padded_geometry(f.shape, psf.shape, pad, xp, guard)
+    geometry = padded_geometry(f.shape, psf.shape, pad, xp, guard, reach)
     if any(p > g[2] for p, g in zip(psf.shape, geometry)):
         raise ValueError(f"PSF of shape {tuple(psf.shape)} is larger than the image {tuple(f.shape)}")
     padded = _embed(f, axes, geometry, xp)
