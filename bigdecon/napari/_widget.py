@@ -141,6 +141,7 @@ class DeconvolveWidget(Container):
             ]
         )
         self.extend([self.config_path, self.save_button, self.dashboard, self.status])
+        self.native.setMinimumWidth(460)  # the labels and fields whole, without a horizontal scroll bar
         self.slot = "A"
         self.last_preview: Any = None
         self.run_result: dict[str, Any] | None = None
@@ -286,6 +287,8 @@ class DeconvolveWidget(Container):
             return
         self.slot = "B"
         self.viewer.grid.shape = (1, -1)  # one row: raw, A and B side by side at one zoom
+        if hasattr(self.viewer.grid, "spacing"):  # napari >= 0.6
+            self.viewer.grid.spacing = 8  # screen pixels between the cells
         self.viewer.grid.enabled = True
         self.preview()
 
