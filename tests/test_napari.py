@@ -159,3 +159,22 @@ def test_sample_data_opens_with_truth(make_napari_viewer):
     viewer.open_sample("bigdecon", "beads")
     assert [layer.name for layer in viewer.layers] == ["beads raw", "beads truth"]
     assert viewer.layers["beads raw"].metadata["bigdecon_axes"] == "zyx"
+
+
+def test_preview_of_a_lazy_multiscale_layer(make_napari_viewer, qtbot, tmp_path):
+    """A multiscale Dask layer (what napari-ome-zarr opens): the preview reads its region of level 0."""
+    import dask.array as da
+
+    from bigdecon.io import write_image
+
+    viewer = make_napari_viewer()
+    raw, _ = filaments_timelapse((6, 96, 96), fwhm=3.0, seed=2)
+    level0 = da.from_zarr(zarr.open_group(write_image(str(tmp_path / "raw.ome.zarr"), raw, "tyx"), mode="r")["s0"])
+    viewer.add_image([level0, level0[:, ::2, ::2]], multiscale=True, name="lazy", metadata={"bigdecon_axes": "tyx"})
+    w = DeconvolveWidget(viewer)
+    w.fields["fwhm"].value, w.fields["sparse_iters"].value = "3", 5
+    with qtbot.waitSignal(w.preview().finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: "bigdecon preview A" in viewer.layers, timeout=10000)
+    region, _ = w.region(viewer.layers["lazy"])
+    assert viewer.layers["bigdecon preview A"].data.shape == tuple(b - a for a, b in region.values())
