@@ -472,7 +472,9 @@ def _layer_input(layer: Any, src: Any, output: str) -> str:
         except BigdeconError:
             pass
     target = output.rstrip("/").removesuffix(".ome.zarr").removesuffix(".zarr") + "-input.ome.zarr"
-    if not os.path.exists(target):
+    try:
+        open_image(target)  # written by an earlier run of this output (a resume reads it again)
+    except BigdeconError:
         write_image(target, np.asarray(src.data), "".join(src.axes), scale=src.scale, units=src.units)
     return target
 
