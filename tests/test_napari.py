@@ -137,6 +137,9 @@ def test_run_cancel_and_resume(make_napari_viewer, qtbot, tmp_path):
         assert type(lazy).__module__.startswith("dask")
         assert "dashboard" in w.dashboard.value
         assert os.path.isdir(tmp_path / "whole-input.ome.zarr")  # the in-memory layer, written for the run
+        with qtbot.waitSignal(w.preview().finished, timeout=60000):  # now with the statistics the run recorded
+            pass
+        qtbot.waitUntil(lambda: "statistics the run's" in w.status.value, timeout=10000)
 
         w.run_result = None
         w.output.value = str(tmp_path / "cut.ome.zarr")

@@ -278,7 +278,8 @@ class DeconvolveWidget(Container):
         out.metadata["bigdecon_preview"] = {"options": self.options(), "seconds": p.seconds}
         out.contrast_limits = (float(p.data.min()), float(p.data.max()) or 1.0)
         self.last_preview = p
-        self.status.value = f"preview {slot}: {p.data.shape} in {p.seconds:.1f} s (halo {p.halo})"
+        stats = "the run's" if self._stats.get(id(layer)) is not None else "the block's (intensities approximate)"
+        self.status.value = f"preview {slot}: {p.data.shape} in {p.seconds:.1f} s, halo {p.halo}, statistics {stats}"
 
     def keep(self) -> None:
         """Keep the current preview as A; the next previews go to B, shown beside it (napari's grid)."""
