@@ -92,8 +92,9 @@ def image_source(
 
     from ..io import ImageSource
 
-    if len(axes) != np.ndim(data) if not hasattr(data, "ndim") else len(axes) != data.ndim:
-        raise InputError(f"axes {axes} name {len(axes)} axes, but the layer has {data.ndim}")
+    ndim = data.ndim if hasattr(data, "ndim") else np.ndim(data)
+    if len(axes) != ndim:
+        raise InputError(f"axes {axes} name {len(axes)} axes, but the layer has {ndim}")
     lazy = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
     sizes = [1.0] * len(axes) if scale is None else [float(s) for s in scale]
     offsets = [0.0] * len(axes) if translate is None else [float(t) for t in translate]

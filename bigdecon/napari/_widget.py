@@ -148,7 +148,7 @@ class DeconvolveWidget(Container):
         self.suggestion: Any = None
         self._workers: dict[str, Any] = {}
         self._again = False
-        self._stats: dict[int, Stats] = {}
+        self._stats: dict[int, dict[str, Any]] = {}  # per layer: the attributes its last run recorded
         self._run_state: RunState | None = None
         self._timer: Any = None
         self._progress_bar: Any = None
@@ -246,7 +246,8 @@ class DeconvolveWidget(Container):
             self.status.value = f"preview: {e}"
             return None
         device = self.run_fields["device"].value
-        stats = self._stats.get(id(layer))
+        recorded = self._stats.get(id(layer))
+        stats = Stats.of_run(recorded, index.get("c", 0)) if recorded is not None else None
         worker = create_worker(_guarded, preview_region, src, opts, region, index, stats, device)
         slot = self.slot
         worker.returned.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(layer, p, slot))
@@ -410,7 +411,7 @@ class DeconvolveWidget(Container):
         levels = sorted((k for k in group.array_keys() if k.startswith("s")), key=lambda k: int(k[1:]))
         data = [da.from_zarr(group[k]) for k in levels]
         attrs: dict[str, Any] = dict(group.attrs)
-        self._stats[id(layer)] = Stats.of_run(attrs.get("bigdecon") or attrs.get("ome", {}).get("bigdecon"))
+        self._stats[id(layer)] = attrs.get("bigdecon") or attrs.get("ome", {}).get("bigdecon")
         axes = self.fields["axes"].value or guess_axes(layer.ndim)
         step = [2.0 if (a in "yx" and data[0].shape[i] != layer.data.shape[i]) else 1.0 for i, a in enumerate(axes)]
         self.viewer.add_image(
