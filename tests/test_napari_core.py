@@ -68,3 +68,21 @@ def test_saved_config_is_read_by_the_cli(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "overlap per axis: t 8, y 17, x 17" in out.stdout  # fidelity 120: ceil(16 * (150/120)**0.25)
     assert "y 0.1 micrometer (--voxel-size)" in out.stdout
+
+
+def test_preview_takes_every_psf_source(tmp_path):
+    """The PSF from the optics (a 3-D widefield model from NA, wavelength and the layer's voxel size) and
+    from a file, resolved by the run's own request code; the halo follows the PSF."""
+    from bigdecon.data import beads_volume
+    from bigdecon.solvers import gaussian_psf
+
+    raw, _ = beads_volume((24, 64, 64), fwhm=(6.0, 3.0, 3.0), seed=1)
+    src = image_source(raw, "zyx", scale=(0.3, 0.1, 0.1))
+    region = {"z": (8, 16), "y": (16, 48), "x": (16, 48)}
+    optics = preview_region(src, {"na": 1.0, "wavelength": 0.52, "sparse_iters": 5}, region)
+    np.save(tmp_path / "psf.npy", gaussian_psf((3.0, 3.0)).astype(np.float32))
+    options = {"psf": str(tmp_path / "psf.npy"), "psf_voxel_size": [0.1, 0.1], "sparse_iters": 0}
+    measured = preview_region(src, options, region)
+    assert optics.data.shape == measured.data.shape == (8, 32, 32)
+    assert optics.halo["z"] > 0 and measured.halo["z"] == 0  # a 3-D PSF reaches along z, a 2-D one does not
+    assert np.isfinite(optics.data).all() and optics.data.max() > 0 and measured.data.max() > 0
