@@ -169,8 +169,8 @@ class Preview:
 
 def _halo(request: Any, params: Params) -> dict[str, int]:
     """Per solver axis name (k, y, x): the reach of step 4 plus that of step 5, in output pixels."""
-    from ..solvers.richardson_lucy import deconv_halo
-    from ..stages import deconv_kind, output_psf
+    from ..solvers.richardson_lucy import deconv_halo, psf_step
+    from ..stages import output_psf
 
     lay = request.layout
     names = [n for n, ax in (("k", lay.k), ("y", lay.y), ("x", lay.x)) if ax is not None]
@@ -180,8 +180,10 @@ def _halo(request: Any, params: Params) -> dict[str, int]:
         halo["k"] = 0
     psf = output_psf(params, 3 if "k" in names else 2)
     if psf is not None:
-        kind = deconv_kind(params) if psf.ndim == 3 else "rl"
-        reach = deconv_halo(psf.shape, params.deconv_iters, kind)
+        if psf.ndim == 3 and request.plan.deconv_depth is not None:
+            reach: Sequence[int] = [request.plan.deconv_depth[n] for n in ("k", "y", "x")]  # the run's step-5 halo
+        else:  # 2-D step 5 runs on whole planes in a run: the halo that makes a block equal them
+            reach = deconv_halo(psf.shape, params.deconv_iters, "rl", psf_step(psf))
         for n, r in zip(names[-psf.ndim :], reach):
             halo[n] += int(r)
     return halo
