@@ -50,7 +50,7 @@ def _widget(make_napari_viewer, shape=(8, 128, 128)):
     return viewer, widget
 
 
-def test_widget_fields_come_from_the_parameter_model(make_napari_viewer):
+def test_widget_fields_come_from_the_parameter_model(make_napari_viewer, tmp_path):
     viewer, w = _widget(make_napari_viewer)
     assert w.fields["axes"].value == "tyx" and w.fields["voxel_size"].value == "0.065,0.065"  # from the layer
     for name, field in w.fields.items():
@@ -67,9 +67,15 @@ def test_widget_fields_come_from_the_parameter_model(make_napari_viewer):
     assert w.fields["sparse_iters"].value == 100 and w.fields["fidelity"].value == 150.0
     assert w.fields["psf_model"].choices == ("gaussian", "widefield", "confocal", "lightsheet")
     assert w.fields["deconv_type"].max == 3 and w.fields["background"].max == 5
+    w.fields["sparse_iters"].value = 40
+    w.config_path.value = str(tmp_path / "run.toml")
+    assert w.save() == str(tmp_path / "run.toml")  # what `bigdecon run --config` reads (test_napari_core)
+    text = (tmp_path / "run.toml").read_text()
+    assert "fwhm = [3.0]" in text and "sparse_iters = 40" in text and 'axes = "tyx"' in text
     w.fields["fwhm"].value = "0=3 1=x"
     with pytest.raises(InputError, match="fwhm"):
         w.options()
+    assert w.save() is None and "fwhm" in w.status.value  # refused in the widget, one line
 
 
 @pytest.mark.slow

@@ -152,6 +152,12 @@ class DeconvolveWidget(Container):
         self._run_state: RunState | None = None
         self._timer: Any = None
         self._progress_bar: Any = None
+        self._connect()
+        self._layer_changed()
+
+    def _connect(self) -> None:
+        """Buttons to their actions; fields to the live preview; the viewer's layer list to the image choice."""
+        viewer = self.viewer
         self.image.changed.connect(self._layer_changed)
         self.preview_button.changed.connect(lambda: self.preview())
         self.keep_button.changed.connect(lambda: self.keep())
@@ -163,7 +169,6 @@ class DeconvolveWidget(Container):
             w.changed.connect(self._field_changed)
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
-        self._layer_changed()
 
     # ------------------------------------------------------------------ the layer and the options
 
