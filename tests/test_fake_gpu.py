@@ -164,3 +164,15 @@ def test_out_of_core_gpu_run_moves_blocks_at_task_edges(cp, tmp_path):
     assert a.shape == b.shape == raw.shape and a.dtype == b.dtype == np.float32
     scale = float(np.abs(a).max())
     assert scale > 0 and float(np.abs(a - b).max()) <= 1e-4 * scale
+
+
+def test_napari_preview_on_device(cp):
+    """The napari widget's preview (bigdecon.napari._core) moves its block to the device once and back."""
+    from bigdecon.napari._core import image_source, preview_region
+
+    raw, _ = filaments((6, 72, 72))
+    region = {"y": (16, 56), "x": (20, 60)}
+    on_gpu = preview_region(image_source(raw, "tyx"), {"fwhm": 3, "sparse_iters": 10}, region, device="gpu")
+    on_cpu = preview_region(image_source(raw, "tyx"), {"fwhm": 3, "sparse_iters": 10}, region, device="cpu")
+    assert isinstance(on_gpu.data, np.ndarray) and on_gpu.data.shape == (6, 40, 40)
+    np.testing.assert_allclose(on_gpu.data, on_cpu.data, rtol=1e-4, atol=1e-4 * on_cpu.data.max())

@@ -102,9 +102,14 @@ NOT_THE_MODEL = {
     ("bigdecon.params.parse_memory", "name"): "the parameter named in errors",
     ("bigdecon.passes.deskew.DeskewPlan.__init__", "rotate"): "the rotation's geometry (None: not rotated)",
     ("bigdecon.passes.scratch.Watch.open", "background"): "whether to watch from a thread",
-    ("bigdecon.passes.run.deconvolve", "psf_model"): "None: gaussian, or widefield with na/wavelength "
-    "(params.psf_source)",
-    ("bigdecon.passes.run.deconvolve", "psf_energy"): "None: the model's default, resolved by request._check_energy",
+    **{
+        (f, "psf_model"): "None: gaussian, or widefield with na/wavelength (params.psf_source)"
+        for f in ("bigdecon.passes.run.deconvolve", "bigdecon.passes.options.RunOptions.__init__")
+    },
+    **{
+        (f, "psf_energy"): "None: the model's default, resolved when the options are checked"
+        for f in ("bigdecon.passes.run.deconvolve", "bigdecon.passes.options.RunOptions.__init__")
+    },
     ("bigdecon.solvers.richardson_lucy.richardson_lucy", "alpha"): "the acceleration's step rule",
 }
 
