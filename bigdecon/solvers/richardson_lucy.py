@@ -59,7 +59,7 @@ def psf_half_support(psf_shape: Sequence[int]) -> tuple[int, ...]:
 LIGHT_WIDTHS = 4.7
 
 
-def psf_step(psf) -> tuple[int, ...]:
+def psf_step(psf: ArrayLike) -> tuple[int, ...]:
     """How far one pass of the PSF carries light along each axis, in pixels: the halo's step.
 
     The half-support ``n // 2``, or ``LIGHT_WIDTHS`` times the RMS width of the
