@@ -3,6 +3,8 @@ block of a run, and a saved configuration is what `bigdecon run --config` reads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
@@ -62,7 +64,7 @@ def test_saved_config_is_read_by_the_cli(tmp_path):
     source = write_image(str(tmp_path / "raw.ome.zarr"), np.ones((8, 64, 64), np.float32), "tyx")
     options = {"fwhm": [3.0], "sparse_iters": 50, "fidelity": 120.0, "background": 1, "voxel_size": [0.1, 0.1]}
     config = save_config(tmp_path / "run.toml", options)
-    text = open(config).read()
+    text = Path(config).read_text()
     assert "sparse_iters = 50" in text and "background" not in text  # defaults are left out
     out = cli("info", source, "--config", config)
     assert out.returncode == 0, out.stderr

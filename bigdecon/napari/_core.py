@@ -262,8 +262,7 @@ def _on_device(raw: np.ndarray, device: str) -> Any:
     """The block where the stages run: on the GPU (CuPy) for ``gpu``, or ``auto`` with a GPU present."""
     from .._backend import gpu_available, to_device
 
-    if device not in ("auto", "cpu", "gpu"):
-        raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
+    device = PARAMETERS["device"].parse(device)  # the model's one rule
     return to_device(raw, "gpu" if device == "gpu" or (device == "auto" and gpu_available()) else "cpu")
 
 
