@@ -132,7 +132,7 @@ def test_out_of_core_wiener_butterworth_blocks_with_a_widefield_psf_equal_the_wh
     from bigdecon.solvers import widefield_psf
 
     psf = widefield_psf((9, 15, 15), **WIDEFIELD)
-    params = dict(psf=psf, **WB)
+    params = dict(psf=psf, psf_as_is=True, **WB)
     src = write_input(str(tmp_path / "in.zarr"), wide_volume, "zyx", (6, 48, 48))
     summary = bigdecon.plan(src, task_memory=24 * 2**20, min_tasks=4, **params)
     assert summary["deconv_tasks"] >= 4 and summary["deconv_depth"] == {"k": 24, "y": 42, "x": 42}
