@@ -62,7 +62,7 @@ from .errors import InputError
 from .params import Params
 from .solvers.richardson_lucy import boundary_rule, deconv_halo, fast_length, padded_geometry, psf_half_support
 from .solvers.wiener_butterworth import blocks_allowed
-from .stages import deconv_kind, is_coupled, output_psf, step5_solver
+from .stages import deconv_kind, is_coupled, output_psf
 
 __all__ = [
     "DECONV_BYTES",
@@ -140,9 +140,6 @@ WORKSET_FACTOR = 14
 # Wiener-Butterworth on the mirror path (its only blocked one) holds one more float32 array than
 # RL, its DCT eigenvalues: measured 3.2-3.5 B above schedule-alpha RL (docs/backprojector.md).
 DECONV_BYTES = {"rl-schedule": 36, "landweber": 39, "wb": 38}
-
-# When no step-5 block fits the task memory, the budget is this many times the least a block needs.
-_OVER_BUDGET = 1.25
 
 # Output chunks stay at most this long (k, y/x) where a step-5 block is longer.
 _OUT_CHUNK_CAP = {"k": 64, "y": 512, "x": 512}
@@ -505,7 +502,7 @@ def _deconv_block(
     (:func:`_makespan`: a last wave that leaves threads idle counts); among
     blocks that fit, those giving at least ``min_tasks`` tasks are preferred. Lengths come from
     :func:`_block_candidates`, so output chunks can divide them. When even the
-    smallest block does not fit, the budget is ``_OVER_BUDGET`` (1.25) times what the smallest needs.
+    smallest block does not fit, the budget is twice what the smallest needs.
     """
     names = ("k", "y", "x")
     tables = {}
@@ -547,10 +544,9 @@ def _deconv_block(
                 best[enough] = (float(t[cy, cx]), i, cy, cx)
     assert smallest is not None
     if not best:
-        # Nothing fits: the halo alone is over budget. Take a quarter more than the least a block
-        # needs, rather than blocks of a voxel that cost as much (twice kept the edge path's face
-        # blocks, padding and guard counted, over 1 GiB with a widefield PSF: docs/step5_blocks.md).
-        return _deconv_block(sizes, depth, half, 1, int(_OVER_BUDGET * smallest[0]), min_tasks, n_outer)
+        # Nothing fits: the halo alone is over budget. Take twice the least a block needs,
+        # rather than blocks of a voxel that cost as much.
+        return _deconv_block(sizes, depth, half, 1, int(2 * smallest[0]), min_tasks, n_outer)
     _, bi, bj, bm = best.get(True) or best[False]
     return {"k": int(ky[0][bi]), "y": int(yy[0][bj]), "x": int(xy[0][bm])}
 
@@ -797,7 +793,7 @@ def _wb_blocks(params: Params) -> bool:
 def _mirror(params: Params) -> bool:
     """Whether the 3-D step-5 PSF of ``params`` takes the unpadded mirror boundary."""
     psf = output_psf(params, 3)
-    return psf is not None and boundary_rule(3, psf, solver=step5_solver(params)) == "mirror"
+    return psf is not None and boundary_rule(3, psf) == "mirror"
 
 
 def _deconv_plan(

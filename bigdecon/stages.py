@@ -41,7 +41,6 @@ __all__ = [
     "output_psf",
     "preprocess",
     "sparse_stage",
-    "step5_solver",
 ]
 
 
@@ -134,12 +133,6 @@ def deconv_pad(shape, psf) -> tuple[int, ...]:
         return psf_half_support(psf.shape)
     yx = published_pad(shape)
     return (yx, yx)
-
-
-def step5_solver(params: Params) -> str:
-    """The face-rule family of step 5 (:func:`~bigdecon.solvers.richardson_lucy.boundary_rule`):
-    ``"wb"`` for the Wiener-Butterworth back projector (deconv_type 3), else ``"rl"``."""
-    return "wb" if params.deconv_type == 3 else "rl"
 
 
 def deconv_kind(params: Params) -> str:

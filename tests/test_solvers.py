@@ -285,11 +285,8 @@ def _mirror_unfolded(a):
     [dict(accelerate=False), dict(accelerate=True), dict(accelerate=True, alpha="schedule"), "landweber"],
     ids=["rl-plain", "rl-adaptive", "rl-schedule", "landweber"],
 )
-def test_symmetric_3d_psf_on_the_unpadded_mirror_path(solver):
-    """3-D mirror path == the periodic real-FFT solver on the mirror-unfolded (2N per axis) volume.
-
-    The default for RL and Landweber is the edge path (better faces on real data), the mirror
-    Wiener-Butterworth's; RL and Landweber take it when asked.
+def test_symmetric_3d_psf_takes_the_unpadded_mirror_path(solver):
+    """Default 3-D path == the periodic real-FFT solver on the mirror-unfolded (2N per axis) volume.
 
     One period of the half-sample symmetric extension, solved periodically, is the mirror
     boundary exactly; its sums are 8x the volume's, so even the adaptive alpha is the same.
@@ -299,17 +296,16 @@ def test_symmetric_3d_psf_on_the_unpadded_mirror_path(solver):
 
     psf = gaussian_psf((4.0, 2.0, 2.0))  # 19 x 11 x 11: longer than half the z axis below
     image = _volume_with_beads((12, 40, 36), psf)
-    born_wolf = widefield_psf((15, 21, 21), 1.2, 0.52, 1.33, 0.1, 0.2)
-    assert boundary_rule(3, psf) == boundary_rule(3, born_wolf) == "edge"
-    assert boundary_rule(3, psf, solver="wb") == boundary_rule(3, born_wolf, solver="wb") == "mirror"
-    padded, _conv, crop = padded_problem(image, psf, None, "mirror")
+    assert boundary_rule(3, psf) == "mirror"
+    assert boundary_rule(3, widefield_psf((15, 21, 21), 1.2, 0.52, 1.33, 0.1, 0.2)) == "mirror"  # Born-Wolf
+    padded, _conv, crop = padded_problem(image, psf, None, "auto")
     assert padded.shape == image.shape  # no padding, no guard
     fn = landweber if solver == "landweber" else richardson_lucy
-    kw = {"boundary": "mirror"} | ({} if solver == "landweber" else solver)
+    kw = {} if solver == "landweber" else solver
     for iterations in (1, 7):
         ours = fn(image, psf, iterations, **kw)
         assert ours.shape == image.shape and ours.dtype == np.float32
-        unfolded = fn(_mirror_unfolded(image), psf, iterations, pad=0, **(kw | {"boundary": "edge"}))
+        unfolded = fn(_mirror_unfolded(image), psf, iterations, pad=0, boundary="edge", **kw)
         ref = unfolded[: image.shape[0], : image.shape[1], : image.shape[2]]
         assert np.abs(ours - ref).max() <= 1e-5 * ref.max(), (iterations, np.abs(ours - ref).max() / ref.max())
         # The mirror path ignores pad.
@@ -361,10 +357,10 @@ def test_mirror_path_blocks_with_deconv_halo_equal_the_whole_volume(solver, iter
     psf = gaussian_psf((4.0, 2.0, 2.0))
     image = _volume_with_beads((40, 64, 64), psf)
     if solver == "landweber":
-        solve = lambda a, pad: landweber(a, psf, iterations, boundary="mirror")  # noqa: E731
+        solve = lambda a, pad: landweber(a, psf, iterations)  # noqa: E731
         kind = "landweber"
     else:
-        solve = lambda a, pad: richardson_lucy(a, psf, iterations, boundary="mirror", **solver)  # noqa: E731
+        solve = lambda a, pad: richardson_lucy(a, psf, iterations, **solver)  # noqa: E731
         kind = "rl" if solver == dict(accelerate=False) else "rl-schedule"
     whole = solve(image, None)
     chunked = _blockwise(solve, image, (10, 16, 16), deconv_halo(psf.shape, iterations, kind), (0, 0, 0))

@@ -22,7 +22,7 @@ from ..io import voxel_size_um, with_overrides
 from ..params import DEFAULT_REFRACTIVE_INDEX, Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, _wb_blocks, make_plan
 from ..solvers.richardson_lucy import boundary_rule
-from ..stages import check_image, output_psf, step5_solver
+from ..stages import check_image, output_psf
 
 __all__ = ["Request", "estimate_offset"]
 
@@ -504,7 +504,7 @@ def _every_channel_mirror(channel_params: list[Params], layout: Layout) -> bool 
     """Whether every channel's 3-D step-5 PSF takes the mirror boundary (None without 3-D step 5)."""
     if _step5_psf_shapes(channel_params, layout) is None:
         return None
-    return all(boundary_rule(3, output_psf(p, 3), solver=step5_solver(p)) == "mirror" for p in channel_params)
+    return all(boundary_rule(3, output_psf(p, 3)) == "mirror" for p in channel_params)
 
 
 def _required(psf: np.ndarray | None) -> np.ndarray:

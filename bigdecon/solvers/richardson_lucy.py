@@ -206,34 +206,16 @@ def mirror_symmetric(psf) -> bool:
     return all(bool(xp.array_equal(psf, xp.flip(psf, axis=a))) for a in range(psf.ndim))
 
 
-def boundary_rule(image_ndim: int, psf, boundary: str = "auto", solver: str = "rl") -> str:
+def boundary_rule(image_ndim: int, psf, boundary: str = "auto") -> str:
     """The face rule the iterative solvers use: ``"mirror"`` or ``"edge"``.
 
-    ``"auto"`` gives ``"edge"`` (padded real FFT; with a 3-D PSF the padding is
-    object the data do not see) to Richardson-Lucy and Landweber (``solver``
-    ``"rl"``), and to the Wiener-Butterworth back projector (``"wb"``) unless
-    the image and PSF are 3-D and the PSF is :func:`mirror_symmetric`: then
-    ``"mirror"`` (unpadded DCT-II), the only face rule its blocks support. The
-    mirror assumes the sample beyond each face is the reflection of the
-    inside, which a long-tailed (widefield) PSF carries deep into the volume:
-    on the real cells3d nuclei, RL's faces came out brighter than the raw's
-    and an interior crop differed from the whole volume's result by 16 % of
-    the mean far from its faces (edge: 7 %; docs/step5_blocks.md). A
-    blockwise driver calls this once for the data set to know whether blocks
-    need ``pad``.
-
-    Examples
-    --------
-    >>> from bigdecon import gaussian_psf
-    >>> from bigdecon.solvers.richardson_lucy import boundary_rule
-    >>> psf = gaussian_psf((3.0, 1.5, 1.5))
-    >>> boundary_rule(3, psf), boundary_rule(3, psf, solver="wb")
-    ('edge', 'mirror')
+    ``"auto"`` gives ``"mirror"`` (unpadded DCT-II) for a 3-D image with a 3-D
+    PSF that is :func:`mirror_symmetric`, ``"edge"`` (padded real FFT)
+    otherwise: a 2-D PSF keeps the published per-plane padding. A blockwise
+    driver calls this once for the data set to know whether blocks need ``pad``.
     """
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-    if solver not in ("rl", "wb"):
-        raise ValueError(f"solver must be 'rl' or 'wb', got {solver!r}")
     if boundary == "edge":
         return "edge"
     symmetric = mirror_symmetric(psf)
@@ -241,25 +223,24 @@ def boundary_rule(image_ndim: int, psf, boundary: str = "auto", solver: str = "r
         if not symmetric:
             raise ValueError("boundary='mirror' needs an odd-sized PSF symmetric along every axis")
         return "mirror"
-    wb_mirror = solver == "wb" and symmetric and np.ndim(psf) == 3 and image_ndim == 3
-    return "mirror" if wb_mirror else "edge"
+    return "mirror" if symmetric and np.ndim(psf) == 3 and image_ndim == 3 else "edge"
 
 
-def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | None = None, solver: str = "rl"):
+def padded_problem(image, psf, pad, boundary: str = "edge", *, guard: bool | None = None):
     """Shared set-up of the iterative deconvolutions: float32 data, its convolver,
     and the index that crops back to the image.
 
     With the ``"edge"`` rule the data are padded by edge replication inside a
     fast length (a 3-D PSF: ``conv.masked``, the padding is not data); with ``"mirror"`` (:func:`boundary_rule`) they are
     not padded at all (``pad`` is ignored) and the convolver uses the DCT-II.
-    ``guard`` as in :func:`padded_geometry`; ``solver`` as in :func:`boundary_rule`.
+    ``guard`` as in :func:`padded_geometry`.
     """
     xp = get_xp(image)
     f = xp.asarray(image, dtype=xp.float32)
     psf = xp.asarray(psf, dtype=xp.float32)
     if psf.ndim > f.ndim:
         raise ValueError(f"a {psf.ndim}-D PSF cannot deconvolve a {f.ndim}-D image")
-    if boundary_rule(f.ndim, psf, boundary, solver) == "mirror":
+    if boundary_rule(f.ndim, psf, boundary) == "mirror":
         f = xp.ascontiguousarray(f)
         return f, _MirrorConvolver(f.shape, psf, xp), tuple(slice(None) for _ in f.shape)
     axes = tuple(range(f.ndim - psf.ndim, f.ndim))

@@ -515,7 +515,7 @@ def rl_wiener_butterworth(
     # grows multiplicatively (a flat image would not stay flat at its faces).
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-    padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=False, solver="wb")
+    padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=False)
     psf = xp.asarray(psf, dtype=xp.float32)
     params: dict[str, Any] = dict(alpha=alpha, beta=beta, order=order, cutoff=cutoff)
     if isinstance(conv, _MirrorConvolver):
