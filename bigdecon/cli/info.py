@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..io.skew_meta import read_skew
 from ._common import fmt_size, pipeline_kwargs, quiet_dask, say, shape_text
 from .config import fmt_number
 from .options import PIPELINE_KEYS, PSF_KEYS, add_run_options, resolve_options, uses_optics
@@ -69,6 +70,10 @@ def info_command(args: argparse.Namespace) -> int:
     if "c" in src.axes or labels:
         shown = [f"{i} {labels[i]!r}" if i < len(labels) and labels[i] else str(i) for i in range(n_channels)]
         lines.append(f"  channels:    {', '.join(shown)}")
+    skew = read_skew(src)
+    if skew is not None and not skew.skewed:  # a skewed stack's angle is printed with the plan
+        what = "deskewed (not deskewed again)" if skew.source.startswith("deskewed") else "not skewed (objective scan)"
+        lines.append(f"  skew:        {what}; angle {skew.angle:g} deg ({skew.source})")
     made = (src.attrs or {}).get("bigdecon") if isinstance(getattr(src, "attrs", None), dict) else None
     if isinstance(made, dict) and made.get("parameters"):
         params = made["parameters"]
@@ -111,6 +116,7 @@ def info_command(args: argparse.Namespace) -> int:
     )
     if "deskew_block" in plan:
         block = plan["deskew_block"]
+        say(f"  skew angle:       {plan['skew_angle']:g} deg ({plan['skew_angle_from']})")
         say(
             f"  deskew:           {plan['frame']}; {plan['shear_px_per_plane']:.4g} px per plane, output z step "
             f"{plan['deskewed_z_step']:.4g}; {plan['deskew_tasks']} tasks of "

@@ -479,9 +479,10 @@ def optics_psf(
     else:
         assert z_step is not None
         psf = optics_models.lightsheet_psf(shape, na, wavelength, n, pixel, z_step, float(optics["sheet_thickness"]))
-    from ..solvers.psf_prepare import energy_crop
+    from ..solvers.psf_prepare import MODEL_FLOOR, energy_crop
 
-    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy)  # the box of its light, not of a threshold
+    # The box of its light (above the floor that set its box), not of the threshold's box.
+    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy, MODEL_FLOOR)
     described = {
         "model": model,
         "na": na,
@@ -513,8 +514,8 @@ def _required(psf: np.ndarray | None) -> np.ndarray:
     return psf
 
 
-def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:
-    """Shapes of every channel's 3-D step-5 PSF (the plan's halo covers the largest); None otherwise."""
+def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[np.ndarray] | None:
+    """Every channel's 3-D step-5 PSF (the plan's halo covers the widest light); None otherwise."""
     if not (channel_params[0].volumetric and channel_params[0].deconvolves and layout.k is not None):
         return None
-    return [tuple(np.shape(_required(output_psf(p, 3)))) for p in channel_params]
+    return [_required(output_psf(p, 3)) for p in channel_params]

@@ -336,11 +336,12 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     ({'k': 8, 'y': 16, 'x': 16}, {'k': 40, 'y': 320, 'x': 600}, 8)
     """
     from ..io import open_image
-    from .skewed import skewed_plan, split_skew
+    from .skewed import metadata_skew, skewed_plan, split_skew
 
     skew, kwargs = split_skew(kwargs)
-    if skew["skew_angle"] is not None:
-        return skewed_plan(source, kwargs, skew)
+    found = metadata_skew(source) if skew["skew_angle"] is None else None  # an angle the files carry
+    if skew["skew_angle"] or found is not None:
+        return skewed_plan(source, kwargs, skew, found)
     src = open_image(source)
     request = _prepare(src, kwargs)
     summary = request.plan.summary()
@@ -577,7 +578,8 @@ def deconvolve(
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
     skew_angle, skew_axis, psf_frame, deskew_first, skew_fill, rotate
-        A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
+        A skewed stack (stage-scanned lattice light-sheet, OPM; ``skew_angle``
+        None: the angle the input's files carry, if any, ``0``: not skewed): the angle in
         degrees between the scan and the sheet, the axis the planes move along,
         the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
         as is), and whether to deskew before deconvolving (default: deconvolve
@@ -627,12 +629,14 @@ def deconvolve(
     >>> info["shape"]
     [4, 64, 64]
     """
-    if skew_angle is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
-        args = dict(locals())
-        args.pop("pyramid")
-        from .skewed import deconvolve_skewed
+    from .skewed import deconvolve_skewed, metadata_skew
 
-        return deconvolve_skewed(args)
+    found = metadata_skew(source) if skew_angle is None else None  # an angle the files carry
+    if skew_angle or found is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
+        args = {
+            k: v for k, v in locals().items() if k not in ("pyramid", "found", "deconvolve_skewed", "metadata_skew")
+        }
+        return deconvolve_skewed(args, found)
     from ..io import OmeZarrWriter, open_image
 
     t0 = time.perf_counter()
