@@ -66,7 +66,9 @@ def sparse_deconvolve(
     psf : ndarray, optional
         Measured PSF, 2-D or 3-D, prepared as ``bigdecon run --psf`` prepares a
         file (:func:`~bigdecon.solvers.psf_prepare.prepare_psf`: pedestal, hot
-        pixels, centring, resampling, energy crop, sum 1) unless ``psf_as_is``.
+        pixels, centring, resampling, energy crop, sum 1) unless ``psf_as_is``
+        (``bigdecon.deconvolve`` on stores prepares a PSF file so, and takes an
+        array as given).
     sparse_iters : int
         Split-Bregman iterations, 0 skips the sparse-Hessian step (default 100).
     fidelity, sparsity, tcontinuity : float

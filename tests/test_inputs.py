@@ -207,13 +207,10 @@ def test_a_psf_file_without_a_voxel_size_is_taken_at_the_data_s(measured_case, t
     with pytest.warns(BigdeconNotice, match=r"states no voxel size: taken at the data's \(0.3 x 0.1 x 0.1 µm\)"):
         summary = bigdecon.plan(data, psf=str(bare), deconv_iters=10)
     assert summary["psf_preparation"][0]["resample"] == [1.0, 1.0, 1.0]
-    # Given, it is resampled; an array is prepared as a file is, unless psf_as_is.
+    # Given, it is resampled; an array is used as given.
     summary = bigdecon.plan(data, psf=str(measured_case[4]), psf_voxel_size=[0.1, 0.1, 0.1])
     assert summary["psf_preparation"][0]["shape"][0] < 61
-    with pytest.warns(BigdeconNotice, match="the pedestal"):
-        (report,) = bigdecon.plan(data, psf=tifffile.imread(measured_case[4]))["psf_preparation"]
-    assert report["array"] and report["pedestal"] > 0 and report["psf_voxel_size_from"] == "data"
-    assert bigdecon.plan(data, psf=np.ones((3, 5, 5)), psf_as_is=True)["psf_preparation"][0]["as_is"]
+    assert bigdecon.plan(data, psf=np.ones((3, 5, 5)))["psf_preparation"] is None
 
 
 def test_the_in_memory_api_prepares_a_psf_array_as_run_prepares_the_file(measured_case, tmp_path):

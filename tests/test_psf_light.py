@@ -296,8 +296,8 @@ def _source_psf(source: str, case) -> tuple[dict, dict]:
     image = open_image(src)
     if source == "optics":
         optics = {"na": 1.1, "wavelength": 0.52, "refractive_index": 1.33}
-        return dict(na=1.1, wavelength=0.52), dict(psf=optics_psf("widefield", image, optics, 0.99)[0])
-    return dict(psf=str(path)), dict(psf=measured_psf(str(path), None, image, False, 0.99)[0])
+        return dict(na=1.1, wavelength=0.52), dict(psf=optics_psf("widefield", image, optics, 0.99)[0], psf_as_is=True)
+    return dict(psf=str(path)), dict(psf=measured_psf(str(path), None, image, False, 0.99)[0], psf_as_is=True)
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import to_numpy
 from ..errors import BigdeconNotice, InputError
 from ..io import voxel_size_um, with_overrides
 from ..params import DEFAULT_REFRACTIVE_INDEX, Params, parse_timepoints
@@ -238,34 +237,34 @@ def _check_energy(value: Any) -> float:
 def measured_psf(
     psf: Any, psf_voxel: Any, src: Any, as_is: bool, energy: float | None = None
 ) -> tuple[Any, dict[str, Any] | None]:
-    """A measured PSF (a file path or an array) prepared by :func:`~bigdecon.solvers.psf_prepare.prepare_psf`.
+    """A measured PSF for the data: a file (path) prepared by :func:`~bigdecon.solvers.psf_prepare.prepare_psf`.
 
-    A file is what the microscope wrote; an array is prepared the same way
-    (as :func:`bigdecon.sparse_deconvolve` does). The PSF's voxel size:
-    ``psf_voxel``, else the file's metadata, else the data's (with a notice
-    for a file). With ``as_is`` the PSF is only read. Every warning of the
-    preparation is a :class:`~bigdecon.errors.BigdeconNotice`.
+    An array is used as given (normalised to sum 1 later): whoever built it
+    in Python has prepared it (``prepare_psf`` is there for that); a file is
+    what the microscope wrote. The file's voxel size: ``psf_voxel``, else its
+    metadata, else the data's (with a notice). With ``as_is`` the file is
+    only read. Every warning of the preparation is a
+    :class:`~bigdecon.errors.BigdeconNotice`.
     """
     from ..io.psf_file import read_psf
     from ..solvers.psf_prepare import DEFAULT_ENERGY, prepare_psf, sampling_warnings
 
-    is_file = isinstance(psf, (str, os.PathLike))
-    where = f"PSF file {os.fspath(psf)}" if is_file else "PSF array"
-    a, from_file = read_psf(psf) if is_file else (np.asarray(to_numpy(psf)), None)
+    if not isinstance(psf, (str, os.PathLike)):
+        return psf, None
+    where = f"PSF file {os.fspath(psf)}"
+    a, from_file = read_psf(psf)
     origin = "option" if psf_voxel is not None else "metadata" if from_file is not None else "unknown"
     psf_voxel = psf_voxel if psf_voxel is not None else from_file
     data_voxel = voxel_size_um(src, ("z", "y", "x")[3 - a.ndim :])
-    what: dict[str, Any] = {"file": os.fspath(psf)} if is_file else {"array": True}
     if as_is:
         for line in sampling_warnings(psf_voxel, data_voxel):
             _notice(f"{where}: {line.replace(': resampled', ': used as is (--psf-as-is)')}")
-        return a.astype(np.float32), {**what, "as_is": True, "shape": list(a.shape)}
+        return a.astype(np.float32), {"file": os.fspath(psf), "as_is": True, "shape": list(a.shape)}
     if psf_voxel is None and data_voxel is not None:
-        if is_file:
-            _notice(
-                f"{where} states no voxel size: taken at the data's ({_sizes_text(data_voxel)} µm); "
-                "give --psf-voxel-size if it differs"
-            )
+        _notice(
+            f"{where} states no voxel size: taken at the data's ({_sizes_text(data_voxel)} µm); "
+            "give --psf-voxel-size if it differs"
+        )
         psf_voxel, origin = data_voxel, "data"
     elif psf_voxel is not None and data_voxel is None:
         _notice("the input states no voxel size: the PSF is not resampled to it (give --voxel-size)")
@@ -273,7 +272,7 @@ def measured_psf(
         a, psf_voxel, data_voxel if psf_voxel is not None else None, energy=energy or DEFAULT_ENERGY
     )
     report = {
-        **what,
+        "file": os.fspath(psf),
         **report,
         "psf_voxel_size": [float(v) for v in psf_voxel] if psf_voxel else None,
         "psf_voxel_size_from": origin,  # option, metadata, data (taken at the data's) or unknown
