@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -137,21 +138,8 @@ def sparse_deconvolve(
     """
     if psf is not None and not psf_as_is:
         psf = _prepared_psf(psf, psf_voxel_size, voxel_size, psf_energy)
-    params = Params.from_kwargs(
-        fwhm=fwhm,
-        psf=psf,
-        sparse_iters=sparse_iters,
-        fidelity=fidelity,
-        sparsity=sparsity,
-        tcontinuity=tcontinuity,
-        background=background,
-        deconv_iters=deconv_iters,
-        deconv_type=deconv_type,
-        up_sample=up_sample,
-        wb_alpha=wb_alpha,
-        wb_beta=wb_beta,
-        wb_order=wb_order,
-    )
+    given = dict(locals())  # the method's keywords, taken by name from the model's Params
+    params = Params.from_kwargs(**{f.name: given[f.name] for f in fields(Params)})
     try:
         offset = float(offset)
     except (TypeError, ValueError):

@@ -262,7 +262,8 @@ def test_task_context_stays_small_with_large_measured_psfs(tmp_path):
 
     from bigdecon.io import open_image
     from bigdecon.passes.ledger import Ledger, load_array
-    from bigdecon.passes.request import _prepare
+    from bigdecon.passes.options import parse_run_options
+    from bigdecon.passes.request import prepare_request
     from bigdecon.passes.run import _task_context
 
     rng = np.random.default_rng(0)
@@ -270,7 +271,7 @@ def test_task_context_stays_small_with_large_measured_psfs(tmp_path):
     sizes = {}
     for n in (9, 31):  # a 31^3 float32 PSF alone is 119 kB, and there is one per channel
         psfs = {c: rng.random((n, n, n)).astype(np.float32) for c in range(3)}
-        request = _prepare(open_image(src), dict(psf=psfs, sparse_iters=10))
+        request = prepare_request(open_image(src), *parse_run_options(dict(psf=psfs, sparse_iters=10)))
         ledger = Ledger(str(tmp_path / f"work-{n}"))
         ctx = _task_context(request, {"scale": [1.0] * 3, "mean": [0.5] * 3}, ledger, str(tmp_path / "out"), "cpu")
         sizes[n] = len(pickle.dumps(ctx))

@@ -116,10 +116,11 @@ def resolve(src: Any, options: Mapping[str, Any]) -> Any:
     Options left at ``None`` are not passed; every value goes through the same checks as
     :func:`bigdecon.deconvolve`'s (an :class:`~bigdecon.errors.InputError` names the problem).
     """
-    from ..passes.request import _prepare
+    from ..passes.options import parse_run_options
+    from ..passes.request import prepare_request
 
     given = {k: v for k, v in options.items() if v is not None and k in PREVIEW_KEYS}
-    return _prepare(src, given)
+    return prepare_request(src, *parse_run_options(given))
 
 
 @dataclass(frozen=True)

@@ -136,14 +136,15 @@ def skewed_psf_kwargs(src: Any, kwargs: Mapping[str, Any], skew: Mapping[str, An
     A 2-D PSF (plane by plane) is the same in both frames; ``psf_frame="skewed"`` is taken as is.
     """
     from ..stages import output_psf
-    from .request import _prepare
+    from .options import parse_run_options
+    from .request import prepare_request
 
     kwargs = dict(kwargs)
     if skew["psf_frame"] == "skewed" or only_deskews(kwargs):
         return kwargs
     # src has its axes and voxel size applied already (_open); the z step is the deskewed grid's
     probe = {k: v for k, v in kwargs.items() if k not in ("chunks", "depth", "axes", "voxel_size")}
-    request = _prepare(_Reframed(src, geometry.z_step), {**probe, "sparse_iters": 0})
+    request = prepare_request(_Reframed(src, geometry.z_step), *parse_run_options({**probe, "sparse_iters": 0}))
     if not (request.params.volumetric and request.params.deconvolves):
         return kwargs
     psfs = {}
@@ -263,10 +264,11 @@ def _output_meta(
 
 def _selection(src: Any, rest: Mapping[str, Any]) -> tuple[Layout, dict[int, Any], Any]:
     """The selected input's layout, the selection and the selected data (lazy), without a PSF."""
-    from .request import _prepare
+    from .options import parse_run_options
+    from .request import prepare_request
 
     picked = {k: rest[k] for k in (*_SELECTION_KEYS, "task_memory") if rest.get(k) is not None}
-    request = _prepare(src, {**picked, "deconv_type": 0, "sparse_iters": 0, "background": 0})
+    request = prepare_request(src, *parse_run_options({**picked, "deconv_type": 0, "sparse_iters": 0, "background": 0}))
     return request.layout, request.selection, request.data
 
 
@@ -389,7 +391,7 @@ def _run_skewed(
 
 def _asks_offset(method: Mapping[str, Any]) -> bool:
     """Whether the run subtracts a camera offset (a number > 0, or ``auto``)."""
-    from .request import _check_offset
+    from .options import _check_offset
 
     return _check_offset(method.get("offset", 0.0)) != 0.0
 
@@ -397,7 +399,8 @@ def _asks_offset(method: Mapping[str, Any]) -> bool:
 def _deskew_offset(method: Mapping[str, Any], data: Any, ledger: Any) -> dict[str, Any]:
     """A deskew-only run's camera offset, ``{"counts", "estimated"}``: the given counts, or ``auto``
     estimated once from the input (:func:`~bigdecon.passes.request.estimate_offset`), kept for a resume."""
-    from .request import _check_offset, estimate_offset
+    from .options import _check_offset
+    from .request import estimate_offset
 
     stored = ledger.get("deskew-offset")
     if stored is not None:
@@ -670,7 +673,8 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
 
 def _first_offset(source: Any, rest: Mapping[str, Any]) -> dict[str, Any]:
     """The camera offset of a deskew-first run, ``{"counts", "estimated"}``, from the recorded stack."""
-    from .request import _check_offset, estimate_offset
+    from .options import _check_offset
+    from .request import estimate_offset
 
     asked = _check_offset(rest.get("offset", 0.0))
     if asked != "auto":
