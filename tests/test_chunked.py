@@ -232,8 +232,8 @@ def test_deconvolve_2d_images_and_psfs(tmp_path, data):
     measured_2d = bigdecon.gaussian_psf(3.5)[2:-2, 2:-2]
     cases = {
         "fwhm3": dict(fwhm=(4, 3, 3)),
-        "psf3": dict(psf=measured_3d),
-        "psf2": dict(psf=measured_2d),
+        "psf3": dict(psf=measured_3d, psf_as_is=True),  # as given on both paths
+        "psf2": dict(psf=measured_2d, psf_as_is=True),
     }
     for name, psf_args in cases.items():
         params = dict(sparse_iters=30, background=0, **psf_args)

@@ -141,7 +141,7 @@ def test_out_of_core_blocks_with_a_bead_psf_equal_the_whole_volume(tmp_path):
     maximum, and the whole volume equals the solver with the uncut box inside the volume."""
     psf = bead_psf()
     volume = filaments((24, 144, 144), seed=7)[0]
-    params = dict(psf=psf, sparse_iters=0, background=0)
+    params = dict(psf=psf, psf_as_is=True, sparse_iters=0, background=0)
     src = write_input(str(tmp_path / "in.zarr"), volume, "zyx", (8, 48, 48))
     summary = bigdecon.plan(src, min_tasks=9, **params)
     from bigdecon.solvers.richardson_lucy import deconv_halo
@@ -296,8 +296,8 @@ def _source_psf(source: str, case) -> tuple[dict, dict]:
     image = open_image(src)
     if source == "optics":
         optics = {"na": 1.1, "wavelength": 0.52, "refractive_index": 1.33}
-        return dict(na=1.1, wavelength=0.52), dict(psf=optics_psf("widefield", image, optics, 0.99)[0])
-    return dict(psf=str(path)), dict(psf=measured_psf(str(path), None, image, False, 0.99)[0])
+        return dict(na=1.1, wavelength=0.52), dict(psf=optics_psf("widefield", image, optics, 0.99)[0], psf_as_is=True)
+    return dict(psf=str(path)), dict(psf=measured_psf(str(path), None, image, False, 0.99)[0], psf_as_is=True)
 
 
 @pytest.mark.slow

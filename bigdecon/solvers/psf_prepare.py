@@ -61,6 +61,7 @@ DEFAULT_ENERGY = 0.99
 # from a PSF sampled at 1.6 pixels or more per FWHM (there the peak is at most
 # ~3.4 times its brightest neighbour): a hot pixel.
 _HOT_RATIO = 3.0
+_CENTRED = 1e-3  # a centroid this close to the centre voxel (in voxels) is not moved
 _NOISE_FLOOR = 3.0  # the noise floor, in noise standard deviations of the faces
 # Voxels above the floor in a (26-connected) group smaller than this are noise: at 3 noise SDs one
 # voxel in ~740 passes by chance, nearly always alone (two touching: ~3 % of them, four: ~1e-5).
@@ -231,6 +232,9 @@ def centre_psf(psf: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
     if not a.sum() > 0:
         raise InputError("the PSF holds no light above its pedestal")
     shift = (np.array(a.shape, float) - 1) / 2.0 - _centroid(a)
+    if all(n % 2 for n in a.shape) and np.abs(shift).max() < _CENTRED:
+        # Centred already (a model, a PSF prepared before): kept exactly, so a symmetric one stays symmetric.
+        return a.copy(), tuple(0.0 for _ in a.shape)
     # Grow each axis by the shift on both sides and to an odd length: the centre is then a voxel.
     pads = []
     for n, s in zip(a.shape, shift):
