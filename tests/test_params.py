@@ -108,7 +108,11 @@ NOT_THE_MODEL = {
     },
     **{
         (f, "psf_energy"): "None: the model's default, resolved when the options are checked"
-        for f in ("bigdecon.passes.run.deconvolve", "bigdecon.passes.options.RunOptions.__init__")
+        for f in (
+            "bigdecon.passes.run.deconvolve",
+            "bigdecon.passes.options.RunOptions.__init__",
+            "bigdecon.pipeline.sparse_deconvolve",
+        )
     },
     ("bigdecon.solvers.richardson_lucy.richardson_lucy", "alpha"): "the acceleration's step rule",
 }

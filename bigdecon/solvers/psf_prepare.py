@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..params import PARAMETERS
 
 __all__ = [
     "DEFAULT_ENERGY",
@@ -55,7 +56,7 @@ __all__ = [
 #: below the relative noise of all but the brightest images (a pixel of 10,000
 #: photons has 1 % shot noise), while the box of a widefield or bead PSF, whose
 #: faint wings hold little light over many voxels, shrinks several-fold.
-DEFAULT_ENERGY = 0.99
+DEFAULT_ENERGY: float = PARAMETERS["psf_energy"].default  # 0.99, the model's psf_energy
 
 # A pixel brighter than this many times every in-plane neighbour is not light
 # from a PSF sampled at 1.6 pixels or more per FWHM (there the peak is at most
