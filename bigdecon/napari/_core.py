@@ -367,9 +367,9 @@ def save_config(path: str | os.PathLike[str], options: Mapping[str, Any], *, inp
 
     Examples
     --------
-    >>> import os, tempfile
+    >>> import os, pathlib, tempfile
     >>> path = save_config(os.path.join(tempfile.mkdtemp(), "run.toml"), {"fwhm": [3.0], "sparse_iters": 50})
-    >>> print(open(path).read().strip())
+    >>> print(pathlib.Path(path).read_text().strip())
     # bigdecon run --config run.toml INPUT OUTPUT
     fwhm = [3.0]
     sparse_iters = 50
