@@ -21,12 +21,12 @@ that an over-fitting candidate would reproduce.
 All candidates see the same blocks and the same noise, so the losses are
 paired. The decision (:func:`decide`) uses the loss's standard error both ways:
 
-* the iteration count of each setting is the fewest iterations whose loss is
+* the iteration count of each setting is the one nearest 20 whose loss is
   within one standard error of that setting's lowest (the one-standard-error
   rule, Hastie, Tibshirani & Friedman, *Elements of Statistical Learning*,
-  7.10): the data-space loss keeps falling slowly with iterations after the
-  truth is best, because what it cannot see (beyond the optical passband)
-  is what extra iterations make up;
+  7.10, centred on the reference count): the data-space loss keeps falling
+  slowly with iterations after the truth is best (it cannot see what lies
+  beyond the optical passband), and at low signal its curve is flat;
 * a setting other than plain Richardson-Lucy wins only if it beats the best
   plain RL by more than ``GUARD`` standard errors of the paired difference.
 """
@@ -57,6 +57,7 @@ __all__ = [
 
 TAU = 0.5  # recorruption: the input keeps 1 / (1 + TAU**2) = 80 % of the photons' worth of SNR
 GUARD = 2.0  # standard errors of the paired loss difference a candidate must beat plain RL by
+REFERENCE_ITERS = 20  # the count a setting keeps unless the loss says otherwise by more than ONE_SE
 ONE_SE = 1.0  # standard errors of a setting's lowest loss within which the fewest iterations are taken
 BATCHES = 32  # per block, for the standard errors
 BLOCK_K = 20  # planes of a block (z or t), at least the PSF's
@@ -299,8 +300,9 @@ def _se(per: np.ndarray) -> float:
 
 
 def fewest_iterations(records: list[dict], k: float = ONE_SE) -> list[int]:
-    """For each setting, the index of its fewest Richardson-Lucy iterations with a loss within ``k``
-    standard errors of the setting's lowest loss (the one-standard-error rule)."""
+    """For each setting, the index of its Richardson-Lucy iteration count nearest ``REFERENCE_ITERS`` (the
+    fewer of two as near) among those with a loss within ``k`` standard errors of the setting's lowest
+    loss (the one-standard-error rule, centred on the reference count)."""
     settings: dict[tuple, list[int]] = {}
     for i, r in enumerate(records):
         settings.setdefault(_setting(r["params"]), []).append(i)
@@ -309,8 +311,12 @@ def fewest_iterations(records: list[dict], k: float = ONE_SE) -> list[int]:
         low = min(members, key=lambda i: records[i]["per"].mean())
         limit = records[low]["per"].mean() + k * _se(records[low]["per"])
         near = [i for i in members if records[i]["per"].mean() <= limit]
-        picks.append(min(near, key=lambda i: records[i]["params"]["deconv_iters"]))
+        picks.append(min(near, key=lambda i: _distance(records[i]["params"]["deconv_iters"])))
     return picks
+
+
+def _distance(iters: int) -> tuple[int, int]:
+    return abs(iters - REFERENCE_ITERS), iters
 
 
 def decide(records: list[dict]) -> tuple[int, str, list[dict]]:
@@ -361,8 +367,8 @@ def _iteration_note(records: list[dict], picks: list[int], i: int) -> str:
     if low == i:
         return ""
     return (
-        f"; {records[i]['params']['deconv_iters']} RL iterations: the fewest within {ONE_SE:g} standard error "
-        f"of the lowest loss of this setting ({records[low]['candidate'].name})"
+        f"; {records[i]['params']['deconv_iters']} RL iterations: the nearest {REFERENCE_ITERS} within "
+        f"{ONE_SE:g} standard error of the lowest loss of this setting ({records[low]['candidate'].name})"
     )
 
 
