@@ -142,7 +142,7 @@ def recorrupt(block: np.ndarray, noise, rng: np.random.Generator, tau: float = T
     >>> import numpy as np
     >>> y = np.random.default_rng(0).normal(10.0, 1.0, (64, 64)).astype(np.float32)
     >>> x, t, var = recorrupt(y, (1.0, None, None), np.random.default_rng(1))
-    >>> abs(np.corrcoef((x - 10).ravel(), (t - 10).ravel())[0, 1]) < 0.05, x.dtype, float(var.mean())
+    >>> bool(abs(np.corrcoef((x - 10).ravel(), (t - 10).ravel())[0, 1]) < 0.05), x.dtype, float(var.mean())
     (True, dtype('float32'), 5.0)
     """
     sigma, gain, offset = noise
