@@ -450,9 +450,10 @@ def _solved_voxels(src: str, fwhm: Any, sizing: dict) -> dict[str, Any]:
     """Voxels the passes transform (blocks grown by their halo) per voxel of the data, for the
     default blocks of a run with ``sizing`` (what ``run_sizing`` derives from the cluster)."""
     from bigdecon.io import open_image
-    from bigdecon.passes.request import _prepare
+    from bigdecon.passes.options import parse_run_options
+    from bigdecon.passes.request import prepare_request
 
-    request = _prepare(open_image(src), dict(fwhm=fwhm, **sizing))
+    request = prepare_request(open_image(src), *parse_run_options(dict(fwhm=fwhm, **sizing)))
     plan, lay = request.plan, request.layout
     n = math.prod(lay.shape)
     axes = [a for a in (lay.k, lay.y, lay.x) if a is not None]

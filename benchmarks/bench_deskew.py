@@ -135,6 +135,7 @@ def run(
     figure: str | None = None,
     model: str = "gaussian",
     real: str | None = None,
+    only: str | None = None,
 ) -> list[tuple[str, float, int, float]]:
     import bigdecon
     from bigdecon.io import open_image, write_image
@@ -165,6 +166,8 @@ def run(
         ("skewed space, sparse + RL", {"sparse_iters": 30, "deskew_first": False}),
         ("deskew first, sparse + RL", {"sparse_iters": 30, "deskew_first": True}),
     ]:
+        if only is not None and only not in name:
+            continue
         out = os.path.join(folder, name.replace(" ", "").replace(",", "_").replace("+", "") + ".ome.zarr")
         t0 = time.perf_counter()
         info = bigdecon.deconvolve(src, out, **{**common, **extra})
@@ -234,11 +237,12 @@ def main() -> None:
         "--psf", choices=("gaussian", "optics"), default="gaussian", help="the forward model's light-sheet PSF"
     )
     parser.add_argument("--real", default=None, help="a real (z, y, x) TIFF as the object instead of the phantom")
+    parser.add_argument("--only", default=None, help="only the runs whose name holds this text, e.g. WB")
     args = parser.parse_args()
     nz, ny, nx = (24, 48, 64) if args.quick else (40, 96, 96)
     nz = args.planes or nz
     with tempfile.TemporaryDirectory() as folder:
-        table = run(nz, ny, nx, args.photons, args.seed, folder, args.figure, args.psf, args.real)
+        table = run(nz, ny, nx, args.photons, args.seed, folder, args.figure, args.psf, args.real, args.only)
     print(
         f"skewed LLSM {'phantom' if args.real is None else os.path.basename(args.real)} {nz} x {ny} x {nx} (z, y, x as recorded), {ANGLE} deg, dz {DZ}, dx {DX}, "
         f"{shear():.3f} px per plane, {args.photons:g} photons, "

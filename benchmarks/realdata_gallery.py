@@ -528,10 +528,12 @@ LOOK = {
     "Chromatin texture and the nuclear rims sharpen in xy; in xz the nuclei shorten along z (the widefield "
     "model's axial blur removed). The model is only ~1.2 px wide in y/x at 0.26 µm pixels, so most of the change "
     "is axial. `--offset auto` takes the dark level off first (RL assumes offset-free counts); the raw column is "
-    "the file less that offset. Faces (open point): the deconvolved first z plane and first and last x "
-    "columns are brighter than their neighbours, where the raw's are not (plane 0 against plane 1: 1.11, the raw 1.07; "
-    "the last x column against its neighbour: 1.12, the raw 1.03): a residual "
-    "face artefact, not visible at this display.",
+    "the file less that offset. Faces (open point, see the table): the outer planes come out brighter against "
+    "their neighbours than the raw's. Part of it is real: the raw's own outer planes are brighter than their "
+    "neighbours on every lateral face, and RL doubles plane-to-plane contrast in the interior too; the mirror "
+    "boundary adds up to about 0.09 to a face's ratio (a crop against the whole volume, docs/step5_blocks.md). "
+    "The padded (edge) boundary was better at 10 iterations but brightened the faces far more under 30-100 "
+    "accelerated iterations, so it was not adopted.",
     "beads": "A self-consistency check: the PSF is distilled from this very stack by `bigdecon psf --from-beads` "
     "(its voxel size written into the file, so `run` resamples it itself), so Richardson-Lucy should shrink "
     "every bead towards a point, on every axis (the bead FWHM rows). The dark ring around each deconvolved bead "
@@ -546,9 +548,12 @@ LOOK = {
     "right: `--auto`, the same command with its parameters measured on the data (docs/suggest.md). The defaults "
     "flatten the background and bring out the periodic stripes along the structure; `--auto` keeps plain RL (it "
     "scores the defaults' background removal far worse on this image) and shows the stripes with more noise "
-    "and a faint mottled background. Open point: the bottom edge, where the worm leaves the frame. The raw's "
-    "last two rows are already dim (0.94 and 0.73 of the rows above, x 50-100), and both outputs turn that step "
-    "into a bright line 2-3 rows above the edge (about 1.28 against the raw's 1.08).",
+    "and a faint mottled background. The bright line 2-3 rows above the bottom edge (and the one below the top "
+    "edge): the raw has a 2-pixel border, dimmer than the image inside on all four sides (its last two rows are "
+    "about 0.95 and 0.75 of the rows above), a step sharper than a 3.5 px PSF can blur; any deconvolution sharpens "
+    "it into an overshoot beside it, whatever the face rule (the published padding and padding as unobserved "
+    "object give the same line). With those two rows left out, RL's last rows stay at the raw's level "
+    "(docs/step5_blocks.md). Open: bigdecon has no option to leave a border out yet; crop such a border first.",
     "membrane": "Read as a time series with `--axes tyx` (continuity along t, no deconvolution across it); a "
     "Gaussian PSF of 3 px (the pixel size is not documented). Membranes thin to about a pixel; the default "
     "background removal also takes out the dim cytoplasmic signal and breaks the faintest membranes into dots "

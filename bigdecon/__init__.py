@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # what __getattr__ loads on first use, for type checkers and 
     from . import stages as stages
     from . import suggest as suggest
     from .passes import deconvolve, plan
+    from .passes.options import RunOptions, parse_run_options
     from .suggest import suggest_parameters
 
 # Subpackages and modules reachable as attributes (``bigdecon.io.write_image``), imported on first use.
@@ -58,6 +59,10 @@ def __getattr__(name: str):
         from . import passes
 
         return getattr(passes, name)
+    if name in ("RunOptions", "parse_run_options"):
+        from .passes import options
+
+        return getattr(options, name)
     if name == "suggest_parameters":
         from .suggest import suggest_parameters
 
@@ -69,6 +74,7 @@ __all__ = [
     "BigdeconError",
     "InputError",
     "ProcessingError",
+    "RunOptions",
     "__version__",
     "deconvolve",
     "deskew",
@@ -76,6 +82,7 @@ __all__ = [
     "fourier_upsample",
     "gaussian_psf",
     "landweber",
+    "parse_run_options",
     "plan",
     "richardson_lucy",
     "sparse_deconvolve",

@@ -427,43 +427,10 @@ def build_daskjob(
         # Set here, the operator does not inject its tcp:// address.
         env = {"DASK_SCHEDULER_ADDRESS": scheduler_address(name, namespace), **tls_env()}
 
-    scheduler = _container(
-        "scheduler",
-        image,
-        scheduler_args(tls),
-        {
-            "requests": {"cpu": "1", "memory": scheduler_memory},
-            "limits": {"memory": scheduler_memory},
-        },
-        ports=[
-            {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
-            {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
-        ],
-        volume_mounts=copy.deepcopy(tls_mounts),
-        env={k: v for k, v in env.items() if k != "DASK_SCHEDULER_ADDRESS"},
-    )
-    health = {"exec": {"command": health_probe_command()}}
-    # Separate copies: a shared dict would become a YAML anchor/alias.
-    scheduler["readinessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 5, "periodSeconds": 10}
-    scheduler["livenessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 15, "periodSeconds": 20}
+    scheduler = _scheduler_container(image, tls, scheduler_memory, tls_mounts, env)
 
-    cpu = str(worker_cpu)
-    worker_limits: dict[str, Any] = {"cpu": cpu, "memory": worker_memory}
-    if gpus_per_worker > 0:
-        worker_limits["nvidia.com/gpu"] = str(gpus_per_worker)
-    processes = max(gpus_per_worker, 1)
-    worker = _container(
-        "worker",
-        image,
-        worker_args(_dask_memory_limit(worker_memory, processes), gpus_per_worker),
-        {"requests": {"cpu": cpu, "memory": worker_memory}, "limits": worker_limits},
-        # One process: a fixed dashboard port; several pick free ports (see worker_args).
-        ports=[{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}]
-        if processes == 1
-        else None,
-        storage_secret=storage_secret,
-        volume_mounts=copy.deepcopy(volume_mounts + tls_mounts),
-        env={"BIGDECON_THREADS": str(worker_threads(worker_cpu, processes)), **env},
+    worker = _worker_container(
+        image, worker_cpu, worker_memory, gpus_per_worker, storage_secret, volume_mounts + tls_mounts, env
     )
 
     job = _container(
@@ -514,31 +481,80 @@ def build_daskjob(
                         "spec": _pod_spec(
                             [scheduler], service_account=service_account, volumes=copy.deepcopy(tls_volumes)
                         ),
-                        "service": {
-                            "type": "ClusterIP",
-                            "selector": {
-                                "dask.org/cluster-name": name,
-                                "dask.org/component": "scheduler",
-                            },
-                            "ports": [
-                                {
-                                    "name": "tcp-comm",
-                                    "protocol": "TCP",
-                                    "port": SCHEDULER_PORT,
-                                    "targetPort": "tcp-comm",
-                                },
-                                {
-                                    "name": "http-dashboard",
-                                    "protocol": "TCP",
-                                    "port": DASHBOARD_PORT,
-                                    "targetPort": "http-dashboard",
-                                },
-                            ],
-                        },
+                        "service": _scheduler_service(name),
                     },
                 },
             },
         },
+    }
+
+
+def _scheduler_container(
+    image: str, tls: bool, memory: str, tls_mounts: list[dict[str, Any]], env: dict[str, str]
+) -> dict[str, Any]:
+    """The scheduler pod's container, with its health probes."""
+    scheduler = _container(
+        "scheduler",
+        image,
+        scheduler_args(tls),
+        {
+            "requests": {"cpu": "1", "memory": memory},
+            "limits": {"memory": memory},
+        },
+        ports=[
+            {"name": "tcp-comm", "containerPort": SCHEDULER_PORT, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
+        ],
+        volume_mounts=copy.deepcopy(tls_mounts),
+        env={k: v for k, v in env.items() if k != "DASK_SCHEDULER_ADDRESS"},
+    )
+    health = {"exec": {"command": health_probe_command()}}
+    # Separate copies: a shared dict would become a YAML anchor/alias.
+    scheduler["readinessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 5, "periodSeconds": 10}
+    scheduler["livenessProbe"] = {**copy.deepcopy(health), "initialDelaySeconds": 15, "periodSeconds": 20}
+    return scheduler
+
+
+def _worker_container(
+    image: str,
+    worker_cpu: int | str,
+    worker_memory: str,
+    gpus_per_worker: int,
+    storage_secret: str | None,
+    mounts: list[dict[str, Any]],
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """A worker pod's container: its CPU/memory/GPU requests and limits, processes and solver threads."""
+    cpu = str(worker_cpu)
+    worker_limits: dict[str, Any] = {"cpu": cpu, "memory": worker_memory}
+    if gpus_per_worker > 0:
+        worker_limits["nvidia.com/gpu"] = str(gpus_per_worker)
+    processes = max(gpus_per_worker, 1)
+    worker = _container(
+        "worker",
+        image,
+        worker_args(_dask_memory_limit(worker_memory, processes), gpus_per_worker),
+        {"requests": {"cpu": cpu, "memory": worker_memory}, "limits": worker_limits},
+        # One process: a fixed dashboard port; several pick free ports (see worker_args).
+        ports=[{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT, "protocol": "TCP"}]
+        if processes == 1
+        else None,
+        storage_secret=storage_secret,
+        volume_mounts=copy.deepcopy(mounts),
+        env={"BIGDECON_THREADS": str(worker_threads(worker_cpu, processes)), **env},
+    )
+    return worker
+
+
+def _scheduler_service(name: str) -> dict[str, Any]:
+    """The ClusterIP service in front of the scheduler: its comm port and dashboard."""
+    return {
+        "type": "ClusterIP",
+        "selector": {"dask.org/cluster-name": name, "dask.org/component": "scheduler"},
+        "ports": [
+            {"name": "tcp-comm", "protocol": "TCP", "port": SCHEDULER_PORT, "targetPort": "tcp-comm"},
+            {"name": "http-dashboard", "protocol": "TCP", "port": DASHBOARD_PORT, "targetPort": "http-dashboard"},
+        ],
     }
 
 

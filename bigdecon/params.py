@@ -554,8 +554,8 @@ def _number_range(positive: bool) -> Callable[[str, Any], None]:
 
 
 def _skew_angle(name: str, v: Any) -> None:
-    if v is not None and not (math.isfinite(v) and 0 < abs(v) < 90):
-        raise InputError(f"{name} must be between -90 and 90 degrees and not 0, got {v!r}")
+    if v is not None and not (math.isfinite(v) and abs(v) < 90):  # 0: not skewed, whatever the metadata say
+        raise InputError(f"{name} must be between -90 and 90 degrees (0: not skewed), got {v!r}")
 
 
 def _open_unit(name: str, v: Any) -> None:
@@ -993,7 +993,8 @@ PARAMETERS: dict[str, Parameter] = {
             _float("skew_angle"),
             "the stack is skewed (stage-scanned lattice light-sheet, OPM): the angle in degrees between the "
             "scan and the light sheet (31.5 on a classic LLSM; negative mirrors); the stage step is the z pixel "
-            "size; the output is deskewed, its z step dz*sin(angle) (default: not skewed)",
+            "size; the output is deskewed, its z step dz*sin(angle) (default: the angle the input's metadata "
+            "give, see docs/deskew.md, else not skewed; 0: not skewed)",
             "skew",
             "DEG",
             _skew_angle,

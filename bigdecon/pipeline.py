@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,10 @@ def sparse_deconvolve(
     wb_beta: float = DEFAULTS.wb_beta,
     wb_order: int = DEFAULTS.wb_order,
     offset: float = 0.0,
+    psf_as_is: bool = False,
+    psf_voxel_size: Sequence[float] | None = None,
+    voxel_size: Sequence[float] | None = None,
+    psf_energy: float | None = None,
     **chunked_options: Any,
 ) -> Any:
     """Sparse deconvolution (Zhao et al. 2022) of a 2-D image or 3-D stack.
@@ -60,7 +65,11 @@ def sparse_deconvolve(
         one number, ``(y, x)``, or ``(z, y, x)`` for true 3-D deconvolution.
         Required for step 5 unless ``psf`` is given.
     psf : ndarray, optional
-        Measured PSF, 2-D or 3-D, normalised here to sum 1.
+        Measured PSF, 2-D or 3-D, prepared as ``bigdecon run --psf`` prepares a
+        file (:func:`~bigdecon.solvers.psf_prepare.prepare_psf`: pedestal, hot
+        pixels, centring, resampling, energy crop, sum 1) unless ``psf_as_is``
+        (``bigdecon.deconvolve`` on stores prepares a PSF file so, and takes an
+        array as given).
     sparse_iters : int
         Split-Bregman iterations, 0 skips the sparse-Hessian step (default 100).
     fidelity, sparsity, tcontinuity : float
@@ -81,9 +90,15 @@ def sparse_deconvolve(
         :func:`~bigdecon.solvers.wiener_butterworth.rl_wiener_butterworth`).
     offset : float
         Camera offset in counts, subtracted first (clipped at 0): Richardson-Lucy
-        assumes offset-free counts (default 0). A measured PSF array is used as
-        given: prepare a bead stack with
-        :func:`bigdecon.solvers.psf_prepare.prepare_psf` first.
+        assumes offset-free counts (default 0).
+    psf_as_is : bool
+        Use ``psf`` as given (only normalised to sum 1), for a PSF prepared
+        elsewhere (default False).
+    psf_voxel_size, voxel_size : sequence of float, optional
+        Voxel sizes of ``psf`` and of ``image`` (micrometres, one per PSF axis):
+        with both, the PSF is resampled to the image's.
+    psf_energy : float, optional
+        Fraction of the PSF's light its cropped box keeps (default 0.99, as ``--psf-energy``).
 
     Returns
     -------
@@ -109,22 +124,22 @@ def sparse_deconvolve(
     >>> out = sparse_deconvolve(raw, fwhm=3.0, sparse_iters=20)
     >>> out.shape, out.dtype
     ((5, 64, 64), dtype('float32'))
+
+    A bead image as a microscope saved it (a pedestal of 5, off centre, at a third of
+    the data's z step) is prepared as ``run --psf`` prepares a file:
+
+    >>> z, y, x = np.mgrid[0:31, 0:21, 0:21]
+    >>> bead = 5 + 1e5 * np.exp(-((z - 15) ** 2 / 60 + (y - 9) ** 2 / 3 + (x - 10) ** 2 / 3))
+    >>> vol = np.random.default_rng(0).poisson(50, (12, 48, 48)).astype(np.float32)
+    >>> out = sparse_deconvolve(vol, psf=bead, psf_voxel_size=(0.1, 0.1, 0.1), voxel_size=(0.3, 0.1, 0.1),
+    ...                         sparse_iters=0, background=0, deconv_iters=3)
+    >>> out.shape
+    (12, 48, 48)
     """
-    params = Params.from_kwargs(
-        fwhm=fwhm,
-        psf=psf,
-        sparse_iters=sparse_iters,
-        fidelity=fidelity,
-        sparsity=sparsity,
-        tcontinuity=tcontinuity,
-        background=background,
-        deconv_iters=deconv_iters,
-        deconv_type=deconv_type,
-        up_sample=up_sample,
-        wb_alpha=wb_alpha,
-        wb_beta=wb_beta,
-        wb_order=wb_order,
-    )
+    if psf is not None and not psf_as_is:
+        psf = _prepared_psf(psf, psf_voxel_size, voxel_size, psf_energy)
+    given = dict(locals())  # the method's keywords, taken by name from the model's Params
+    params = Params.from_kwargs(**{f.name: given[f.name] for f in fields(Params)})
     try:
         offset = float(offset)
     except (TypeError, ValueError):
@@ -164,3 +179,25 @@ def sparse_deconvolve(
     if g_max <= 0:
         return xp.zeros(out_shape, dtype=xp.float32)
     return deconv_stage(g, g_max, scale, params, output_psf(params, image.ndim))
+
+
+def _prepared_psf(psf: Any, psf_voxel_size: Any, voxel_size: Any, energy: float | None) -> np.ndarray:
+    """``psf`` as ``run --psf`` prepares a file (:func:`~bigdecon.solvers.psf_prepare.prepare_psf`);
+    its warnings are :class:`~bigdecon.errors.BigdeconNotice` lines, as there."""
+    import warnings
+
+    from ._backend import to_numpy
+    from .errors import BigdeconNotice
+    from .params import PARAMETERS
+    from .solvers.psf_prepare import DEFAULT_ENERGY, prepare_psf
+
+    sizes = [
+        None if v is None else PARAMETERS[k].parse(v)
+        for k, v in (("psf_voxel_size", psf_voxel_size), ("voxel_size", voxel_size))
+    ]
+    if energy is not None:
+        energy = float(PARAMETERS["psf_energy"].parse(energy))
+    prepared, report = prepare_psf(np.asarray(to_numpy(psf)), sizes[0], sizes[1], energy=energy or DEFAULT_ENERGY)
+    for line in report["warnings"]:
+        warnings.warn(f"PSF: {line}", BigdeconNotice, stacklevel=3)
+    return prepared

@@ -60,7 +60,14 @@ import numpy as np
 
 from .errors import InputError
 from .params import Params
-from .solvers.richardson_lucy import boundary_rule, deconv_halo, fast_length, padded_geometry, psf_half_support
+from .solvers.richardson_lucy import (
+    boundary_rule,
+    deconv_halo,
+    fast_length,
+    padded_geometry,
+    psf_half_support,
+    psf_step,
+)
 from .solvers.wiener_butterworth import blocks_allowed
 from .stages import deconv_kind, is_coupled, output_psf
 
@@ -682,7 +689,7 @@ def make_plan(
     task_memory: int = 512 * 2**20,
     min_tasks: int = 1,
     deconv_chunks: Mapping[str, int] | Sequence[int] | None = None,
-    psf_shapes: Sequence[Sequence[int]] | None = None,
+    psf_shapes: Sequence[Any] | None = None,
     wb_blocks: bool | None = None,
     mirror: bool | None = None,
 ) -> Plan:
@@ -699,7 +706,8 @@ def make_plan(
     so that one block task fits ``task_memory``, see :func:`_deconv_block`),
     with the halo of :func:`~bigdecon.solvers.richardson_lucy.deconv_halo`
     for the largest of ``psf_shapes`` (the step-5 PSF of every processed
-    channel; by default the one of ``params``). Output chunks then tile the
+    channel, its shape or the array itself; by default the array of ``params``).
+    An array's halo follows its light (:func:`~bigdecon.solvers.richardson_lucy.psf_step`). Output chunks then tile the
     step-5 blocks, so no two tasks write one stored chunk. ``wb_blocks``: whether
     3-D Wiener-Butterworth (deconv_type 3) may run on blocks, for every
     channel's PSF (:func:`~bigdecon.solvers.wiener_butterworth.blocks_allowed`;
@@ -803,7 +811,7 @@ def _deconv_plan(
     task_memory: int,
     min_tasks: int,
     deconv_chunks: Mapping[str, int] | Sequence[int] | None,
-    psf_shapes: Sequence[Sequence[int]] | None,
+    psf_shapes: Sequence[Any] | None,
     mirror: bool = False,
 ) -> dict[str, Any]:
     """Block, halo and face padding of 3-D step 5 (the ``deconv_*`` fields of a Plan).
@@ -814,11 +822,14 @@ def _deconv_plan(
     if psf_shapes is None:
         psf = output_psf(params, 3)
         assert psf is not None  # step 5 runs
-        psf_shapes = [psf.shape]
+        psf_shapes = [psf]
     names = ("k", "y", "x")
     kind = deconv_kind(params)
-    halos = [deconv_halo(tuple(shape), params.deconv_iters, kind) for shape in psf_shapes]
-    halves = [(0,) * len(shape) if mirror else psf_half_support(tuple(shape)) for shape in psf_shapes]
+    # An array's halo steps as far as its light reaches (psf_step); a shape's by its half-support.
+    steps = [psf_step(p) if isinstance(p, np.ndarray) else None for p in psf_shapes]
+    shapes = [tuple(int(n) for n in np.shape(p)) for p in psf_shapes]
+    halos = [deconv_halo(shape, params.deconv_iters, kind, step) for shape, step in zip(shapes, steps)]
+    halves = [(0,) * len(shape) if mirror else psf_half_support(shape) for shape in shapes]
     n = dict(zip(names, sizes))
     depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
     half = {a: max(h[i] for h in halves) for i, a in enumerate(names)}

@@ -459,11 +459,12 @@ def _first_volume(ch: _Channel) -> Any:
 def _channels_from_path(path: str, options: dict) -> list[_Channel]:
     """The processed channels of an OME-Zarr / TIFF with their PSFs, as ``bigdecon run`` resolves them."""
     from .io import open_image
-    from .passes.request import _prepare
+    from .passes.options import parse_run_options
+    from .passes.request import prepare_request
 
     kwargs = {**options, "deconv_type": options.get("deconv_type") or 1}  # the PSF is needed to score
     kwargs["deconv_iters"] = kwargs.get("deconv_iters") or 1
-    request = _prepare(open_image(path), kwargs)
+    request = prepare_request(open_image(path), *parse_run_options(kwargs))
     axes = list(request.layout.axes)
     out = []
     for i, (c, p) in enumerate(zip(request.channel_ids, request.channel_params)):

@@ -187,6 +187,7 @@ def test_an_error_in_a_batch_names_its_block(source, cluster, tmp_path):
 
 def sparse_regions(source):
     from bigdecon.io import open_image as open_
-    from bigdecon.passes.request import _prepare
+    from bigdecon.passes.options import parse_run_options
+    from bigdecon.passes.request import prepare_request
 
-    return _prepare(open_(source), dict(chunks=CHUNKS, **PARAMS)).plan.sparse_tasks()
+    return prepare_request(open_(source), *parse_run_options(dict(chunks=CHUNKS, **PARAMS))).plan.sparse_tasks()

@@ -232,8 +232,8 @@ def test_deconvolve_2d_images_and_psfs(tmp_path, data):
     measured_2d = bigdecon.gaussian_psf(3.5)[2:-2, 2:-2]
     cases = {
         "fwhm3": dict(fwhm=(4, 3, 3)),
-        "psf3": dict(psf=measured_3d),
-        "psf2": dict(psf=measured_2d),
+        "psf3": dict(psf=measured_3d, psf_as_is=True),  # as given on both paths
+        "psf2": dict(psf=measured_2d, psf_as_is=True),
     }
     for name, psf_args in cases.items():
         params = dict(sparse_iters=30, background=0, **psf_args)
@@ -262,7 +262,8 @@ def test_task_context_stays_small_with_large_measured_psfs(tmp_path):
 
     from bigdecon.io import open_image
     from bigdecon.passes.ledger import Ledger, load_array
-    from bigdecon.passes.request import _prepare
+    from bigdecon.passes.options import parse_run_options
+    from bigdecon.passes.request import prepare_request
     from bigdecon.passes.run import _task_context
 
     rng = np.random.default_rng(0)
@@ -270,7 +271,7 @@ def test_task_context_stays_small_with_large_measured_psfs(tmp_path):
     sizes = {}
     for n in (9, 31):  # a 31^3 float32 PSF alone is 119 kB, and there is one per channel
         psfs = {c: rng.random((n, n, n)).astype(np.float32) for c in range(3)}
-        request = _prepare(open_image(src), dict(psf=psfs, sparse_iters=10))
+        request = prepare_request(open_image(src), *parse_run_options(dict(psf=psfs, sparse_iters=10)))
         ledger = Ledger(str(tmp_path / f"work-{n}"))
         ctx = _task_context(request, {"scale": [1.0] * 3, "mean": [0.5] * 3}, ledger, str(tmp_path / "out"), "cpu")
         sizes[n] = len(pickle.dumps(ctx))

@@ -117,6 +117,21 @@ def test_wiener_butterworth_on_device(cp):
     np.testing.assert_allclose(cp.asnumpy(gpu), cpu, rtol=0, atol=1e-4 * float(cpu.max()))
 
 
+def test_wiener_butterworth_with_a_sheared_psf_on_device(cp):
+    """Skewed space: the sheared back projector (finite kernel, guard, padding as object) on the device."""
+    from bigdecon.solvers.deskew import skew_psf
+    from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth
+
+    image = filaments((10, 24, 64), seed=5)[0]
+    q = skew_psf(bigdecon.gaussian_psf((3.0, 1.5, 1.5)), 31.5, 0.4, 0.104)
+    h = bigdecon.stages.deconv_pad(image.shape, q)
+    pad = ((h[0], h[0]), (h[1], h[1]), (0, h[2]))  # a block on the high x face (the transform lengths differ)
+    cpu = rl_wiener_butterworth(image, q, 2, pad=pad)
+    gpu = rl_wiener_butterworth(cp.asarray(image), cp.asarray(q), 2, pad=pad)
+    assert isinstance(gpu, cp.ndarray) and gpu.dtype == np.float32
+    np.testing.assert_allclose(cp.asnumpy(gpu), cpu, rtol=0, atol=1e-4 * float(cpu.max()))
+
+
 @pytest.mark.slow  # two out-of-core runs, one on the stand-in's array expressions
 def test_out_of_core_gpu_run_moves_blocks_at_task_edges(cp, tmp_path):
     """``deconvolve(..., device="gpu")`` on a ``distributed`` cluster equals the CPU run; blocks cross once each way."""
@@ -149,3 +164,15 @@ def test_out_of_core_gpu_run_moves_blocks_at_task_edges(cp, tmp_path):
     assert a.shape == b.shape == raw.shape and a.dtype == b.dtype == np.float32
     scale = float(np.abs(a).max())
     assert scale > 0 and float(np.abs(a - b).max()) <= 1e-4 * scale
+
+
+def test_napari_preview_on_device(cp):
+    """The napari widget's preview (bigdecon.napari._core) moves its block to the device once and back."""
+    from bigdecon.napari._core import image_source, preview_region
+
+    raw, _ = filaments((6, 72, 72))
+    region = {"y": (16, 56), "x": (20, 60)}
+    on_gpu = preview_region(image_source(raw, "tyx"), {"fwhm": 3, "sparse_iters": 10}, region, device="gpu")
+    on_cpu = preview_region(image_source(raw, "tyx"), {"fwhm": 3, "sparse_iters": 10}, region, device="cpu")
+    assert isinstance(on_gpu.data, np.ndarray) and on_gpu.data.shape == (6, 40, 40)
+    np.testing.assert_allclose(on_gpu.data, on_cpu.data, rtol=1e-4, atol=1e-4 * on_cpu.data.max())

@@ -19,6 +19,7 @@ from bigdecon.errors import BigdeconNotice, InputError
 from bigdecon.io import open_image, voxel_origin, voxel_size_um, with_overrides, write_image
 from bigdecon.io.psf_file import read_psf
 from bigdecon.passes.request import estimate_offset
+from bigdecon.solvers.psf_prepare import prepare_psf
 
 UM = "micrometer"
 
@@ -210,6 +211,28 @@ def test_a_psf_file_without_a_voxel_size_is_taken_at_the_data_s(measured_case, t
     summary = bigdecon.plan(data, psf=str(measured_case[4]), psf_voxel_size=[0.1, 0.1, 0.1])
     assert summary["psf_preparation"][0]["shape"][0] < 61
     assert bigdecon.plan(data, psf=np.ones((3, 5, 5)))["psf_preparation"] is None
+
+
+def test_the_in_memory_api_prepares_a_psf_array_as_run_prepares_the_file(measured_case, tmp_path):
+    """Issue 21: ``sparse_deconvolve(psf=array)`` prepares the array with the functions that prepare a
+    ``--psf`` file (pedestal, hot pixels, centring, resampling to ``voxel_size``, energy crop), so it
+    equals the out-of-core run on the file; ``psf_as_is=True`` takes the array as given."""
+    folder, truth, data, _, measured = measured_case
+    raw = tifffile.imread(data).astype(np.float32)
+    bead = tifffile.imread(measured)
+    common = dict(sparse_iters=0, background=0, deconv_iters=10, offset=100)
+    sizes = dict(psf_voxel_size=(0.1, 0.1, 0.1), voxel_size=(0.3, 0.1, 0.1))
+    with pytest.warns(BigdeconNotice, match="the pedestal"):
+        api = bigdecon.sparse_deconvolve(raw, psf=bead, **sizes, **common)
+    with pytest.warns(BigdeconNotice, match="the pedestal"):
+        out = bigdecon.deconvolve(data, tmp_path / "file.zarr", psf=str(measured), **common)
+    from_file = np.asarray(open_image(out["output"]).data)
+    assert np.abs(api - from_file).max() <= 1e-4 * from_file.max()
+    prepared, _ = prepare_psf(bead, (0.1, 0.1, 0.1), (0.3, 0.1, 0.1))
+    by_hand = bigdecon.sparse_deconvolve(raw, psf=prepared, psf_as_is=True, **common)
+    np.testing.assert_allclose(api, by_hand, rtol=0, atol=1e-5 * float(by_hand.max()))
+    as_is = bigdecon.sparse_deconvolve(raw, psf=bead, psf_as_is=True, **common)
+    assert pearson(api, truth) > pearson(as_is, truth) + 0.2, (pearson(api, truth), pearson(as_is, truth))
 
 
 def test_a_psf_sampled_far_finer_than_the_data_is_named(realdata):

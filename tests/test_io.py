@@ -484,7 +484,8 @@ def test_reading_tasks_are_whole_stored_chunks_of_about_64_mib():
 def test_statistics_chunks_follow_the_task_memory(tmp_path, dtype):
     """The statistics pass reads chunks sized from the task memory, straight from the store; same max and mean."""
     from bigdecon.io import write_image
-    from bigdecon.passes.request import _prepare, stats_chunk_bytes
+    from bigdecon.passes.options import parse_run_options
+    from bigdecon.passes.request import prepare_request, stats_chunk_bytes
     from bigdecon.passes.run import _source_stats
 
     rng = np.random.default_rng(3)
@@ -492,8 +493,8 @@ def test_statistics_chunks_follow_the_task_memory(tmp_path, dtype):
     if dtype == "uint16":
         image[5, 6, 7] = 65535  # a sum past float32's exact integers
     src = open_image(write_image(str(tmp_path / "raw.ome.zarr"), image, "zyx", chunks=(4, 64, 64)))
-    default = _prepare(src, dict(fwhm=2.0)).data
-    small = _prepare(src, dict(fwhm=2.0, task_memory=4 * 2**20))
+    default = prepare_request(src, *parse_run_options(dict(fwhm=2.0))).data
+    small = prepare_request(src, *parse_run_options(dict(fwhm=2.0, task_memory=4 * 2**20)))
     assert stats_chunk_bytes(4 * 2**20) == 2**20
     assert default.chunksize == (32, 256, 256)  # 8 MiB as float32: one chunk under the 64 MiB cap
     assert np.prod(small.data.chunksize) * image.itemsize <= 2**20

@@ -13,7 +13,7 @@ from bigdecon.errors import InputError
 from bigdecon.io import open_image, write_image
 from bigdecon.params import DEFAULTS, PARAMETERS, Params
 from bigdecon.solvers.psf import psf_fwhm, psf_size_for, widefield_psf
-from bigdecon.solvers.psf_prepare import energy_crop
+from bigdecon.solvers.psf_prepare import MODEL_FLOOR, energy_crop
 from bigdecon.solvers.wiener_butterworth import rl_wiener_butterworth
 
 TOLERANCE = 1e-3  # of the image maximum (ALGORITHM.md)
@@ -46,17 +46,19 @@ def test_plan_builds_the_psf_from_the_metadata(stores):
     summary = bigdecon.plan(stores["zyx"], psf_model="widefield", **OPTICS)
     (described,) = summary["optics_psf"]
     # 3-D for data with z: the pixel sizes are the metadata's (z 0.3, y/x 0.1 um), the shape psf_size_for's,
-    # cut to the data's extent (6 planes -> 5, 48 pixels -> 47), then to the box of 99 % of its light.
+    # cut to the data's extent (6 planes -> 5, 48 pixels -> 47), then to the box of 99 % of its light
+    # (what rises above 1e-3 of its peak: the light of a model).
     expected = psf_size_for(1.1, 0.52, 1.33, (0.1, 0.1), 0.3)
     shape = (5, min(expected[1], 47), min(expected[2], 47))
-    direct, cropped = energy_crop(widefield_psf(shape, 1.1, 0.52, 1.33, 0.1, 0.3), 0.99)
-    assert described["shape"] == list(cropped) and cropped[1] < shape[1]
+    model = widefield_psf(shape, 1.1, 0.52, 1.33, 0.1, 0.3)
+    direct, cropped = energy_crop(model, 0.99, MODEL_FLOOR)
+    assert described["shape"] == list(cropped) and cropped[1] < energy_crop(model, 0.99)[1][1] < shape[1]
     assert described["fwhm_px"][1:] == pytest.approx(psf_fwhm(direct)[1:], abs=1e-3)
     assert described["model"] == "widefield" and described["na"] == 1.1
     # t is not z: the in-focus 2-D plane; na and wavelength alone mean widefield.
     (flat,) = bigdecon.plan(stores["tyx"], **OPTICS)["optics_psf"]
     plane = [min(s, 47) for s in psf_size_for(1.1, 0.52, 1.33, 0.1)]
-    assert flat["shape"] == list(energy_crop(widefield_psf(plane, 1.1, 0.52, 1.33, 0.1))[1])
+    assert flat["shape"] == list(energy_crop(widefield_psf(plane, 1.1, 0.52, 1.33, 0.1), 0.99, MODEL_FLOOR)[1])
     assert flat["model"] == "widefield"
 
 
@@ -74,7 +76,7 @@ def test_optics_psf_is_used_as_a_measured_psf(stores, tmp_path):
     common = dict(sparse_iters=5, deconv_iters=2, chunks={"t": 3, "y": 24, "x": 24})
     bigdecon.deconvolve(stores["tyx"], tmp_path / "a.zarr", **OPTICS, **common)
     psf = widefield_psf([min(s, 47) for s in psf_size_for(1.1, 0.52, 1.33, 0.1)], 1.1, 0.52, 1.33, 0.1)
-    psf = energy_crop(psf, 0.99)[0]  # the optical models' boxes hold 99 % of their light
+    psf = energy_crop(psf, 0.99, MODEL_FLOOR)[0]  # the box of 99 % of the light above 1e-3 of the peak
     bigdecon.deconvolve(stores["tyx"], tmp_path / "b.zarr", psf=psf, **common)
     a = open_image(tmp_path / "a.zarr")
     b = np.asarray(open_image(tmp_path / "b.zarr").data)
@@ -103,7 +105,7 @@ def test_cli_info_prints_the_optics_psf(stores, run_main):
     code, out, err = run_main("info", stores["zyx"], *args)
     assert code == 0, err
     lateral = min(psf_size_for(1.1, 0.52, 1.33, (0.1, 0.1), 0.3)[1], 47)
-    lateral = energy_crop(widefield_psf((5, lateral, lateral), 1.1, 0.52, 1.33, 0.1, 0.3))[1][1]
+    lateral = energy_crop(widefield_psf((5, lateral, lateral), 1.1, 0.52, 1.33, 0.1, 0.3), 0.99, MODEL_FLOOR)[1][1]
     line = next(x for x in out.splitlines() if x.strip().startswith("PSF:"))
     assert f"widefield, NA 1.1, wavelength 0.52, n 1.33, shape 5x{lateral}x{lateral}, FWHM" in line
     code, out, err = run_main("info", stores["czyx"], "--na", "1.1", "--wavelength", "0=0.52", "1=0.61")

@@ -147,3 +147,19 @@ def test_psf_command_on_real_beads(tmp_path, realdata):
     kernel = cli("psf", realdata / "flowdec_bead" / "kernel.tif")
     assert kernel.returncode == 0 and "voxel size:   unknown" in kernel.stdout
     assert re.search(r"energy box:\s+\d+x\d+x\d+ holds 99 %", kernel.stdout)
+
+
+def test_psf_png_sections_are_drawn_in_micrometres(tmp_path):
+    """``psf --png``: each section spans its true extent in µm about the centre voxel (anisotropic voxels keep
+    their proportions), in pixels without a voxel size."""
+    from bigdecon.cli.psf import section_views, write_sections
+
+    psf = np.zeros((19, 43, 33), np.float32)
+    psf[9, 21, 16] = 1
+    views = {name: (extent, unit) for name, _section, extent, unit in section_views(psf, [0.125, 0.022, 0.022])}
+    assert views["xy"] == ([-0.363, 0.363, -0.473, 0.473], "µm")
+    assert views["xz"] == ([-0.363, 0.363, -1.1875, 1.1875], "µm")  # 2.375 µm tall, 0.726 µm wide
+    assert views["yz"][0] == [-0.473, 0.473, -1.1875, 1.1875]
+    assert section_views(psf)[1][2:] == ([-16.5, 16.5, -9.5, 9.5], "px")
+    write_sections(str(tmp_path / "psf.png"), psf + 1e-6, [0.125, 0.022, 0.022])
+    assert (tmp_path / "psf.png").read_bytes()[:4] == b"\x89PNG"

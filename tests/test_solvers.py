@@ -459,7 +459,7 @@ def test_zero_image_gives_zeros():
         (dict(fwhm=3, up_sample=-1), "up_sample"),
         (dict(), "fwhm"),
         (dict(fwhm=40), "larger than the image"),
-        (dict(psf=np.ones((80, 80))), "larger than the image"),
+        (dict(psf=np.ones((80, 80)), psf_as_is=True), "larger than the image"),
         (dict(fwhm=(2, 3, 3)), "3-D image"),
     ],
 )

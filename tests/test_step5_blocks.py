@@ -62,7 +62,8 @@ def wide_volume():
     return np.concatenate([data, data[::-1]])
 
 
-PSFS = {"gauss": dict(fwhm=(4, 3, 3)), "measured": dict(psf=measured_style_psf())}
+# The measured-style PSF used as given (sparse_deconvolve would prepare an array as run prepares a file).
+PSFS = {"gauss": dict(fwhm=(4, 3, 3)), "measured": dict(psf=measured_style_psf(), psf_as_is=True)}
 MODES = {
     "rl": dict(sparse_iters=0, background=0),
     "landweber": dict(sparse_iters=0, background=0, deconv_type=2),
@@ -132,7 +133,7 @@ def test_out_of_core_wiener_butterworth_blocks_with_a_widefield_psf_equal_the_wh
     from bigdecon.solvers import widefield_psf
 
     psf = widefield_psf((9, 15, 15), **WIDEFIELD)
-    params = dict(psf=psf, **WB)
+    params = dict(psf=psf, psf_as_is=True, **WB)
     src = write_input(str(tmp_path / "in.zarr"), wide_volume, "zyx", (6, 48, 48))
     summary = bigdecon.plan(src, task_memory=24 * 2**20, min_tasks=4, **params)
     assert summary["deconv_tasks"] >= 4 and summary["deconv_depth"] == {"k": 24, "y": 42, "x": 42}
@@ -176,7 +177,7 @@ def test_wiener_butterworth_blocks_need_a_symmetric_psf(tmp_path, volume):
     assert len(plan.final_tasks()) > 1 and plan.deconv_depth == {"k": 42, "y": 90, "x": 90}
     assert len(plan_3d((64, 512, 512), p=dict(deconv_type=3), task_memory=16 * 2**20).final_tasks()) > 1
     src = write_input(str(tmp_path / "in.zarr"), volume, "zyx", (6, 40, 44))
-    params = dict(psf=measured_style_psf(), **WB)
+    params = dict(psf=measured_style_psf(), psf_as_is=True, **WB)
     out = bigdecon.deconvolve(src, str(tmp_path / "out.zarr"), task_memory=12 * 2**20, **params)
     whole = bigdecon.sparse_deconvolve(volume, **params)
     assert seam_error(open_image(out["output"]).data.compute(), whole) <= 1e-5

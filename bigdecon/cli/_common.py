@@ -1,6 +1,6 @@
 """What the commands share: terminal output, the cluster, checks of OUTPUT, reading a PSF file.
 
-The CLI's only imports of the out-of-core layer (plan, passes) are here.
+The CLI's imports of the out-of-core layer are here, and in run.py (the run's Params + RunOptions).
 """
 
 from __future__ import annotations
@@ -171,29 +171,32 @@ def load_psf(path: str) -> Any:
     return read_psf(path)[0]
 
 
-def pipeline_kwargs(resolved: dict[str, Any]) -> dict[str, Any]:
+def pipeline_kwargs(resolved: dict[str, Any], method: dict[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``plan``/``deconvolve``; a ``--psf`` file goes as its path.
 
     ``plan``/``deconvolve`` read it with its voxel size and prepare it for the
     data (:func:`bigdecon.solvers.psf_prepare.prepare_psf`) unless ``--psf-as-is``.
+    ``method``: what :func:`~bigdecon.cli.options.method_kwargs` (or
+    ``check_parameters``) already returned for ``resolved``.
     """
-    kwargs = method_kwargs(resolved)
+    kwargs = dict(method) if method is not None else method_kwargs(resolved)
     psf = resolved.get("psf")
     if psf:
         kwargs["psf"] = psf
     return kwargs
 
 
-def check_output(input_path: str, output: str, resolved: dict[str, Any]) -> str | None:
+def check_output(input_path: str, output: str, resolved: dict[str, Any], src: Any = None) -> str | None:
     """Cheap checks of OUTPUT before a cluster starts (the run repeats them); ``'cleanup'`` when
-    ``--resume`` has only a finished run's work folder to remove (see :func:`bigdecon.passes.guard.check_run`)."""
+    ``--resume`` has only a finished run's work folder to remove (see :func:`bigdecon.passes.guard.check_run`).
+    ``src``: the input, if already opened."""
     from ..io import open_image
     from ..io.paths import normalize
     from ..io.safety import LEASE_NAME
     from ..passes.guard import check_run
 
     state = check_run(
-        open_image(input_path),
+        open_image(input_path) if src is None else src,
         input_path,
         output,
         resume=resolved["resume"],

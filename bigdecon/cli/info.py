@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..io.skew_meta import read_skew
 from ._common import fmt_size, pipeline_kwargs, quiet_dask, say, shape_text
 from .config import fmt_number
 from .options import PIPELINE_KEYS, PSF_KEYS, add_run_options, resolve_options, uses_optics
@@ -26,66 +27,17 @@ def add_parser(sub: Any) -> None:
 
 def info_command(args: argparse.Namespace) -> int:
     """Handler of ``bigdecon info``."""
-    import numpy as np
-
     import bigdecon
 
     from ..cluster import expected_threads
-    from ..io import open_image, voxel_origin, with_overrides
+    from ..io import open_image, with_overrides
     from ..progress import format_bytes
 
     resolved = resolve_options(args, cluster=False)
     quiet_dask(args, resolved["debug"])
     src = with_overrides(open_image(args.path), resolved.get("axes"), resolved.get("voxel_size"))
-    fmt = f"OME-Zarr (NGFF {src.ngff_version})" if src.ngff_version else "TIFF"
-    # The chunks on disk (the Dask array may group several into one read).
-    stored = [int(c) for c in getattr(src, "stored_chunks", None) or [c[0] for c in src.data.chunks]]
-    sizes = []
-    for ax in src.axes:
-        if ax == "c":
-            continue
-        unit = src.units.get(ax)
-        origin = voxel_origin(src, ax)
-        sizes.append(
-            f"{ax} {src.scale.get(ax, 1.0):g} {unit} ({'--voxel-size' if origin == 'option' else 'metadata'})"
-            if unit
-            else f"{ax} unknown (assumed 1 pixel; give --voxel-size)"
-            if ax in "zyx"
-            else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
-        )
     # The image and the plan are printed once both are known: bad options give the one-line error alone.
-    lines = [
-        f"{src.path or args.path}",
-        f"  format:      {fmt}",
-        f"  axes:        {''.join(src.axes)}",
-        f"  shape:       {shape_text(src.shape)}  ({', '.join(f'{a}={n}' for a, n in zip(src.axes, src.shape))})",
-        f"  dtype:       {src.dtype}",
-        f"  chunks:      {shape_text(stored)}",
-        f"  pixel size:  {', '.join(sizes)}",
-        f"  size:        {format_bytes(int(np.prod(src.shape)) * np.dtype(src.dtype).itemsize)}",
-    ]
-    n_channels = src.shape[src.axes.index("c")] if "c" in src.axes else 1
-    labels = [str(c.get("label", "")) for c in (src.channels or [])]
-    if "c" in src.axes or labels:
-        shown = [f"{i} {labels[i]!r}" if i < len(labels) and labels[i] else str(i) for i in range(n_channels)]
-        lines.append(f"  channels:    {', '.join(shown)}")
-    made = (src.attrs or {}).get("bigdecon") if isinstance(getattr(src, "attrs", None), dict) else None
-    if isinstance(made, dict) and made.get("parameters"):
-        params = made["parameters"]
-        fwhm = params.get("fwhm")
-        what = (
-            ", ".join(f"channel {c}: {fmt_size(v)} px" for c, v in fwhm.items())
-            if isinstance(fwhm, dict)
-            else f"{fmt_size(fwhm)} px"
-            if fwhm
-            else "measured PSF"
-            if params.get("psf_shape")
-            else "none"
-        )
-        lines.append(
-            f"  made by:     bigdecon {made.get('version', '?')} (sparse_iters {params.get('sparse_iters')}, "
-            f"PSF FWHM {what})"
-        )
+    lines = _image_lines(src, args.path)
 
     kwargs = {k: resolved[k] for k in PIPELINE_KEYS if resolved.get(k) is not None}
     optics = uses_optics(resolved)
@@ -111,6 +63,7 @@ def info_command(args: argparse.Namespace) -> int:
     )
     if "deskew_block" in plan:
         block = plan["deskew_block"]
+        say(f"  skew angle:       {plan['skew_angle']:g} deg ({plan['skew_angle_from']})")
         say(
             f"  deskew:           {plan['frame']}; {plan['shear_px_per_plane']:.4g} px per plane, output z step "
             f"{plan['deskewed_z_step']:.4g}; {plan['deskew_tasks']} tasks of "
@@ -124,6 +77,74 @@ def info_command(args: argparse.Namespace) -> int:
         + (f", {deconv_iters} iteration{'s' if deconv_iters != 1 else ''}" if deconv_type and deconv_iters else "")
     )
     _say_psf_and_offset(plan, resolved)
+    _say_psf_sizes(plan, resolved, kwargs)
+    return 0
+
+
+def _image_lines(src: Any, path: str) -> list[str]:
+    """What ``info`` says of the image: format, axes, shape, chunks, pixel sizes, channels, who made it."""
+    import numpy as np
+
+    from ..io import voxel_origin
+    from ..progress import format_bytes
+
+    fmt = f"OME-Zarr (NGFF {src.ngff_version})" if src.ngff_version else "TIFF"
+    # The chunks on disk (the Dask array may group several into one read).
+    stored = [int(c) for c in getattr(src, "stored_chunks", None) or [c[0] for c in src.data.chunks]]
+    sizes = []
+    for ax in src.axes:
+        if ax == "c":
+            continue
+        unit = src.units.get(ax)
+        origin = voxel_origin(src, ax)
+        sizes.append(
+            f"{ax} {src.scale.get(ax, 1.0):g} {unit} ({'--voxel-size' if origin == 'option' else 'metadata'})"
+            if unit
+            else f"{ax} unknown (assumed 1 pixel; give --voxel-size)"
+            if ax in "zyx"
+            else f"{ax} {src.scale.get(ax, 1.0):g} (no unit)"
+        )
+    lines = [
+        f"{src.path or path}",
+        f"  format:      {fmt}",
+        f"  axes:        {''.join(src.axes)}",
+        f"  shape:       {shape_text(src.shape)}  ({', '.join(f'{a}={n}' for a, n in zip(src.axes, src.shape))})",
+        f"  dtype:       {src.dtype}",
+        f"  chunks:      {shape_text(stored)}",
+        f"  pixel size:  {', '.join(sizes)}",
+        f"  size:        {format_bytes(int(np.prod(src.shape)) * np.dtype(src.dtype).itemsize)}",
+    ]
+    n_channels = src.shape[src.axes.index("c")] if "c" in src.axes else 1
+    labels = [str(c.get("label", "")) for c in (src.channels or [])]
+    if "c" in src.axes or labels:
+        shown = [f"{i} {labels[i]!r}" if i < len(labels) and labels[i] else str(i) for i in range(n_channels)]
+        lines.append(f"  channels:    {', '.join(shown)}")
+    skew = read_skew(src)
+    if skew is not None and not skew.skewed:  # a skewed stack's angle is printed with the plan
+        what = "deskewed (not deskewed again)" if skew.source.startswith("deskewed") else "not skewed (objective scan)"
+        lines.append(f"  skew:        {what}; angle {skew.angle:g} deg ({skew.source})")
+    made = (src.attrs or {}).get("bigdecon") if isinstance(getattr(src, "attrs", None), dict) else None
+    if isinstance(made, dict) and made.get("parameters"):
+        params = made["parameters"]
+        fwhm = params.get("fwhm")
+        what = (
+            ", ".join(f"channel {c}: {fmt_size(v)} px" for c, v in fwhm.items())
+            if isinstance(fwhm, dict)
+            else f"{fmt_size(fwhm)} px"
+            if fwhm
+            else "measured PSF"
+            if params.get("psf_shape")
+            else "none"
+        )
+        lines.append(
+            f"  made by:     bigdecon {made.get('version', '?')} (sparse_iters {params.get('sparse_iters')}, "
+            f"PSF FWHM {what})"
+        )
+    return lines
+
+
+def _say_psf_sizes(plan: dict[str, Any], resolved: dict[str, Any], kwargs: dict[str, Any]) -> None:
+    """The PSFs computed from the optics, and the FWHM in pixels of a ``--fwhm``/``--resolution``."""
     for described in plan.get("optics_psf") or []:
         where = f"channel {described['channel']}: " if len(plan["optics_psf"]) > 1 else ""
         say(
@@ -144,7 +165,6 @@ def info_command(args: argparse.Namespace) -> int:
             f"  PSF FWHM:         {text}"
             + (" (from --resolution and the pixel size)" if "resolution" in kwargs else "")
         )
-    return 0
 
 
 _FROM = {"option": "--psf-voxel-size", "metadata": "metadata", "data": "taken at the data's"}

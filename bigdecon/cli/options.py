@@ -28,6 +28,7 @@ __all__ = [
     "add_run_options",
     "check_parameters",
     "given",
+    "given_keys",
     "method_kwargs",
     "options_argv",
     "parameters",
@@ -290,6 +291,12 @@ def given(args: argparse.Namespace, key: str) -> bool:
     return getattr(args, key, None) is not None or key in _config_values(args)
 
 
+def given_keys(args: argparse.Namespace) -> frozenset[str]:
+    """The options given on the command line or in ``--config`` (the file read once)."""
+    stated = {k for k in parameters() if getattr(args, k, None) is not None}
+    return frozenset(stated | set(_config_values(args)))
+
+
 def _option_values(key: str, value: Any) -> list[str]:
     """A resolved value as the tokens that follow its flag."""
     if key == "wavelength" and isinstance(value, dict):
@@ -397,14 +404,15 @@ def uses_optics(resolved: dict[str, Any]) -> bool:
     )
 
 
-def check_parameters(resolved: dict[str, Any]) -> None:
+def check_parameters(resolved: dict[str, Any]) -> dict[str, Any]:
     """Every check of the parameters that needs neither the input nor a PSF file (raises InputError).
 
     ``bigdecon submit`` runs it before it builds a job; ``bigdecon run`` too,
-    before it opens the input.
+    before it opens the input, and keeps what it returns: the checked
+    :func:`method_kwargs`.
     """
     # The scalar parameters were range-checked as they were read (resolve_options).
-    method_kwargs(resolved)
+    kwargs = method_kwargs(resolved)
     for key, unit in (("fwhm", "pixels"), ("resolution", "physical units")):
         value = resolved.get(key)
         if value is None:
@@ -415,3 +423,4 @@ def check_parameters(resolved: dict[str, Any]) -> None:
                 check_psf_size(key, size, unit)
             except InputError as exc:
                 raise InputError(f"channel {c}: {exc}" if c is not None else str(exc)) from None
+    return kwargs

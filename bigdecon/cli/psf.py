@@ -196,8 +196,39 @@ def _say_fwhm(psf: np.ndarray, names: tuple[str, ...], own: list[float] | None, 
     say(f"  FWHM:         {'; '.join(parts)}")
 
 
+def section_views(psf: np.ndarray, voxel: list[float] | None = None) -> list[tuple[str, np.ndarray, list[float], str]]:
+    """The sections :func:`write_sections` draws: ``(name, section, extent, unit)`` each.
+
+    ``extent`` is ``[left, right, bottom, top]`` of the section's pixel edges about
+    the PSF's centre voxel, in µm with ``voxel`` (z, y, x or y, x), else in pixels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon.cli.psf import section_views
+    >>> [(v[0], v[2], v[3]) for v in section_views(np.ones((5, 3, 3)), [0.3, 0.1, 0.1])][1]
+    ('xz', [-0.15, 0.15, -0.75, 0.75], 'µm')
+    """
+    import numpy as np
+
+    a = np.asarray(psf, dtype=np.float32)
+    c = [n // 2 for n in a.shape]
+    unit = "µm" if voxel else "px"
+    size = [float(v) for v in voxel] if voxel else [1.0] * a.ndim
+
+    def edges(axis: int) -> list[float]:
+        return [round((-c[axis] - 0.5) * size[axis], 9), round((a.shape[axis] - c[axis] - 0.5) * size[axis], 9)]
+
+    y, x = a.ndim - 2, a.ndim - 1
+    views = [("xy", a[c[0]] if a.ndim == 3 else a, edges(x) + edges(y), unit)]
+    if a.ndim == 3:
+        views += [("xz", a[:, c[1], :], edges(x) + edges(0), unit), ("yz", a[:, :, c[2]], edges(y) + edges(0), unit)]
+    return views
+
+
 def write_sections(path: str, psf: np.ndarray, voxel: list[float] | None = None) -> None:
-    """A PNG of a PSF's sections through its centre (xy; xz and yz for 3-D) on a log scale (1e-4 of the peak up)."""
+    """A PNG of a PSF's sections through its centre (xy; xz and yz for 3-D) on a log scale (1e-4 of the peak up),
+    drawn in µm with ``voxel`` (true proportions with anisotropic voxels), else in pixels, with labelled axes."""
     import matplotlib
     import numpy as np
 
@@ -205,20 +236,24 @@ def write_sections(path: str, psf: np.ndarray, voxel: list[float] | None = None)
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    a = np.asarray(psf, dtype=np.float32)
-    c = [n // 2 for n in a.shape]
-    peak = float(a.max())
+    peak = float(np.max(psf))
     norm = LogNorm(vmin=peak * 1e-4, vmax=peak)
-    size = voxel or [1.0] * a.ndim
-    views = [("xy", a[c[0]] if a.ndim == 3 else a, size[-2] / size[-1])]
-    if a.ndim == 3:
-        views += [("xz", a[:, c[1], :], size[0] / size[2]), ("yz", a[:, :, c[2]], size[0] / size[1])]
-    fig, axes = plt.subplots(1, len(views), figsize=(4 * len(views), 4), squeeze=False)
-    for ax, (title, section, aspect) in zip(axes[0], views):
-        im = ax.imshow(np.maximum(section, peak * 1e-5), norm=norm, cmap="magma", aspect=aspect, origin="lower")
+    from matplotlib.ticker import MaxNLocator
+
+    views = section_views(psf, voxel)
+    # Each panel as wide as its section's true proportions at a common height.
+    ratios = [max((e[1] - e[0]) / (e[3] - e[2]), 0.6) for _t, _s, e, _u in views]  # room for tick labels
+    width = 4 * sum(ratios) + 1.5
+    fig, axes = plt.subplots(
+        1, len(views), figsize=(width, 4.2), squeeze=False, layout="constrained", width_ratios=ratios
+    )
+    for ax, (title, section, extent, unit) in zip(axes[0], views):
+        ax.xaxis.set_major_locator(MaxNLocator(2))
+        shown = np.maximum(section, peak * 1e-5)
+        im = ax.imshow(shown, norm=norm, cmap="magma", extent=extent, aspect="equal", origin="lower")
         ax.set_title(f"{title} section (log)")
-        ax.set_xlabel(title[0])
-        ax.set_ylabel(title[1])
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+        ax.set_xlabel(f"{title[0]} ({unit})")
+        ax.set_ylabel(f"{title[1]} ({unit})")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="fraction of the light per voxel")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -42,24 +42,29 @@ def add_parser(sub: Any) -> None:
     run.set_defaults(func=run_command)
 
 
-def _check_cheap(resolved: dict[str, Any]) -> None:
-    """Checks that need neither the input nor a cluster."""
+def _check_cheap(resolved: dict[str, Any]) -> dict[str, Any]:
+    """Checks that need neither the input nor a cluster; the keyword arguments of the run's method and PSF."""
     if resolved["resume"] and resolved["overwrite"]:
         raise InputError("give --resume (continue the output) or --overwrite (replace it), not both")
-    check_parameters(resolved)
+    return pipeline_kwargs(resolved, check_parameters(resolved))
 
 
-def _apply_suggestion(args: argparse.Namespace, resolved: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """``--auto``: the measured choice into ``resolved`` (given parameters are imposed on every candidate).
+def _apply_suggestion(
+    args: argparse.Namespace, resolved: dict[str, Any], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """``--auto``: the measured choice into ``resolved`` and ``kwargs`` (given parameters are imposed on
+    every candidate).
 
     Returns the suggestion's record (parameters, candidates with their losses, winner, why) for the
     output's attributes, and the lines that say what it chose (printed once the run is checked).
     """
     from .suggest import candidate_table, suggestion_for
 
-    s = suggestion_for(args, resolved)
-    resolved.update(s.as_kwargs())
-    chosen = ", ".join(f"{k} {fmt_number(v)}" for k, v in s.as_kwargs().items())
+    s = suggestion_for(args, resolved, kwargs)
+    picked = s.as_kwargs()
+    resolved.update(picked)
+    kwargs.update({k: v for k, v in picked.items() if v is not None})
+    chosen = ", ".join(f"{k} {fmt_number(v)}" for k, v in picked.items())
     lines = [
         f"--auto: {len(s.candidates)} candidates on {len(s.blocks)} blocks in {s.seconds:.1f} s",
         *candidate_table(s),
@@ -86,28 +91,33 @@ def _current_memory(client: Any) -> int | None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``bigdecon run``."""
+    from dataclasses import replace
+
     import numpy as np
 
-    import bigdecon
-
     from ..cluster import close, describe, expected_threads, peak_worker_memory, worker_choice
+    from ..io import open_image
+    from ..passes.options import parse_run_options
+    from ..passes.run import plan_run, run_deconvolution
     from ..progress import ProgressReporter, format_bytes
 
+    # The options resolved and checked once, into the run's Params and RunOptions; the input opened once.
     resolved = resolve_options(args)
     quiet_dask(args, resolved["debug"])
-    _check_cheap(resolved)
-    suggestion, chose = _apply_suggestion(args, resolved) if resolved["auto"] else (None, [])
+    kwargs = _check_cheap(resolved)
+    suggestion, chose = _apply_suggestion(args, resolved, kwargs) if resolved["auto"] else (None, [])
     record = {
         "input": args.input,
         "output": args.output,
         **{k: v for k, v in resolved.items() if k not in ("debug", "print_config")},
     }
-    kwargs = pipeline_kwargs(resolved)
     # Everything about the input and the output is checked before anything is printed or a
     # cluster starts; the memory estimate assumes the blocks a local cluster of this size would get.
     threads = expected_threads(resolved["workers"], resolved["threads_per_worker"]) if not resolved["scheduler"] else 1
-    plan = bigdecon.plan(args.input, **kwargs, min_tasks=threads)
-    if check_output(args.input, args.output, resolved) == "cleanup":
+    params, options = parse_run_options({**kwargs, **{k: resolved[k] for k in WRITE_KEYS}, "min_tasks": threads})
+    src = open_image(args.input)
+    plan = plan_run(args.input, params, options, src=src)
+    if check_output(args.input, args.output, resolved, src=src) == "cleanup":
         from ..passes.guard import finish_cleanup
 
         removed = finish_cleanup(args.output)
@@ -126,21 +136,20 @@ def run_command(args: argparse.Namespace) -> int:
     reporter = None
     try:
         say(describe(client, cluster))
-        sizing = run_sizing(client, resolved, args.output, device)
-        plan = bigdecon.plan(args.input, **kwargs, **sizing)
+        options = replace(options, device=device, **run_sizing(client, resolved, args.output, device))
+        plan = plan_run(args.input, params, options, src=src)
         say(f"Plan: {plan['n_tasks']} tasks, ~{format_bytes(plan['memory_per_task_bytes'])} per task")
         reporter = ProgressReporter(int(np.prod(plan["shape"])), memory_probe=lambda: _current_memory(client))
-        result = bigdecon.deconvolve(
+        result = run_deconvolution(
             args.input,
             args.output,
-            **kwargs,
-            **{k: resolved[k] for k in WRITE_KEYS},
+            params,
+            options,
             client=client,
             progress=reporter,
             config=record,
-            device=device,
             suggestion=suggestion,
-            **sizing,
+            src=src,
         )
         reporter.close()
         say(*reporter.summary(result, peak_memory=peak_worker_memory(client)))

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._common import quiet_dask, say
 from .config import fmt_number
-from .options import PSF_KEYS, add_run_options, given, resolve_options, uses_optics
+from .options import PSF_KEYS, add_run_options, given_keys, resolve_options, uses_optics
 
 __all__ = ["add_parser", "candidate_table", "suggest_command", "suggestion_for"]
 
@@ -37,10 +37,11 @@ def add_parser(sub: Any) -> None:
     suggest.set_defaults(func=suggest_command)
 
 
-def suggestion_for(args: argparse.Namespace, resolved: dict[str, Any]) -> Any:
+def suggestion_for(args: argparse.Namespace, resolved: dict[str, Any], kwargs: dict[str, Any] | None = None) -> Any:
     """The :class:`~bigdecon.suggest.Suggestion` for ``args.input`` with the PSF of ``resolved``.
 
     Method parameters given on the command line or in ``--config`` are imposed on every candidate.
+    ``kwargs``: the run's checked keyword arguments (:func:`~bigdecon.cli._common.pipeline_kwargs`), if made.
     """
     from ..errors import InputError
     from ..suggest import suggest_parameters
@@ -51,10 +52,11 @@ def suggestion_for(args: argparse.Namespace, resolved: dict[str, Any]) -> Any:
             "suggest needs the PSF: --fwhm PIXELS, --resolution in physical units, --psf FILE, "
             "or the optics (--na and --wavelength)"
         )
-    kwargs = pipeline_kwargs(resolved)
+    kwargs = dict(kwargs) if kwargs is not None else pipeline_kwargs(resolved)
     for name in ("task_memory", "min_tasks", "chunks", "depth"):
         kwargs.pop(name, None)
-    fixed = {name: resolved[name] for name in SHOWN if given(args, name) and resolved.get(name) is not None}
+    stated = given_keys(args)
+    fixed = {name: resolved[name] for name in SHOWN if name in stated and resolved.get(name) is not None}
     return suggest_parameters(args.input, budget=resolved.get("budget"), fixed=fixed, **kwargs)
 
 

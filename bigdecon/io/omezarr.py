@@ -746,6 +746,8 @@ def write_image(
     channels: Sequence[Mapping[str, Any]] | None = None,
     ngff_version: str = "0.5",
     overwrite: bool = False,
+    skew_angle: float | None = None,
+    skew_axis: str = "x",
 ) -> str:
     """Write an in-memory array as a finished OME-Zarr image (pyramid included).
 
@@ -767,6 +769,9 @@ def write_image(
         ``"0.5"`` (zarr v3, default) or ``"0.4"`` (zarr v2).
     overwrite
         Replace an existing image.
+    skew_angle, skew_axis
+        A stage-scanned stack stored skewed: its angle and axis, kept in the
+        attributes (``bigdecon.skew``), where runs read them (docs/deskew.md).
 
     Returns
     -------
@@ -800,5 +805,5 @@ def write_image(
         overwrite=overwrite,
     )
     write_block(writer.path, tuple(slice(None) for _ in array.shape), array)
-    writer.finalize()
+    writer.finalize(attrs={"skew": {"angle": float(skew_angle), "axis": skew_axis}} if skew_angle else None)
     return writer.path

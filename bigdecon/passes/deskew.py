@@ -152,6 +152,7 @@ class DeskewContext:
     output: str
     fill: tuple[float, ...]  # the voids' value, per processed channel
     run_id: str
+    offset: float = 0.0  # camera offset subtracted from every read (clipped at 0): a deskew-only run's
 
     @property
     def layout(self) -> Layout:  # what the pass driver reads channels from
@@ -181,6 +182,8 @@ def task_deskew(ctx: DeskewContext, region: Region) -> dict[str, float]:
         source[s] = source_span(plan.geometry, planes, cols)
     empty = any(b <= a for a, b in source.values())
     window = np.zeros(_shape(source), np.float32) if empty else _read(ctx, source)
+    if ctx.offset:  # a global constant, as every pass subtracts it: blocks still equal the whole
+        window = np.maximum(window.astype(np.float32) - np.float32(ctx.offset), 0)
     # (outer..., z, a, b) -> (z, lateral, skew), the skew axis last
     solver = window[tuple(0 if i in lay.outer else slice(None) for i in range(window.ndim))]
     inner = [lay.axes[i] for i in range(len(lay.axes)) if i not in lay.outer]

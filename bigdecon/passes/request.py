@@ -1,7 +1,7 @@
 """Resolve a request: per-channel parameters, selections and the plan of a run.
 
-:func:`_prepare` turns the keyword arguments of :func:`bigdecon.deconvolve`
-(or :func:`bigdecon.plan`) and an opened source into a :class:`Request`:
+:func:`prepare_request` turns the method's parameters and the run's options
+(:mod:`bigdecon.passes.options`) and an opened source into a :class:`Request`:
 everything checked, before anything is read or written.
 """
 
@@ -20,10 +20,12 @@ from ..errors import BigdeconNotice, InputError
 from ..io import voxel_size_um, with_overrides
 from ..params import DEFAULT_REFRACTIVE_INDEX, Params, parse_timepoints
 from ..planner import Layout, Plan, _k_name, _wb_blocks, make_plan
+from ..solvers.psf_prepare import DEFAULT_ENERGY
 from ..solvers.richardson_lucy import boundary_rule
 from ..stages import check_image, output_psf
+from .options import RunOptions, method_values
 
-__all__ = ["Request", "estimate_offset"]
+__all__ = ["Request", "estimate_offset", "prepare_request"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,6 @@ class Request:
     psf_reports: list[dict[str, Any]] | None = None  # what prepare_psf did, per channel
 
 
-_RUN_KEYS = {"channels", "timepoints", "chunks", "depth", "resolution", "task_memory", "min_tasks"}
 _OPTICS_KEYS = ("psf_model", "na", "wavelength", "refractive_index", "sheet_thickness", "excitation_wavelength")
 _PER_CHANNEL_KEYS = ("fwhm", "resolution", "psf", "psf_voxel_size")
 
@@ -94,27 +95,84 @@ def _channel_values(name: str, value: Any, n_channels: int, ids: list[int], has_
     return [table.get(c) for c in ids]
 
 
-def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
-    """Resolve parameters (per channel), selections and the plan for an opened source."""
-    kwargs = dict(kwargs)
-    run = {k: kwargs.pop(k) for k in list(kwargs) if k in _RUN_KEYS}
-    optics = {k: kwargs.pop(k, None) for k in _OPTICS_KEYS}
-    src = with_overrides(
-        src, _parsed("axes", kwargs.pop("axes", None)), _parsed("voxel_size", kwargs.pop("voxel_size", None))
+def prepare_request(src: Any, params: Params, options: RunOptions) -> Request:
+    """Resolve what a run (or a plan) of an opened input works on: everything checked, nothing read yet.
+
+    The entry point of :func:`~bigdecon.passes.run.deconvolve`,
+    :func:`~bigdecon.passes.run.plan`, the skewed-stack runs and
+    :func:`bigdecon.suggest_parameters`.
+
+    Parameters
+    ----------
+    src
+        An opened input (:func:`bigdecon.io.open_image`).
+    params, options
+        The method's parameters and the run's options, as
+        :func:`~bigdecon.passes.options.parse_run_options` makes them from keyword arguments.
+
+    Returns
+    -------
+    Request
+        The selected input's layout and lazy data, one
+        :class:`~bigdecon.params.Params` per processed channel (its PSF
+        resolved: a Gaussian's size, a prepared file or the optics), and the plan.
+
+    Raises
+    ------
+    InputError
+        A parameter or option that does not fit the input, naming it (and the channel).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from bigdecon.io import open_image, write_image
+    >>> from bigdecon.passes.options import parse_run_options
+    >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((2, 8, 64, 64), np.uint16), "czyx")
+    >>> request = prepare_request(open_image(path), *parse_run_options({"fwhm": {0: 2, 1: 3}, "channels": [1]}))
+    >>> request.layout.shape, request.channel_ids, request.params.fwhm
+    ((1, 8, 64, 64), [1], (3.0, 3.0))
+    """
+    src = with_overrides(src, options.axes, options.voxel_size)
+    data = src.read_chunks(stats_chunk_bytes(options.task_memory or DEFAULT_TASK_MEMORY))
+    n_in_channels = int(data.shape[tuple(src.axes).index("c")]) if "c" in src.axes else 1
+    data, selection, channel_ids = _select(data, tuple(src.axes), options)
+    layout = Layout(tuple(src.axes), tuple(int(s) for s in data.shape))
+    channel_params, optics_psfs, reports = _channel_params(src, params, options, channel_ids, n_in_channels)
+    _check_channels(channel_params, layout, data.dtype)
+    the_plan = make_plan(
+        layout,
+        channel_params[0],
+        chunks=options.chunks,
+        depth=options.depth,
+        task_memory=options.task_memory or DEFAULT_TASK_MEMORY,
+        min_tasks=options.min_tasks or 1,
+        psf_shapes=_step5_psf_shapes(channel_params, layout),
+        wb_blocks=_every_channel_wb_blocks(channel_params),
+        mirror=_every_channel_mirror(channel_params, layout),
     )
-    offset = _check_offset(kwargs.pop("offset", 0.0))
-    as_is = bool(kwargs.pop("psf_as_is", False))
-    energy = _check_energy(kwargs.pop("psf_energy", None))
-    task_memory = run.get("task_memory") or DEFAULT_TASK_MEMORY
-    data = src.read_chunks(stats_chunk_bytes(task_memory))
-    axes = tuple(src.axes)
+    return Request(
+        layout=layout,
+        params=channel_params[0],
+        channel_params=channel_params,
+        channel_ids=channel_ids,
+        plan=the_plan,
+        selection=selection,
+        data=data,
+        src=src,
+        optics=optics_psfs or None,
+        offset=options.offset,
+        psf_reports=reports or None,
+    )
+
+
+def _select(data: Any, axes: tuple[str, ...], options: RunOptions) -> tuple[Any, dict[int, Any], list[int]]:
+    """The selected channels and time points of ``data``: the data, the selection and the channel numbers."""
     selection: dict[int, Any] = {}
-    has_c = "c" in axes
-    n_in_channels = data.shape[axes.index("c")] if has_c else 1
-    channel_ids = list(range(n_in_channels))
-    channels = run.get("channels")
+    channel_ids = list(range(data.shape[axes.index("c")] if "c" in axes else 1))
+    channels = options.channels
     if channels is not None:
-        if not has_c:
+        if "c" not in axes:
             raise InputError("channels given, but the input has no c axis")
         ci = axes.index("c")
         channels = [int(c) for c in ([channels] if np.ndim(channels) == 0 else channels)]
@@ -126,112 +184,63 @@ def _prepare(src: Any, kwargs: Mapping[str, Any]) -> Request:
         selection[ci] = channels
         channel_ids = channels
         data = data[(slice(None),) * ci + (channels,)]
-    timepoints = run.get("timepoints")
-    if timepoints is not None:
+    if options.timepoints is not None:
         if "t" not in axes:
             raise InputError("timepoints given, but the input has no t axis")
         ti = axes.index("t")
-        a, b = parse_timepoints(timepoints, data.shape[ti])
+        a, b = parse_timepoints(options.timepoints, data.shape[ti])
         selection[ti] = a
         data = data[(slice(None),) * ti + (slice(a, b),)]
-    layout = Layout(axes, tuple(int(s) for s in data.shape))
+    return data, selection, channel_ids
 
-    # Per-channel PSF sizes: one Params per processed channel, the rest shared.
-    if run.get("resolution") is not None and kwargs.get("fwhm") is not None:
+
+def _channel_params(
+    src: Any, params: Params, options: RunOptions, channel_ids: list[int], n_in_channels: int
+) -> tuple[list[Params], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One :class:`Params` per processed channel (they differ only in their PSF), the optics PSFs
+    computed and the PSF files prepared."""
+    if options.resolution is not None and options.fwhm is not None:
         raise InputError("give either fwhm (pixels) or resolution (physical units), not both")
-    per = {
-        k: _channel_values(
-            k, kwargs.pop(k, None) if k != "resolution" else run.get(k), n_in_channels, channel_ids, has_c
-        )
-        for k in _PER_CHANNEL_KEYS
-    }
+    has_c = "c" in src.axes
+    per = {k: _channel_values(k, getattr(options, k), n_in_channels, channel_ids, has_c) for k in _PER_CHANNEL_KEYS}
+    optics = {k: getattr(options, k) for k in _OPTICS_KEYS}
     model = _optics_model(optics, per)
-    wavelengths = (
-        _channel_values("wavelength", optics["wavelength"], n_in_channels, channel_ids, has_c) if model else None
-    )
+    wavelengths = _channel_values("wavelength", options.wavelength, n_in_channels, channel_ids, has_c) if model else []
     channel_params = []
     optics_psfs: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
     for i, c in enumerate(channel_ids):
-        fwhm = per["fwhm"][i]
-        psf = per["psf"][i]
+        fwhm, psf = per["fwhm"][i], per["psf"][i]
         if per["resolution"][i] is not None:
             fwhm = _fwhm_from_resolution(per["resolution"][i], src)
         try:
             if psf is not None:
-                psf, report = measured_psf(psf, per["psf_voxel_size"][i], src, as_is, energy)
+                psf, report = measured_psf(psf, per["psf_voxel_size"][i], src, options.psf_as_is, options.psf_energy)
                 if report is not None:
                     reports.append({"channel": c, **report})
-            if model and kwargs.get("deconv_type", 1) and kwargs.get("deconv_iters", 1) != 0:
-                assert wavelengths is not None
+            if model and params.deconv_type and params.deconv_iters != 0:
+                energy = options.psf_energy or DEFAULT_ENERGY
                 psf, described = optics_psf(model, src, {**optics, "wavelength": wavelengths[i]}, energy)
                 optics_psfs.append({"channel": c, **described})
-            channel_params.append(Params.from_kwargs(fwhm=fwhm, psf=psf, **kwargs))
+            channel_params.append(Params.from_kwargs(fwhm=fwhm, psf=psf, **method_values(params)))
         except InputError as e:
             raise InputError(f"channel {c}: {e}" if len(channel_ids) > 1 else str(e)) from None
+    return channel_params, optics_psfs, reports
+
+
+def _check_channels(channel_params: list[Params], layout: Layout, dtype: Any) -> None:
+    """Every channel's PSF of the same kind, a 3-D one only along z, and the image fit for the solvers."""
     params = channel_params[0]
     if len({p.volumetric for p in channel_params}) > 1:
         raise InputError("every channel needs the same kind of PSF: all 2-D (y, x) or all 3-D (z, y, x)")
     if params.volumetric and params.deconvolves and _k_name(layout) != "z":
         raise InputError(
-            f"a 3-D PSF (3-value fwhm or 3-D psf) deconvolves along z, but the input's axes are {''.join(axes)}: "
-            "give the PSF size in y and x only"
+            f"a 3-D PSF (3-value fwhm or 3-D psf) deconvolves along z, but the input's axes are "
+            f"{''.join(layout.axes)}: give the PSF size in y and x only"
         )
     solver_shape = tuple(layout.shape[i] for i in (layout.k, layout.y, layout.x) if i is not None)
     for p in channel_params:
-        check_image(_Shape(solver_shape, data.dtype), p)
-    the_plan = make_plan(
-        layout,
-        params,
-        chunks=run.get("chunks"),
-        depth=run.get("depth"),
-        task_memory=task_memory,
-        min_tasks=run.get("min_tasks") or 1,
-        psf_shapes=_step5_psf_shapes(channel_params, layout),
-        wb_blocks=_every_channel_wb_blocks(channel_params),
-        mirror=_every_channel_mirror(channel_params, layout),
-    )
-    return Request(
-        layout=layout,
-        params=params,
-        channel_params=channel_params,
-        channel_ids=channel_ids,
-        plan=the_plan,
-        selection=selection,
-        data=data,
-        src=src,
-        optics=optics_psfs or None,
-        offset=offset,
-        psf_reports=reports or None,
-    )
-
-
-def _parsed(name: str, value: Any) -> Any:
-    """An option given in Python, converted and checked as on the command line (``"0.3,0.1,0.1nm"`` too)."""
-    from ..params import PARAMETERS
-
-    return None if value is None else PARAMETERS[name].parse(value)
-
-
-def _check_offset(value: Any) -> float | str:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        offset = float(value or 0.0)
-    except (TypeError, ValueError):
-        raise InputError(f"offset must be a number of counts >= 0 or 'auto', got {value!r}") from None
-    if not (math.isfinite(offset) and offset >= 0):
-        raise InputError(f"offset must be a number of counts >= 0 or 'auto', got {value!r}")
-    return offset
-
-
-def _check_energy(value: Any) -> float:
-    from ..params import PARAMETERS
-    from ..solvers.psf_prepare import DEFAULT_ENERGY
-
-    if value is None:
-        return DEFAULT_ENERGY
-    return float(PARAMETERS["psf_energy"].parse(value))
+        check_image(_Shape(solver_shape, dtype), p)
 
 
 def measured_psf(
@@ -478,9 +487,10 @@ def optics_psf(
     else:
         assert z_step is not None
         psf = optics_models.lightsheet_psf(shape, na, wavelength, n, pixel, z_step, float(optics["sheet_thickness"]))
-    from ..solvers.psf_prepare import energy_crop
+    from ..solvers.psf_prepare import MODEL_FLOOR, energy_crop
 
-    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy)  # the box of its light, not of a threshold
+    # The box of its light (above the floor that set its box), not of the threshold's box.
+    psf, _ = energy_crop(np.asarray(psf, dtype=np.float32), energy, MODEL_FLOOR)
     described = {
         "model": model,
         "na": na,
@@ -512,8 +522,8 @@ def _required(psf: np.ndarray | None) -> np.ndarray:
     return psf
 
 
-def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[tuple[int, ...]] | None:
-    """Shapes of every channel's 3-D step-5 PSF (the plan's halo covers the largest); None otherwise."""
+def _step5_psf_shapes(channel_params: list[Params], layout: Layout) -> list[np.ndarray] | None:
+    """Every channel's 3-D step-5 PSF (the plan's halo covers the widest light); None otherwise."""
     if not (channel_params[0].volumetric and channel_params[0].deconvolves and layout.k is not None):
         return None
-    return [tuple(np.shape(_required(output_psf(p, 3)))) for p in channel_params]
+    return [_required(output_psf(p, 3)) for p in channel_params]

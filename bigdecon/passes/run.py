@@ -14,8 +14,8 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,16 +25,17 @@ from ..errors import BigdeconNotice, BigdeconWarning, InputError, ProcessingErro
 from ..io import voxel_origin
 from ..io.paths import normalize, redact
 from ..io.safety import Lease, fingerprint, root_attrs, work_stamp
-from ..params import DEFAULTS, check_output_dtype
+from ..params import DEFAULTS, Params
 from ..planner import Layout, Region
 from ..stages import output_psf
 from .guard import check_run, finish_cleanup
 from .ledger import Ledger, RecordBook
-from .request import Request, _params_record, _prepare, estimate_offset, psf_model_used
+from .options import RunOptions, method_values, parse_run_options
+from .request import Request, _params_record, estimate_offset, prepare_request, psf_model_used
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
 from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
 
-__all__ = ["deconvolve", "plan", "run_sizing"]
+__all__ = ["deconvolve", "plan", "plan_run", "run_deconvolution", "run_sizing"]
 
 
 # Tasks a pass keeps on the cluster at once, per worker thread: enough that no
@@ -108,6 +109,7 @@ def _run_pass(
     watch: Watch | None,
     maxima: list[float],
 ) -> None:
+    """One pass: the maxima an earlier run recorded, then the blocks left, here or on the cluster."""
     done, stage = book.done, book.stage
     layout = ctx.layout
 
@@ -148,6 +150,19 @@ def _run_pass(
         for region, key in todo:
             finish(region, key, fn(ctx, region))
         return
+    _run_on_cluster(fn, ctx, todo, n_todo, client, stage, finish)
+
+
+def _run_on_cluster(
+    fn: Callable[[TaskContext, Region], dict[str, float]],
+    ctx: TaskContext,
+    todo: Iterator[tuple[Region, str]],
+    n_todo: int,
+    client: Any,
+    stage: str,
+    finish: Callable[[Region, str, dict[str, Any]], None],
+) -> None:
+    """The ``n_todo`` blocks of ``todo`` (region, key) as futures on ``client``; ``finish`` each result."""
     from distributed import as_completed
 
     # Tasks are idempotent (each writes only the chunks it owns), so a retry
@@ -335,14 +350,32 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     >>> summary["depth"], summary["sparse_block"], summary["n_tasks"]
     ({'k': 8, 'y': 16, 'x': 16}, {'k': 40, 'y': 320, 'x': 600}, 8)
     """
-    from ..io import open_image
-    from .skewed import skewed_plan, split_skew
+    return plan_run(source, *parse_run_options(kwargs))
 
-    skew, kwargs = split_skew(kwargs)
-    if skew["skew_angle"] is not None:
-        return skewed_plan(source, kwargs, skew)
-    src = open_image(source)
-    request = _prepare(src, kwargs)
+
+def plan_run(source: str | os.PathLike[str], params: Params, options: RunOptions, *, src: Any = None) -> dict[str, Any]:
+    """:func:`plan` of the method's parameters and the run's options (``src``: the input, if already opened).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from bigdecon.io import write_image
+    >>> from bigdecon.passes.options import parse_run_options
+    >>> path = write_image(os.path.join(tempfile.mkdtemp(), "raw.ome.zarr"), np.ones((8, 64, 64), np.uint16), "tyx")
+    >>> plan_run(path, *parse_run_options({"fwhm": 2}))["output_shape"]
+    [8, 64, 64]
+    """
+    from ..io import open_image
+
+    src = open_image(source) if src is None else src
+    found = _skew_found(src, options)
+    if options.skew_angle or found is not None:  # a skewed stack: its plan and the deskew pass
+        from .skewed import skewed_plan, split_skew
+
+        skew, kwargs = split_skew(_keywords(params, options))
+        return skewed_plan(source, kwargs, skew, found)
+    request = prepare_request(src, params, options)
     summary = request.plan.summary()
     summary["dtype"] = str(src.data.dtype)
     summary["input_chunks"] = list(src.stored_chunks)
@@ -352,6 +385,24 @@ def plan(source: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     summary["offset"] = request.offset
     summary["voxel_size"] = {a: request.src.scale[a] for a in ("z", "y", "x") if a in request.src.axes}
     return summary
+
+
+def _skew_found(src: Any, options: RunOptions) -> Any:
+    """The :class:`~bigdecon.io.skew_meta.SkewMeta` of an input its files say is stored skewed, where no
+    ``skew_angle`` was given (``0``: not skewed); else None."""
+    if options.skew_angle is not None:
+        return None
+    from ..io.skew_meta import read_skew
+
+    found = read_skew(src)
+    return found if found is not None and found.skewed else None
+
+
+def _keywords(params: Params, options: RunOptions) -> dict[str, Any]:
+    """``params`` and ``options`` as the keyword arguments of :func:`deconvolve` (a skewed stack's run takes those)."""
+    kwargs = {**method_values(params), **options.as_kwargs()}
+    del kwargs["pyramid"]  # only the skewed run's intermediate has none
+    return kwargs
 
 
 def _stored_status(destination: str | os.PathLike[str]) -> str | None:
@@ -577,7 +628,8 @@ def deconvolve(
         Where workers run the solvers: ``auto`` uses a worker's GPU (CuPy)
         when it has one. A block moves to the GPU once; only the result returns.
     skew_angle, skew_axis, psf_frame, deskew_first, skew_fill, rotate
-        A skewed stack (stage-scanned lattice light-sheet, OPM): the angle in
+        A skewed stack (stage-scanned lattice light-sheet, OPM; ``skew_angle``
+        None: the angle the input's files carry, if any, ``0``: not skewed): the angle in
         degrees between the scan and the sheet, the axis the planes move along,
         the frame of a 3-D PSF (``"sample"``: sheared automatically; ``"skewed"``:
         as is), and whether to deskew before deconvolving (default: deconvolve
@@ -627,230 +679,80 @@ def deconvolve(
     >>> info["shape"]
     [4, 64, 64]
     """
-    if skew_angle is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
-        args = dict(locals())
-        args.pop("pyramid")
+    given = dict(locals())  # the keywords, once: everything below takes Params + RunOptions
+    source, destination = given.pop("source"), given.pop("destination")
+    hooks = {k: given.pop(k) for k in ("client", "progress", "config", "suggestion")}
+    params, options = parse_run_options(given)
+    return run_deconvolution(source, destination, params, options, **hooks)
+
+
+def run_deconvolution(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    params: Params,
+    options: RunOptions,
+    *,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    config: dict[str, Any] | None = None,
+    suggestion: dict[str, Any] | None = None,
+    src: Any = None,
+) -> dict[str, Any]:
+    """:func:`deconvolve` of the method's parameters and the run's options: open, plan, statistics, passes, finalise.
+
+    ``client``, ``progress``, ``config`` and ``suggestion`` are as in
+    :func:`deconvolve`, which makes ``params`` and ``options`` from its keyword
+    arguments with :func:`~bigdecon.passes.options.parse_run_options`; ``src``:
+    the input, if the caller has opened it. A skewed stack
+    (``options.skew_angle``) is deconvolved in its own frame, then deskewed
+    (:func:`~bigdecon.passes.skewed.deconvolve_skewed`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from bigdecon.io import write_image
+    >>> from bigdecon.passes.options import parse_run_options
+    >>> folder = tempfile.mkdtemp()
+    >>> path = write_image(os.path.join(folder, "raw.ome.zarr"), np.ones((4, 32, 32), np.uint16), "tyx")
+    >>> params, options = parse_run_options({"fwhm": 2, "sparse_iters": 5})
+    >>> run_deconvolution(path, os.path.join(folder, "out.ome.zarr"), params, options)["shape"]
+    [4, 32, 32]
+    """
+    from ..io import open_image
+
+    src = open_image(source) if src is None else src
+    found = _skew_found(src, options)
+    if options.skew_angle or found is not None:  # a skewed stack: deconvolved in its own frame, then deskewed
         from .skewed import deconvolve_skewed
 
-        return deconvolve_skewed(args)
-    from ..io import OmeZarrWriter, open_image
-
+        hooks = {"client": client, "progress": progress, "config": config, "suggestion": suggestion}
+        args = {"source": source, "destination": destination, **_keywords(params, options), **hooks}
+        return deconvolve_skewed(args, found)
     t0 = time.perf_counter()
-    if device not in ("auto", "cpu", "gpu"):
-        raise InputError(f"device must be auto, cpu or gpu, got {device!r}")
-    if ngff_version not in ("0.4", "0.5"):
-        raise InputError(f"ngff_version must be 0.4 or 0.5, got {ngff_version!r}")
-    dtype = check_output_dtype(output_dtype)
-    src = open_image(source)
+    resume, overwrite, work_dir = options.resume, options.overwrite, options.work_dir
     if check_run(src, source, destination, resume=resume, overwrite=overwrite, work_dir=work_dir) == "cleanup":
-        return {
-            "output": normalize(destination)[0],
-            "cleaned": finish_cleanup(str(destination)),
-            "chunks": 0,
-            "resumed": 0,
-        }
-    source_id = redact(normalize(source)[0])
+        cleaned = finish_cleanup(str(destination))
+        return {"output": normalize(destination)[0], "cleaned": cleaned, "chunks": 0, "resumed": 0}
     lease = Lease.acquire(normalize(destination)[0])  # after the checks: a refused run takes nothing
     held = True
     try:
-        if min_tasks is None:  # what the caller did not size, the cluster does
-            sizing = run_sizing(client, destination, resume=resume, chunks=chunks, device=device)
-            min_tasks = sizing["min_tasks"]
-            task_memory = sizing["task_memory"] if task_memory is None else task_memory
-        request = _prepare(
-            src,
-            dict(
-                fwhm=fwhm,
-                resolution=resolution,
-                psf=psf,
-                sparse_iters=sparse_iters,
-                fidelity=fidelity,
-                sparsity=sparsity,
-                tcontinuity=tcontinuity,
-                background=background,
-                deconv_iters=deconv_iters,
-                deconv_type=deconv_type,
-                up_sample=up_sample,
-                wb_alpha=wb_alpha,
-                wb_beta=wb_beta,
-                wb_order=wb_order,
-                psf_model=psf_model,
-                na=na,
-                wavelength=wavelength,
-                refractive_index=refractive_index,
-                sheet_thickness=sheet_thickness,
-                excitation_wavelength=excitation_wavelength,
-                psf_voxel_size=psf_voxel_size,
-                psf_as_is=psf_as_is,
-                psf_energy=psf_energy,
-                voxel_size=voxel_size,
-                axes=axes,
-                offset=offset,
-                channels=channels,
-                timepoints=timepoints,
-                chunks=chunks,
-                depth=depth,
-                task_memory=task_memory,
-                min_tasks=min_tasks,
-            ),
-        )
-        layout, params, the_plan = request.layout, request.params, request.plan
-        src = request.src  # with the axes and voxel sizes options give
-        channel_params = request.channel_params
-        params_record = _params_record(channel_params, request.channel_ids)
-        work_dir = resolve_work_dir(work_dir, _stored_config(destination) if resume else {}, resume)
-
-        run_record = {
-            "params": params_record,
-            "channels": channels,
-            "timepoints": timepoints,
-            "shape": list(the_plan.out_shape),
-            "chunks": list(the_plan.out_chunks),
-            "sparse_block": the_plan.sparse_block,
-            "depth": the_plan.depth,
-            "output_dtype": str(dtype),
-            "source": source_id,
-            "min_tasks": min_tasks,
-            "task_memory": task_memory,
-            # A resume is refused when either differs (passes/guard.py: check_resume).
-            "version": __version__,
-            # A resume checked the recorded one (same chunks sampled) in check_run: it is kept.
-            "input": _stored_config(destination).get("input") if resume else fingerprint(src),
-        }
-        if work_dir is not None:  # only when set: outputs of earlier versions still resume
-            run_record["work_dir"] = redact(work_dir)
-        scale_meta = dict(src.scale)
-        if params.up_sample:
-            for ax in ("y", "x"):
-                if ax in scale_meta:
-                    scale_meta[ax] = scale_meta[ax] / 2
-        translation = dict(src.translation)
-        if timepoints is not None:  # output t = 0 is input time point a
-            translation["t"] = translation.get("t", 0.0) + request.selection[layout.axes.index("t")] * src.scale.get(
-                "t", 1.0
-            )
-        channels_meta = src.channels
-        if channels is not None and src.channels:
-            channels_meta = [
-                src.channels[c] for c in request.selection[layout.axes.index("c")] if c < len(src.channels)
-            ]
-        if channels_meta and len(channels_meta) != layout.n_channels:
-            channels_meta = []  # metadata that does not match the data: napari gets defaults
-        # The data set's statistics (and its NaN/inf check) come before anything is
-        # written, so bad pixels leave no output behind; a resumed run reuses its own.
-        stats = None
-        if resume:
-            stats = Ledger(work_root(destination, work_dir)).get("stats")
-        if stats is None:
-            found = estimate_offset(request.data) if request.offset == "auto" else float(request.offset)
-            if request.offset == "auto":
-                warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
-            scale, mean, saturation = _source_stats(request.data, layout, where=source_id, offset=found)
-            stats = {"scale": scale, "mean": mean, "offset": found, "offset_auto": request.offset == "auto"}
-            stats.update(saturation)
-        writer = OmeZarrWriter(
-            destination,
-            shape=the_plan.out_shape,
-            axes=layout.axes,
-            chunks=the_plan.out_chunks,
-            dtype=str(dtype),
-            scale=scale_meta,
-            units=src.units,
-            translation=translation,
-            channels=channels_meta,
-            ngff_version=ngff_version,
-            overwrite=overwrite,
-            resume=resume,
-            run_config=run_record,
-        )
-        ledger = Ledger(work_root(writer.path, work_dir))
-        if not resume:  # a work folder outside the output may hold an earlier run's records
-            ledger.remove()
-            work_stamp(ledger.root, writer.path)
-        ledger.put("stats", stats)
+        run = _plan_run(src, source, destination, params, options, client)
+        stats = _statistics(run, destination)
+        writer, ledger = _open_output(run, destination, stats)
         scratch = Scratch(writer.path, ledger.root, lease=lease)
-        ctx = _task_context(request, stats, ledger, writer.path, device)
-        pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
-        sparse_tasks = the_plan.sparse_tasks() if params.sparse_iters else []
-        final_tasks = the_plan.final_tasks()
-        total = len(pre_tasks) + len(sparse_tasks) + len(final_tasks)
-        counter = {"done": 0, "total": total, "resumed": 0}
-
-        if pre_tasks:
-            # Without step 4, step 5 reads h: its loss means recomputing it. With step 4, h is
-            # dropped once step 4 is done, and a step-4 block recomputes missing chunks itself.
-            lost_h = "preprocess" if not sparse_tasks else None
-            _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"), ledger, lost_h)
-            book = RecordBook(ledger, "preprocess")
-            h_max = _run_tasks(_task_preprocess, ctx, pre_tasks, book, client, progress, counter, scratch.watch(None))
-            ctx = replace(ctx, h_max=h_max)
-        if sparse_tasks:
-            _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"), ledger, "sparse")
-            # One read of the pass's records, an earlier run's: for the book and for the reaper.
-            book = RecordBook(ledger, "sparse")
-            watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, book.done)
-            g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, book, client, progress, counter, watch)
-            ctx = replace(ctx, g_max=g_max)
-            scratch.drop(ctx.h)
-        final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
-        # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
-        read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
-        book = RecordBook(ledger, "final")
-        watch = scratch.watch(final_input, final_tasks, read, book.done)
-        _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
-        scratch.sample(force=True)
+        ctx, counter = _run_passes(run, stats, ledger, writer.path, scratch, client, progress)
         seconds = time.perf_counter() - t0
-        attrs: dict[str, Any] = {
-            "version": __version__,
-            "parameters": params_record,
-            "statistics": {
-                "raw_max": stats["scale"],
-                "raw_mean_normalised": stats["mean"],
-                "max_after_preprocess": ctx.h_max,
-                "max_after_sparse": ctx.g_max,
-                "saturated_pixels": stats.get("saturated_pixels", 0),
-                "saturation_level": stats.get("saturation_level"),
-            },
-            "offset": {"counts": stats.get("offset", 0.0), "estimated": bool(stats.get("offset_auto"))},
-            "voxel_size": {
-                a: {"size": src.scale[a], "unit": src.units.get(a), "from": voxel_origin(src, a)}
-                for a in ("z", "y", "x")
-                if a in src.axes
-            },
-            "psf_preparation": request.psf_reports,
-            "depth": the_plan.depth,
-            "psf_model": psf_model_used(request),  # the model that ran (optics: its values in "optics_psf")
-            "config": redact(config or {}),
-            "seconds": round(seconds, 3),
-        }
-        if suggestion is not None:
-            attrs["suggestion"] = suggestion
-        if request.optics:
-            attrs["optics_psf"] = request.optics
-        if work_dir is not None:  # where a run killed after finalising left its work folder
-            attrs["work_dir"] = run_record["work_dir"]
-        lease.check()  # a run presumed dead and taken over finishes nothing
-        writer.finalize(attrs=attrs, pyramid=pyramid)
-        lease.check()
-        try:
-            ledger.remove()
-        except OSError as e:  # the image is complete: say how to finish the clean-up
-            warnings.warn(
-                f"could not remove the work folder {redact(ledger.root)} ({e}); run the same command with "
-                "--resume to remove it",
-                BigdeconWarning,
-                stacklevel=2,
-            )
+        attrs = _finalise(run, ctx, stats, writer, ledger, lease, {"config": config, "suggestion": suggestion}, seconds)
         lease.release()  # before the output is measured: the lease file is not part of it
         held = False
         output_bytes = folder_bytes(writer.path)
-        voxels = int(np.prod(layout.shape))
         return {
             "output": writer.path,
-            "shape": list(the_plan.out_shape),
+            "shape": list(run.request.plan.out_shape),
             "seconds": time.perf_counter() - t0,
-            "voxels": voxels,
-            "chunks": total,
+            "voxels": int(np.prod(run.request.layout.shape)),
+            "chunks": counter["total"],
             "resumed": counter["resumed"],
             "stats": attrs["statistics"],
             "peak_scratch_bytes": max(scratch.peak, output_bytes),
@@ -859,6 +761,223 @@ def deconvolve(
     finally:
         if held:
             lease.release()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A planned run: its request, its options (sized for the cluster) and what the output records of it."""
+
+    request: Request
+    options: RunOptions
+    source_id: str
+    params_record: dict[str, Any]
+    record: dict[str, Any]
+    work_dir: str | None
+
+
+def _plan_run(src: Any, source: Any, destination: Any, params: Params, options: RunOptions, client: Any) -> _Run:
+    """Size the blocks for the cluster (what the caller did not size), resolve the request and the records."""
+    if options.min_tasks is None:
+        sizing = run_sizing(client, destination, resume=options.resume, chunks=options.chunks, device=options.device)
+        task_memory = sizing["task_memory"] if options.task_memory is None else options.task_memory
+        options = replace(options, min_tasks=sizing["min_tasks"], task_memory=task_memory)
+    request = prepare_request(src, params, options)
+    stored = _stored_config(destination) if options.resume else {}
+    work_dir = resolve_work_dir(options.work_dir, stored, options.resume)
+    params_record = _params_record(request.channel_params, request.channel_ids)
+    the_plan = request.plan
+    record = {
+        "params": params_record,
+        "channels": options.channels,
+        "timepoints": options.timepoints,
+        "shape": list(the_plan.out_shape),
+        "chunks": list(the_plan.out_chunks),
+        "sparse_block": the_plan.sparse_block,
+        "depth": the_plan.depth,
+        "output_dtype": options.output_dtype,
+        "source": redact(normalize(source)[0]),
+        "min_tasks": options.min_tasks,
+        "task_memory": options.task_memory,
+        # A resume is refused when either differs (passes/guard.py: check_resume).
+        "version": __version__,
+        # A resume checked the recorded one (same chunks sampled) in check_run: it is kept.
+        "input": stored.get("input") if options.resume else fingerprint(request.src),
+    }
+    if work_dir is not None:  # only when set: outputs of earlier versions still resume
+        record["work_dir"] = redact(work_dir)
+    return _Run(request, options, str(record["source"]), params_record, record, work_dir)
+
+
+def _statistics(run: _Run, destination: Any) -> dict[str, Any]:
+    """The data set's statistics (and its NaN/inf check), a resumed run's own if it has them.
+
+    They come before anything is written, so bad pixels leave no output behind.
+    """
+    request = run.request
+    if run.options.resume:
+        stats = Ledger(work_root(destination, run.work_dir)).get("stats")
+        if stats is not None:
+            return dict(stats)
+    auto = request.offset == "auto"
+    found = estimate_offset(request.data) if auto else float(request.offset)
+    if auto:
+        warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
+    scale, mean, saturation = _source_stats(request.data, request.layout, where=run.source_id, offset=found)
+    return {"scale": scale, "mean": mean, "offset": found, "offset_auto": auto, **saturation}
+
+
+def _output_meta(run: _Run) -> dict[str, Any]:
+    """The output's scale (halved in y and x when up-sampling), translation (of the first time point
+    selected) and channel metadata (of the channels selected; none when it does not match the data)."""
+    request, options, src = run.request, run.options, run.request.src
+    layout = request.layout
+    scale = dict(src.scale)
+    if request.params.up_sample:
+        for ax in ("y", "x"):
+            if ax in scale:
+                scale[ax] = scale[ax] / 2
+    translation = dict(src.translation)
+    if options.timepoints is not None:  # output t = 0 is input time point a
+        first = request.selection[layout.axes.index("t")]
+        translation["t"] = translation.get("t", 0.0) + first * src.scale.get("t", 1.0)
+    channels = src.channels
+    if options.channels is not None and src.channels:
+        picked = request.selection[layout.axes.index("c")]
+        channels = [src.channels[c] for c in picked if c < len(src.channels)]
+    if channels and len(channels) != layout.n_channels:
+        channels = []  # metadata that does not match the data: napari gets defaults
+    return {"scale": scale, "units": src.units, "translation": translation, "channels": channels}
+
+
+def _open_output(run: _Run, destination: Any, stats: dict[str, Any]) -> tuple[Any, Ledger]:
+    """The output (created, or opened to resume) and the run's ledger, holding the statistics."""
+    from ..io import OmeZarrWriter
+
+    the_plan, options = run.request.plan, run.options
+    writer = OmeZarrWriter(
+        destination,
+        shape=the_plan.out_shape,
+        axes=run.request.layout.axes,
+        chunks=the_plan.out_chunks,
+        dtype=options.output_dtype,
+        **_output_meta(run),
+        ngff_version=options.ngff_version,
+        overwrite=options.overwrite,
+        resume=options.resume,
+        run_config=run.record,
+    )
+    ledger = Ledger(work_root(writer.path, run.work_dir))
+    if not options.resume:  # a work folder outside the output may hold an earlier run's records
+        ledger.remove()
+        work_stamp(ledger.root, writer.path)
+    ledger.put("stats", stats)
+    return writer, ledger
+
+
+def _run_passes(
+    run: _Run,
+    stats: dict[str, Any],
+    ledger: Ledger,
+    output: str,
+    scratch: Scratch,
+    client: Any,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[TaskContext, dict[str, int]]:
+    """Steps 1-3, step 4 and steps 5-6 as tasks, each pass's maxima feeding the next; the counts of tasks."""
+    the_plan = run.request.plan
+    ctx = _task_context(run.request, stats, ledger, output, run.options.device)
+    pre_tasks = the_plan.plane_tasks() if the_plan.needs_preprocess else []
+    sparse_tasks = the_plan.sparse_tasks() if run.request.params.sparse_iters else []
+    final_tasks = the_plan.final_tasks()
+    counter = {"done": 0, "total": len(pre_tasks) + len(sparse_tasks) + len(final_tasks), "resumed": 0}
+    if pre_tasks:
+        # Without step 4, step 5 reads h: its loss means recomputing it. With step 4, h is
+        # dropped once step 4 is done, and a step-4 block recomputes missing chunks itself.
+        lost_h = "preprocess" if not sparse_tasks else None
+        _work_array(ctx.h, the_plan.out_shape, work_chunks(the_plan, "h"), ledger, lost_h)
+        book = RecordBook(ledger, "preprocess")
+        h_max = _run_tasks(_task_preprocess, ctx, pre_tasks, book, client, progress, counter, scratch.watch(None))
+        ctx = replace(ctx, h_max=h_max)
+    if sparse_tasks:
+        _work_array(ctx.g, the_plan.out_shape, work_chunks(the_plan, "g"), ledger, "sparse")
+        # One read of the pass's records, an earlier run's: for the book and for the reaper.
+        book = RecordBook(ledger, "sparse")
+        watch = scratch.watch(ctx.h if pre_tasks else None, sparse_tasks, the_plan.halo, book.done)
+        g_max = _run_tasks(_task_sparse, ctx, sparse_tasks, book, client, progress, counter, watch)
+        ctx = replace(ctx, g_max=g_max)
+        scratch.drop(ctx.h)
+    final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
+    # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
+    read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
+    book = RecordBook(ledger, "final")
+    watch = scratch.watch(final_input, final_tasks, read, book.done)
+    _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
+    scratch.sample(force=True)
+    return ctx, counter
+
+
+def _finalise(
+    run: _Run,
+    ctx: TaskContext,
+    stats: dict[str, Any],
+    writer: Any,
+    ledger: Ledger,
+    lease: Lease,
+    records: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """Write the output's attributes (it is complete from then on) and remove the work folder; the attributes."""
+    attrs = _attrs(run, ctx, stats, records, seconds)
+    lease.check()  # a run presumed dead and taken over finishes nothing
+    writer.finalize(attrs=attrs, pyramid=run.options.pyramid)
+    lease.check()
+    try:
+        ledger.remove()
+    except OSError as e:  # the image is complete: say how to finish the clean-up
+        warnings.warn(
+            f"could not remove the work folder {redact(ledger.root)} ({e}); run the same command with "
+            "--resume to remove it",
+            BigdeconWarning,
+            stacklevel=2,
+        )
+    return attrs
+
+
+def _attrs(
+    run: _Run, ctx: TaskContext, stats: dict[str, Any], records: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """What the finished output records of its run (``records``: the caller's ``config`` and ``suggestion``)."""
+    request, src = run.request, run.request.src
+    attrs: dict[str, Any] = {
+        "version": __version__,
+        "parameters": run.params_record,
+        "statistics": {
+            "raw_max": stats["scale"],
+            "raw_mean_normalised": stats["mean"],
+            "max_after_preprocess": ctx.h_max,
+            "max_after_sparse": ctx.g_max,
+            "saturated_pixels": stats.get("saturated_pixels", 0),
+            "saturation_level": stats.get("saturation_level"),
+        },
+        "offset": {"counts": stats.get("offset", 0.0), "estimated": bool(stats.get("offset_auto"))},
+        "voxel_size": {
+            a: {"size": src.scale[a], "unit": src.units.get(a), "from": voxel_origin(src, a)}
+            for a in ("z", "y", "x")
+            if a in src.axes
+        },
+        "psf_preparation": request.psf_reports,
+        "depth": request.plan.depth,
+        "psf_model": psf_model_used(request),  # the model that ran (optics: its values in "optics_psf")
+        "config": redact(records.get("config") or {}),
+        "seconds": round(seconds, 3),
+    }
+    if records.get("suggestion") is not None:
+        attrs["suggestion"] = records["suggestion"]
+    if request.optics:
+        attrs["optics_psf"] = request.optics
+    if run.work_dir is not None:  # where a run killed after finalising left its work folder
+        attrs["work_dir"] = run.record["work_dir"]
+    return attrs
 
 
 def _task_context(request: Request, stats: dict[str, Any], ledger: Ledger, output: str, device: str) -> TaskContext:

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BigdeconNotice, InputError
 from ..io.paths import join, normalize
 from ..planner import Layout
 from ..solvers.deskew import RotateGeometry, SkewGeometry, skew_psf
@@ -62,6 +63,46 @@ def split_skew(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any
         value = kwargs.get(k)
         skew[k] = PARAMETERS[k].default if value is None else PARAMETERS[k].parse(value)
     return skew, {k: v for k, v in kwargs.items() if k not in SKEW_KEYS}
+
+
+def metadata_skew(source: Any) -> Any:
+    """The :class:`~bigdecon.io.skew_meta.SkewMeta` of a stack its files say is stored skewed, else None."""
+    from ..io import open_image
+    from ..io.skew_meta import read_skew
+
+    found = read_skew(open_image(source))
+    return found if found is not None and found.skewed else None
+
+
+def _resolved(skew: Mapping[str, Any], found: Any) -> dict[str, Any]:
+    """``skew`` with the metadata's angle and axis where no angle was given, and where the angle came from."""
+    out = dict(skew)
+    if found is not None and not skew["skew_angle"]:
+        out["skew_angle"], out["skew_axis"] = found.angle, found.axis
+        out["angle_from"] = found.source
+    else:
+        out["angle_from"] = "skew_angle option"
+    return out
+
+
+def _open(source: Any, rest: dict[str, Any], found: Any = None) -> Any:
+    """The input with ``axes``/``voxel_size`` applied; a TIFF without pixel sizes takes those of the
+    Janelia Settings.txt beside it (stage step, camera pitch / magnification), with a notice, and
+    ``rest["voxel_size"]`` says so to every stage of the run."""
+    from ..io import open_image, with_overrides
+
+    src = with_overrides(open_image(source), rest.get("axes"), rest.get("voxel_size"))
+    if rest.get("voxel_size") is None and found is not None and found.stage_step and found.pixel:
+        if not {"z", "x"} <= set(src.units):
+            size = (found.stage_step, found.pixel, found.pixel)
+            warnings.warn(
+                f"voxel size from {found.source.split(' ')[0]}: z (stage step) {size[0]:g}, y and x {size[1]:g} um",
+                BigdeconNotice,
+                3,
+            )
+            rest["voxel_size"] = size
+            src = with_overrides(src, None, size)
+    return src
 
 
 def only_deskews(kwargs: Mapping[str, Any]) -> bool:
@@ -95,13 +136,15 @@ def skewed_psf_kwargs(src: Any, kwargs: Mapping[str, Any], skew: Mapping[str, An
     A 2-D PSF (plane by plane) is the same in both frames; ``psf_frame="skewed"`` is taken as is.
     """
     from ..stages import output_psf
-    from .request import _prepare
+    from .options import parse_run_options
+    from .request import prepare_request
 
     kwargs = dict(kwargs)
     if skew["psf_frame"] == "skewed" or only_deskews(kwargs):
         return kwargs
-    probe = {k: v for k, v in kwargs.items() if k not in ("chunks", "depth")}
-    request = _prepare(_Reframed(src, geometry.z_step), {**probe, "sparse_iters": 0})
+    # src has its axes and voxel size applied already (_open); the z step is the deskewed grid's
+    probe = {k: v for k, v in kwargs.items() if k not in ("chunks", "depth", "axes", "voxel_size")}
+    request = prepare_request(_Reframed(src, geometry.z_step), *parse_run_options({**probe, "sparse_iters": 0}))
     if not (request.params.volumetric and request.params.deconvolves):
         return kwargs
     psfs = {}
@@ -154,15 +197,15 @@ def _deskewed_layout(
 def _stage_a_plan(source: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     from .run import plan
 
-    return plan(source, **kwargs)
+    return plan(source, **kwargs, skew_angle=0)  # the run in the recorded frame is not skewed itself
 
 
-def skewed_plan(source: Any, kwargs: Mapping[str, Any], skew: Mapping[str, Any]) -> dict[str, Any]:
-    """What :func:`deconvolve_skewed` would do: the run in the recorded frame and the deskew pass."""
-    from ..io import open_image
-
-    src = open_image(source)
+def skewed_plan(source: Any, kwargs: Mapping[str, Any], skew: Mapping[str, Any], found: Any = None) -> dict[str, Any]:
+    """What :func:`deconvolve_skewed` would do: the run in the recorded frame and the deskew pass
+    (``found``: the input's :class:`~bigdecon.io.skew_meta.SkewMeta`, where no angle was given)."""
+    skew = _resolved(skew, found)
     rest = dict(kwargs)
+    src = _open(source, rest, found)
     task_memory = int(rest.get("task_memory") or 512 * 2**20)
     deskew_only = only_deskews(rest)
     base = _stage_a_plan(source, {**rest, "deconv_type": 0, "sparse_iters": 0, "background": 0, "up_sample": 0})
@@ -187,6 +230,7 @@ def skewed_plan(source: Any, kwargs: Mapping[str, Any], skew: Mapping[str, Any])
     summary["n_tasks"] += len(dplan.tasks())
     summary["memory_per_task_bytes"] = max(summary["memory_per_task_bytes"], dplan.task_bytes())
     summary["frame"] = "deskew only" if deskew_only else "deskew first" if skew["deskew_first"] else "skewed"
+    summary["skew_angle"], summary["skew_angle_from"] = float(skew["skew_angle"]), skew["angle_from"]
     return summary
 
 
@@ -220,21 +264,24 @@ def _output_meta(
 
 def _selection(src: Any, rest: Mapping[str, Any]) -> tuple[Layout, dict[int, Any], Any]:
     """The selected input's layout, the selection and the selected data (lazy), without a PSF."""
-    from .request import _prepare
+    from .options import parse_run_options
+    from .request import prepare_request
 
     picked = {k: rest[k] for k in (*_SELECTION_KEYS, "task_memory") if rest.get(k) is not None}
-    request = _prepare(src, {**picked, "deconv_type": 0, "sparse_iters": 0, "background": 0})
+    request = prepare_request(src, *parse_run_options({**picked, "deconv_type": 0, "sparse_iters": 0, "background": 0}))
     return request.layout, request.selection, request.data
 
 
-def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
-    """:func:`~bigdecon.passes.run.deconvolve` of a skewed stack (``args``: its keyword arguments)."""
-    from ..io import open_image
+def deconvolve_skewed(args: dict[str, Any], found: Any = None) -> dict[str, Any]:
+    """:func:`~bigdecon.passes.run.deconvolve` of a skewed stack (``args``: its keyword arguments;
+    ``found``: the input's :class:`~bigdecon.io.skew_meta.SkewMeta` where no angle was given)."""
     from ..io.safety import Lease
     from .guard import check_run, finish_cleanup
 
     source, destination = args.pop("source"), args.pop("destination")
     skew, rest = split_skew(args)
+    skew = _resolved(skew, found)
+    src = _open(source, rest, found)  # before the deskew-first split: it may set rest["voxel_size"]
     if skew["deskew_first"] and skew["rotate"] and not only_deskews({k: v for k, v in rest.items() if v is not None}):
         raise InputError(
             "rotate follows a deconvolution in the recorded frame: it cannot be combined with deskew_first"
@@ -246,7 +293,6 @@ def deconvolve_skewed(args: dict[str, Any]) -> dict[str, Any]:
     run_keys = ("client", "progress", "config", "device", "resume", "overwrite", "output_dtype", "ngff_version")
     run = {k: rest.pop(k) for k in run_keys}
     run["work_dir"], run["suggestion"] = rest.pop("work_dir"), rest.pop("suggestion", None)
-    src = open_image(source)
     state = check_run(
         src, source, destination, resume=run["resume"], overwrite=run["overwrite"], work_dir=run["work_dir"]
     )
@@ -303,17 +349,25 @@ def _run_skewed(
         ctx_src = open_image(mid)
         ctx_sel, ctx_layout = {}, Layout(tuple(ctx_src.axes), tuple(ctx_src.shape))
     done_before = stage_info.get("tasks", 0)
+    # The camera offset: subtracted by the deskew tasks of a deskew-only run, by the run in the
+    # recorded frame otherwise (its record is the intermediate's); the voids are 0 after it.
+    offset = (
+        _deskew_offset(method, data, ledger) if deskew_only else ctx_src.attrs.get("bigdecon", {}).get("offset", {})
+    )
+    fill = _fills(ctx_src, ctx_sel, ctx_layout, skew["skew_fill"], ledger, zero=_asks_offset(method))
     ctx = DeskewContext(
         plan=dplan,
         in_layout=ctx_layout,
         level=tuple(ctx_src.level),
         selection=ctx_sel,
         output=writer.path,
-        fill=_fills(ctx_src, ctx_sel, ctx_layout, skew["skew_fill"], ledger),
+        fill=fill,
         run_id=f"{os.getpid()}-{time.monotonic_ns()}",
+        offset=float(offset.get("counts", 0.0)) if deskew_only else 0.0,
     )
     maxima, resumed = _deskew_pass(ctx, ledger, run["client"], _offset(run["progress"], done_before), n_deskew)
     attrs = _attrs(ctx.fill, geometry, skew, summary["frame"], stage_info, run, maxima)
+    attrs["offset"] = {"counts": float(offset.get("counts", 0.0)), "estimated": bool(offset.get("estimated"))}
     if work_dir is not None:  # where a run killed after finalising left its work folder (guard._work_dir)
         from ..io.paths import redact
 
@@ -335,11 +389,38 @@ def _run_skewed(
     }
 
 
-def _fills(src: Any, selection: dict[int, Any], layout: Layout, given: float | None, ledger: Any) -> tuple[float, ...]:
-    """The voids' value per channel: ``given``, or the median of the last recorded plane of the first volume
-    (of every channel), computed once and kept in the ledger for a resume."""
-    if given is not None:
-        return (float(given),) * layout.n_channels
+def _asks_offset(method: Mapping[str, Any]) -> bool:
+    """Whether the run subtracts a camera offset (a number > 0, or ``auto``)."""
+    from .options import _check_offset
+
+    return _check_offset(method.get("offset", 0.0)) != 0.0
+
+
+def _deskew_offset(method: Mapping[str, Any], data: Any, ledger: Any) -> dict[str, Any]:
+    """A deskew-only run's camera offset, ``{"counts", "estimated"}``: the given counts, or ``auto``
+    estimated once from the input (:func:`~bigdecon.passes.request.estimate_offset`), kept for a resume."""
+    from .options import _check_offset
+    from .request import estimate_offset
+
+    stored = ledger.get("deskew-offset")
+    if stored is not None:
+        return dict(stored)
+    asked = _check_offset(method.get("offset", 0.0))
+    found = estimate_offset(data) if asked == "auto" else float(asked)
+    if asked == "auto":
+        warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
+    record = {"counts": found, "estimated": asked == "auto"}
+    ledger.put("deskew-offset", record)
+    return record
+
+
+def _fills(
+    src: Any, selection: dict[int, Any], layout: Layout, given: float | None, ledger: Any, zero: bool = False
+) -> tuple[float, ...]:
+    """The voids' value per channel: ``given``; 0 after a camera offset (``zero``); else the median of the
+    last recorded plane of the first volume (of every channel), computed once and kept in the ledger."""
+    if given is not None or zero:
+        return (float(given or 0.0),) * layout.n_channels
     stored = ledger.get("deskew-fill")
     if stored is not None:
         return tuple(float(v) for v in stored["fill"])
@@ -424,6 +505,7 @@ def _attrs(
     attrs = {
         "deskew": {
             "angle": geometry.angle,
+            "angle_from": skew.get("angle_from", "skew_angle option"),
             "axis": skew["skew_axis"],
             "frame": frame,
             "psf_frame": skew["psf_frame"],
@@ -498,6 +580,7 @@ def _stage_a(source: Any, mid: str, kwargs: dict[str, Any], run: Mapping[str, An
         source,
         mid,
         **kwargs,
+        skew_angle=0,  # the run in the recorded frame
         output_dtype="float32",
         resume=state == "running",
         overwrite=state is None,
@@ -544,15 +627,21 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
     if not resume and _state(destination) is not None and not rest.get("overwrite"):
         raise InputError(f"output exists: {out} (use --overwrite to replace it or --resume to continue it)")
     selection: dict[str, Any] = {
-        k: rest.get(k) for k in ("channels", "timepoints", "task_memory", "min_tasks", "client", "device")
+        k: rest.get(k)
+        for k in ("channels", "timepoints", "task_memory", "min_tasks", "client", "device", "axes", "voxel_size")
     }
+    # The offset, resolved once on the recorded stack: the voids hold it, so they are 0 after it.
+    offset = _first_offset(source, rest) if _asks_offset(rest) else None
+    fill = skew["skew_fill"] if offset is None or skew["skew_fill"] is not None else offset["counts"]
     first = {}
     if state != "complete":
         first = deconvolve(
             source,
             mid,
             **selection,
-            **{**skew, "deskew_first": False},
+            **{k: v for k, v in skew.items() if k in SKEW_KEYS and k not in ("deskew_first", "skew_fill")},
+            deskew_first=False,
+            skew_fill=fill,
             sparse_iters=0,
             background=0,
             deconv_type=0,
@@ -560,11 +649,16 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
             overwrite=state != "running",
             pyramid=False,
         )
-    second = {k: v for k, v in rest.items() if k not in ("channels", "timepoints")}
+    # The deskewed intermediate has its own pixel sizes (z step dz*sin(angle)) and axes: no overrides.
+    second = {k: v for k, v in rest.items() if k not in ("channels", "timepoints", "axes", "voxel_size")}
+    second["skew_angle"] = 0
     second["resume"] = resume and _state(destination) == "running"  # killed before it began: a fresh start
     second["overwrite"] = bool(rest.get("overwrite")) or (resume and not second["resume"])
     config = dict(second.get("config") or {})
     config["deskew_first"] = {**skew, "intermediate": mid}
+    if offset is not None:
+        second["offset"] = offset["counts"]
+        config["deskew_first"]["offset"] = offset
     second["config"] = config
     info = deconvolve(mid, destination, **second)
     _remove_output(mid)
@@ -575,6 +669,20 @@ def _deskew_first(source: Any, destination: Any, skew: dict[str, Any], rest: dic
     }
     info["voxels_processed"] = int(np.prod(info["shape"]))
     return info
+
+
+def _first_offset(source: Any, rest: Mapping[str, Any]) -> dict[str, Any]:
+    """The camera offset of a deskew-first run, ``{"counts", "estimated"}``, from the recorded stack."""
+    from .options import _check_offset
+    from .request import estimate_offset
+
+    asked = _check_offset(rest.get("offset", 0.0))
+    if asked != "auto":
+        return {"counts": float(asked), "estimated": False}
+    _, _, data = _selection(_open(source, dict(rest)), {k: v for k, v in rest.items() if v is not None})
+    found = estimate_offset(data)
+    warnings.warn(f"offset auto: the data's dark level is {found:g} counts, subtracted", BigdeconNotice, 2)
+    return {"counts": found, "estimated": True}
 
 
 def _remove_output(path: str) -> None:

@@ -36,7 +36,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RotateGeometry", "SkewGeometry", "deskew", "deskew_block", "rotate_block", "skew_psf", "source_span"]
+__all__ = [
+    "RotateGeometry",
+    "SkewGeometry",
+    "deskew",
+    "deskew_block",
+    "move_planes",
+    "plane_drift",
+    "rotate_block",
+    "skew_psf",
+    "source_span",
+]
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,68 @@ def skew_psf(psf: np.ndarray, angle: float, dz: float, dx: float, axis: str = "x
         move = half - half_x - (i - half_z) * g.shear
         out[i] = _shifted(p[i], move, (0, 2 * half + 1), 0, nxp, 0.0)
     return (out / out.sum()).astype(np.float32)
+
+
+def plane_drift(kernel: np.ndarray) -> tuple[float, float]:
+    """How far a 3-D kernel's planes move per plane along y and x: the slopes of their centroids.
+
+    A weighted least-squares fit (weights: each plane's sum) of the centroid of
+    plane ``dk`` against ``dk``. A PSF sheared by :func:`skew_psf` drifts by
+    ``-shear`` px per plane along the skew axis; a sample-frame PSF by 0.
+
+    Examples
+    --------
+    >>> from bigdecon.solvers import gaussian_psf
+    >>> [round(v, 2) for v in plane_drift(skew_psf(gaussian_psf((5, 3, 3)), 31.5, 0.4, 0.104))]
+    [0.0, -3.28]
+    """
+    p = np.asarray(kernel, dtype=np.float64)
+    w = p.sum(axis=(1, 2))
+    live = w > w.max() * 1e-9
+    dk = (np.arange(p.shape[0]) - p.shape[0] // 2)[live]
+    weights = w[live]
+    slopes = []
+    for axis in (1, 2):
+        profile = p.sum(axis=3 - axis)[live]  # (planes, this axis)
+        centroid = (profile * np.arange(p.shape[axis])).sum(axis=1) / weights
+        k_mean = np.average(dk, weights=weights)
+        c_mean = np.average(centroid, weights=weights)
+        var = float(np.sum(weights * (dk - k_mean) ** 2))
+        slopes.append(float(np.sum(weights * (dk - k_mean) * (centroid - c_mean)) / var) if var > 0 else 0.0)
+    return slopes[0], slopes[1]
+
+
+def move_planes(kernel: np.ndarray, drift: Sequence[float], box: Sequence[int] | None = None) -> np.ndarray:
+    """Plane ``dk`` of a centred 3-D kernel moved by ``dk * drift`` px along (y, x), linear, float64.
+
+    The result is centred in ``box`` (y, x sizes, odd; default: widened so
+    nothing is cut); what falls outside it is dropped. Moving by ``-drift``
+    undoes a move by ``drift`` up to the linear interpolation's blur.
+
+    Examples
+    --------
+    >>> k = np.zeros((3, 1, 5)); k[:, 0, 2] = 1
+    >>> move_planes(k, (0.0, 1.0))[:, 0]
+    array([[0., 0., 0., 1., 0., 0., 0., 0., 0.],
+           [0., 0., 0., 0., 1., 0., 0., 0., 0.],
+           [0., 0., 0., 0., 0., 1., 0., 0., 0.]])
+    """
+    from scipy import ndimage
+
+    p = np.asarray(kernel, dtype=np.float64)
+    half_k = p.shape[0] // 2
+    if box is None:
+        box = [n + 2 * (math.ceil(half_k * abs(d)) + (d != 0)) for n, d in zip(p.shape[1:], drift)]
+    out = np.zeros((p.shape[0], *box), np.float64)
+    big = [max(b, n) for b, n in zip(box, p.shape[1:])]
+    for i in range(p.shape[0]):
+        plane = np.zeros(big)
+        at = [(b - n) // 2 for b, n in zip(big, p.shape[1:])]
+        plane[at[0] : at[0] + p.shape[1], at[1] : at[1] + p.shape[2]] = p[i]
+        moved = ndimage.shift(plane, [(i - half_k) * d for d in drift], order=1, mode="constant", cval=0.0)
+        cut = [(n - b) // 2 for n, b in zip(big, box)]
+        out[i] = moved[cut[0] : cut[0] + box[0], cut[1] : cut[1] + box[1]]
+    return out
 
 
 def deskewed_shape(shape: Sequence[int], geometry: SkewGeometry, axis_index: int) -> tuple[int, ...]:

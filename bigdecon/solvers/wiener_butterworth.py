@@ -26,7 +26,7 @@ import numpy as np
 from .._backend import get_xp, to_numpy
 from ._dct import mirror_eigenvalues
 from .psf import psf_fwhm, psf_to_otf
-from .richardson_lucy import BOUNDARIES, FLOOR, _MirrorConvolver, padded_problem
+from .richardson_lucy import BOUNDARIES, FLOOR, _MirrorConvolver, fill_outside, padded_problem
 
 __all__ = [
     "wiener_butterworth_backprojector",
@@ -34,6 +34,8 @@ __all__ = [
     "mirror_backprojector",
     "rl_wiener_butterworth",
     "blocks_allowed",
+    "sheared_backprojector_kernel",
+    "sheared_drift",
 ]
 
 # The back projector code published with Guo et al. (2020) defaults to a
@@ -434,7 +436,119 @@ def blocks_allowed(psf) -> bool:
     """
     from .richardson_lucy import mirror_symmetric
 
-    return np.ndim(psf) == 3 and mirror_symmetric(psf)
+    return np.ndim(psf) == 3 and (mirror_symmetric(psf) or sheared_drift(psf) is not None)
+
+
+def _symmetrized(kernel: np.ndarray) -> np.ndarray:
+    for axis in range(kernel.ndim):
+        kernel = (kernel + np.flip(kernel, axis)) / 2
+    return kernel
+
+
+def sheared_drift(psf) -> tuple[float, float] | None:
+    """The drift per plane (y, x px) of a 3-D PSF that is a mirror-symmetric PSF sheared plane by plane.
+
+    A skewed light-sheet stack's PSF (:func:`~bigdecon.solvers.deskew.skew_psf`)
+    is one: moved back by its drift (:func:`~bigdecon.solvers.deskew.move_planes`)
+    it is symmetric along every axis to 2 % of its maximum. None for every other
+    PSF, and for a drift under 0.05 px per plane.
+
+    Examples
+    --------
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers.deskew import skew_psf
+    >>> [round(v, 3) for v in sheared_drift(skew_psf(gaussian_psf((5.0, 3.0, 3.0)), 31.5, 0.4, 0.104))]
+    [0.0, -3.279]
+    >>> sheared_drift(gaussian_psf((5.0, 3.0, 3.0))) is None
+    True
+    """
+    from .deskew import move_planes, plane_drift
+
+    p = np.asarray(to_numpy(psf), dtype=np.float64)
+    if p.ndim != 3 or not all(n % 2 for n in p.shape) or not p.max() > 0:
+        return None
+    drift = plane_drift(p)
+    if max(abs(v) for v in drift) < 0.05:
+        return None
+    sample = move_planes(p, [-v for v in drift])
+    if np.abs(sample - _symmetrized(sample)).max() > 0.02 * sample.max():
+        return None
+    return drift
+
+
+def _trimmed(kernel: np.ndarray, floor: float = 1e-7) -> np.ndarray:
+    """``kernel`` cut, centred, to where its y and x profiles exceed ``floor`` of their maximum."""
+    index = [slice(None)]
+    for axis in (1, 2):
+        profile = kernel.sum(axis=tuple(a for a in range(3) if a != axis))
+        centre = kernel.shape[axis] // 2
+        live = np.flatnonzero(profile > floor * profile.max())
+        half = int(max(abs(live[0] - centre), abs(live[-1] - centre)))
+        index.append(slice(centre - half, centre + half + 1))
+    return kernel[tuple(index)]
+
+
+def sheared_backprojector_kernel(
+    psf,
+    *,
+    alpha: float = ALPHA,
+    beta: float | None = BETA,
+    order: int = ORDER,
+    cutoff: float | Sequence[float] | None = None,
+) -> np.ndarray:
+    """The Wiener-Butterworth back projector of a sheared PSF (:func:`sheared_drift`), a finite kernel.
+
+    Designed in the sample frame and sheared like the PSF: the PSF is moved
+    back by its drift, symmetrised, and given the symmetric finite kernel of
+    :func:`backprojector_kernel` (cut-offs from the sample frame's FWHM, which a
+    shear would distort), whose planes are then moved by the drift, inside the
+    box of :func:`~bigdecon.solvers.richardson_lucy.backprojector_half_support`
+    of the sheared PSF, and normalised to sum 1. Finite, so a block with the
+    halo of :func:`~bigdecon.solvers.richardson_lucy.deconv_halo` (``kind="wb"``)
+    filters as the whole volume does.
+
+    Examples
+    --------
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers.deskew import skew_psf
+    >>> q = skew_psf(gaussian_psf((5.0, 3.0, 3.0)), 31.5, 0.4, 0.104)
+    >>> k = sheared_backprojector_kernel(q)
+    >>> q.shape, k.shape, round(float(k.sum()), 6)
+    ((21, 15, 81), (41, 29, 161), 1.0)
+    """
+    from .deskew import move_planes
+    from .richardson_lucy import backprojector_half_support
+
+    p = np.asarray(to_numpy(psf), dtype=np.float64)
+    drift = sheared_drift(p)
+    if drift is None:
+        raise ValueError("the PSF is not a symmetric PSF sheared plane by plane")
+    sample = _trimmed(_symmetrized(move_planes(p, [-v for v in drift])))
+    kernel = backprojector_kernel(sample / sample.sum(), alpha=alpha, beta=beta, order=order, cutoff=cutoff)
+    r = backprojector_half_support(p.shape)
+    out = move_planes(kernel, drift, (2 * r[1] + 1, 2 * r[2] + 1))
+    return out / out.sum()
+
+
+def _sheared_kernel(image, psf, boundary: str, params: dict[str, Any]) -> np.ndarray | None:
+    """The finite back projector of a sheared 3-D PSF on the edge path (:func:`sheared_drift`), else None."""
+    from .richardson_lucy import boundary_rule
+
+    if np.ndim(psf) != 3 or np.ndim(image) != 3 or boundary_rule(3, psf, boundary) != "edge":
+        return None
+    if sheared_drift(psf) is None:
+        return None
+    return sheared_backprojector_kernel(psf, **params)
+
+
+def _kernel_otf(kernel: np.ndarray, shape: Sequence[int], xp: Any):
+    """The transfer function of a centred kernel on a periodic grid of ``shape`` (folded if larger)."""
+    from .._backend import fft_module
+
+    grid = np.zeros(tuple(int(n) for n in shape), np.float64)
+    index = [(np.arange(n) - n // 2) % int(m) for n, m in zip(kernel.shape, shape)]
+    np.add.at(grid, np.ix_(*index), kernel)
+    return fft_module(xp).rfftn(xp.asarray(grid.astype(np.float32))).astype(xp.complex64)
 
 
 def rl_wiener_butterworth(
@@ -515,10 +629,23 @@ def rl_wiener_butterworth(
     # grows multiplicatively (a flat image would not stay flat at its faces).
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-    padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=False)
-    psf = xp.asarray(psf, dtype=xp.float32)
     params: dict[str, Any] = dict(alpha=alpha, beta=beta, order=order, cutoff=cutoff)
-    if isinstance(conv, _MirrorConvolver):
+    kernel = _sheared_kernel(image, psf, boundary, params)
+    if kernel is None:
+        padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=False)
+    else:  # a finite kernel: the faces as Richardson-Lucy's (guard, padding as object), its reach guarded
+        reach = [n // 2 for n in kernel.shape]
+        padded, conv, crop = padded_problem(image, psf, pad, boundary, guard=True, reach=reach)
+    psf = xp.asarray(psf, dtype=xp.float32)
+    if kernel is not None:
+        b = _kernel_otf(kernel, conv.shape, xp)
+
+        def backproject(r):
+            if conv.masked:  # beyond the faces there are no data: ratio 1, as in richardson_lucy
+                fill_outside(r, crop, 1.0)
+            return conv._apply(r, b)
+
+    elif isinstance(conv, _MirrorConvolver):
         mirror = conv
         b = mirror_backprojector(psf, mirror.lam.shape[3 - psf.ndim :], **params).reshape(mirror.lam.shape)
 
