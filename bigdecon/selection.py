@@ -1,29 +1,34 @@
 """Choose deconvolution parameters by a held-out loss measured on the data.
 
-The loss is self-supervised and J-invariant (Batson & Royer 2019, "Noise2Self"):
+The loss is self-supervised (Recorrupted-to-Recorrupted, Pang et al. 2021; in
+the spirit of Noise2Self, Batson & Royer 2019):
 
-1. On a block of the data, hide a random ``HIDDEN_FRACTION`` of the voxels: each
-   is replaced by the mean of its visible neighbours (3x3x3 in a z stack, 3x3 in
-   a plane or a time-lapse frame), so nothing a candidate computes depends on
-   the value of a hidden voxel.
-2. Run the candidate on the masked block with the statistics of the data set.
+1. On a block of the data, draw Gaussian noise ``n`` of the block's measured
+   Poisson-Gaussian variance ``v`` and make two copies, ``input = y + n / 2``
+   and ``target = y - 2 n``, whose noises are uncorrelated (:func:`recorrupt`).
+2. Run the candidate on ``input`` with the statistics of the data set.
 3. Blur its output with the PSF of step 5 (the forward model), fit a scale and
-   an offset to the visible voxels of the interior by least squares, and score
-   the prediction on the hidden voxels of the interior.
+   an offset to ``target`` in the block's interior, and score the squared
+   error on every interior voxel over ``target``'s variance.
 
-For independent pixel noise the expected held-out error is the noise variance
-plus the error of the prediction: a candidate that fits the noise (too many
-iterations), smooths away structure (too strong a prior) or removes real light
-(a background mode that dims faint objects) predicts the hidden voxels worse.
-The squared error is weighted by the inverse Poisson-Gaussian variance of
-each hidden voxel, ``1 / max(gain * level + offset, floor)`` from
-:func:`bigdecon.suggest.estimate_noise` when a gain is measured: the Gaussian
-approximation of the Poisson-Gaussian log-likelihood, which keeps the few
-bright voxels from outweighing the dim ones where deconvolution errs most.
+Noise that a candidate fits (too many iterations) cannot predict ``target``'s
+uncorrelated noise; a prior that smooths away structure or a background mode
+that removes real light predicts it worse too. Every interior voxel is scored
+(tens of thousands per block; a masking loss that hides 3 % of the voxels
+scores about 30 times fewer), and no voxel is replaced by an interpolation
+that an over-fitting candidate would reproduce.
 
-All candidates see the same blocks and the same masks, so the losses are
-paired: the winner must beat plain Richardson-Lucy by more than ``GUARD``
-standard errors of the per-voxel loss difference, or plain RL is chosen.
+All candidates see the same blocks and the same noise, so the losses are
+paired. The decision (:func:`decide`) uses the loss's standard error both ways:
+
+* the iteration count of each setting is the one nearest 20 whose loss is
+  within one standard error of that setting's lowest (the one-standard-error
+  rule, Hastie, Tibshirani & Friedman, *Elements of Statistical Learning*,
+  7.10, centred on the reference count): the data-space loss keeps falling
+  slowly with iterations after the truth is best (it cannot see what lies
+  beyond the optical passband), and at low signal its curve is flat;
+* a setting other than plain Richardson-Lucy wins only if it beats the best
+  plain RL by more than ``GUARD`` standard errors of the paired difference.
 """
 
 from __future__ import annotations
@@ -39,10 +44,22 @@ from scipy import ndimage, signal
 from .params import Params
 from .stages import deconv_stage, is_coupled, output_psf, preprocess, sparse_stage
 
-__all__ = ["Candidate", "default_candidates", "hide_voxels", "held_out_loss", "run_candidate", "pick_blocks"]
+__all__ = [
+    "Candidate",
+    "decide",
+    "default_candidates",
+    "fewest_iterations",
+    "held_out_loss",
+    "pick_blocks",
+    "recorrupt",
+    "run_candidate",
+]
 
-HIDDEN_FRACTION = 0.03
+TAU = 0.5  # recorruption: the input keeps 1 / (1 + TAU**2) = 80 % of the photons' worth of SNR
 GUARD = 2.0  # standard errors of the paired loss difference a candidate must beat plain RL by
+REFERENCE_ITERS = 20  # the count a setting keeps unless the loss says otherwise by more than ONE_SE
+ONE_SE = 1.0  # standard errors of a setting's lowest loss within which the fewest iterations are taken
+BATCHES = 32  # per block, for the standard errors
 BLOCK_K = 20  # planes of a block (z or t), at least the PSF's
 BLOCK_YX = 80  # pixels of a block in y and x, at least the PSF's
 RL = dict(sparse_iters=0, background=0, deconv_type=1)
@@ -60,34 +77,47 @@ class Candidate:
 
     @property
     def plain_rl(self) -> bool:
-        return self.params.get("sparse_iters", 0) == 0 and self.params.get("deconv_type", 1) == 1
+        return (
+            self.params.get("sparse_iters", 0) == 0
+            and self.params.get("deconv_type", 1) == 1
+            and not self.params.get("background", 0)
+        )
 
 
-def _sparse(fid: float, sp: float, background: int = 0, iters: int = 20) -> Candidate:
-    name = f"sparse fid {fid:g} sp {sp:g}{' bg ' + str(background) if background else ''} + RL {iters}"
-    return Candidate(name, dict(sparse_iters=100, fidelity=fid, sparsity=sp, background=background, deconv_iters=iters))
+RL_ITERS = (20, 10, 40, 5, 7, 15, 30, 60, 80)  # one run of 80 with snapshots
+SPARSE_RL_ITERS = (20, 7, 10, 15, 30, 40)  # after each sparse setting: one run of 40 with snapshots
+
+
+def _sparse(fid: float, sp: float, background: int = 0) -> list[Candidate]:
+    name = f"sparse fid {fid:g} sp {sp:g}{' bg ' + str(background) if background else ''}"
+    params = dict(sparse_iters=100, fidelity=fid, sparsity=sp, background=background)
+    return [Candidate(f"{name} + RL {n}", dict(params, deconv_iters=n)) for n in SPARSE_RL_ITERS]
 
 
 def default_candidates() -> list[Candidate]:
     """The candidates, cheapest and most telling first (a budget keeps a prefix).
 
     Plain Richardson-Lucy at 20 iterations is first: the reference every other
-    candidate is compared with.
+    candidate is compared with. The iteration counts of one setting come from
+    one run (snapshots), so they cost no more than the longest.
 
     Examples
     --------
     >>> [c.name for c in default_candidates()][:3]
     ['RL 20', 'RL 10', 'RL 40']
+    >>> len(default_candidates())
+    39
     """
-    out = [Candidate(f"RL {n}", dict(RL, deconv_iters=n)) for n in (20, 10, 40)]
+    out = [Candidate(f"RL {n}", dict(RL, deconv_iters=n)) for n in RL_ITERS]
     out += [
         Candidate(f"WB {n} beta {b:g}", dict(RL, deconv_type=3, deconv_iters=n, wb_beta=b))
         for b, iters in ((0.1, (1, 2, 3)), (0.03, (1, 2)))
         for n in iters
     ]
     out.append(Candidate("Landweber 20", dict(RL, deconv_type=2, deconv_iters=20)))
-    out.append(Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1)))
-    out += [_sparse(150, 2), _sparse(150, 2, background=1), _sparse(500, 2)]
+    defaults = [Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1))]
+    defaults += [c for c in _sparse(150, 10, background=1) if c.params["deconv_iters"] != 7]
+    out += defaults + _sparse(150, 2) + _sparse(150, 2, background=1) + _sparse(500, 2)
     return out
 
 
@@ -97,27 +127,31 @@ def full_params(candidate: Candidate, base: Params) -> dict:
     return {n: getattr(params, n) for n in METHOD_NAMES}
 
 
-def hide_voxels(block: np.ndarray, fraction: float, rng: np.random.Generator, volume: bool):
-    """``(masked, hidden)``: a random ``fraction`` of the voxels replaced by the mean of their visible neighbours.
+def recorrupt(block: np.ndarray, noise, rng: np.random.Generator, tau: float = TAU):
+    """``(input, target, var)``: two copies of ``block`` with uncorrelated noise (Recorrupted-to-Recorrupted).
+
+    With ``n`` Gaussian of the block's noise variance ``v`` (Poisson-Gaussian,
+    ``max(gain * level + offset, sigma**2)`` at the local 3x3(x3) mean level),
+    ``input = block + tau * n`` and ``target = block - n / tau`` have
+    uncorrelated noise, of variances ``(1 + tau**2) v`` and ``var = (1 + 1 /
+    tau**2) v`` (Pang et al. 2021). A candidate runs on ``input``; whatever of
+    its noise it fits cannot predict ``target``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> b = np.arange(64.0, dtype=np.float32).reshape(4, 4, 4)
-    >>> masked, hidden = hide_voxels(b, 0.1, np.random.default_rng(0), volume=True)
-    >>> bool((masked[~hidden] == b[~hidden]).all()), masked.dtype
-    (True, dtype('float32'))
+    >>> y = np.random.default_rng(0).normal(10.0, 1.0, (64, 64)).astype(np.float32)
+    >>> x, t, var = recorrupt(y, (1.0, None, None), np.random.default_rng(1))
+    >>> bool(abs(np.corrcoef((x - 10).ravel(), (t - 10).ravel())[0, 1]) < 0.05), x.dtype, float(var.mean())
+    (True, dtype('float32'), 5.0)
     """
-    hidden = rng.random(block.shape) < fraction
-    shape = (3, 3) if block.ndim == 2 else ((3, 3, 3) if volume else (1, 3, 3))
-    kernel = np.ones(shape, np.float32)
-    kernel[tuple(s // 2 for s in kernel.shape)] = 0
-    visible = (~hidden).astype(np.float32)
-    num = ndimage.convolve(block * visible, kernel, mode="mirror")
-    den = ndimage.convolve(visible, kernel, mode="mirror")
-    masked = block.copy()
-    masked[hidden] = (num[hidden] / np.maximum(den[hidden], 1.0)).astype(np.float32)
-    return masked, hidden
+    sigma, gain, offset = noise
+    var = np.full(block.shape, max(sigma, 1e-12) ** 2)
+    if gain is not None:
+        level = ndimage.uniform_filter(block.astype(np.float64), 3, mode="mirror")
+        var = np.maximum(gain * level + (offset or 0.0), var)
+    n = rng.standard_normal(block.shape) * np.sqrt(var)
+    return (block + tau * n).astype(np.float32), (block - n / tau).astype(np.float32), (1 + 1 / tau**2) * var
 
 
 def _blur(x: np.ndarray, psf: np.ndarray) -> np.ndarray:
@@ -134,27 +168,25 @@ def interior(shape: tuple[int, ...], psf: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(min(h, n // 4), n - min(h, n // 4)) for h, n in zip(half, shape))
 
 
-def held_out_loss(estimate, block, hidden, psf, noise: tuple[float, float | None, float | None]):
-    """``(loss, per_voxel)``: the weighted squared error of the re-blurred estimate on the hidden voxels.
+def held_out_loss(estimate, target: np.ndarray, var: np.ndarray, psf) -> tuple[float, np.ndarray]:
+    """``(loss, per_voxel)``: the squared error of the re-blurred estimate at predicting ``target``, over ``var``.
 
-    ``estimate`` was computed from the masked block; the prediction is
-    ``a * blur(estimate) + b`` with ``a`` and ``b`` fitted on the visible
-    voxels of the interior. A background that a candidate removed is not
-    added back: light removed from the output (faint out-of-focus objects
-    taken for background) counts as an error.
+    ``estimate`` was computed from the recorrupted input (:func:`recorrupt`);
+    the prediction is ``a * blur(estimate) + b`` with ``a`` and ``b`` fitted
+    to the target in the block's interior (two numbers fitted to thousands of
+    voxels), scored on every voxel of the interior. A background that a
+    candidate removed is not added back: light removed from the output
+    (faint out-of-focus objects taken for background) counts as an error.
+    For a prediction independent of the target's noise the expected loss is
+    1 plus the squared error of the prediction in units of the noise.
     """
     pred = _blur(np.asarray(estimate, np.float64), np.asarray(psf, np.float64))
-    inner = interior(block.shape, psf)
+    inner = interior(target.shape, psf)
     p = pred[inner].ravel()
     design = np.stack([p, np.ones_like(p)], axis=1)
-    y, h = block[inner].astype(np.float64).ravel(), hidden[inner].ravel()
-    coef = np.linalg.lstsq(design[~h], y[~h], rcond=None)[0]
-    fit = design[h] @ coef
-    sigma, gain, offset = noise
-    var = np.full(fit.shape, max(sigma, 1e-12) ** 2)
-    if gain is not None:
-        var = np.maximum(gain * fit + (offset or 0.0), var)
-    per = (y[h] - fit) ** 2 / var
+    y = target[inner].astype(np.float64).ravel()
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    per = (y - design @ coef) ** 2 / var[inner].ravel()
     return float(per.mean()), per
 
 
@@ -178,20 +210,20 @@ def run_candidate(block, params: Params, scale: float, mean: float, n_planes: in
 
 @dataclass
 class Block:
-    """One block of one channel: where it is, the data, its mask and its noise."""
+    """One block of one channel: where it is, the data, its recorrupted pair and the target's noise variance."""
 
     where: dict
     data: np.ndarray
-    masked: np.ndarray
-    hidden: np.ndarray
-    noise: tuple[float, float | None, float | None]
+    input: np.ndarray
+    target: np.ndarray
+    var: np.ndarray
 
 
 def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats: tuple[float, float, int], budget_s):
     """Run and score each candidate on every block, within ``budget_s`` seconds (RL 20 always runs).
 
     Returns one record per scored candidate: name, parameters, per-block losses
-    and per-voxel losses (concatenated over blocks), seconds.
+    and ``per``, the loss's means over ``BATCHES`` batches of voxels per block (concatenated), seconds.
     """
     scale, mean, n_planes = stats
     psf = output_psf(base, blocks[0].data.ndim)
@@ -200,7 +232,8 @@ def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats:
     start = time.perf_counter()
     for i, cand in enumerate(candidates):
         spent = time.perf_counter() - start
-        if i and budget_s is not None and spent + _expected(records, cand) > budget_s:
+        ran = (cand.name, 0) in cache  # a snapshot of a run already made costs only its loss
+        if i and budget_s is not None and not ran and spent + _expected(records, cand) > budget_s:
             continue
         t0 = time.perf_counter()
         losses, per = [], []
@@ -208,9 +241,11 @@ def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats:
             out = cache.pop((cand.name, j), None)
             if out is None:
                 out = _run_family(cand, candidates[i + 1 :], base, b, stats, cache, j)
-            loss, voxels = held_out_loss(out, b.data, b.hidden, psf, b.noise)
+            loss, voxels = held_out_loss(out, b.target, b.var, psf)
             losses.append(loss)
-            per.append(voxels)
+            # Batch means of contiguous runs of voxels: the prediction errors of neighbours are correlated,
+            # so the standard error of a difference is taken over batches, not voxels.
+            per.append(np.array([c.mean() for c in np.array_split(voxels, BATCHES)]))
         records.append(
             dict(
                 candidate=cand,
@@ -229,30 +264,59 @@ def _run_family(cand: Candidate, later: list[Candidate], base: Params, block: Bl
     scale, mean, n_planes = stats
     params = replace(base, **cand.params)
     if params.deconv_type != 1:
-        return run_candidate(block.masked, params, scale, mean, n_planes)
+        return run_candidate(block.input, params, scale, mean, n_planes)
     family = []
     for c in later:
         other = replace(base, **c.params)
         if replace(other, deconv_iters=params.deconv_iters) == params:
             family.append((c, other.deconv_iters))
     if not family:
-        return run_candidate(block.masked, params, scale, mean, n_planes)
+        return run_candidate(block.input, params, scale, mean, n_planes)
     longest = max([params.deconv_iters] + [n for _, n in family])
     snaps: dict[int, Any] = {n: None for n in {params.deconv_iters, *(n for _, n in family)}}
-    snaps[longest] = run_candidate(block.masked, replace(params, deconv_iters=longest), scale, mean, n_planes, snaps)
+    snaps[longest] = run_candidate(block.input, replace(params, deconv_iters=longest), scale, mean, n_planes, snaps)
     for c, n in family:
         cache[(c.name, j)] = snaps[n]
     return snaps[params.deconv_iters]
 
 
 def _expected(records: list[dict], cand: Candidate) -> float:
-    """A candidate's expected seconds: the last one of its kind (sparse step or not); the first sparse
+    """A candidate's expected seconds: the longest one of its kind (sparse step or not); the first sparse
     one 5 x RL 20 (100 split-Bregman iterations then 20 of RL cost 2-5 x RL 20 alone)."""
     sparse = bool(cand.params.get("sparse_iters"))
     same = [r["seconds"] for r in records if bool(r["candidate"].params.get("sparse_iters")) == sparse]
     if same:
-        return same[-1]
+        return max(same)  # the longest: a snapshot of a run costs only its loss
     return 5.0 * records[0]["seconds"] if records and sparse else 0.0
+
+
+def _setting(params: dict) -> tuple:
+    """A candidate's setting: its parameters but the Richardson-Lucy iteration count."""
+    return tuple(sorted((k, v) for k, v in params.items() if not (k == "deconv_iters" and params["deconv_type"] == 1)))
+
+
+def _se(per: np.ndarray) -> float:
+    return float(per.std(ddof=1) / math.sqrt(per.size)) if per.size > 1 else 0.0
+
+
+def fewest_iterations(records: list[dict], k: float = ONE_SE) -> list[int]:
+    """For each setting, the index of its Richardson-Lucy iteration count nearest ``REFERENCE_ITERS`` (the
+    fewer of two as near) among those with a loss within ``k`` standard errors of the setting's lowest
+    loss (the one-standard-error rule, centred on the reference count)."""
+    settings: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        settings.setdefault(_setting(r["params"]), []).append(i)
+    picks = []
+    for members in settings.values():
+        low = min(members, key=lambda i: records[i]["per"].mean())
+        limit = records[low]["per"].mean() + k * _se(records[low]["per"])
+        near = [i for i in members if records[i]["per"].mean() <= limit]
+        picks.append(min(near, key=lambda i: _distance(records[i]["params"]["deconv_iters"])))
+    return picks
+
+
+def _distance(iters: int) -> tuple[int, int]:
+    return abs(iters - REFERENCE_ITERS), iters
 
 
 def decide(records: list[dict]) -> tuple[int, str, list[dict]]:
@@ -261,41 +325,51 @@ def decide(records: list[dict]) -> tuple[int, str, list[dict]]:
     base = float(ref.mean())
     table = []
     for r in records:
-        diff = r["per"] - ref
-        se = float(diff.std(ddof=1) / math.sqrt(diff.size)) / base
         table.append(
             dict(
                 name=r["candidate"].name,
                 params=r["params"],
                 loss=float(r["per"].mean()),
                 relative=float(r["per"].mean()) / base,
-                se=se,
+                se=_se(r["per"] - ref) / base,
                 block_losses=[round(x, 6) for x in r["losses"]],
                 seconds=round(r["seconds"], 3),
             )
         )
-    rl = [i for i, r in enumerate(records) if r["candidate"].plain_rl]
-    best = min(range(len(table)), key=lambda i: table[i]["loss"])
+    picks = fewest_iterations(records)
+    best = min(picks, key=lambda i: table[i]["loss"])
+    rl = [i for i in picks if records[i]["candidate"].plain_rl]
+    iters = _iteration_note(records, picks, best)
     if not rl:  # a given deconv_type other than RL: no plain RL to compare with
-        return best, f"lowest held-out loss ({table[best]['relative']:.4f} of {table[0]['name']})", table
-    best_rl = min(rl, key=lambda i: table[i]["loss"])
-    if best in rl:
-        return best, f"lowest held-out loss ({table[best]['relative']:.4f} of RL 20)", table
-    rl_loss = table[best_rl]["loss"]
-    diff = records[best]["per"] - records[best_rl]["per"]
-    se = float(diff.std(ddof=1) / math.sqrt(diff.size))
-    gain = rl_loss - table[best]["loss"]
+        return best, f"lowest held-out loss ({table[best]['relative']:.4f} of {table[0]['name']}){iters}", table
+    best_rl = rl[0]
+    if best == best_rl:
+        return best, f"lowest held-out loss ({table[best]['relative']:.4f} of RL 20){iters}", table
+    se = _se(records[best]["per"] - records[best_rl]["per"])
+    gain = table[best_rl]["loss"] - table[best]["loss"]
     if gain > GUARD * se:
         why = (
-            f"lowest held-out loss, {gain / rl_loss:.2%} below the best plain RL ({table[best_rl]['name']}), "
-            f"{gain / se:.1f} standard errors"
+            f"lowest held-out loss, {gain / table[best_rl]['loss']:.2%} below the best plain RL "
+            f"({table[best_rl]['name']}), {gain / se:.1f} standard errors{iters}"
         )
         return best, why, table
     why = (
-        f"plain RL: the lowest loss ({table[best]['name']}) beat it by only {gain / se:.1f} standard errors "
-        f"(needs {GUARD:g})"
+        f"plain RL: the lowest loss ({table[best]['name']}) beat it by only {gain / max(se, 1e-300):.1f} "
+        f"standard errors (needs {GUARD:g}){_iteration_note(records, picks, best_rl)}"
     )
     return best_rl, why, table
+
+
+def _iteration_note(records: list[dict], picks: list[int], i: int) -> str:
+    """Why the iteration count: when a longer run of the same setting had a (slightly) lower loss."""
+    same = [j for j, r in enumerate(records) if _setting(r["params"]) == _setting(records[i]["params"])]
+    low = min(same, key=lambda j: records[j]["per"].mean())
+    if low == i:
+        return ""
+    return (
+        f"; {records[i]['params']['deconv_iters']} RL iterations: the nearest {REFERENCE_ITERS} within "
+        f"{ONE_SE:g} standard error of the lowest loss of this setting ({records[low]['candidate'].name})"
+    )
 
 
 def pick_blocks(shape: dict[str, int], psf_shape: tuple[int, ...], read, n_blocks: int) -> list[dict[str, slice | int]]:

@@ -24,8 +24,9 @@ def add_parser(sub: Any) -> None:
         help="choose parameters by a held-out loss measured on the data",
         description="Run candidate settings (Richardson-Lucy at several iteration counts, Wiener-Butterworth, "
         "Landweber, the sparse step at several fidelity/sparsity/background values, the defaults) on a few "
-        "blocks of INPUT with 3%% of the voxels hidden, and print each candidate's loss at predicting the "
-        "hidden voxels (Noise2Self). The lowest wins; plain RL unless beaten by more than 2 standard "
+        "blocks of INPUT made noisier, and print each candidate's loss at predicting a second copy with "
+        "uncorrelated noise (Recorrupted-to-Recorrupted). Each setting's RL iterations: the fewest within 1 "
+        "standard error of its lowest loss; plain RL unless beaten by more than 2 standard "
         "errors. 'bigdecon run --auto' uses the winner. Parameters given here are imposed on every candidate.",
         epilog="Example: bigdecon suggest cells.ome.zarr --fwhm 3 --png best.png",
     )
