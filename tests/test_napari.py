@@ -74,7 +74,7 @@ def test_widget_fields_come_from_the_parameter_model(make_napari_viewer, tmp_pat
     assert "fwhm = [3.0]" in text and "sparse_iters = 40" in text and 'axes = "tyx"' in text
     w.fields["fwhm"].value = "0=3 1=x"
     with pytest.raises(InputError, match="fwhm"):
-        w.options()
+        w.preview_options()
     assert w.save() is None and "fwhm" in w.status.value  # refused in the widget, one line
 
 
@@ -95,7 +95,7 @@ def test_preview_live_compare_and_suggest(make_napari_viewer, qtbot, tmp_path):
     first = np.array(layer.data)
     w.keep()  # A stays; B comes beside it with the next parameters
     qtbot.waitUntil(lambda: "bigdecon preview B" in viewer.layers, timeout=60000)
-    assert viewer.grid.enabled
+    assert (viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid).enabled  # napari 0.9 moved it
     w.fields["fidelity"].value = 60.0  # live: the change runs the preview again
     qtbot.waitUntil(
         lambda: viewer.layers["bigdecon preview B"].metadata["bigdecon_preview"]["options"]["fidelity"] == 60.0,
@@ -109,7 +109,7 @@ def test_preview_live_compare_and_suggest(make_napari_viewer, qtbot, tmp_path):
     with qtbot.waitSignal(w.suggest().returned, timeout=60000):
         pass
     chosen = {k: v for k, v in w.suggestion.as_kwargs().items() if k in w.fields}
-    assert chosen and all(w.options()[k] == v for k, v in chosen.items())
+    assert chosen and all(w.preview_options()[k] == v for k, v in chosen.items())
     qtbot.waitUntil(lambda: w._workers.get("preview") is None, timeout=60000)  # the live preview it started
 
 

@@ -64,7 +64,11 @@ def _choices(p: Parameter) -> tuple[str, ...] | None:
 
 def field_for(p: Parameter) -> Any:
     """The magicgui widget of one parameter: a check box, a spin box within its range, a choice, or text."""
-    common = {"name": p.name, "label": p.name.replace("_", " "), "tooltip": f"{p.flag}: {p.help_text()}"}
+    common: dict[str, Any] = {
+        "name": p.name,
+        "label": p.name.replace("_", " "),
+        "tooltip": f"{p.flag}: {p.help_text()}",
+    }
     if p.form == "switch":
         return CheckBox(value=bool(p.default), **common)
     bounds = numeric_bounds(p)
@@ -196,7 +200,7 @@ class DeconvolveWidget(Container):
         if layer.metadata.get("bigdecon_fwhm") and not self.fields["fwhm"].value:
             self.fields["fwhm"].value = layer.metadata["bigdecon_fwhm"]
 
-    def options(self) -> dict[str, Any]:
+    def preview_options(self) -> dict[str, Any]:
         """The preview's options, parsed and checked as the command line does (InputError names a field)."""
         return {name: _value(PARAMETERS[name], w) for name, w in self.fields.items()}
 
@@ -245,7 +249,7 @@ class DeconvolveWidget(Container):
             return None
         layer = self.image.value
         try:
-            opts, src = self.options(), self._source(layer)
+            opts, src = self.preview_options(), self._source(layer)
             region, index = self.region(layer)
         except BigdeconError as e:
             self.status.value = f"preview: {e}"
@@ -281,7 +285,7 @@ class DeconvolveWidget(Container):
             out.data, out.scale, out.translate = p.data, scale, translate
         else:
             out = self.viewer.add_image(p.data, name=name, scale=scale, translate=translate, colormap="gray")
-        out.metadata["bigdecon_preview"] = {"options": self.options(), "seconds": p.seconds}
+        out.metadata["bigdecon_preview"] = {"options": self.preview_options(), "seconds": p.seconds}
         out.contrast_limits = (float(p.data.min()), float(p.data.max()) or 1.0)
         self.last_preview = p
         stats = "the run's" if self._stats.get(id(layer)) is not None else "the block's (intensities approximate)"
@@ -293,10 +297,12 @@ class DeconvolveWidget(Container):
             self.status.value = "compare: make a preview first"
             return
         self.slot = "B"
-        self.viewer.grid.shape = (1, -1)  # one row: raw, A and B side by side at one zoom
-        if hasattr(self.viewer.grid, "spacing"):  # napari >= 0.6
-            self.viewer.grid.spacing = 8  # screen pixels between the cells
-        self.viewer.grid.enabled = True
+        canvas = getattr(self.viewer, "canvas", None)  # napari 0.9 moved the grid to viewer.canvas
+        grid = canvas.grid if canvas is not None and hasattr(canvas, "grid") else self.viewer.grid
+        grid.shape = (1, -1)  # one row: raw, A and B side by side at one zoom
+        if hasattr(grid, "spacing"):  # napari >= 0.6
+            grid.spacing = 8  # screen pixels between the cells
+        grid.enabled = True
         self.preview()
 
     # ------------------------------------------------------------------ suggest, save, run
@@ -307,7 +313,7 @@ class DeconvolveWidget(Container):
 
         layer = self.image.value
         try:
-            opts, src = self.options(), self._source(layer)
+            opts, src = self.preview_options(), self._source(layer)
             region, index = self.region(layer)
         except BigdeconError as e:
             self.status.value = f"suggest: {e}"
@@ -341,7 +347,7 @@ class DeconvolveWidget(Container):
             self.status.value = "save: give a config file name"
             return None
         try:
-            written = save_config(path, {**self.options(), **_run_saved(self.run_options())})
+            written = save_config(path, {**self.preview_options(), **_run_saved(self.run_options())})
         except (BigdeconError, OSError) as e:
             self.status.value = f"save: {e}"
             return None
@@ -358,7 +364,7 @@ class DeconvolveWidget(Container):
         try:
             if not output:
                 raise BigdeconError("run: give an output path")
-            opts, run_opts = self.options(), self.run_options()
+            opts, run_opts = self.preview_options(), self.run_options()
         except BigdeconError as e:
             self.status.value = str(e)
             return None
