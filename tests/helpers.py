@@ -34,6 +34,16 @@ def filaments(shape=(6, 96, 96), fwhm=3.0, seed=0) -> tuple[np.ndarray, np.ndarr
     return data.filaments_timelapse(shape, fwhm, photons=400.0, background=20.0, noise=3.0, seed=seed)
 
 
+def face_ratios(a) -> dict[str, float]:
+    """Mean of each outer plane over the mean of the plane next to it."""
+    a = np.asarray(a, np.float64)
+    out = {}
+    for axis, name in enumerate("zyx"):
+        for side, i, j in (("0", 0, 1), ("-1", -1, -2)):
+            out[name + side] = float(np.take(a, i, axis).mean() / np.take(a, j, axis).mean())
+    return out
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
     """Wait until something listens on 127.0.0.1:port; fail with the process's log if it exits."""
     deadline = time.monotonic() + timeout

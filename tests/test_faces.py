@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import face_ratios
 
 import bigdecon
 from bigdecon.solvers.psf import psf_size_for, widefield_psf
@@ -41,16 +42,6 @@ def nuclei(realdata) -> np.ndarray:
     raw = tifffile.imread(realdata / "cells3d_nuclei" / "nuclei.tif").astype(np.float32)
     offset = float(np.percentile(raw, 0.5))  # as --offset auto: the dark level
     return np.clip(raw - offset, 0, None)
-
-
-def face_ratios(a) -> dict[str, float]:
-    """Mean of each outer plane over the mean of the plane next to it."""
-    a = np.asarray(a, np.float64)
-    out = {}
-    for axis, name in enumerate("zyx"):
-        for side, i, j in (("0", 0, 1), ("-1", -1, -2)):
-            out[name + side] = float(np.take(a, i, axis).mean() / np.take(a, j, axis).mean())
-    return out
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import filaments
+from helpers import face_ratios, filaments
 from test_chunked import write_input
 from test_step5_blocks import seam_error
 
@@ -176,16 +176,6 @@ def test_a_flat_volume_stays_flat_at_its_faces(solver):
     err = float(np.abs(out - 0.5).max() / 0.5)
     print(f"{solver}: flat volume, max deviation {err:.1e}")
     assert err <= 1e-3
-
-
-def face_ratios(a) -> dict[str, float]:
-    """Mean of each outer plane over the mean of the plane next to it."""
-    a = np.asarray(a, np.float64)
-    out = {}
-    for axis, name in enumerate("zyx"):
-        for side, i, j in (("0", 0, 1), ("-1", -1, -2)):
-            out[name + side] = float(np.take(a, i, axis).mean() / np.take(a, j, axis).mean())
-    return out
 
 
 def face_slabs(a) -> dict[str, float]:
