@@ -624,21 +624,23 @@ def test_processing_failure_is_one_line(small, tmp_path):
     assert_no_image(out)
 
 
+def _interruptible_run(args: list) -> subprocess.Popen:
+    """The CLI in its own process group (so Ctrl-C can go to all of it), output captured, with no
+    scheduler address or warning settings inherited from the test's environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "PYTHONWARNINGS")}
+    cmd = [sys.executable, "-m", "bigdecon.cli", *map(str, args)]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+
+
 def test_ctrl_c_then_resume(tmp_path):
     """Ctrl-C reaches the whole process group, workers too: exit 130, no tracebacks; --resume finishes."""
     raw, _ = data.filaments_timelapse((12, 128, 128), seed=3)
     src = write_ome(tmp_path / "in.ome.zarr", raw, chunks=(6, 64, 64))
     out = tmp_path / "out.ome.zarr"
     args = ["run", src, out, *FAST, "--chunks", "t=6,y=64,x=64", *CLUSTER]
-    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "PYTHONWARNINGS")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bigdecon.cli", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = _interruptible_run(args)
     try:
         ledger = out / ".bigdecon-work" / "ledger"
         deadline = time.monotonic() + 120
@@ -664,15 +666,7 @@ def test_ctrl_c_then_resume(tmp_path):
 def test_ctrl_c_while_the_cluster_starts(small, tmp_path):
     """Ctrl-C to the process group as the local cluster starts: held until it is up, then closed;
     the one line and exit 130, no tracebacks of workers hit as they start, no warnings."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DASK_SCHEDULER_ADDRESS", "PYTHONWARNINGS")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bigdecon.cli", "run", str(small), str(tmp_path / "out.ome.zarr"), *FAST, *CLUSTER],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = _interruptible_run(["run", small, tmp_path / "out.ome.zarr", *FAST, *CLUSTER])
     try:
         assert proc.stdout is not None
         while not (line := proc.stdout.readline()).startswith(("Input", "Dask")) and line:
