@@ -211,6 +211,18 @@ class DeconvolveWidget(Container):
         data = layer.data[0] if layer.multiscale else layer.data
         return image_source(data, self.fields["axes"].value or guess_axes(layer.ndim), layer.scale, layer.translate)
 
+    def _inputs(
+        self, layer: Any, what: str
+    ) -> tuple[dict[str, Any], Any, dict[str, tuple[int, int]], dict[str, int]] | None:
+        """The fields' options, the layer's data and the region to work on; ``None``, said in the status line, if refused."""
+        try:
+            opts, src = self.preview_options(), self._source(layer)
+            region, index = self.region(layer)
+        except BigdeconError as e:
+            self.status.value = f"{what}: {e}"
+            return None
+        return opts, src, region, index
+
     def region(self, layer: Any) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
         """The region to preview, in the layer's pixels: a drawn box, else what the view shows."""
         axes = self.fields["axes"].value or guess_axes(layer.ndim)
@@ -248,12 +260,10 @@ class DeconvolveWidget(Container):
             self._again = True  # one preview at a time: the newest parameters run next
             return None
         layer = self.image.value
-        try:
-            opts, src = self.preview_options(), self._source(layer)
-            region, index = self.region(layer)
-        except BigdeconError as e:
-            self.status.value = f"preview: {e}"
+        inputs = self._inputs(layer, "preview")
+        if inputs is None:
             return None
+        opts, src, region, index = inputs
         device = self.run_fields["device"].value
         recorded = self._stats.get(id(layer))
         stats = Stats.of_run(recorded, index.get("c", 0)) if recorded is not None else None
@@ -312,12 +322,10 @@ class DeconvolveWidget(Container):
         from napari.qt.threading import create_worker
 
         layer = self.image.value
-        try:
-            opts, src = self.preview_options(), self._source(layer)
-            region, index = self.region(layer)
-        except BigdeconError as e:
-            self.status.value = f"suggest: {e}"
+        inputs = self._inputs(layer, "suggest")
+        if inputs is None:
             return None
+        opts, src, region, index = inputs
         try:
             budget = _value(PARAMETERS["budget"], self.budget)
         except BigdeconError as e:
