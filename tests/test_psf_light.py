@@ -104,9 +104,9 @@ TARGETS = [
     (["--psf", "{bead}", "--deconv-iters", "10"], 0.3, 0.49, True),
     (["--psf", "{bead}", "--deconv-iters", "10"], 0.5, 0.49, True),
     (["--psf", "{tail}", "--deconv-iters", "10"], 0.3, 0.49, True),
-    (["--na", "1.1", "--wavelength", "0.52", "--deconv-iters", "7"], 0.3, 2.8, False),
-    (["--na", "1.1", "--wavelength", "0.52", "--deconv-type", "3"], 0.3, 2.6, False),
-    (["--na", "1.1", "--wavelength", "0.52", "--deconv-type", "3"], 0.5, 1.5, False),
+    (["--na", "1.1", "--wavelength", "0.52", "--deconv-iters", "7"], 0.3, 2.5, False),
+    (["--na", "1.1", "--wavelength", "0.52", "--deconv-type", "3"], 0.3, 2.0, False),
+    (["--na", "1.1", "--wavelength", "0.52", "--deconv-type", "3"], 0.5, 1.1, False),
 ]
 
 

@@ -22,7 +22,7 @@ from bigdecon.io import open_image
 from bigdecon.params import Params
 from bigdecon.passes.ledger import Ledger
 from bigdecon.passes.tasks import block_face_pad
-from bigdecon.planner import DECONV_BYTES, Layout, make_plan
+from bigdecon.planner import Layout, deconv_bytes, deconv_fixed_bytes, make_plan
 from bigdecon.solvers.richardson_lucy import boundary_rule, padded_geometry, richardson_lucy
 from bigdecon.stages import deconv_kind, deconv_stage, output_psf
 
@@ -250,8 +250,45 @@ def test_step5_blocks_fit_the_task_memory(shape, task_memory):
         for (lo, hi, total), (a, b), n in zip(geometry, spans, plan.out_shape):
             if lo == hi == 0 and 0 < a and b < n:
                 assert total == b - a == scipy.fft.next_fast_len(total, real=True)
-    assert largest * DECONV_BYTES[deconv_kind(plan.params)] <= plan.deconv_task_bytes()
+    assert largest * deconv_bytes(deconv_kind(plan.params), plan.deconv_mirror) <= plan.deconv_task_bytes()
     assert plan.summary()["deconv_memory_per_task_bytes"] == plan.deconv_task_bytes()
+
+
+_PEAK_CODE = """
+import resource, sys, numpy as np
+from bigdecon.params import Params
+from bigdecon.passes.tasks import _deconv_block
+from bigdecon.solvers import widefield_psf
+psf = widefield_psf((41, 61, 61), 1.1, 0.52, 1.33, pixel_size=0.1, z_step=0.3)  # the --na 1.1 model's box
+params = Params.from_kwargs(psf=psf, sparse_iters=0, background=0, deconv_type={deconv_type}, deconv_iters={iters})
+pad = ((0, 0),) * 3
+_deconv_block(np.ones((8, 64, 64), np.float32), 1.0, 1.0, params, psf, pad, (slice(None),) * 3)  # imports, caches
+base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here on
+g = np.random.default_rng(0).random({shape}, dtype=np.float32) + np.float32(0.1)
+_deconv_block(g, 1.0, 1.0, params, psf, pad, tuple(slice(n // 4, n - n // 4) for n in g.shape))
+hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+print("PEAK", int(hwm.split()[1]) * 1024 - base)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc")
+@pytest.mark.parametrize("deconv_type, iters", [(1, 7), (3, 2)], ids=["rl-7", "wb-2"])
+def test_a_mirror_block_task_peaks_at_what_the_planner_charges(deconv_type, iters):
+    """One real step-5 block task (the task's own function, a fresh process) with the NA 1.1 model's
+    41x61x61 box on the mirror path: its peak resident memory is at most what the planner charges per
+    voxel (plus WB's kernel design), and at least 3/4 of it (the charge is measured, not guessed)."""
+    shape = (96, 256, 256)
+    code = _PEAK_CODE.format(deconv_type=deconv_type, iters=iters, shape=shape)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak = int(res.stdout.split("PEAK")[1])
+    params = Params.from_kwargs(psf=np.ones((41, 61, 61), np.float32), deconv_type=deconv_type)
+    kind = deconv_kind(params)
+    charged = deconv_bytes(kind, True) * math.prod(shape) + deconv_fixed_bytes(kind, (41, 61, 61))
+    print(
+        f"{kind}: peak {peak / 2**20:.0f} MiB, {peak / math.prod(shape):.1f} B/voxel; charged {charged / 2**20:.0f} MiB"
+    )
+    assert 0.75 * charged <= peak <= charged
 
 
 @pytest.mark.parametrize("shape", [(2000, 2048, 2048), (24, 80, 88), (500, 1000, 700)])
