@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--axes", nargs="+", default=["z", "y"], choices=["z", "y"])
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.35, 0.5, 0.65, 0.8, 1.0])
     parser.add_argument("--seed", type=int, default=11, help="of the filament volume")
+    parser.add_argument("--iterations", type=int, help="in place of RL 7 / WB 2 (e.g. 1: a pass of one iteration)")
+    parser.add_argument("--halos", nargs="+", type=int, help="in place of --fractions of the planner's halo")
     args = parser.parse_args(argv)
+    if args.iterations:
+        ITERATIONS.update({k: args.iterations for k in ITERATIONS})
     for energy in args.energy:
         psf = model(energy)
         for kind in args.kinds:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"energy {energy:g}: PSF {psf.shape}, psf_step {psf_step(psf)}; {kind}: planner halo {rule}")
             for name in args.axes:
                 axis = "zyx".index(name)
-                halos = sorted({max(1, round(f * rule[axis])) for f in args.fractions})
+                halos = args.halos or sorted({max(1, round(f * rule[axis])) for f in args.fractions})
                 t0 = time.perf_counter()
                 errs = seam_errors(kind, psf, axis, halos, 16 if axis == 0 else 32, args.seed)
                 cells = ", ".join(f"{h}: {e:.1e}" for h, e in zip(halos, errs))
