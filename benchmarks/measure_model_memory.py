@@ -10,11 +10,13 @@ minus the resident memory before the block exists, per voxel of the block; the p
 
     python benchmarks/measure_model_memory.py            # ~3 min on 2 cores
     python benchmarks/measure_model_memory.py --shapes 96,256,256
+    python benchmarks/measure_model_memory.py --task     # one real task of a run: store, read, solve, write
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +56,50 @@ print("MEM", (peak - base) * 1024, int(np.prod(shape)), psf.shape)
 """
 
 
+# One real task of a run: a uint16 OME-Zarr of ``shape`` on disk, its plan with one step-5 block (the
+# whole volume: on the mirror path its transform), the run's own TaskContext and output store, and
+# ``passes.tasks._task_final`` (read, cast, solve, write the block).
+_TASK_CODE = """
+import resource, sys, tempfile, numpy as np
+sys.path.insert(0, {root!r})
+from bigdecon.io import OmeZarrWriter, open_image, write_image
+from bigdecon.passes.ledger import Ledger
+from bigdecon.passes.options import parse_run_options
+from bigdecon.passes.request import prepare_request
+from bigdecon.passes.run import _task_context
+from bigdecon.passes.tasks import _deconv_block, _task_final
+from bigdecon.solvers import widefield_psf
+shape, deconv_type, iters = {shape}, {deconv_type}, {iters}
+psf = widefield_psf((41, 61, 61), 1.1, 0.52, 1.33, pixel_size=0.1, z_step=0.3)  # --na 1.1's box at 0.3/0.1 um
+folder = tempfile.mkdtemp()
+data = (np.random.default_rng(0).random(shape) * 1000 + 100).astype(np.uint16)
+src = write_image(folder + "/in.zarr", data, "zyx", chunks=(32, 128, 128))
+del data
+kwargs = dict(psf=psf, psf_as_is=True, sparse_iters=0, background=0, deconv_type=deconv_type, deconv_iters=iters,
+              task_memory=8 * 2**30, min_tasks=1)  # one block: the whole volume
+request = prepare_request(open_image(src), *parse_run_options(kwargs))
+plan = request.plan
+writer = OmeZarrWriter(folder + "/out.zarr", shape=plan.out_shape, axes="zyx", chunks=plan.out_chunks, dtype="float32")
+ledger = Ledger(folder + "/work")
+ctx = _task_context(request, {{"scale": [1000.0], "mean": [500.0]}}, ledger, writer.path, "cpu")
+(region,) = plan.final_tasks()
+_deconv_block(np.ones((8, 64, 64), np.float32), 1.0, 1.0, request.params, psf, ((0, 0),) * 3, (slice(None),) * 3)
+base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here on
+_task_final(ctx, region)
+hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+print("PEAK", int(hwm.split()[1]) * 1024 - base, plan.deconv_task_bytes())
+"""
+
+
+def measure_task(shape: tuple[int, ...], deconv_type: int, iters: int) -> tuple[int, int]:
+    """(peak bytes above the start, bytes the planner charges) of one real step-5 task."""
+    code = _TASK_CODE.format(root=str(HERE.parent), shape=shape, deconv_type=deconv_type, iters=iters)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak, charged = proc.stdout.split("PEAK")[1].split()
+    return int(peak), int(charged)
+
+
 def measure(shape: tuple[int, ...], kind: str, energy: float, source: str) -> tuple[float, int, str]:
     code = _CODE.format(root=str(HERE.parent), shape=shape, kind=kind, energy=energy, source=source)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -70,7 +116,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--energy", type=float, default=0.99)
     parser.add_argument("--psf", default="model", choices=("model", "gaussian"), help="or --fwhm 6,3,3's Gaussian")
     parser.add_argument("--kinds", nargs="+", default=["rl-schedule", "landweber", "wb"])
+    parser.add_argument("--task", action="store_true", help="one real task of a run (uint16 store, model PSF)")
     args = parser.parse_args(argv)
+    if args.task:
+        for text in args.shapes:
+            shape = tuple(int(v) for v in text.split(","))
+            for name, deconv_type, iters in (("rl-schedule", 1, 7), ("wb", 3, 2)):
+                peak, charged = measure_task(shape, deconv_type, iters)
+                print(
+                    f"task {name:<11} block {shape}: peak {peak / 2**20:6.0f} MiB above start "
+                    f"({peak / math.prod(shape):.1f} B / voxel), planner charges {charged / 2**20:.0f} MiB",
+                    flush=True,
+                )
+        return
     for text in args.shapes:
         shape = tuple(int(v) for v in text.split(","))
         for kind in args.kinds:

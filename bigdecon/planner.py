@@ -165,6 +165,11 @@ DECONV_BYTES_MIRROR = {"rl-schedule": 32, "landweber": 40, "wb": 29}
 # 81x121x121 kernel box (37 MiB peak for a 0.5 Mvoxel block where the per-voxel cost alone is 15).
 WB_KERNEL_BYTES = 24
 
+# What a real step-5 task holds beyond its solver: the store's chunks read and decoded, the output
+# chunks encoded and written. One task of a run on a uint16 OME-Zarr (`measure_model_memory.py
+# --task`) peaks 29.4 B per voxel (RL 7) above a fixed ~39 MiB; charged on every path.
+TASK_IO_BYTES = 40 * 2**20
+
 
 def deconv_bytes(kind: str, mirror: bool) -> int:
     """Peak bytes per transform voxel of a 3-D step-5 block task (:data:`DECONV_BYTES`, or
@@ -178,18 +183,19 @@ def deconv_bytes(kind: str, mirror: bool) -> int:
     return (DECONV_BYTES_MIRROR if mirror else DECONV_BYTES)[kind]
 
 
-def deconv_fixed_bytes(kind: str, psf_shape: Sequence[int]) -> int:
-    """Bytes a 3-D step-5 task needs beyond its per-voxel cost: Wiener-Butterworth's kernel design
-    (:data:`WB_KERNEL_BYTES` per voxel of its ``4 * (n // 2) + 1`` box), 0 for the others.
+def deconv_fixed_bytes(kind: str, psf_shape: Sequence[int], mirror: bool = False) -> int:
+    """Bytes a 3-D step-5 task needs beyond its per-voxel cost: its reads and writes
+    (:data:`TASK_IO_BYTES`) and, on the mirror path, Wiener-Butterworth's kernel design
+    (:data:`WB_KERNEL_BYTES` per voxel of its ``4 * (n // 2) + 1`` box).
 
     Examples
     --------
-    >>> deconv_fixed_bytes("wb", (41, 61, 61)) // 2**20, deconv_fixed_bytes("rl-schedule", (41, 61, 61))
-    (27, 0)
+    >>> deconv_fixed_bytes("wb", (41, 61, 61), True) // 2**20, deconv_fixed_bytes("rl-schedule", (41, 61, 61)) // 2**20
+    (67, 40)
     """
-    if kind != "wb":
-        return 0
-    return WB_KERNEL_BYTES * math.prod(4 * (int(n) // 2) + 1 for n in psf_shape)
+    if kind != "wb" or not mirror:
+        return TASK_IO_BYTES
+    return TASK_IO_BYTES + WB_KERNEL_BYTES * math.prod(4 * (int(n) // 2) + 1 for n in psf_shape)
 
 
 # Output chunks stay at most this long (k, y/x) where a step-5 block is longer.
@@ -880,7 +886,7 @@ def _deconv_plan(
     n = dict(zip(names, sizes))
     depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
     half = {a: max(h[i] for h in halves) for i, a in enumerate(names)}
-    fixed = max(deconv_fixed_bytes(kind, shape) for shape in shapes) if mirror else 0
+    fixed = max(deconv_fixed_bytes(kind, shape, mirror) for shape in shapes)
     if deconv_chunks is not None:
         named = _named_chunks(layout, deconv_chunks)
         if isinstance(deconv_chunks, Mapping):
