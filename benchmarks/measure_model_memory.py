@@ -71,6 +71,8 @@ from bigdecon.passes.tasks import _deconv_block, _task_final
 from bigdecon.solvers import widefield_psf
 shape, deconv_type, iters = {shape}, {deconv_type}, {iters}
 psf = widefield_psf((41, 61, 61), 1.1, 0.52, 1.33, pixel_size=0.1, z_step=0.3)  # --na 1.1's box at 0.3/0.1 um
+if {asymmetric!r}:  # 1 px off centre in x, as a measured bead is: the edge path (padded real FFTs)
+    psf = np.ascontiguousarray(np.roll(np.pad(psf, ((0, 0), (0, 0), (0, 2))), 1, axis=2)[:, :, :61])
 folder = tempfile.mkdtemp()
 data = (np.random.default_rng(0).random(shape) * 1000 + 100).astype(np.uint16)
 src = write_image(folder + "/in.zarr", data, "zyx", chunks=(32, 128, 128))
@@ -83,7 +85,7 @@ writer = OmeZarrWriter(folder + "/out.zarr", shape=plan.out_shape, axes="zyx", c
 ledger = Ledger(folder + "/work")
 ctx = _task_context(request, {{"scale": [1000.0], "mean": [500.0]}}, ledger, writer.path, "cpu")
 (region,) = plan.final_tasks()
-_deconv_block(np.ones((8, 64, 64), np.float32), 1.0, 1.0, request.params, psf, ((0, 0),) * 3, (slice(None),) * 3)
+_deconv_block(np.ones((48, 96, 96), np.float32), 1.0, 1.0, request.params, psf, ((0, 0),) * 3, (slice(None),) * 3)
 base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM from here on
 _task_final(ctx, region)
@@ -92,9 +94,11 @@ print("PEAK", int(hwm.split()[1]) * 1024 - base, plan.deconv_task_bytes())
 """
 
 
-def measure_task(shape: tuple[int, ...], deconv_type: int, iters: int) -> tuple[int, int]:
+def measure_task(shape: tuple[int, ...], deconv_type: int, iters: int, asymmetric: bool) -> tuple[int, int]:
     """(peak bytes above the start, bytes the planner charges) of one real step-5 task."""
-    code = _TASK_CODE.format(root=str(HERE.parent), shape=shape, deconv_type=deconv_type, iters=iters)
+    code = _TASK_CODE.format(
+        root=str(HERE.parent), shape=shape, deconv_type=deconv_type, iters=iters, asymmetric=asymmetric
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak, charged = proc.stdout.split("PEAK")[1].split()
     return int(peak), int(charged)
@@ -117,14 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--psf", default="model", choices=("model", "gaussian"), help="or --fwhm 6,3,3's Gaussian")
     parser.add_argument("--kinds", nargs="+", default=["rl-schedule", "landweber", "wb"])
     parser.add_argument("--task", action="store_true", help="one real task of a run (uint16 store, model PSF)")
+    parser.add_argument("--asymmetric", action="store_true", help="--task with the model 1 px off centre (edge path)")
     args = parser.parse_args(argv)
     if args.task:
         for text in args.shapes:
             shape = tuple(int(v) for v in text.split(","))
-            for name, deconv_type, iters in (("rl-schedule", 1, 7), ("wb", 3, 2)):
-                peak, charged = measure_task(shape, deconv_type, iters)
+            kinds = (
+                (("rl-schedule", 1, 7), ("landweber", 2, 7))
+                if args.asymmetric
+                else (("rl-schedule", 1, 7), ("wb", 3, 2))
+            )
+            for name, deconv_type, iters in kinds:
+                peak, charged = measure_task(shape, deconv_type, iters, args.asymmetric)
                 print(
-                    f"task {name:<11} block {shape}: peak {peak / 2**20:6.0f} MiB above start "
+                    f"task {name:<11} block {shape}{' edge path' if args.asymmetric else ''}: peak {peak / 2**20:6.0f} MiB above start "
                     f"({peak / math.prod(shape):.1f} B / voxel), planner charges {charged / 2**20:.0f} MiB",
                     flush=True,
                 )
