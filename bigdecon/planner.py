@@ -162,6 +162,11 @@ DECONV_BYTES = {"rl-schedule": 39, "landweber": 39, "wb": 38}
 # process (`benchmarks/measure_model_memory.py`, docs/step5_blocks.md), plus ~8 % margin.
 DECONV_BYTES_MIRROR = {"rl-schedule": 32, "landweber": 40, "wb": 29}
 
+# Step 5 split into passes of a few iterations (mirror path, the solver state read from scratch with
+# the block): the state arrays charged on top of the mirror figures, an estimate (RL: y and x_prev
+# read, WB: x; docs/step5_blocks.md, "third pass").
+DECONV_BYTES_PASSES = {"rl-schedule": 40, "wb": 33}
+
 # Wiener-Butterworth designs its back projector's kernel (4 PSF half-supports + 1 per axis) in each
 # task: a fixed cost on top of the per-voxel one, measured 23-30 MiB for the 41x61x61 model's
 # 81x121x121 kernel box (37 MiB peak for a 0.5 Mvoxel block where the per-voxel cost alone is 15).
@@ -348,6 +353,7 @@ class Plan:
     deconv_half: dict[str, int] | None = None
     deconv_mirror: bool = False  # the mirror path: blocks transformed at their own length (DECONV_BYTES_MIRROR)
     deconv_fixed: int = 0  # bytes per task beyond the per-voxel cost (deconv_fixed_bytes)
+    deconv_pass_iters: int = 0  # step 5 in passes of this many iterations, the state in scratch (0: one pass)
 
     # Blocks are dicts axis-position -> (start, stop) over the output grid.
     def plane_tasks(self, whole_volumes: bool = False) -> Blocks:
@@ -425,7 +431,21 @@ class Plan:
             n = self.out_shape[ax]
             lengths = _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])
             voxels *= lengths[2]
-        return int(deconv_bytes(deconv_kind(self.params), self.deconv_mirror) * voxels) + self.deconv_fixed
+        kind = deconv_kind(self.params)
+        per_voxel = DECONV_BYTES_PASSES[kind] if self.deconv_pass_iters else deconv_bytes(kind, self.deconv_mirror)
+        return int(per_voxel * voxels) + self.deconv_fixed
+
+    def deconv_passes(self) -> list[tuple[int, int]]:
+        """``(first iteration, iterations)`` of each step-5 pass: one pass unless split."""
+        n = self.params.deconv_iters
+        k = self.deconv_pass_iters or n
+        return [(i, min(k, n - i)) for i in range(0, n, k)]
+
+    def deconv_state_arrays(self) -> int:
+        """Float32 volumes of solver state between two step-5 passes (RL: y, x_prev; WB: x); 0 in one pass."""
+        if not self.deconv_pass_iters:
+            return 0
+        return 2 if deconv_kind(self.params) == "rl-schedule" else 1
 
     def summary(self) -> dict[str, Any]:
         """The plan as :func:`bigdecon.plan` reports it (JSON-friendly)."""
@@ -449,7 +469,7 @@ class Plan:
         mem = max(mem, self.deconv_task_bytes())
         n_sparse = len(self.sparse_tasks()) if self.params.sparse_iters else 0
         n_plane = len(self.plane_tasks())
-        n_final = len(self.final_tasks())
+        n_final = len(self.final_tasks()) * len(self.deconv_passes())
         deconv = {}
         if self.deconv_block is not None:
             deconv = {
@@ -458,6 +478,11 @@ class Plan:
                 "deconv_tasks": n_final,
                 "deconv_memory_per_task_bytes": self.deconv_task_bytes(),
             }
+            if self.deconv_pass_iters:
+                deconv["deconv_passes"] = len(self.deconv_passes())
+                deconv["deconv_iters_per_pass"] = self.deconv_pass_iters
+                # One state is read while the next is written: twice its arrays at most, uncompressed.
+                deconv["deconv_state_bytes"] = 2 * self.deconv_state_arrays() * 4 * math.prod(self.out_shape)
         return {
             "axes": "".join(lay.axes),
             "shape": list(lay.shape),
@@ -747,6 +772,7 @@ def make_plan(
     psf_shapes: Sequence[Any] | None = None,
     wb_blocks: bool | None = None,
     mirror: bool | None = None,
+    split: bool = True,
 ) -> Plan:
     """Choose block sizes, halo depths and output chunks for a data set.
 
@@ -770,7 +796,9 @@ def make_plan(
     ``mirror``: whether every channel's step-5 PSF takes the mirror boundary
     (:func:`~bigdecon.solvers.richardson_lucy.boundary_rule`; default: the PSF
     of ``params``): its blocks are transformed at their own length, faces
-    included, so memory counts no face padding.
+    included, so memory counts no face padding. ``split``: whether step 5 may run
+    in passes of a few iterations when one pass does not fit ``task_memory``
+    (:func:`_split_plan`).
     """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
@@ -829,6 +857,8 @@ def make_plan(
         if mirror is None:
             mirror = _mirror(params)
         deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes, mirror)
+        if split and deconv_chunks is None and mirror:
+            deconv.update(_split_plan(layout, params, (K, Y, X), task_memory, min_tasks, psf_shapes, deconv))
         for ax, name in ((layout.k, "k"), (layout.y, "y"), (layout.x, "x")):
             n = out_shape[ax]
             out_chunks[ax] = _divisor_chunk(deconv["deconv_block"][name], n, _OUT_CHUNK_CAP[name], out_chunks[ax])
@@ -913,6 +943,79 @@ def _deconv_plan(
         "deconv_mirror": mirror,
         "deconv_fixed": fixed,
     }
+
+
+def _task_bytes(
+    sizes: Mapping[str, int],
+    block: Mapping[str, int],
+    depth: Mapping[str, int],
+    half: Mapping[str, int],
+    per_voxel: int,
+) -> int:
+    """Per-voxel bytes of the largest step-5 block task (its longest transform per axis)."""
+    return per_voxel * math.prod(_deconv_lengths(sizes[a], block[a], depth[a], half[a])[2] for a in ("k", "y", "x"))
+
+
+def pass_halo(psf_shape: Sequence[int], iterations: int, kind: str) -> tuple[int, ...]:
+    """Halo of a step-5 pass of ``iterations`` iterations from the solver's state: its exact light cone.
+
+    Richardson-Lucy reaches ``2`` PSF half-supports per iteration (``H`` then
+    ``H^T``; the schedule's alpha is local), Wiener-Butterworth ``3`` (``H``
+    then its back projector's kernel); measured 2.3e-7 / 4.0e-7 of the maximum
+    (RL, z / y) and 1.5e-7 / 3.0e-7 (WB) for one iteration with the NA 1.1 model
+    (``benchmarks/results_model_halo.txt``).
+
+    Examples
+    --------
+    >>> pass_halo((41, 61, 61), 1, "rl-schedule"), pass_halo((41, 61, 61), 1, "wb")
+    ((40, 60, 60), (60, 90, 90))
+    """
+    if kind == "wb":
+        return deconv_halo(psf_shape, iterations, "wb")
+    return tuple(2 * iterations * h for h in psf_half_support(psf_shape))
+
+
+def _split_plan(
+    layout: Layout,
+    params: Params,
+    sizes: tuple[int, int, int],
+    task_memory: int,
+    min_tasks: int,
+    psf_shapes: Sequence[Any] | None,
+    single: dict[str, Any],
+) -> dict[str, Any]:
+    """Step 5 in passes of ``k`` iterations when one pass does not fit ``task_memory`` (mirror path,
+    RL or WB); the halo is the light cone of ``k``
+    iterations (:func:`pass_halo`), the state goes through scratch. Among the ``k`` that fit
+    (``k = 1`` always counts), the one that transforms the fewest voxels; ``{}`` keeps one pass."""
+    kind = deconv_kind(params)
+    names = ("k", "y", "x")
+    n = dict(zip(names, sizes))
+    one = _task_bytes(
+        n, single["deconv_block"], single["deconv_depth"], single["deconv_half"], deconv_bytes(kind, True)
+    )
+    if kind not in DECONV_BYTES_PASSES or params.deconv_iters < 2 or one + single["deconv_fixed"] <= task_memory:
+        return {}
+    if psf_shapes is None:
+        psf_shapes = [output_psf(params, 3)]
+    shapes = [tuple(int(m) for m in np.shape(p)) for p in psf_shapes]
+    n_outer = math.prod(layout.shape[i] for i in layout.outer)
+    half, fixed, per_voxel = single["deconv_half"], single["deconv_fixed"], DECONV_BYTES_PASSES[kind]
+    best: tuple[float, dict[str, Any]] | None = None
+    for k in range(params.deconv_iters - 1, 0, -1):
+        halos = [pass_halo(shape, k, kind) for shape in shapes]
+        depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
+        block = _deconv_block(n, depth, half, per_voxel, max(task_memory - fixed, 1), min_tasks, n_outer)
+        plan = {"deconv_block": block, "deconv_depth": depth, "deconv_pass_iters": k}
+        # Voxels transformed per iteration: a longer pass's halo can leave only tiny blocks (RL 7,
+        # NA 1.1 model, 512 MiB: 2 iterations per pass 2,100x the data, 1 iteration 6x).
+        work = math.prod(_deconv_lengths(n[a], block[a], depth[a], half[a])[1] for a in names)
+        if _task_bytes(n, block, depth, half, per_voxel) + fixed > task_memory and k > 1:
+            continue
+        if best is None or work < best[0] * 0.999:
+            best = (work, plan)
+    assert best is not None  # k = 1 always counts
+    return best[1]
 
 
 def _k_name(layout: Layout) -> str | None:
