@@ -435,6 +435,18 @@ class Plan:
         per_voxel = DECONV_BYTES_PASSES[kind] if self.deconv_pass_iters else deconv_bytes(kind, self.deconv_mirror)
         return int(per_voxel * voxels) + self.deconv_fixed
 
+    def deconv_transformed(self) -> float:
+        """Voxels the step-5 blocks transform per iteration, per voxel of the data (halos included)."""
+        assert self.deconv_block is not None and self.deconv_depth is not None and self.deconv_half is not None
+        lay = self.layout
+        total = 1.0
+        for ax, name in ((lay.k, "k"), (lay.y, "y"), (lay.x, "x")):
+            assert ax is not None  # 3-D step 5 has a k axis
+            n = self.out_shape[ax]
+            total *= _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])[1]
+            total /= n
+        return float(total)
+
     def deconv_passes(self) -> list[tuple[int, int]]:
         """``(first iteration, iterations)`` of each step-5 pass: one pass unless split."""
         n = self.params.deconv_iters
@@ -477,6 +489,7 @@ class Plan:
                 "deconv_depth": dict(self.deconv_depth or {}),
                 "deconv_tasks": n_final,
                 "deconv_memory_per_task_bytes": self.deconv_task_bytes(),
+                "deconv_transformed_per_iteration": round(self.deconv_transformed(), 2),
             }
             if self.deconv_pass_iters:
                 deconv["deconv_passes"] = len(self.deconv_passes())
@@ -975,6 +988,11 @@ def pass_halo(psf_shape: Sequence[int], iterations: int, kind: str) -> tuple[int
     return tuple(2 * iterations * h for h in psf_half_support(psf_shape))
 
 
+# A step 5 that fits one pass is still split when one pass transforms more than this many times what
+# the split passes do per iteration (each pass also reads the state with its halo and writes it).
+SPLIT_GAIN = 2.0
+
+
 def _split_plan(
     layout: Layout,
     params: Params,
@@ -984,37 +1002,39 @@ def _split_plan(
     psf_shapes: Sequence[Any] | None,
     single: dict[str, Any],
 ) -> dict[str, Any]:
-    """Step 5 in passes of ``k`` iterations when one pass does not fit ``task_memory`` (mirror path,
-    RL or WB); the halo is the light cone of ``k``
-    iterations (:func:`pass_halo`), the state goes through scratch. Among the ``k`` that fit
-    (``k = 1`` always counts), the one that transforms the fewest voxels; ``{}`` keeps one pass."""
+    """Step 5 in passes of ``k`` iterations (mirror path, RL or WB) when one pass does not fit
+    ``task_memory``, or transforms over :data:`SPLIT_GAIN` times more voxels per iteration; the halo is
+    the light cone of ``k`` iterations (:func:`pass_halo`), the state goes through scratch. Among the
+    ``k`` that fit (``k = 1`` always counts), the one that transforms the fewest voxels; ``{}`` keeps
+    one pass."""
     kind = deconv_kind(params)
+    if kind not in DECONV_BYTES_PASSES or params.deconv_iters < 2:
+        return {}
     names = ("k", "y", "x")
     n = dict(zip(names, sizes))
-    one = _task_bytes(
-        n, single["deconv_block"], single["deconv_depth"], single["deconv_half"], deconv_bytes(kind, True)
-    )
-    if kind not in DECONV_BYTES_PASSES or params.deconv_iters < 2 or one + single["deconv_fixed"] <= task_memory:
-        return {}
-    if psf_shapes is None:
-        psf_shapes = [output_psf(params, 3)]
-    shapes = [tuple(int(m) for m in np.shape(p)) for p in psf_shapes]
-    n_outer = math.prod(layout.shape[i] for i in layout.outer)
     half, fixed, per_voxel = single["deconv_half"], single["deconv_fixed"], DECONV_BYTES_PASSES[kind]
+
+    def work(block: Mapping[str, int], depth: Mapping[str, int]) -> float:
+        return float(math.prod(_deconv_lengths(n[a], block[a], depth[a], half[a])[1] for a in names))
+
+    one_pass = (single["deconv_block"], single["deconv_depth"])
+    fits = _task_bytes(n, *one_pass, half, deconv_bytes(kind, True)) + fixed <= task_memory
+    shapes = [tuple(int(m) for m in np.shape(p)) for p in (psf_shapes or [output_psf(params, 3)])]
+    n_outer = math.prod(layout.shape[i] for i in layout.outer)
     best: tuple[float, dict[str, Any]] | None = None
     for k in range(params.deconv_iters - 1, 0, -1):
         halos = [pass_halo(shape, k, kind) for shape in shapes]
         depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
         block = _deconv_block(n, depth, half, per_voxel, max(task_memory - fixed, 1), min_tasks, n_outer)
-        plan = {"deconv_block": block, "deconv_depth": depth, "deconv_pass_iters": k}
         # Voxels transformed per iteration: a longer pass's halo can leave only tiny blocks (RL 7,
         # NA 1.1 model, 512 MiB: 2 iterations per pass 2,100x the data, 1 iteration 6x).
-        work = math.prod(_deconv_lengths(n[a], block[a], depth[a], half[a])[1] for a in names)
         if _task_bytes(n, block, depth, half, per_voxel) + fixed > task_memory and k > 1:
             continue
-        if best is None or work < best[0] * 0.999:
-            best = (work, plan)
+        if best is None or work(block, depth) < best[0] * 0.999:
+            best = (work(block, depth), {"deconv_block": block, "deconv_depth": depth, "deconv_pass_iters": k})
     assert best is not None  # k = 1 always counts
+    if fits and work(*one_pass) <= SPLIT_GAIN * best[0]:
+        return {}
     return best[1]
 
 
