@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     for shape in args.shapes:
         dims = tuple(int(v) for v in shape.split(","))
-        for deconv_type, iters, name in ((1, 7, "RL"), (3, 2, "WB")):
+        for deconv_type, iters, name in ((1, 7, "RL"), (2, 7, "LW"), (3, 2, "WB")):
             for which in ("middle", "last"):
                 code = CODE.format(shape=dims, deconv_type=deconv_type, iters=iters, which=which)
                 env_path = str(HERE.parent)

@@ -163,9 +163,10 @@ DECONV_BYTES = {"rl-schedule": 39, "landweber": 39, "wb": 38}
 DECONV_BYTES_MIRROR = {"rl-schedule": 32, "landweber": 40, "wb": 29}
 
 # Step 5 split into passes of a few iterations (mirror path, the solver state read from scratch with
-# the block): the state arrays charged on top of the mirror figures, an estimate (RL: y and x_prev
-# read, WB: x; docs/step5_blocks.md, "third pass").
-DECONV_BYTES_PASSES = {"rl-schedule": 40, "wb": 33}
+# the block): the state arrays charged on top of the mirror figures (RL, Landweber: y and x_prev read,
+# WB: x). One real pass task of 96x256x256 (benchmarks/measure_pass_memory.py) peaked RL 37.0, WB 32.4 B
+# per voxel above its I/O.
+DECONV_BYTES_PASSES = {"rl-schedule": 40, "landweber": 48, "wb": 33}
 
 # Wiener-Butterworth designs its back projector's kernel (4 PSF half-supports + 1 per axis) in each
 # task: a fixed cost on top of the per-voxel one, measured 23-30 MiB for the 41x61x61 model's
@@ -454,10 +455,10 @@ class Plan:
         return [(i, min(k, n - i)) for i in range(0, n, k)]
 
     def deconv_state_arrays(self) -> int:
-        """Float32 volumes of solver state between two step-5 passes (RL: y, x_prev; WB: x); 0 in one pass."""
+        """Float32 volumes of solver state between two step-5 passes (RL, Landweber: y, x_prev; WB: x); 0 in one pass."""
         if not self.deconv_pass_iters:
             return 0
-        return 2 if deconv_kind(self.params) == "rl-schedule" else 1
+        return 1 if deconv_kind(self.params) == "wb" else 2
 
     def summary(self) -> dict[str, Any]:
         """The plan as :func:`bigdecon.plan` reports it (JSON-friendly)."""
@@ -972,8 +973,8 @@ def _task_bytes(
 def pass_halo(psf_shape: Sequence[int], iterations: int, kind: str) -> tuple[int, ...]:
     """Halo of a step-5 pass of ``iterations`` iterations from the solver's state: its exact light cone.
 
-    Richardson-Lucy reaches ``2`` PSF half-supports per iteration (``H`` then
-    ``H^T``; the schedule's alpha is local), Wiener-Butterworth ``3`` (``H``
+    Richardson-Lucy and Landweber reach ``2`` PSF half-supports per iteration
+    (``H`` then ``H^T``; their momentum is local), Wiener-Butterworth ``3`` (``H``
     then its back projector's kernel); measured 2.3e-7 / 4.0e-7 of the maximum
     (RL, z / y) and 1.5e-7 / 3.0e-7 (WB) for one iteration with the NA 1.1 model
     (``benchmarks/results_model_halo.txt``).
@@ -1002,7 +1003,7 @@ def _split_plan(
     psf_shapes: Sequence[Any] | None,
     single: dict[str, Any],
 ) -> dict[str, Any]:
-    """Step 5 in passes of ``k`` iterations (mirror path, RL or WB) when one pass does not fit
+    """Step 5 in passes of ``k`` iterations (mirror path, every 3-D type) when one pass does not fit
     ``task_memory``, or transforms over :data:`SPLIT_GAIN` times more voxels per iteration; the halo is
     the light cone of ``k`` iterations (:func:`pass_halo`), the state goes through scratch. Among the
     ``k`` that fit (``k = 1`` always counts), the one that transforms the fewest voxels; ``{}`` keeps

@@ -147,7 +147,9 @@ def _deconv_pass_block(
 ) -> Array:
     """One pass of a split step 5 on a block grown by its halo (the mirror path): iterations
     ``first .. first + count - 1`` from ``state`` (none in the first pass; a list is emptied). Returns the interior of the
-    output (``last``) or of the new state, its arrays stacked on a first axis (RL: y, x_prev; WB: x)."""
+    output (``last``) or of the new state, its arrays stacked on a first axis (RL, Landweber: y, x_prev;
+    WB: x)."""
+    from ..solvers.landweber import landweber_steps
     from ..solvers.richardson_lucy import rl_schedule_steps
     from ..solvers.wiener_butterworth import rl_wiener_butterworth
 
@@ -168,6 +170,9 @@ def _deconv_pass_block(
             f, psf, count, alpha=params.wb_alpha, beta=params.wb_beta, order=params.wb_order, start=x0
         )
         out: tuple[Array, ...] = (wb,)
+    elif params.deconv_type == 2:
+        y_x = landweber_steps(f, psf, count, None if start is None else (start[0], start[1]), first)
+        out = y_x[::-1] if last else y_x  # Landweber's result is x_prev
     else:
         out = rl_schedule_steps(f, psf, count, None if start is None else (start[0], start[1]), first)
     del f, start
