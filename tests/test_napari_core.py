@@ -44,6 +44,12 @@ def test_preview_equals_the_region_of_a_whole_run(whole_run):
     # From a layer's array (what napari holds) the preview is the same as from the file.
     q = preview_region(image_source(raw, "tyx"), {"fwhm": 3}, region, stats=Stats.of_run(attrs))
     np.testing.assert_array_equal(q.data, p.data)
+    # The data set's raw maximum and mean, computed as the run computes them (its own pass), are the run's.
+    from bigdecon.napari._core import dataset_stats
+
+    ds = dataset_stats(open_image(source), {"fwhm": 3})
+    run = Stats.of_run(attrs)
+    assert (ds.scale, ds.mean, ds.source) == (run.scale, run.mean, "data set")
     # Statistics estimated from the block alone: the same structures, another intensity scale.
     own = preview_region(image_source(raw, "tyx"), {"fwhm": 3}, region)
     assert np.corrcoef(own.data.ravel(), cut.ravel())[0, 1] > 0.98

@@ -29,6 +29,7 @@ once per layer; the maxima after steps 1-3 and 4 come from the block (a run's wh
 from __future__ import annotations
 
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -335,10 +336,11 @@ def preview_steps(
     --------
     >>> from bigdecon.data import filaments_timelapse
     >>> from bigdecon.napari._core import image_source
-    >>> raw, _ = filaments_timelapse((12, 64, 64), fwhm=3.0, seed=1)
-    >>> steps = preview_steps(image_source(raw, "tyx"), {"fwhm": 3, "sparse_iters": 5}, {"y": (16, 48), "x": (16, 48)})
+    >>> raw, _ = filaments_timelapse((40, 64, 64), fwhm=3.0, seed=1)
+    >>> region = {"t": (4, 36), "y": (16, 48), "x": (16, 48)}
+    >>> steps = preview_steps(image_source(raw, "tyx"), {"fwhm": 3, "sparse_iters": 5}, region)
     >>> [(p.first_look, p.data.shape, p.start["t"]) for p in steps]
-    [(True, (1, 32, 32), 6.0), (False, (12, 32, 32), 0.0)]
+    [(True, (1, 32, 32), 20.0), (False, (32, 32, 32), 4.0)]
     """
     cache = cache if cache is not None else PreviewCache()
     request = resolve(src, options)
@@ -510,8 +512,12 @@ def _preprocess(raw: Any, stats: Stats, params: Params, planes: bool) -> Any:
     if threads <= 1:
         return preprocess(raw, stats.scale, stats.mean, params)
     parts = np.array_split(np.arange(raw.shape[0]), threads)
-    with ThreadPoolExecutor(threads) as pool:
-        done = list(pool.map(lambda p: preprocess(raw[p[0] : p[-1] + 1], stats.scale, stats.mean, params), parts))
+    with warnings.catch_warnings():
+        # The background silences PyWavelets' boundary warning per call; warning filters are global, so
+        # threads would undo each other's: silenced here, around all of them.
+        warnings.filterwarnings("ignore", message="Level value of", category=UserWarning)
+        with ThreadPoolExecutor(threads) as pool:
+            done = list(pool.map(lambda p: preprocess(raw[p[0] : p[-1] + 1], stats.scale, stats.mean, params), parts))
     return np.concatenate(done)
 
 
