@@ -255,3 +255,41 @@ def test_a_layer_opened_by_napari_ome_zarr(make_napari_viewer, qtbot, tmp_path):
     assert w.run_result is not None, w.status.value
     assert not os.path.exists(tmp_path / "out-input.ome.zarr")  # read from the layer's file
     assert viewer.layers["out.ome.zarr"].data.shape == raw.shape
+
+
+def test_preview_shows_the_first_look_then_the_region(make_napari_viewer, qtbot):
+    """The widget shows the plane on screen first (at that plane), then the whole region in its place;
+    a change while it runs stops it at its next stage and previews the newest parameters."""
+    viewer = make_napari_viewer()
+    raw, _ = filaments_timelapse((40, 64, 64), fwhm=3.0, seed=7)
+    viewer.add_image(raw, name="raw", metadata={"bigdecon_axes": "tyx"})
+    w = DeconvolveWidget(viewer)
+    w.fields["fwhm"].value, w.fields["sparse_iters"].value = "3", 5
+    w.planes.value = 32
+    viewer.dims.current_step = (25, 32, 32)
+    shown: list = []
+    worker = w.preview()
+    worker.yielded.connect(lambda p: shown.append((p.first_look, p.data.shape, dict(p.start))))
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    region, _ = w.region(viewer.layers["raw"])
+    (t0, t1), (y0, y1), (x0, x1) = region["t"], region["y"], region["x"]
+    assert t1 - t0 == 32
+    assert shown == [
+        (True, (1, y1 - y0, x1 - x0), {"t": 25.0, "y": float(y0), "x": float(x0)}),
+        (False, (32, y1 - y0, x1 - x0), {"t": float(t0), "y": float(y0), "x": float(x0)}),
+    ]
+    qtbot.waitUntil(lambda: viewer.layers["bigdecon preview A"].data.shape[0] == 32, timeout=10000)
+    # A change while a preview runs: it stops at its next stage, the newest parameters are what is shown.
+    worker = w.preview()
+    w.fields["sparsity"].value = 3.0
+    w.fields["deconv_iters"].value = 9
+    qtbot.waitUntil(
+        lambda: (
+            w._workers.get("preview") is None
+            and viewer.layers["bigdecon preview A"].metadata["bigdecon_preview"]["options"]["deconv_iters"] == 9
+            and viewer.layers["bigdecon preview A"].data.shape[0] == 32
+        ),
+        timeout=60000,
+    )
+    assert viewer.layers["bigdecon preview A"].metadata["bigdecon_preview"]["options"]["sparsity"] == 3.0

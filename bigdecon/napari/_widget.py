@@ -321,7 +321,8 @@ class DeconvolveWidget(Container):
         args = (src, opts, region, index, stats, device, cache, plane, self._cancel)
         worker = create_worker(_guarded_steps, preview_steps, *args)
         slot = self.slot
-        worker.yielded.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(layer, p, slot, index))
+        where = (layer, slot, index, opts)
+        worker.yielded.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(where, p))
         worker.finished.connect(self._preview_done)
         self._workers["preview"] = worker
         self.status.value = f"preview {slot}: {_spans_text(region)}..."
@@ -342,9 +343,10 @@ class DeconvolveWidget(Container):
             self._again = False
             self.preview()
 
-    def _show(self, layer: Any, p: Any, slot: str, index: dict[str, int]) -> None:
+    def _show(self, where: tuple[Any, str, dict[str, int], dict[str, Any]], p: Any) -> None:
         """The preview as a layer of the image's dimensions: the region at its place, one time point or
-        channel of the axes it does not cover at theirs."""
+        channel of the axes it does not cover at theirs; its metadata records the options it was made with."""
+        layer, slot, index, opts = where
         axes = self.fields["axes"].value or guess_axes(layer.ndim)
         data, scale, translate = p.data, [], []
         for i, a in enumerate(axes):
@@ -363,7 +365,7 @@ class DeconvolveWidget(Container):
         else:
             out = self.viewer.add_image(data, name=name, scale=scale, translate=translate, colormap="gray")
         out.metadata["bigdecon_preview"] = {
-            "options": self.preview_options(),
+            "options": opts,
             "seconds": p.seconds,
             "first_look": p.first_look,
             "stages": sorted(p.ran),
