@@ -293,3 +293,14 @@ def test_preview_shows_the_first_look_then_the_region(make_napari_viewer, qtbot)
         timeout=60000,
     )
     assert viewer.layers["bigdecon preview A"].metadata["bigdecon_preview"]["options"]["sparsity"] == 3.0
+    # New data in the layer (the same statistics: mirrored) starts a new cache: the preview is the new data's.
+    from bigdecon.napari._core import PreviewCache, image_source, preview_region
+
+    viewer.layers["raw"].data = np.ascontiguousarray(raw[:, :, ::-1])
+    with qtbot.waitSignal(w.preview().finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: w._workers.get("preview") is None, timeout=60000)
+    p = w.last_preview
+    src = image_source(viewer.layers["raw"].data, "tyx")
+    expected = preview_region(src, w.preview_options(), region, stats=p.stats, cache=PreviewCache())
+    np.testing.assert_array_equal(p.data, expected.data)

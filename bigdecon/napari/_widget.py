@@ -163,7 +163,9 @@ class DeconvolveWidget(Container):
         self._workers: dict[str, Any] = {}
         self._again = False
         self._stats: dict[int, dict[str, Any]] = {}  # per layer: the attributes its last run recorded
-        self._caches: dict[int, PreviewCache] = {}  # per layer: its previews' stages and statistics
+        # Per layer and data array: its previews' stages and statistics (new data, e.g. a replaced
+        # layer.data, starts a new cache).
+        self._caches: dict[int, tuple[int, PreviewCache]] = {}
         self._run_state: RunState | None = None
         self._timer: Any = None
         self._cancel = threading.Event()  # set: the running preview stops at its next stage
@@ -315,7 +317,10 @@ class DeconvolveWidget(Container):
         device = self.run_fields["device"].value
         recorded = self._stats.get(id(layer))
         stats = Stats.of_run(recorded, index.get("c", 0)) if recorded is not None else None
-        cache = self._caches.setdefault(id(layer), PreviewCache())
+        data_id, cache = self._caches.get(id(layer), (None, None))
+        if data_id != id(layer.data) or cache is None:
+            cache = PreviewCache()
+            self._caches[id(layer)] = (id(layer.data), cache)
         self._cancel = threading.Event()
         plane = self._plane(layer)
         args = (src, opts, region, index, stats, device, cache, plane, self._cancel)
@@ -372,7 +377,7 @@ class DeconvolveWidget(Container):
         }
         out.contrast_limits = (float(p.data.min()), float(p.data.max()) or 1.0)
         self.last_preview = p
-        what = f"first look ({p.data.shape[0]} plane)" if p.first_look else f"{p.data.shape}"
+        what = "first look (1 plane; the whole region follows)" if p.first_look else f"{p.data.shape}"
         ran = "+".join(s for s in ("background", "sparse", "deconv") if s in p.ran) or "cached"
         stats = {"run": "the run's", "data set": "the layer's raw max/mean"}.get(p.stats.source, "the block's")
         self.status.value = f"preview {slot}: {what} in {p.seconds:.1f} s ({ran}), halo {p.halo}, statistics {stats}"
