@@ -9,7 +9,7 @@
    against the whole-volume solver with the same model.
 
     python benchmarks/bench_step5_passes.py                       # plans, then a 64x384x384 run
-    python benchmarks/bench_step5_passes.py --shape 48 256 256 --run-memory 128
+    python benchmarks/bench_step5_passes.py --no-plans --shape 32 1024 1024 --run-memory 192 --kinds RL
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ from bigdecon.passes import request  # noqa: E402
 from bigdecon.planner import make_plan  # noqa: E402
 
 OPTICS = dict(na=1.1, wavelength=0.52)
-STEP5 = {"RL 7": dict(deconv_type=1, deconv_iters=7), "WB 2": dict(deconv_type=3, deconv_iters=2)}
+STEP5 = {
+    "RL 7": dict(deconv_type=1, deconv_iters=7),
+    "Landweber 7": dict(deconv_type=2, deconv_iters=7),
+    "WB 2": dict(deconv_type=3, deconv_iters=2),
+}
 MiB = 2**20
 
 
@@ -72,7 +76,7 @@ def describe(plan: dict) -> str:
 def plans(folder: Path, memories: list[int]) -> None:
     for z in (0.3, 0.5):
         src = big_store(folder, z)
-        for name, step5 in {**STEP5, "Landweber 7": dict(deconv_type=2, deconv_iters=7)}.items():
+        for name, step5 in STEP5.items():
             for mem in memories:
                 kw = dict(sparse_iters=0, min_tasks=2, task_memory=mem * MiB, **OPTICS, **step5)
                 one_pass(True)
@@ -83,7 +87,7 @@ def plans(folder: Path, memories: list[int]) -> None:
                 print(f"{'':28s}split:    {describe(after)}")
 
 
-def run(folder: Path, shape: tuple[int, int, int], memory: int) -> None:
+def run(folder: Path, shape: tuple[int, int, int], memory: int, kinds: list[str]) -> None:
     raw = filaments(shape, seed=3)[0]
     raw16 = np.clip(raw, 0, 65535).astype(np.uint16)
     units = {a: "micrometer" for a in "zyx"}
@@ -91,6 +95,8 @@ def run(folder: Path, shape: tuple[int, int, int], memory: int) -> None:
     psf = request.optics_psf("widefield", open_image(src), {**OPTICS, "refractive_index": 1.33}, 0.99)[0]
     print(f"run: {shape} uint16 at 0.3/0.1/0.1 um, model {psf.shape}, task_memory {memory} MiB, 2 cores")
     for name, step5 in STEP5.items():
+        if name.split()[0] not in kinds:
+            continue
         kw = dict(sparse_iters=0, background=0, min_tasks=2, task_memory=memory * MiB, **OPTICS, **step5)
         t = time.perf_counter()
         whole = bigdecon.sparse_deconvolve(raw16, psf=psf, psf_as_is=True, sparse_iters=0, background=0, **step5)
@@ -121,12 +127,15 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=3, default=[64, 384, 384])
     ap.add_argument("--run-memory", type=int, default=256, help="task memory of the run, MiB")
     ap.add_argument("--no-run", action="store_true")
+    ap.add_argument("--no-plans", action="store_true")
+    ap.add_argument("--kinds", nargs="+", default=["RL", "Landweber", "WB"], help="step-5 types of the run")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp())
     try:
-        plans(folder, args.memories)
+        if not args.no_plans:
+            plans(folder, args.memories)
         if not args.no_run:
-            run(folder, tuple(args.shape), args.run_memory)
+            run(folder, tuple(args.shape), args.run_memory, args.kinds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -163,10 +163,10 @@ DECONV_BYTES = {"rl-schedule": 39, "landweber": 39, "wb": 38}
 DECONV_BYTES_MIRROR = {"rl-schedule": 32, "landweber": 40, "wb": 29}
 
 # Step 5 split into passes of a few iterations (mirror path, the solver state read from scratch with
-# the block): the state arrays charged on top of the mirror figures (RL, Landweber: y and x_prev read,
-# WB: x). One real pass task of 96x256x256 (benchmarks/measure_pass_memory.py) peaked RL 37.0, WB 32.4 B
-# per voxel above its I/O.
-DECONV_BYTES_PASSES = {"rl-schedule": 40, "landweber": 48, "wb": 33}
+# the block; RL, Landweber: y and x_prev, WB: x). One real pass task of 96x256x256 with the NA 1.1
+# model (benchmarks/measure_pass_memory.py, two runs) peaked RL 34.8-39.9, Landweber 45.5-47.5, WB
+# 32.0-33.0 B per voxel above its I/O, the WB kernel's design included; charged ~10 % above.
+DECONV_BYTES_PASSES = {"rl-schedule": 44, "landweber": 52, "wb": 36}
 
 # Wiener-Butterworth designs its back projector's kernel (4 PSF half-supports + 1 per axis) in each
 # task: a fixed cost on top of the per-voxel one, measured 23-30 MiB for the 41x61x61 model's
