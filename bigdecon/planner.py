@@ -1004,7 +1004,8 @@ def _split_plan(
     single: dict[str, Any],
 ) -> dict[str, Any]:
     """Step 5 in passes of ``k`` iterations (mirror path, every 3-D type) when one pass does not fit
-    ``task_memory``, or transforms over :data:`SPLIT_GAIN` times more voxels per iteration; the halo is
+    ``task_memory`` and passes do, or one pass transforms over :data:`SPLIT_GAIN` times more voxels per
+    iteration; the halo is
     the light cone of ``k`` iterations (:func:`pass_halo`), the state goes through scratch. Among the
     ``k`` that fit (``k = 1`` always counts), the one that transforms the fewest voxels; ``{}`` keeps
     one pass."""
@@ -1034,9 +1035,11 @@ def _split_plan(
         if best is None or work(block, depth) < best[0] * 0.999:
             best = (work(block, depth), {"deconv_block": block, "deconv_depth": depth, "deconv_pass_iters": k})
     assert best is not None  # k = 1 always counts
-    if fits and work(*one_pass) <= SPLIT_GAIN * best[0]:
-        return {}
-    return best[1]
+    split = best[1]
+    split_fits = _task_bytes(n, split["deconv_block"], split["deconv_depth"], half, per_voxel) + fixed <= task_memory
+    if (fits or not split_fits) and work(*one_pass) <= SPLIT_GAIN * best[0]:
+        return {}  # one pass fits, or neither does (the budget is below any block): split only for the work
+    return split
 
 
 def _k_name(layout: Layout) -> str | None:
