@@ -79,7 +79,7 @@ def info_command(args: argparse.Namespace) -> int:
     if plan.get("deconv_passes"):
         say(
             f"  step-5 passes:    {plan['deconv_passes']} of {plan['deconv_iters_per_pass']} iteration(s) "
-            f"(one pass does not fit a task), halo {', '.join(str(v) for v in plan['deconv_depth'].values())}; "
+            f"(one pass would need more memory or work), halo {', '.join(str(v) for v in plan['deconv_depth'].values())}; "
             f"solver state in scratch between passes, ~{format_bytes(plan['deconv_state_bytes'])} at most; "
             f"{plan['deconv_transformed_per_iteration']:g}x the data transformed per iteration"
         )
