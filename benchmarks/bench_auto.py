@@ -201,9 +201,10 @@ def candidate_pearsons(raw, truth, psf, candidates) -> list[float]:
     from dataclasses import replace
 
     from bigdecon.params import Params
+    from bigdecon.pipeline import _prepared_psf
     from bigdecon.selection import run_candidate
 
-    base = Params.from_kwargs(psf=psf)
+    base = Params.from_kwargs(psf=_prepared_psf(psf, None, None, None))  # as sparse_deconvolve prepares it
     stats = (float(raw.max()), float(raw.mean(dtype=np.float64)) / float(raw.max()), raw.shape[0])
     groups: dict = {}
     for c in candidates:

@@ -89,7 +89,8 @@ def suggest_command(args: argparse.Namespace) -> int:
     if args.json:
         say(json.dumps({"input": args.input, **s.to_dict()}, indent=2))
         return 0
-    say(f"{args.input}: {len(s.candidates)} candidates on {len(s.blocks)} blocks {_where(s)} in {s.seconds:.1f} s")
+    cost = f"{s.seconds:.1f} s ({s.cpu_seconds:.1f} CPU-s)"
+    say(f"{args.input}: {len(s.candidates)} candidates on {len(s.blocks)} blocks {_where(s)} in {cost}")
     say(*candidate_table(s))
     say(f"winner: {s.winner}: {s.why}")
     flags = " ".join(f"--{k.replace('_', '-')} {fmt_number(v)}" for k, v in s.as_kwargs().items())
