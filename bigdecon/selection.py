@@ -99,6 +99,18 @@ def _sparse(fid: float, sp: float, background: int = 0) -> list[Candidate]:
     return [Candidate(f"{name} + RL {n}", dict(params, deconv_iters=n)) for n in SPARSE_RL_ITERS]
 
 
+def _defaults() -> Candidate:
+    """The run's defaults, every method parameter from the parameter model (also the RL count: a candidate
+    that leaves one out takes the base's, which for scoring is 1, not the run's 7)."""
+    from .params import DECONV_ITERS_BY_TYPE, PARAMETERS
+
+    names = ("sparse_iters", "fidelity", "sparsity", "background", "deconv_type")
+    params: dict[str, Any] = {n: PARAMETERS[n].default for n in names}
+    params["deconv_iters"] = DECONV_ITERS_BY_TYPE[params["deconv_type"]]
+    label = f"sparse fid {params['fidelity']:g} sp {params['sparsity']:g} bg {params['background']} + RL {params['deconv_iters']}"
+    return Candidate(f"defaults ({label})", params)
+
+
 def default_candidates() -> list[Candidate]:
     """The candidates, cheapest and most telling first (a budget keeps a prefix).
 
@@ -120,7 +132,7 @@ def default_candidates() -> list[Candidate]:
         for n in iters
     ]
     out.append(Candidate("Landweber 20", dict(RL, deconv_type=2, deconv_iters=20)))
-    defaults = [Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1))]
+    defaults = [_defaults()]
     defaults += [c for c in _sparse(150, 10, background=1) if c.params["deconv_iters"] != 7]
     out += defaults + _sparse(150, 2) + _sparse(150, 2, background=1) + _sparse(500, 2)
     return out

@@ -519,9 +519,11 @@ def suggest_parameters(
     fidelity / sparsity / background settings, each followed by RL at 7-40
     iterations) on one copy, and keeps the one whose output, blurred with the
     PSF, predicts the other copy best (:mod:`bigdecon.selection`). Each
-    setting's iteration count is the fewest within one standard error of its
-    lowest loss; plain RL wins unless another setting beats it by more than
-    two standard errors of the paired loss difference.
+    setting's iteration count is the one nearest 20 within one standard error
+    of its lowest loss (a run of snapshots stops once its loss is more than
+    one standard error past its minimum); plain RL wins unless another setting
+    beats it by more than two standard errors of the paired loss difference.
+    The blocks of a candidate run at once, one thread each.
 
     Parameters
     ----------
