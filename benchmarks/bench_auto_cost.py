@@ -96,10 +96,10 @@ def main() -> None:
     chosen = dict(wall=auto["wall"] - auto_tune["seconds"], cpu=auto["cpu"] - auto_tune["cpu_seconds"])
     rows = [
         ("bigdecon suggest (whole command)", suggest),
-        ("  its tuning", dict(wall=tune["seconds"], cpu=tune["cpu_seconds"], load=suggest["load"])),
+        ("  its tuning (suggest)", dict(wall=tune["seconds"], cpu=tune["cpu_seconds"], load=suggest["load"])),
         ("bigdecon run (defaults)", defaults),
         (f"bigdecon run --auto (chose {auto_tune['winner']})", auto),
-        ("  its tuning", dict(wall=auto_tune["seconds"], cpu=auto_tune["cpu_seconds"], load=auto["load"])),
+        ("  its tuning (--auto)", dict(wall=auto_tune["seconds"], cpu=auto_tune["cpu_seconds"], load=auto["load"])),
         ("  the chosen run (the rest)", dict(chosen, load=auto["load"])),
     ]
     print(f"{args.input} ({os.cpu_count()} cores)")

@@ -264,3 +264,35 @@ def test_rl_runs_stop_once_the_loss_is_past_its_minimum():
     for n in (m for m in counts if 20 <= m < last):  # before the stop, no count from 20 on was past the band
         best = min((m for m in counts if m < n), key=mean.get)
         assert mean[n] <= mean[best] + _se(full[best][1]), (n, mean)
+
+
+def test_the_defaults_candidate_is_the_run_with_the_defaults():
+    """The candidate named defaults computes what ``sparse_deconvolve`` with the defaults computes (it once
+    took the scoring base's RL count, 1, for the run's 7)."""
+    from bigdecon.selection import default_candidates, run_candidate
+
+    raw, _, psf = blobs_and_points(shape=(8, 32, 32))
+    (defaults,) = [c for c in default_candidates() if c.name.startswith("defaults")]
+    base = Params.from_kwargs(psf=psf, deconv_iters=1)  # as suggest scores: a base with 1 RL iteration
+    stats = (float(raw.max()), float(raw.mean(dtype=np.float64)) / float(raw.max()), raw.shape[0])
+    out = run_candidate(raw, replace(base, **defaults.params), *stats)
+    np.testing.assert_allclose(out, bigdecon.sparse_deconvolve(raw, psf=psf, psf_as_is=True), rtol=1e-5, atol=1e-3)
+
+
+def test_an_array_psf_is_scored_as_the_run_prepares_it():
+    """``suggest_parameters(array, psf=...)`` scores with the PSF ``sparse_deconvolve`` runs with: prepared
+    (a pedestal subtracted), unless ``psf_as_is``."""
+    from bigdecon.errors import BigdeconNotice
+    from bigdecon.pipeline import _prepared_psf
+
+    raw, _, psf = blobs_and_points(shape=(8, 48, 48))
+    pedestal = np.pad(psf, 4) + np.float32(2e-4)
+    with pytest.warns(BigdeconNotice, match="pedestal"):
+        s = suggest_parameters(raw, psf=pedestal, budget=1)
+    scored = np.asarray(s.context[1].psf)
+    with pytest.warns(BigdeconNotice, match="pedestal"):
+        prepared = _prepared_psf(pedestal, None, None, None)
+    np.testing.assert_array_equal(scored, prepared)
+    assert scored.shape != pedestal.shape or not np.allclose(scored, pedestal / pedestal.sum())
+    as_is = suggest_parameters(raw, psf=pedestal, budget=1, psf_as_is=True)
+    np.testing.assert_array_equal(np.asarray(as_is.context[1].psf), pedestal)
