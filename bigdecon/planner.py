@@ -41,8 +41,10 @@ Blocks of 3-D step 5
 --------------------
 Memory per task follows the block alone: ``DECONV_BYTES`` per voxel of the
 block's transform (the block grown by the halo, rounded up to a fast FFT
-length; at a face on the edge path, its padding; on the mirror path no padding), measured by
-``benchmarks/measure_step5_halo.py``. :func:`make_plan` picks, among block
+length; at a face on the edge path, its padding), measured by
+``benchmarks/measure_step5_halo.py``; on the mirror path (no padding)
+``DECONV_BYTES_MIRROR``, plus Wiener-Butterworth's kernel design
+(:func:`deconv_fixed_bytes`), measured by ``benchmarks/measure_model_memory.py``. :func:`make_plan` picks, among block
 sizes that fit ``task_memory``, the one with the least transform work over
 the data set (halo overhead and FFT lengths included).
 """
@@ -73,10 +75,13 @@ from .stages import deconv_kind, is_coupled, output_psf
 
 __all__ = [
     "DECONV_BYTES",
+    "DECONV_BYTES_MIRROR",
     "WORKSET_FACTOR",
     "Layout",
     "Plan",
     "Region",
+    "deconv_bytes",
+    "deconv_fixed_bytes",
     "deconv_grown",
     "default_depth",
     "make_plan",
@@ -144,9 +149,56 @@ WORKSET_FACTOR = 14
 # than a symmetric one's: measured 34.8-35.2 B for schedule-alpha RL and 35.2-38.9 B for Landweber
 # (`benchmarks/measure_step5_halo.py --only memory --boundary edge --memory-psf asymmetric`,
 # docs/step5_blocks.md), rounded up; the mirror path needs less (25-28 B for schedule-alpha RL).
-# Wiener-Butterworth on the mirror path (its only blocked one) holds one more float32 array than
-# RL, its DCT eigenvalues: measured 3.2-3.5 B above schedule-alpha RL (docs/backprojector.md).
-DECONV_BYTES = {"rl-schedule": 36, "landweber": 39, "wb": 38}
+# One real task of a run (`benchmarks/measure_model_memory.py --task --asymmetric`: store read,
+# solve, write) peaked 36.5 B per transform voxel above its I/O (TASK_IO_BYTES) for RL, so RL is
+# charged 39 (was 36); Landweber's 39 held (1454 MiB peak against 1546 charged at 160x384x384).
+# Wiener-Butterworth on the edge path runs one task per volume (blocks_allowed).
+DECONV_BYTES = {"rl-schedule": 39, "landweber": 39, "wb": 38}
+
+# The same on the mirror path (a symmetric PSF: every Gaussian and optics model; blocks transformed
+# at their own length, real DCT-II): measured 28.2-29.6 B for schedule-alpha RL, 36.2-37.0 B for
+# Landweber and 24.6-27.5 B for Wiener-Butterworth per voxel of blocks of 2.4-23.6 Mvoxel, with the
+# NA 1.1 widefield model (41x61x61) and a Gaussian (25x15x15), one task's own function in a fresh
+# process (`benchmarks/measure_model_memory.py`, docs/step5_blocks.md), plus ~8 % margin.
+DECONV_BYTES_MIRROR = {"rl-schedule": 32, "landweber": 40, "wb": 29}
+
+# Wiener-Butterworth designs its back projector's kernel (4 PSF half-supports + 1 per axis) in each
+# task: a fixed cost on top of the per-voxel one, measured 23-30 MiB for the 41x61x61 model's
+# 81x121x121 kernel box (37 MiB peak for a 0.5 Mvoxel block where the per-voxel cost alone is 15).
+WB_KERNEL_BYTES = 24
+
+# What a real step-5 task holds beyond its solver: the store's chunks read and decoded, the output
+# chunks encoded and written. One task of a run on a uint16 OME-Zarr (`measure_model_memory.py
+# --task`) peaks 29.4 B per voxel (RL 7) above a fixed ~39 MiB; charged on every path.
+TASK_IO_BYTES = 40 * 2**20
+
+
+def deconv_bytes(kind: str, mirror: bool) -> int:
+    """Peak bytes per transform voxel of a 3-D step-5 block task (:data:`DECONV_BYTES`, or
+    :data:`DECONV_BYTES_MIRROR` on the mirror path).
+
+    Examples
+    --------
+    >>> deconv_bytes("rl-schedule", False), deconv_bytes("rl-schedule", True)
+    (39, 32)
+    """
+    return (DECONV_BYTES_MIRROR if mirror else DECONV_BYTES)[kind]
+
+
+def deconv_fixed_bytes(kind: str, psf_shape: Sequence[int], mirror: bool = False) -> int:
+    """Bytes a 3-D step-5 task needs beyond its per-voxel cost: its reads and writes
+    (:data:`TASK_IO_BYTES`) and, on the mirror path, Wiener-Butterworth's kernel design
+    (:data:`WB_KERNEL_BYTES` per voxel of its ``4 * (n // 2) + 1`` box).
+
+    Examples
+    --------
+    >>> deconv_fixed_bytes("wb", (41, 61, 61), True) // 2**20, deconv_fixed_bytes("rl-schedule", (41, 61, 61)) // 2**20
+    (67, 40)
+    """
+    if kind != "wb" or not mirror:
+        return TASK_IO_BYTES
+    return TASK_IO_BYTES + WB_KERNEL_BYTES * math.prod(4 * (int(n) // 2) + 1 for n in psf_shape)
+
 
 # Output chunks stay at most this long (k, y/x) where a step-5 block is longer.
 _OUT_CHUNK_CAP = {"k": 64, "y": 512, "x": 512}
@@ -294,6 +346,8 @@ class Plan:
     deconv_block: dict[str, int] | None = None
     deconv_depth: dict[str, int] | None = None
     deconv_half: dict[str, int] | None = None
+    deconv_mirror: bool = False  # the mirror path: blocks transformed at their own length (DECONV_BYTES_MIRROR)
+    deconv_fixed: int = 0  # bytes per task beyond the per-voxel cost (deconv_fixed_bytes)
 
     # Blocks are dicts axis-position -> (start, stop) over the output grid.
     def plane_tasks(self, whole_volumes: bool = False) -> Blocks:
@@ -371,7 +425,7 @@ class Plan:
             n = self.out_shape[ax]
             lengths = _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])
             voxels *= lengths[2]
-        return int(DECONV_BYTES[deconv_kind(self.params)] * voxels)
+        return int(deconv_bytes(deconv_kind(self.params), self.deconv_mirror) * voxels) + self.deconv_fixed
 
     def summary(self) -> dict[str, Any]:
         """The plan as :func:`bigdecon.plan` reports it (JSON-friendly)."""
@@ -834,6 +888,7 @@ def _deconv_plan(
     n = dict(zip(names, sizes))
     depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
     half = {a: max(h[i] for h in halves) for i, a in enumerate(names)}
+    fixed = max(deconv_fixed_bytes(kind, shape, mirror) for shape in shapes)
     if deconv_chunks is not None:
         named = _named_chunks(layout, deconv_chunks)
         if isinstance(deconv_chunks, Mapping):
@@ -849,8 +904,15 @@ def _deconv_plan(
         block = {a: min(n[a], block[a]) for a in names}
     else:
         n_outer = math.prod(layout.shape[i] for i in layout.outer)
-        block = _deconv_block(n, depth, half, DECONV_BYTES[kind], task_memory, min_tasks, n_outer)
-    return {"deconv_block": block, "deconv_depth": depth, "deconv_half": half}
+        budget = max(task_memory - fixed, 1)
+        block = _deconv_block(n, depth, half, deconv_bytes(kind, mirror), budget, min_tasks, n_outer)
+    return {
+        "deconv_block": block,
+        "deconv_depth": depth,
+        "deconv_half": half,
+        "deconv_mirror": mirror,
+        "deconv_fixed": fixed,
+    }
 
 
 def _k_name(layout: Layout) -> str | None:

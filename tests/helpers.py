@@ -44,6 +44,28 @@ def face_ratios(a) -> dict[str, float]:
     return out
 
 
+def face_slab_errors(got, ref, raw, axes: str = "zyx", depth: int = 2) -> dict[str, tuple[float, float, float]]:
+    """Each face slab (the first / last ``depth`` planes of each axis in ``axes``) of a crop deconvolved
+    alone (``got``) against the larger volume's deconvolution at the same voxels (``ref``):
+    ``(mean |got - ref|, mean(got) - mean(ref), mean |ref - raw|)``, each over ``mean(ref)``. The last
+    is what deconvolution does at those voxels, the scale an error is judged against."""
+    out = {}
+    for axis, name in enumerate("zyx"):
+        if name not in axes:
+            continue
+        for side in ("0", "-1"):
+            index = [slice(None)] * 3
+            index[axis] = slice(0, depth) if side == "0" else slice(-depth, None)
+            g, r, w = (np.asarray(a, np.float64)[tuple(index)] for a in (got, ref, raw))
+            m = r.mean()
+            out[name + side] = (
+                float(np.abs(g - r).mean() / m),
+                float(g.mean() / m - 1),
+                float(np.abs(r - w).mean() / m),
+            )
+    return out
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
     """Wait until something listens on 127.0.0.1:port; fail with the process's log if it exits."""
     deadline = time.monotonic() + timeout

@@ -53,6 +53,7 @@ def _widget(make_napari_viewer, shape=(8, 128, 128)):
 def test_widget_fields_come_from_the_parameter_model(make_napari_viewer, tmp_path):
     viewer, w = _widget(make_napari_viewer)
     assert w.fields["axes"].value == "tyx" and w.fields["voxel_size"].value == "0.065,0.065"  # from the layer
+    assert w.index_fields["t"].native.isHidden() and w.index_fields["c"].native.isHidden()  # t: the third axis
     for name, field in w.fields.items():
         p = PARAMETERS[name]
         assert p.help_text() in field.tooltip and p.flag in field.tooltip
@@ -187,3 +188,119 @@ def test_preview_of_a_lazy_multiscale_layer(make_napari_viewer, qtbot, tmp_path)
     qtbot.waitUntil(lambda: "bigdecon preview A" in viewer.layers, timeout=10000)
     region, _ = w.region(viewer.layers["lazy"])
     assert viewer.layers["bigdecon preview A"].data.shape == tuple(b - a for a, b in region.values())
+
+
+@pytest.mark.slow
+def test_time_point_and_channel_of_a_tczyx_layer(make_napari_viewer, qtbot):
+    """A t/c/z/y/x layer: the time point and channel fields appear, follow napari's sliders, and the
+    preview is that time point's and channel's z/y/x region, shown at their place (the core's preview)."""
+    from bigdecon.data import beads_volume
+    from bigdecon.napari._core import PreviewCache, image_source, preview_region
+
+    viewer = make_napari_viewer()
+    vols = [beads_volume((10, 48, 48), fwhm=(4.0, 2.0, 2.0), seed=s)[0] for s in range(6)]
+    raw = np.stack(vols).reshape(3, 2, 10, 48, 48)
+    viewer.add_image(raw, name="raw", metadata={"bigdecon_axes": "tczyx"})
+    w = DeconvolveWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Deconvolve")
+    assert w.fields["axes"].value == "tczyx"
+    assert not w.index_fields["t"].native.isHidden() and not w.index_fields["c"].native.isHidden()
+    assert (w.index_fields["t"].max, w.index_fields["c"].max) == (2, 1)
+    w.fields["fwhm"].value, w.fields["sparse_iters"].value = "2", 5
+    viewer.dims.current_step = (2, 1, 5, 24, 24)
+    assert (w.index_fields["t"].value, w.index_fields["c"].value) == (2, 1)  # from the sliders
+    region, index = w.region(viewer.layers["raw"])
+    assert index == {"t": 2, "c": 1} and set(region) == {"z", "y", "x"}
+    with qtbot.waitSignal(w.preview().finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: "bigdecon preview A" in viewer.layers, timeout=10000)
+    layer = viewer.layers["bigdecon preview A"]
+    (z0, z1), (y0, y1), (x0, x1) = region["z"], region["y"], region["x"]
+    assert layer.data.shape == (1, 1, z1 - z0, y1 - y0, x1 - x0)
+    np.testing.assert_allclose(layer.translate, [2, 1, z0, y0, x0])
+    src = image_source(raw, "tczyx")
+    opts = w.preview_options()
+    expected = preview_region(src, opts, region, index, stats=w.last_preview.stats, cache=PreviewCache())
+    np.testing.assert_array_equal(layer.data[0, 0], expected.data)
+    other = preview_region(src, opts, region, {"t": 0, "c": 0}, stats=w.last_preview.stats)
+    assert not np.allclose(other.data, expected.data)  # another time point and channel, other pixels
+
+
+@pytest.mark.slow
+def test_a_layer_opened_by_napari_ome_zarr(make_napari_viewer, qtbot, tmp_path):
+    """An OME-Zarr opened by napari-ome-zarr: the widget reads its axes and voxel size, previews it (the
+    core's preview of the file) and runs from the file itself (its ``source.path``, nothing written first)."""
+    from bigdecon.io import open_image, write_image
+    from bigdecon.napari._core import PreviewCache, preview_region
+
+    raw, _ = filaments_timelapse((8, 96, 96), fwhm=3.0, seed=6)
+    path = write_image(str(tmp_path / "raw.ome.zarr"), raw, "tyx", scale={"t": 1.0, "y": 0.1, "x": 0.1})
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(path, plugin="napari-ome-zarr")
+    assert str(layer.source.path) == path and "bigdecon_axes" not in layer.metadata
+    w = DeconvolveWidget(viewer)
+    assert w.image.value is layer
+    assert w.fields["axes"].value == "tyx" and w.fields["voxel_size"].value == "0.1,0.1"  # napari-ome-zarr's labels
+    w.fields["fwhm"].value, w.fields["sparse_iters"].value = "3", 5
+    with qtbot.waitSignal(w.preview().finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: "bigdecon preview A" in viewer.layers, timeout=10000)
+    region, _ = w.region(layer)
+    expected = preview_region(
+        open_image(path), w.preview_options(), region, stats=w.last_preview.stats, cache=PreviewCache()
+    )
+    np.testing.assert_array_equal(viewer.layers["bigdecon preview A"].data, expected.data)
+    w.run_fields["workers"].value, w.run_fields["threads_per_worker"].value = 1, 1
+    _run(qtbot, w, tmp_path / "out.ome.zarr")
+    assert w.run_result is not None, w.status.value
+    assert not os.path.exists(tmp_path / "out-input.ome.zarr")  # read from the layer's file
+    assert viewer.layers["out.ome.zarr"].data.shape == raw.shape
+
+
+def test_preview_shows_the_first_look_then_the_region(make_napari_viewer, qtbot):
+    """The widget shows the plane on screen first (at that plane), then the whole region in its place;
+    a change while it runs stops it at its next stage and previews the newest parameters."""
+    viewer = make_napari_viewer()
+    raw, _ = filaments_timelapse((40, 64, 64), fwhm=3.0, seed=7)
+    viewer.add_image(raw, name="raw", metadata={"bigdecon_axes": "tyx"})
+    w = DeconvolveWidget(viewer)
+    w.fields["fwhm"].value, w.fields["sparse_iters"].value = "3", 5
+    w.planes.value = 32
+    viewer.dims.current_step = (25, 32, 32)
+    shown: list = []
+    worker = w.preview()
+    worker.yielded.connect(lambda p: shown.append((p.first_look, p.data.shape, dict(p.start))))
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    region, _ = w.region(viewer.layers["raw"])
+    (t0, t1), (y0, y1), (x0, x1) = region["t"], region["y"], region["x"]
+    assert t1 - t0 == 32
+    assert shown == [
+        (True, (1, y1 - y0, x1 - x0), {"t": 25.0, "y": float(y0), "x": float(x0)}),
+        (False, (32, y1 - y0, x1 - x0), {"t": float(t0), "y": float(y0), "x": float(x0)}),
+    ]
+    qtbot.waitUntil(lambda: viewer.layers["bigdecon preview A"].data.shape[0] == 32, timeout=10000)
+    # A change while a preview runs: it stops at its next stage, the newest parameters are what is shown.
+    worker = w.preview()
+    w.fields["sparsity"].value = 3.0
+    w.fields["deconv_iters"].value = 9
+    qtbot.waitUntil(
+        lambda: (
+            w._workers.get("preview") is None
+            and viewer.layers["bigdecon preview A"].metadata["bigdecon_preview"]["options"]["deconv_iters"] == 9
+            and viewer.layers["bigdecon preview A"].data.shape[0] == 32
+        ),
+        timeout=60000,
+    )
+    assert viewer.layers["bigdecon preview A"].metadata["bigdecon_preview"]["options"]["sparsity"] == 3.0
+    # New data in the layer (the same statistics: mirrored) starts a new cache: the preview is the new data's.
+    from bigdecon.napari._core import PreviewCache, image_source, preview_region
+
+    viewer.layers["raw"].data = np.ascontiguousarray(raw[:, :, ::-1])
+    with qtbot.waitSignal(w.preview().finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: w._workers.get("preview") is None, timeout=60000)
+    p = w.last_preview
+    src = image_source(viewer.layers["raw"].data, "tyx")
+    expected = preview_region(src, w.preview_options(), region, stats=p.stats, cache=PreviewCache())
+    np.testing.assert_array_equal(p.data, expected.data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,15 +20,17 @@ from ..params import PARAMETERS, Parameter
 from ._core import (
     PREVIEW_KEYS,
     RUN_KEYS,
+    PreviewCache,
     RunState,
     Stats,
     guess_axes,
     image_source,
-    preview_region,
+    preview_steps,
     run_job,
     save_config,
     suggest_region,
 )
+from ._preview import PreviewCancelled
 
 __all__ = ["DeconvolveWidget", "field_for", "numeric_bounds"]
 
@@ -119,6 +122,12 @@ class DeconvolveWidget(Container):
             max=4096,
             tooltip="planes (t or z) the preview takes around the current one",
         )
+        # The position on the axes the preview does not cover (a tczyx layer's time point and channel),
+        # shown for a layer that has them; they follow napari's sliders and can be typed.
+        self.index_fields = {
+            "t": SpinBox(label="time point", value=0, min=0, max=0, visible=False, tooltip="the time point to preview"),
+            "c": SpinBox(label="channel", value=0, min=0, max=0, visible=False, tooltip="the channel to preview"),
+        }
         self.live = CheckBox(text="preview again when a parameter changes", value=True)
         self.preview_button = PushButton(text="Preview")
         self.keep_button = PushButton(text="Keep as A, compare")
@@ -133,7 +142,8 @@ class DeconvolveWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.dashboard = Label(value="")
-        self.extend([self.image, *self.fields.values(), self.planes, self.live, self.preview_button, self.keep_button])
+        self.extend([self.image, *self.fields.values(), self.planes, *self.index_fields.values(), self.live])
+        self.extend([self.preview_button, self.keep_button])
         self.extend(
             [
                 self.budget,
@@ -153,8 +163,12 @@ class DeconvolveWidget(Container):
         self._workers: dict[str, Any] = {}
         self._again = False
         self._stats: dict[int, dict[str, Any]] = {}  # per layer: the attributes its last run recorded
+        # Per layer and data array: its previews' stages and statistics (new data, e.g. a replaced
+        # layer.data, starts a new cache).
+        self._caches: dict[int, tuple[int, PreviewCache]] = {}
         self._run_state: RunState | None = None
         self._timer: Any = None
+        self._cancel = threading.Event()  # set: the running preview stops at its next stage
         self._progress_bar: Any = None
         self._connect()
         self._layer_changed()
@@ -171,6 +185,9 @@ class DeconvolveWidget(Container):
         self.cancel_button.changed.connect(lambda: self.cancel())
         for w in self.fields.values():
             w.changed.connect(self._field_changed)
+        for w in self.index_fields.values():
+            w.changed.connect(self._field_changed)
+        viewer.dims.events.current_step.connect(self._dims_changed)
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
 
@@ -193,12 +210,40 @@ class DeconvolveWidget(Container):
         layer = self.image.value
         if layer is None:
             return
-        axes = layer.metadata.get("bigdecon_axes") or guess_axes(layer.ndim)
+        axes = _layer_axes(layer)
         self.fields["axes"].value = axes
         sizes = [f"{float(s):g}" for a, s in zip(axes, layer.scale) if a in "zyx"]
         self.fields["voxel_size"].value = ",".join(sizes)
         if layer.metadata.get("bigdecon_fwhm") and not self.fields["fwhm"].value:
             self.fields["fwhm"].value = layer.metadata["bigdecon_fwhm"]
+        shape = _shape(layer)
+        for a, w in self.index_fields.items():
+            w.visible = shown = a in _index_axes(axes) and len(axes) == len(shape)
+            w.max = shape[axes.index(a)] - 1 if shown else 0
+        self._dims_changed()
+
+    def _dims_changed(self, _event: Any = None) -> None:
+        """napari's sliders into the time point and channel fields (one preview after both are set)."""
+        try:
+            layer = self.image.value
+        except RuntimeError:  # the dock widget was closed: Qt deleted its fields
+            self.viewer.dims.events.current_step.disconnect(self._dims_changed)
+            return
+        if layer is None or layer not in self.viewer.layers:  # e.g. the viewer closing, its layers removed
+            return
+        axes = self.fields["axes"].value or guess_axes(layer.ndim)
+        if len(axes) != layer.ndim:
+            return
+        point = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
+        live, self.live.value = self.live.value, False
+        changed = False
+        for a in _index_axes(axes):
+            value = int(np.clip(round(point[axes.index(a)]), 0, self.index_fields[a].max))
+            changed |= value != self.index_fields[a].value
+            self.index_fields[a].value = value
+        self.live.value = live
+        if changed:
+            self._field_changed()
 
     def preview_options(self) -> dict[str, Any]:
         """The preview's options, parsed and checked as the command line does (InputError names a field)."""
@@ -242,6 +287,8 @@ class DeconvolveWidget(Container):
                 half = self.planes.value // 2
                 a0 = max(0, min(c - half, n - self.planes.value))
                 region[a] = (a0, min(n, a0 + self.planes.value))
+            elif a in self.index_fields:
+                index[a] = int(np.clip(self.index_fields[a].value, 0, n - 1))
             else:
                 index[a] = int(np.clip(round(point[i]), 0, n - 1))
         return region, index
@@ -253,11 +300,14 @@ class DeconvolveWidget(Container):
             self.preview()
 
     def preview(self) -> Any:
-        """Deconvolve the region in a worker thread; the result replaces this slot's preview layer."""
+        """Deconvolve the region in a worker thread: the current plane first, then the whole region, each
+        replacing this slot's preview layer. A newer request stops the running one at its next stage."""
         from napari.qt.threading import create_worker
 
-        if self._workers.get("preview") is not None:
+        running = self._workers.get("preview")
+        if running is not None:
             self._again = True  # one preview at a time: the newest parameters run next
+            self._cancel.set()
             return None
         layer = self.image.value
         inputs = self._inputs(layer, "preview")
@@ -267,14 +317,30 @@ class DeconvolveWidget(Container):
         device = self.run_fields["device"].value
         recorded = self._stats.get(id(layer))
         stats = Stats.of_run(recorded, index.get("c", 0)) if recorded is not None else None
-        worker = create_worker(_guarded, preview_region, src, opts, region, index, stats, device)
+        data_id, cache = self._caches.get(id(layer), (None, None))
+        if data_id != id(layer.data) or cache is None:
+            cache = PreviewCache()
+            self._caches[id(layer)] = (id(layer.data), cache)
+        self._cancel = threading.Event()
+        plane = self._plane(layer)
+        args = (src, opts, region, index, stats, device, cache, plane, self._cancel)
+        worker = create_worker(_guarded_steps, preview_steps, *args)
         slot = self.slot
-        worker.returned.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(layer, p, slot))
+        where = (layer, slot, index, opts)
+        worker.yielded.connect(lambda p: self._say("preview", p) if _failed(p) else self._show(where, p))
         worker.finished.connect(self._preview_done)
         self._workers["preview"] = worker
         self.status.value = f"preview {slot}: {_spans_text(region)}..."
         worker.start()
         return worker
+
+    def _plane(self, layer: Any) -> int | None:
+        """The plane on screen along the preview's third axis (z, else t), in the layer's pixels."""
+        axes = self.fields["axes"].value or guess_axes(layer.ndim)
+        k = "z" if "z" in axes else "t" if "t" in axes else None
+        if k is None or len(axes) != layer.ndim:
+            return None
+        return int(round(np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)[axes.index(k)]))
 
     def _preview_done(self) -> None:
         self._workers["preview"] = None
@@ -282,24 +348,39 @@ class DeconvolveWidget(Container):
             self._again = False
             self.preview()
 
-    def _show(self, layer: Any, p: Any, slot: str) -> None:
+    def _show(self, where: tuple[Any, str, dict[str, int], dict[str, Any]], p: Any) -> None:
+        """The preview as a layer of the image's dimensions: the region at its place, one time point or
+        channel of the axes it does not cover at theirs; its metadata records the options it was made with."""
+        layer, slot, index, opts = where
         axes = self.fields["axes"].value or guess_axes(layer.ndim)
-        pos = {a: i for i, a in enumerate(axes)}
-        scale = [layer.scale[pos[a]] * p.step[a] for a in p.axes]
-        # An up-sampled pixel's centre lies a quarter of an input pixel before the input's.
-        shift = {a: (-0.25 if p.step[a] < 1 else 0.0) for a in p.axes}
-        translate = [layer.translate[pos[a]] + (p.start[a] + shift[a]) * layer.scale[pos[a]] for a in p.axes]
+        data, scale, translate = p.data, [], []
+        for i, a in enumerate(axes):
+            if a in p.axes:
+                # An up-sampled pixel's centre lies a quarter of an input pixel before the input's.
+                start = p.start[a] + (-0.25 if p.step[a] < 1 else 0.0)
+                scale.append(layer.scale[i] * p.step[a])
+            else:
+                start, data = float(index.get(a, 0)), np.expand_dims(data, i)
+                scale.append(layer.scale[i])
+            translate.append(layer.translate[i] + start * layer.scale[i])
         name = f"bigdecon preview {slot}"
         if name in self.viewer.layers:
             out = self.viewer.layers[name]
-            out.data, out.scale, out.translate = p.data, scale, translate
+            out.data, out.scale, out.translate = data, scale, translate
         else:
-            out = self.viewer.add_image(p.data, name=name, scale=scale, translate=translate, colormap="gray")
-        out.metadata["bigdecon_preview"] = {"options": self.preview_options(), "seconds": p.seconds}
+            out = self.viewer.add_image(data, name=name, scale=scale, translate=translate, colormap="gray")
+        out.metadata["bigdecon_preview"] = {
+            "options": opts,
+            "seconds": p.seconds,
+            "first_look": p.first_look,
+            "stages": sorted(p.ran),
+        }
         out.contrast_limits = (float(p.data.min()), float(p.data.max()) or 1.0)
         self.last_preview = p
-        stats = "the run's" if self._stats.get(id(layer)) is not None else "the block's (intensities approximate)"
-        self.status.value = f"preview {slot}: {p.data.shape} in {p.seconds:.1f} s, halo {p.halo}, statistics {stats}"
+        what = "first look (1 plane; the whole region follows)" if p.first_look else f"{p.data.shape}"
+        ran = "+".join(s for s in ("background", "sparse", "deconv") if s in p.ran) or "cached"
+        stats = {"run": "the run's", "data set": "the layer's raw max/mean"}.get(p.stats.source, "the block's")
+        self.status.value = f"preview {slot}: {what} in {p.seconds:.1f} s ({ran}), halo {p.halo}, statistics {stats}"
 
     def keep(self) -> None:
         """Keep the current preview as A; the next previews go to B, shown beside it (napari's grid)."""
@@ -379,7 +460,8 @@ class DeconvolveWidget(Container):
         self._run_state = state = RunState()
         source = _layer_input(layer, self._source(layer), output)
         worker = create_worker(_guarded, run_job, source, output, opts, run_opts, state)
-        worker.returned.connect(lambda info: self._say("run", info) if _failed(info) else self._run_done(layer, info))
+        done = (layer, source, run_opts)
+        worker.returned.connect(lambda info: self._say("run", info) if _failed(info) else self._run_done(done, info))
         worker.finished.connect(self._run_finished)
         self._workers["run"] = worker
         self.run_button.enabled, self.cancel_button.enabled = False, True
@@ -421,29 +503,48 @@ class DeconvolveWidget(Container):
         self._workers["run"] = None
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
-    def _run_done(self, layer: Any, info: dict[str, Any]) -> None:
+    def _run_done(self, done: tuple[Any, str, dict[str, Any]], info: dict[str, Any]) -> None:
+        """The output as a lazy layer over the image: at the image's place, moved by the first time point
+        selected (the output's translation less the input's); its statistics kept for later previews."""
         import dask.array as da
         import zarr
 
+        from ..io import open_image
+
+        layer, source, run_opts = done
         self.run_result = info
         group = zarr.open_group(info["output"], mode="r")
         levels = sorted((k for k in group.array_keys() if k.startswith("s")), key=lambda k: int(k[1:]))
         data = [da.from_zarr(group[k]) for k in levels]
         attrs: dict[str, Any] = dict(group.attrs)
-        self._stats[id(layer)] = attrs.get("bigdecon") or attrs.get("ome", {}).get("bigdecon")
+        if run_opts.get("channels") is None and run_opts.get("timepoints") is None:  # the whole layer's statistics
+            self._stats[id(layer)] = attrs.get("bigdecon") or attrs.get("ome", {}).get("bigdecon")
         axes = self.fields["axes"].value or guess_axes(layer.ndim)
-        step = [2.0 if (a in "yx" and data[0].shape[i] != layer.data.shape[i]) else 1.0 for i, a in enumerate(axes)]
+        shape = _shape(layer)
+        step = [2.0 if (a in "yx" and data[0].shape[i] != shape[i]) else 1.0 for i, a in enumerate(axes)]
+        moved = open_image(info["output"]).translation, open_image(source).translation
         self.viewer.add_image(
             data if len(data) > 1 else data[0],
             multiscale=len(data) > 1,
             name=os.path.basename(info["output"].rstrip("/")),
             scale=[s / f for s, f in zip(layer.scale, step)],
-            translate=layer.translate,
+            translate=[t + moved[0].get(a, 0.0) - moved[1].get(a, 0.0) for t, a in zip(layer.translate, axes)],
         )
         self.status.value = f"run: {info['output']} in {info['seconds']:.1f} s ({info['chunks']} tasks)"
 
     def _say(self, what: str, e: BaseException) -> None:
         self.status.value = f"{what}: {e}"
+
+
+def _guarded_steps(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``'s results one by one in a worker thread, a refusal as the last (see :func:`_guarded`);
+    a preview stopped for a newer one ends quietly."""
+    try:
+        yield from fn(*args)
+    except PreviewCancelled:
+        return
+    except BigdeconError as e:
+        yield _Refused(e)
 
 
 def _guarded(fn: Any, *args: Any) -> Any:
@@ -465,6 +566,27 @@ class _Refused:
 
 def _failed(result: Any) -> bool:
     return isinstance(result, _Refused)
+
+
+def _layer_axes(layer: Any) -> str:
+    """The layer's axis names: bigdecon's metadata, else napari's axis labels when they are t, c, z, y, x
+    (napari-ome-zarr sets them from the file), else a guess from the number of dimensions."""
+    if layer.metadata.get("bigdecon_axes"):
+        return str(layer.metadata["bigdecon_axes"])
+    labels = [str(a).lower() for a in getattr(layer, "axis_labels", ())]
+    if len(labels) == layer.ndim and set(labels) <= set("tczyx") and len(set(labels)) == len(labels):
+        return "".join(labels)
+    return guess_axes(layer.ndim)
+
+
+def _shape(layer: Any) -> tuple[int, ...]:
+    return tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
+
+
+def _index_axes(axes: str) -> list[str]:
+    """The axes a preview takes one position of: t and c, unless t is the third solver axis (no z)."""
+    k = "z" if "z" in axes else "t" if "t" in axes else None
+    return [a for a in ("t", "c") if a in axes and a != k]
 
 
 def _ours(layer: Any) -> bool:

@@ -533,4 +533,5 @@ def _final_3d_block(ctx: TaskContext, region: Region, c: int, psf: np.ndarray) -
     pad = block_face_pad([grown[a] for a in axes], [plan.out_shape[a] for a in axes], psf.shape)
     interior = tuple(slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0]) for a in axes)
     block = _solver_view(g, lay).astype(np.float32, copy=False)
+    del g  # a uint16 input is not held through the solve: 2 B per voxel less at its peak
     return _solve(_deconv_block, block, ctx, norm, ctx.scale[c], ctx.params, psf, pad, interior)
