@@ -35,16 +35,21 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import fft as sp_fft
+from scipy import ndimage
 
+from ._backend import cpu_threads
 from .params import Params
 from .stages import deconv_stage, is_coupled, output_psf, preprocess, sparse_stage
 
 __all__ = [
+    "Blur",
     "Candidate",
     "decide",
     "default_candidates",
@@ -94,6 +99,18 @@ def _sparse(fid: float, sp: float, background: int = 0) -> list[Candidate]:
     return [Candidate(f"{name} + RL {n}", dict(params, deconv_iters=n)) for n in SPARSE_RL_ITERS]
 
 
+def _defaults() -> Candidate:
+    """The run's defaults, every method parameter from the parameter model (also the RL count: a candidate
+    that leaves one out takes the base's, which for scoring is 1, not the run's 7)."""
+    from .params import DECONV_ITERS_BY_TYPE, PARAMETERS
+
+    names = ("sparse_iters", "fidelity", "sparsity", "background", "deconv_type")
+    params: dict[str, Any] = {n: PARAMETERS[n].default for n in names}
+    params["deconv_iters"] = DECONV_ITERS_BY_TYPE[params["deconv_type"]]
+    label = f"sparse fid {params['fidelity']:g} sp {params['sparsity']:g} bg {params['background']} + RL {params['deconv_iters']}"
+    return Candidate(f"defaults ({label})", params)
+
+
 def default_candidates() -> list[Candidate]:
     """The candidates, cheapest and most telling first (a budget keeps a prefix).
 
@@ -115,7 +132,7 @@ def default_candidates() -> list[Candidate]:
         for n in iters
     ]
     out.append(Candidate("Landweber 20", dict(RL, deconv_type=2, deconv_iters=20)))
-    defaults = [Candidate("defaults (sparse fid 150 sp 10 bg 1 + RL 7)", dict(sparse_iters=100, background=1))]
+    defaults = [_defaults()]
     defaults += [c for c in _sparse(150, 10, background=1) if c.params["deconv_iters"] != 7]
     out += defaults + _sparse(150, 2) + _sparse(150, 2, background=1) + _sparse(500, 2)
     return out
@@ -154,11 +171,40 @@ def recorrupt(block: np.ndarray, noise, rng: np.random.Generator, tau: float = T
     return (block + tau * n).astype(np.float32), (block - n / tau).astype(np.float32), (1 + 1 / tau**2) * var
 
 
-def _blur(x: np.ndarray, psf: np.ndarray) -> np.ndarray:
-    kernel = psf if psf.ndim == x.ndim else psf.reshape((1,) * (x.ndim - psf.ndim) + psf.shape)
-    if kernel.ndim == 3 and kernel.shape[0] > 1:
-        return signal.fftconvolve(x, kernel, mode="same")
-    return signal.fftconvolve(x, kernel, mode="same", axes=(-2, -1))
+class Blur:
+    """``fftconvolve(x, psf, mode="same")`` for arrays of one shape, the PSF's transform computed once.
+
+    A 2-D PSF blurs each plane of a 3-D block; float32 transforms (the loss
+    compares errors of the order of the noise, far above float32's rounding).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import signal
+    >>> x = np.random.default_rng(0).random((6, 20, 24)).astype(np.float32)
+    >>> psf = np.random.default_rng(1).random((3, 5, 7)).astype(np.float32)
+    >>> ref = signal.fftconvolve(x.astype(np.float64), psf.astype(np.float64), mode="same")
+    >>> bool(np.abs(Blur(x.shape, psf)(x) - ref).max() < 1e-4)
+    True
+    """
+
+    def __init__(self, shape: tuple[int, ...], psf: np.ndarray) -> None:
+        kernel = np.asarray(psf, np.float32)
+        if kernel.ndim == 3 and kernel.shape[0] == 1:
+            kernel = kernel[0]
+        self.axes = tuple(range(len(shape) - kernel.ndim, len(shape)))
+        full = [shape[a] + kernel.shape[i] - 1 for i, a in enumerate(self.axes)]
+        self.fshape = [sp_fft.next_fast_len(n, real=True) for n in full]
+        crop = [slice(None)] * len(shape)
+        for a, n in zip(self.axes, full):  # "same": the centre of the full convolution, as fftconvolve crops it
+            crop[a] = slice((n - shape[a]) // 2, (n - shape[a]) // 2 + shape[a])
+        self.crop = tuple(crop)
+        self.otf = sp_fft.rfftn(kernel, self.fshape)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        spec = sp_fft.rfftn(np.asarray(x, np.float32), self.fshape, axes=self.axes)
+        spec *= self.otf
+        return sp_fft.irfftn(spec, self.fshape, axes=self.axes)[self.crop]
 
 
 def interior(shape: tuple[int, ...], psf: np.ndarray) -> tuple[slice, ...]:
@@ -168,7 +214,9 @@ def interior(shape: tuple[int, ...], psf: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(min(h, n // 4), n - min(h, n // 4)) for h, n in zip(half, shape))
 
 
-def held_out_loss(estimate, target: np.ndarray, var: np.ndarray, psf) -> tuple[float, np.ndarray]:
+def held_out_loss(
+    estimate, target: np.ndarray, var: np.ndarray, psf, blur: Blur | None = None
+) -> tuple[float, np.ndarray]:
     """``(loss, per_voxel)``: the squared error of the re-blurred estimate at predicting ``target``, over ``var``.
 
     ``estimate`` was computed from the recorrupted input (:func:`recorrupt`);
@@ -179,8 +227,9 @@ def held_out_loss(estimate, target: np.ndarray, var: np.ndarray, psf) -> tuple[f
     (faint out-of-focus objects taken for background) counts as an error.
     For a prediction independent of the target's noise the expected loss is
     1 plus the squared error of the prediction in units of the noise.
+    ``blur``: the PSF's :class:`Blur` for the target's shape, made once per block.
     """
-    pred = _blur(np.asarray(estimate, np.float64), np.asarray(psf, np.float64))
+    pred = (blur or Blur(target.shape, psf))(estimate)
     inner = interior(target.shape, psf)
     p = pred[inner].ravel()
     design = np.stack([p, np.ones_like(p)], axis=1)
@@ -225,59 +274,108 @@ def score(candidates: list[Candidate], blocks: list[Block], base: Params, stats:
     Returns one record per scored candidate: name, parameters, per-block losses
     and ``per``, the loss's means over ``BATCHES`` batches of voxels per block (concatenated), seconds.
     """
-    scale, mean, n_planes = stats
     psf = output_psf(base, blocks[0].data.ndim)
+    assert psf is not None  # every candidate deconvolves
+    blurs = {shape: Blur(shape, psf) for shape in {b.target.shape for b in blocks}}
     records: list[dict[str, Any]] = []
     cache: dict[tuple[str, int], Any] = {}  # outputs computed as snapshots of a longer RL run
     start = time.perf_counter()
-    for i, cand in enumerate(candidates):
-        spent = time.perf_counter() - start
-        ran = (cand.name, 0) in cache  # a snapshot of a run already made costs only its loss
-        if i and budget_s is not None and not ran and spent + _expected(records, cand) > budget_s:
-            continue
-        t0 = time.perf_counter()
-        losses, per = [], []
-        for j, b in enumerate(blocks):
-            out = cache.pop((cand.name, j), None)
-            if out is None:
-                out = _run_family(cand, candidates[i + 1 :], base, b, stats, cache, j)
-            loss, voxels = held_out_loss(out, b.target, b.var, psf)
-            losses.append(loss)
-            # Batch means of contiguous runs of voxels: the prediction errors of neighbours are correlated,
-            # so the standard error of a difference is taken over batches, not voxels.
-            per.append(np.array([c.mean() for c in np.array_split(voxels, BATCHES)]))
-        records.append(
-            dict(
-                candidate=cand,
-                params=full_params(cand, base),
-                losses=losses,
-                per=np.concatenate(per),
-                seconds=time.perf_counter() - t0,
+
+    def one(i: int, cand: Candidate, j: int) -> tuple[float, np.ndarray] | None:
+        b = blocks[j]
+        scored = cache.pop((cand.name, j), None)
+        if scored is None:
+            scored = _run_family(
+                cand, candidates[i + 1 :], base, b, stats, cache, j, partial(_loss, b, psf, blurs[b.target.shape])
             )
-        )
+        return None if scored is STOPPED else scored
+
+    # The blocks of a candidate run at once, one thread each (the solvers release the GIL): both cores busy.
+    with ThreadPoolExecutor(max(1, min(len(blocks), cpu_threads()))) as pool:
+        for i, cand in enumerate(candidates):
+            spent = time.perf_counter() - start
+            ran = (cand.name, 0) in cache  # a snapshot of a run already made costs only its loss
+            if i and budget_s is not None and not ran and spent + _expected(records, cand) > budget_s:
+                continue
+            t0 = time.perf_counter()
+            results = list(pool.map(partial(one, i, cand), range(len(blocks))))
+            if any(r is None for r in results):
+                continue  # a count past the loss's minimum on a block, where its run stopped
+            records.append(
+                dict(
+                    candidate=cand,
+                    params=full_params(cand, base),
+                    losses=[r[0] for r in results if r is not None],
+                    per=np.concatenate([r[1] for r in results if r is not None]),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
     return records
 
 
-def _run_family(cand: Candidate, later: list[Candidate], base: Params, block: Block, stats, cache: dict, j: int):
-    """Run ``cand`` on ``block``; later Richardson-Lucy candidates that differ from it only in the
-    iteration count come from the same run (the longest), as snapshots, into ``cache``."""
+def _loss(b: Block, psf: np.ndarray, blur: Blur, out: Any) -> tuple[float, np.ndarray]:
+    """A block's loss and its means over ``BATCHES`` batches of contiguous voxels (the prediction errors of
+    neighbours are correlated, so the standard error of a difference is taken over batches, not voxels)."""
+    loss, voxels = held_out_loss(out, b.target, b.var, psf, blur)
+    return loss, np.array([c.mean() for c in np.array_split(voxels, BATCHES)])
+
+
+STOPPED = "stopped"  # in the cache: a count the run did not reach (its loss had passed the minimum)
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Watch(dict):
+    """Snapshots of a Richardson-Lucy run scored as they come (:func:`richardson_lucy`'s ``snapshots``).
+
+    The run stops at a count from ``own`` on whose loss exceeds the lowest so far
+    (at a smaller count) by more than ``ONE_SE`` of its standard error on this block:
+    the iteration rule cannot pick a count past that one unless the loss fell again.
+    The values the solver sees stay None; the scores are in ``scored``.
+    """
+
+    def __init__(self, counts: set[int], own: int, loss) -> None:
+        super().__init__({n: None for n in counts})
+        self.own, self.loss = own, loss
+        self.scored: dict[int, tuple[float, np.ndarray]] = {}
+        self.low: tuple[float, float] | None = None
+
+    def __setitem__(self, n: int, out: Any) -> None:
+        self.scored[n] = self.loss(out)
+        mean, se = float(self.scored[n][1].mean()), _se(self.scored[n][1])
+        if self.low is None or mean < self.low[0]:
+            self.low = (mean, se)
+        elif n >= self.own and mean > self.low[0] + ONE_SE * self.low[1]:
+            raise _Stop
+
+
+def _run_family(cand: Candidate, later: list[Candidate], base: Params, block: Block, stats, cache: dict, j: int, loss):
+    """``loss`` of ``cand`` on ``block``; later Richardson-Lucy candidates that differ from it only in the
+    iteration count come from the same run (the longest), as scored snapshots, into ``cache`` (or
+    ``STOPPED`` where the run stopped early, see :class:`_Watch`)."""
     scale, mean, n_planes = stats
     params = replace(base, **cand.params)
-    if params.deconv_type != 1:
-        return run_candidate(block.input, params, scale, mean, n_planes)
     family = []
-    for c in later:
+    for c in later if params.deconv_type == 1 else []:
         other = replace(base, **c.params)
         if replace(other, deconv_iters=params.deconv_iters) == params:
             family.append((c, other.deconv_iters))
     if not family:
-        return run_candidate(block.input, params, scale, mean, n_planes)
+        return loss(run_candidate(block.input, params, scale, mean, n_planes))
     longest = max([params.deconv_iters] + [n for _, n in family])
-    snaps: dict[int, Any] = {n: None for n in {params.deconv_iters, *(n for _, n in family)}}
-    snaps[longest] = run_candidate(block.input, replace(params, deconv_iters=longest), scale, mean, n_planes, snaps)
+    watch = _Watch({params.deconv_iters, *(n for _, n in family)} - {longest}, params.deconv_iters, loss)
+    try:
+        last = loss(run_candidate(block.input, replace(params, deconv_iters=longest), scale, mean, n_planes, watch))
+        for n in watch:  # every count, also where the run had nothing to deconvolve and took no snapshot
+            watch.scored.setdefault(n, last)
+        watch.scored[longest] = last
+    except _Stop:
+        pass
     for c, n in family:
-        cache[(c.name, j)] = snaps[n]
-    return snaps[params.deconv_iters]
+        cache[(c.name, j)] = watch.scored.get(n, STOPPED)
+    return watch.scored[params.deconv_iters]
 
 
 def _expected(records: list[dict], cand: Candidate) -> float:

@@ -57,6 +57,8 @@ from .stages import output_psf
 __all__ = ["Suggestion", "Estimates", "estimate_noise", "measure", "suggest_parameters"]
 
 MAX_PLANES = 16
+PSF_PREPARATION = ("psf_as_is", "psf_voxel_size", "voxel_size", "psf_energy")  # sparse_deconvolve's, for an array
+MEASURE_PLANES = 4  # planes of the measurement shown beside a suggestion (for information: kept cheap)
 MAX_SIDE = 512
 NYQUIST_FWHM = 2.04
 
@@ -101,6 +103,7 @@ class Suggestion:
     candidates: tuple = field(default=(), compare=False)
     blocks: tuple = ()
     seconds: float = field(default=0.0, compare=False)
+    cpu_seconds: float = field(default=0.0, compare=False)
     measured: Estimates | None = None
     context: Any = field(default=None, repr=False, compare=False)
 
@@ -112,15 +115,15 @@ class Suggestion:
         """JSON-friendly record: parameters, winner and why, the candidates with their losses, blocks, cost."""
         out: dict[str, Any] = self.as_kwargs()
         out.update(winner=self.winner, why=self.why, candidates=[dict(c) for c in self.candidates])
-        out.update(blocks=list(self.blocks), seconds=round(self.seconds, 3))
+        out.update(blocks=list(self.blocks), seconds=round(self.seconds, 3), cpu_seconds=round(self.cpu_seconds, 3))
         out["measured"] = asdict(self.measured) if self.measured else None
         if out["measured"]:
             out["measured"]["crop"] = list(out["measured"]["crop"])
         return out
 
 
-def _subsample(image: Any) -> np.ndarray:
-    """At most MAX_PLANES evenly spaced planes, each cropped to the central MAX_SIDE square, float32."""
+def _subsample(image: Any, max_planes: int = MAX_PLANES) -> np.ndarray:
+    """At most ``max_planes`` evenly spaced planes, each cropped to the central MAX_SIDE square, float32."""
     ndim = len(image.shape)
     if ndim not in (2, 3):
         raise InputError(f"image must be 2-D (y, x) or 3-D (t or z, y, x), got shape {tuple(image.shape)}")
@@ -130,7 +133,7 @@ def _subsample(image: Any) -> np.ndarray:
     y0, x0 = max(0, (h - MAX_SIDE) // 2), max(0, (w - MAX_SIDE) // 2)
     ys, xs = slice(y0, y0 + min(h, MAX_SIDE)), slice(x0, x0 + min(w, MAX_SIDE))
     n = image.shape[0] if ndim == 3 else 1
-    index = np.unique(np.linspace(0, n - 1, min(n, MAX_PLANES)).round().astype(int))
+    index = np.unique(np.linspace(0, n - 1, min(n, max_planes)).round().astype(int))
     planes = []
     for i in index:
         p = image[int(i), ys, xs] if ndim == 3 else image[ys, xs]
@@ -244,10 +247,11 @@ def _out_of_focus(psf: Any, fwhm_z: float | None) -> float | None:
     return float(energy[far].sum() / total) if total > 0 else None
 
 
-def measure(image: Any, *, fwhm=None, psf=None, axes: str | None = None) -> Estimates:
+def measure(image: Any, *, fwhm=None, psf=None, axes: str | None = None, planes: int = MAX_PLANES) -> Estimates:
     """Measure noise, background, signal and sampling on a bounded subsample of ``image``.
 
-    See the module documentation for what is measured and on which pixels.
+    See the module documentation for what is measured and on which pixels
+    (``planes``: at most that many evenly spaced planes).
     """
     ndim = len(image.shape)
     if fwhm is None and psf is None:
@@ -268,7 +272,7 @@ def measure(image: Any, *, fwhm=None, psf=None, axes: str | None = None) -> Esti
     if axes not in ("yx", "tyx", "zyx") or len(axes) != ndim:
         raise InputError(f"axes must be 'yx' for a 2-D image or 'tyx' / 'zyx' for 3-D, got {axes!r} for {ndim}-D")
     haze = _out_of_focus(psf, fz) if psf is not None else None
-    sub = _subsample(image)
+    sub = _subsample(image, planes)
     d, level = _haar(sub)
     sigma, gain, offset = _noise(d, level)
     blocks = sub[:, : (sub.shape[1] // 4) * 4, : (sub.shape[2] // 4) * 4]
@@ -312,7 +316,8 @@ class _Channel:
 def _read(image: Any, index: tuple) -> np.ndarray:
     part = image[index]
     part = part.get() if hasattr(part, "get") and not isinstance(part, np.ndarray) else part  # CuPy
-    part = part.compute() if hasattr(part, "compute") else part  # Dask
+    # A small read: in this thread (no pool to start, no cluster to look for).
+    part = part.compute(scheduler="synchronous") if hasattr(part, "compute") else part  # Dask
     return np.asarray(part, dtype=np.float32)
 
 
@@ -413,7 +418,7 @@ def tune(channels: list[_Channel], *, budget: Any = None, blocks: int = 2, seed:
 
     if any(ch.params.up_sample for ch in channels) or (fixed or {}).get("up_sample"):
         raise InputError("suggest does not score up-sampled runs: leave up_sample at 0")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()  # process time: every thread of the process
     seconds, count = parse_budget(budget)
     candidates = _candidates(count, dict(fixed or {}))
     rng = np.random.default_rng(seed)
@@ -429,7 +434,7 @@ def tune(channels: list[_Channel], *, budget: Any = None, blocks: int = 2, seed:
     ch0 = channels[0]
     psf_kind = {"fwhm": ch0.params.fwhm} if ch0.params.fwhm is not None else {"psf": ch0.params.psf}
     try:
-        measured = measure(_first_volume(ch0), **psf_kind, axes=_solver_axes(ch0.axes))
+        measured = measure(_first_volume(ch0), **psf_kind, axes=_solver_axes(ch0.axes), planes=MEASURE_PLANES)
     except InputError:
         measured = None  # too small to measure the noise: the choice does not need it
     return Suggestion(
@@ -439,6 +444,7 @@ def tune(channels: list[_Channel], *, budget: Any = None, blocks: int = 2, seed:
         candidates=tuple(table),
         blocks=tuple(where),
         seconds=time.perf_counter() - start,
+        cpu_seconds=time.process_time() - cpu,
         measured=measured,
         context=first,
     )
@@ -513,9 +519,11 @@ def suggest_parameters(
     fidelity / sparsity / background settings, each followed by RL at 7-40
     iterations) on one copy, and keeps the one whose output, blurred with the
     PSF, predicts the other copy best (:mod:`bigdecon.selection`). Each
-    setting's iteration count is the fewest within one standard error of its
-    lowest loss; plain RL wins unless another setting beats it by more than
-    two standard errors of the paired loss difference.
+    setting's iteration count is the one nearest 20 within one standard error
+    of its lowest loss (a run of snapshots stops once its loss is more than
+    one standard error past its minimum); plain RL wins unless another setting
+    beats it by more than two standard errors of the paired loss difference.
+    The blocks of a candidate run at once, one thread each.
 
     Parameters
     ----------
@@ -540,6 +548,11 @@ def suggest_parameters(
         Of the random masks: the same seed gives the same choice.
     fixed : dict, optional
         Method parameters imposed on every candidate (the ones a user gave).
+    **options
+        For a path, those of :func:`bigdecon.deconvolve`; for an array, the PSF's
+        preparation as :func:`bigdecon.sparse_deconvolve` takes it (``psf_as_is``,
+        ``psf_voxel_size``, ``voxel_size``, ``psf_energy``): an array PSF is
+        prepared as there, so that the candidates are scored with the PSF the run uses.
 
     Returns
     -------
@@ -567,8 +580,14 @@ def suggest_parameters(
         given = {"axes": axes} if axes is not None else {}
         channels = _channels_from_path(str(image), {"fwhm": fwhm, "psf": psf, **given, **options})
     else:
+        prep = {k: options.pop(k) for k in PSF_PREPARATION if k in options}
         if options:
             raise InputError(f"{', '.join(sorted(options))}: only for a path (an array takes fwhm or psf)")
+        if psf is not None and not prep.get("psf_as_is"):
+            from .pipeline import _prepared_psf
+
+            # As sparse_deconvolve prepares it: the candidates are scored with the PSF the run will use.
+            psf = _prepared_psf(psf, prep.get("psf_voxel_size"), prep.get("voxel_size"), prep.get("psf_energy"))
         channels = [_channel_from_array(image, fwhm, psf, axes)]
     return tune(channels, budget=budget, blocks=blocks, seed=seed, fixed=fixed)
 

@@ -66,7 +66,7 @@ def _apply_suggestion(
     kwargs.update({k: v for k, v in picked.items() if v is not None})
     chosen = ", ".join(f"{k} {fmt_number(v)}" for k, v in picked.items())
     lines = [
-        f"--auto: {len(s.candidates)} candidates on {len(s.blocks)} blocks in {s.seconds:.1f} s",
+        f"--auto: {len(s.candidates)} candidates on {len(s.blocks)} blocks in {s.seconds:.1f} s ({s.cpu_seconds:.1f} CPU-s)",
         *candidate_table(s),
         f"--auto chose {s.winner}: {s.why}",
         f"  {chosen}",

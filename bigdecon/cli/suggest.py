@@ -25,8 +25,8 @@ def add_parser(sub: Any) -> None:
         description="Run candidate settings (Richardson-Lucy at several iteration counts, Wiener-Butterworth, "
         "Landweber, the sparse step at several fidelity/sparsity/background values, the defaults) on a few "
         "blocks of INPUT made noisier, and print each candidate's loss at predicting a second copy with "
-        "uncorrelated noise (Recorrupted-to-Recorrupted). Each setting's RL iterations: the fewest within 1 "
-        "standard error of its lowest loss; plain RL unless beaten by more than 2 standard "
+        "uncorrelated noise (Recorrupted-to-Recorrupted). Each setting's RL iterations: the count nearest 20 within "
+        "1 standard error of its lowest loss; plain RL unless beaten by more than 2 standard "
         "errors. 'bigdecon run --auto' uses the winner. Parameters given here are imposed on every candidate.",
         epilog="Example: bigdecon suggest cells.ome.zarr --fwhm 3 --png best.png",
     )
@@ -89,7 +89,8 @@ def suggest_command(args: argparse.Namespace) -> int:
     if args.json:
         say(json.dumps({"input": args.input, **s.to_dict()}, indent=2))
         return 0
-    say(f"{args.input}: {len(s.candidates)} candidates on {len(s.blocks)} blocks {_where(s)} in {s.seconds:.1f} s")
+    cost = f"{s.seconds:.1f} s ({s.cpu_seconds:.1f} CPU-s)"
+    say(f"{args.input}: {len(s.candidates)} candidates on {len(s.blocks)} blocks {_where(s)} in {cost}")
     say(*candidate_table(s))
     say(f"winner: {s.winner}: {s.why}")
     flags = " ".join(f"--{k.replace('_', '-')} {fmt_number(v)}" for k, v in s.as_kwargs().items())
