@@ -162,6 +162,12 @@ DECONV_BYTES = {"rl-schedule": 39, "landweber": 39, "wb": 38}
 # process (`benchmarks/measure_model_memory.py`, docs/step5_blocks.md), plus ~8 % margin.
 DECONV_BYTES_MIRROR = {"rl-schedule": 32, "landweber": 40, "wb": 29}
 
+# Step 5 split into passes of a few iterations (mirror path, the solver state read from scratch with
+# the block; RL, Landweber: y and x_prev, WB: x). One real pass task of 96x256x256 with the NA 1.1
+# model (benchmarks/measure_pass_memory.py, two runs) peaked RL 34.8-39.9, Landweber 45.5-47.5, WB
+# 32.0-33.0 B per voxel above its I/O, the WB kernel's design included; charged ~10 % above.
+DECONV_BYTES_PASSES = {"rl-schedule": 44, "landweber": 52, "wb": 36}
+
 # Wiener-Butterworth designs its back projector's kernel (4 PSF half-supports + 1 per axis) in each
 # task: a fixed cost on top of the per-voxel one, measured 23-30 MiB for the 41x61x61 model's
 # 81x121x121 kernel box (37 MiB peak for a 0.5 Mvoxel block where the per-voxel cost alone is 15).
@@ -348,6 +354,7 @@ class Plan:
     deconv_half: dict[str, int] | None = None
     deconv_mirror: bool = False  # the mirror path: blocks transformed at their own length (DECONV_BYTES_MIRROR)
     deconv_fixed: int = 0  # bytes per task beyond the per-voxel cost (deconv_fixed_bytes)
+    deconv_pass_iters: int = 0  # step 5 in passes of this many iterations, the state in scratch (0: one pass)
 
     # Blocks are dicts axis-position -> (start, stop) over the output grid.
     def plane_tasks(self, whole_volumes: bool = False) -> Blocks:
@@ -425,7 +432,33 @@ class Plan:
             n = self.out_shape[ax]
             lengths = _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])
             voxels *= lengths[2]
-        return int(deconv_bytes(deconv_kind(self.params), self.deconv_mirror) * voxels) + self.deconv_fixed
+        kind = deconv_kind(self.params)
+        per_voxel = DECONV_BYTES_PASSES[kind] if self.deconv_pass_iters else deconv_bytes(kind, self.deconv_mirror)
+        return int(per_voxel * voxels) + self.deconv_fixed
+
+    def deconv_transformed(self) -> float:
+        """Voxels the step-5 blocks transform per iteration, per voxel of the data (halos included)."""
+        assert self.deconv_block is not None and self.deconv_depth is not None and self.deconv_half is not None
+        lay = self.layout
+        total = 1.0
+        for ax, name in ((lay.k, "k"), (lay.y, "y"), (lay.x, "x")):
+            assert ax is not None  # 3-D step 5 has a k axis
+            n = self.out_shape[ax]
+            total *= _deconv_lengths(n, self.deconv_block[name], self.deconv_depth[name], self.deconv_half[name])[1]
+            total /= n
+        return float(total)
+
+    def deconv_passes(self) -> list[tuple[int, int]]:
+        """``(first iteration, iterations)`` of each step-5 pass: one pass unless split."""
+        n = self.params.deconv_iters
+        k = self.deconv_pass_iters or n
+        return [(i, min(k, n - i)) for i in range(0, n, k)]
+
+    def deconv_state_arrays(self) -> int:
+        """Float32 volumes of solver state between two step-5 passes (RL, Landweber: y, x_prev; WB: x); 0 in one pass."""
+        if not self.deconv_pass_iters:
+            return 0
+        return 1 if deconv_kind(self.params) == "wb" else 2
 
     def summary(self) -> dict[str, Any]:
         """The plan as :func:`bigdecon.plan` reports it (JSON-friendly)."""
@@ -449,7 +482,7 @@ class Plan:
         mem = max(mem, self.deconv_task_bytes())
         n_sparse = len(self.sparse_tasks()) if self.params.sparse_iters else 0
         n_plane = len(self.plane_tasks())
-        n_final = len(self.final_tasks())
+        n_final = len(self.final_tasks()) * len(self.deconv_passes())
         deconv = {}
         if self.deconv_block is not None:
             deconv = {
@@ -457,7 +490,13 @@ class Plan:
                 "deconv_depth": dict(self.deconv_depth or {}),
                 "deconv_tasks": n_final,
                 "deconv_memory_per_task_bytes": self.deconv_task_bytes(),
+                "deconv_transformed_per_iteration": round(self.deconv_transformed(), 2),
             }
+            if self.deconv_pass_iters:
+                deconv["deconv_passes"] = len(self.deconv_passes())
+                deconv["deconv_iters_per_pass"] = self.deconv_pass_iters
+                # One state is read while the next is written: twice its arrays at most, uncompressed.
+                deconv["deconv_state_bytes"] = 2 * self.deconv_state_arrays() * 4 * math.prod(self.out_shape)
         return {
             "axes": "".join(lay.axes),
             "shape": list(lay.shape),
@@ -747,6 +786,7 @@ def make_plan(
     psf_shapes: Sequence[Any] | None = None,
     wb_blocks: bool | None = None,
     mirror: bool | None = None,
+    split: bool = True,
 ) -> Plan:
     """Choose block sizes, halo depths and output chunks for a data set.
 
@@ -770,7 +810,9 @@ def make_plan(
     ``mirror``: whether every channel's step-5 PSF takes the mirror boundary
     (:func:`~bigdecon.solvers.richardson_lucy.boundary_rule`; default: the PSF
     of ``params``): its blocks are transformed at their own length, faces
-    included, so memory counts no face padding.
+    included, so memory counts no face padding. ``split``: whether step 5 may run
+    in passes of a few iterations when one pass does not fit ``task_memory``
+    (:func:`_split_plan`).
     """
     out_shape = _output_shape(layout, params)
     d = default_depth(params)
@@ -829,6 +871,8 @@ def make_plan(
         if mirror is None:
             mirror = _mirror(params)
         deconv = _deconv_plan(layout, params, (K, Y, X), task_memory, min_tasks, deconv_chunks, psf_shapes, mirror)
+        if split and deconv_chunks is None and mirror:
+            deconv.update(_split_plan(layout, params, (K, Y, X), task_memory, min_tasks, psf_shapes, deconv))
         for ax, name in ((layout.k, "k"), (layout.y, "y"), (layout.x, "x")):
             n = out_shape[ax]
             out_chunks[ax] = _divisor_chunk(deconv["deconv_block"][name], n, _OUT_CHUNK_CAP[name], out_chunks[ax])
@@ -913,6 +957,89 @@ def _deconv_plan(
         "deconv_mirror": mirror,
         "deconv_fixed": fixed,
     }
+
+
+def _task_bytes(
+    sizes: Mapping[str, int],
+    block: Mapping[str, int],
+    depth: Mapping[str, int],
+    half: Mapping[str, int],
+    per_voxel: int,
+) -> int:
+    """Per-voxel bytes of the largest step-5 block task (its longest transform per axis)."""
+    return per_voxel * math.prod(_deconv_lengths(sizes[a], block[a], depth[a], half[a])[2] for a in ("k", "y", "x"))
+
+
+def pass_halo(psf_shape: Sequence[int], iterations: int, kind: str) -> tuple[int, ...]:
+    """Halo of a step-5 pass of ``iterations`` iterations from the solver's state: its exact light cone.
+
+    Richardson-Lucy and Landweber reach ``2`` PSF half-supports per iteration
+    (``H`` then ``H^T``; their momentum is local), Wiener-Butterworth ``3`` (``H``
+    then its back projector's kernel); measured 2.3e-7 / 4.0e-7 of the maximum
+    (RL, z / y) and 1.5e-7 / 3.0e-7 (WB) for one iteration with the NA 1.1 model
+    (``benchmarks/results_model_halo.txt``).
+
+    Examples
+    --------
+    >>> pass_halo((41, 61, 61), 1, "rl-schedule"), pass_halo((41, 61, 61), 1, "wb")
+    ((40, 60, 60), (60, 90, 90))
+    """
+    if kind == "wb":
+        return deconv_halo(psf_shape, iterations, "wb")
+    return tuple(2 * iterations * h for h in psf_half_support(psf_shape))
+
+
+# A step 5 that fits one pass is still split when one pass transforms more than this many times what
+# the split passes do per iteration (each pass also reads the state with its halo and writes it).
+SPLIT_GAIN = 2.0
+
+
+def _split_plan(
+    layout: Layout,
+    params: Params,
+    sizes: tuple[int, int, int],
+    task_memory: int,
+    min_tasks: int,
+    psf_shapes: Sequence[Any] | None,
+    single: dict[str, Any],
+) -> dict[str, Any]:
+    """Step 5 in passes of ``k`` iterations (mirror path, every 3-D type) when one pass does not fit
+    ``task_memory`` and passes do, or one pass transforms over :data:`SPLIT_GAIN` times more voxels per
+    iteration; the halo is
+    the light cone of ``k`` iterations (:func:`pass_halo`), the state goes through scratch. Among the
+    ``k`` that fit (``k = 1`` always counts), the one that transforms the fewest voxels; ``{}`` keeps
+    one pass."""
+    kind = deconv_kind(params)
+    if kind not in DECONV_BYTES_PASSES or params.deconv_iters < 2:
+        return {}
+    names = ("k", "y", "x")
+    n = dict(zip(names, sizes))
+    half, fixed, per_voxel = single["deconv_half"], single["deconv_fixed"], DECONV_BYTES_PASSES[kind]
+
+    def work(block: Mapping[str, int], depth: Mapping[str, int]) -> float:
+        return float(math.prod(_deconv_lengths(n[a], block[a], depth[a], half[a])[1] for a in names))
+
+    one_pass = (single["deconv_block"], single["deconv_depth"])
+    fits = _task_bytes(n, *one_pass, half, deconv_bytes(kind, True)) + fixed <= task_memory
+    shapes = [tuple(int(m) for m in np.shape(p)) for p in (psf_shapes or [output_psf(params, 3)])]
+    n_outer = math.prod(layout.shape[i] for i in layout.outer)
+    best: tuple[float, dict[str, Any]] | None = None
+    for k in range(params.deconv_iters - 1, 0, -1):
+        halos = [pass_halo(shape, k, kind) for shape in shapes]
+        depth = {a: min(max(h[i] for h in halos), n[a]) for i, a in enumerate(names)}
+        block = _deconv_block(n, depth, half, per_voxel, max(task_memory - fixed, 1), min_tasks, n_outer)
+        # Voxels transformed per iteration: a longer pass's halo can leave only tiny blocks (RL 7,
+        # NA 1.1 model, 512 MiB: 2 iterations per pass 2,100x the data, 1 iteration 6x).
+        if _task_bytes(n, block, depth, half, per_voxel) + fixed > task_memory and k > 1:
+            continue
+        if best is None or work(block, depth) < best[0] * 0.999:
+            best = (work(block, depth), {"deconv_block": block, "deconv_depth": depth, "deconv_pass_iters": k})
+    assert best is not None  # k = 1 always counts
+    split = best[1]
+    split_fits = _task_bytes(n, split["deconv_block"], split["deconv_depth"], half, per_voxel) + fixed <= task_memory
+    if (fits or not split_fits) and work(*one_pass) <= SPLIT_GAIN * best[0]:
+        return {}  # one pass fits, or neither does (the budget is below any block): split only for the work
+    return split
 
 
 def _k_name(layout: Layout) -> str | None:

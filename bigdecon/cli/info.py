@@ -76,6 +76,13 @@ def info_command(args: argparse.Namespace) -> int:
         f"  final step:       {step5[deconv_type]}"
         + (f", {deconv_iters} iteration{'s' if deconv_iters != 1 else ''}" if deconv_type and deconv_iters else "")
     )
+    if plan.get("deconv_passes"):
+        say(
+            f"  step-5 passes:    {plan['deconv_passes']} of {plan['deconv_iters_per_pass']} iteration(s) "
+            f"(one pass would need more memory or work), halo {', '.join(str(v) for v in plan['deconv_depth'].values())}; "
+            f"solver state in scratch between passes, ~{format_bytes(plan['deconv_state_bytes'])} at most; "
+            f"{plan['deconv_transformed_per_iteration']:g}x the data transformed per iteration"
+        )
     _say_psf_and_offset(plan, resolved)
     _say_psf_sizes(plan, resolved, kwargs)
     return 0

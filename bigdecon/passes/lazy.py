@@ -48,7 +48,10 @@ def sparse_deconvolve_dask(
     check_image(image, params)
     axes = ("y", "x") if image.ndim == 2 else ("t", "y", "x")
     layout = Layout(axes, tuple(int(s) for s in image.shape))
-    plan = make_plan(layout, params, chunks=chunks, depth=depth, deconv_chunks=deconv_chunks, task_memory=task_memory)
+    # In memory (dask): step 5 in one pass, its halo that of every iteration (no scratch to chain passes).
+    plan = make_plan(
+        layout, params, chunks=chunks, depth=depth, deconv_chunks=deconv_chunks, task_memory=task_memory, split=False
+    )
     raw = image
     finite, scale, total = dask.compute(da.isfinite(raw).all(), raw.max(), raw.sum(dtype=np.float64))
     if not finite:

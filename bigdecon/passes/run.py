@@ -33,7 +33,16 @@ from .ledger import Ledger, RecordBook
 from .options import RunOptions, method_values, parse_run_options
 from .request import Request, _params_record, estimate_offset, prepare_request, psf_model_used
 from .scratch import Scratch, Watch, folder_bytes, resolve_work_dir, work_chunks, work_root
-from .tasks import TaskContext, _region_key, _task_batch, _task_final, _task_preprocess, _task_sparse, _work_array
+from .tasks import (
+    TaskContext,
+    _region_key,
+    _task_batch,
+    _task_deconv_pass,
+    _task_final,
+    _task_preprocess,
+    _task_sparse,
+    _work_array,
+)
 
 __all__ = ["deconvolve", "plan", "plan_run", "run_deconvolution", "run_sizing"]
 
@@ -907,13 +916,54 @@ def _run_passes(
         ctx = replace(ctx, g_max=g_max)
         scratch.drop(ctx.h)
     final_input = ctx.g if sparse_tasks else ctx.h if pre_tasks else None
+    ctx = _step5_passes(ctx, ledger, scratch, client, progress, counter)
     # A 3-D step-5 block reads its halo too: its neighbours' chunks stay until they are done.
     read = the_plan.deconv_halo if the_plan.deconv_block is not None else (lambda r: r)
     book = RecordBook(ledger, "final")
     watch = scratch.watch(final_input, final_tasks, read, book.done)
     _run_tasks(_task_final, ctx, final_tasks, book, client, progress, counter, watch)
+    for path in ctx.state_in:
+        scratch.drop(path)
     scratch.sample(force=True)
     return ctx, counter
+
+
+def _step5_passes(
+    ctx: TaskContext,
+    ledger: Ledger,
+    scratch: Scratch,
+    client: Any,
+    progress: Callable[[int, int], None] | None,
+    counter: dict[str, int],
+) -> TaskContext:
+    """The passes of a split step 5 before the last (:meth:`Plan.deconv_passes`), each reading the state
+    the one before wrote (work arrays ``step5-<pass>-<i>.zarr``, ledger stage ``step5-<pass>``); the
+    context of the last pass, which writes the output as ``final``. A resumed run skips the passes
+    its ledger holds whole (their state may be gone: only the next pass read it)."""
+    plan = ctx.plan
+    passes = plan.deconv_passes() if plan.deconv_pass_iters else []
+    tasks = plan.final_tasks()
+    counter["total"] += len(tasks) * max(0, len(passes) - 1)
+    state_in: tuple[str, ...] = ()
+    for j, (first, count) in enumerate(passes):
+        ctx = replace(ctx, first_iteration=first, pass_iterations=count, state_in=state_in, state_out=())
+        if j == len(passes) - 1:
+            break
+        out = tuple(ledger.path(f"step5-{j}-{i}.zarr") for i in range(plan.deconv_state_arrays()))
+        ctx = replace(ctx, state_out=out)
+        stage = f"step5-{j}"
+        after = "final" if j + 2 == len(passes) else f"step5-{j + 1}"
+        if len(ledger.done(stage)) == len(tasks) and len(ledger.done(after)):
+            counter["done"] += len(tasks)  # done, and the next pass has started from it
+            counter["resumed"] += len(tasks)
+        else:
+            for path in out:
+                _work_array(path, plan.out_shape, plan.out_chunks, ledger, stage)
+            _run_tasks(_task_deconv_pass, ctx, tasks, RecordBook(ledger, stage), client, progress, counter)
+            for path in state_in:  # read by this pass only
+                scratch.drop(path)
+        state_in = out
+    return ctx
 
 
 def _finalise(

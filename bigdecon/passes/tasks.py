@@ -58,6 +58,12 @@ class TaskContext:
     offset: float = 0.0  # camera offset subtracted from every raw read (clipped at 0)
     h_max: list[float] | None = None
     g_max: list[float] | None = None
+    # Step 5 split into passes (Plan.deconv_pass_iters): this pass's first iteration and count, the
+    # state arrays it reads (none in the first pass) and writes (none in the last: it writes the output).
+    first_iteration: int = 0
+    pass_iterations: int = 0
+    state_in: tuple[str, ...] = ()
+    state_out: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- block functions
@@ -126,6 +132,54 @@ def _deconv_block(
     if norm <= 0 or scale <= 0:
         return xp.zeros(g[interior].shape, np.float32)
     return xp.ascontiguousarray(deconv_stage(g, norm, scale, params, psf, pad=pad)[interior])
+
+
+def _deconv_pass_block(
+    g: Array,
+    state: Sequence[np.ndarray],
+    norm: float,
+    scale: float,
+    params: Params,
+    psf: np.ndarray,
+    interior: tuple[slice, ...],
+    iterations: tuple[int, int],
+    last: bool,
+) -> Array:
+    """One pass of a split step 5 on a block grown by its halo (the mirror path): iterations
+    ``first .. first + count - 1`` from ``state`` (none in the first pass; a list is emptied). Returns the interior of the
+    output (``last``) or of the new state, its arrays stacked on a first axis (RL, Landweber: y, x_prev;
+    WB: x)."""
+    from ..solvers.landweber import landweber_steps
+    from ..solvers.richardson_lucy import rl_schedule_steps
+    from ..solvers.wiener_butterworth import rl_wiener_butterworth
+
+    xp = get_xp(g)
+    first, count = iterations
+    n_state = 1 if last else (1 if params.deconv_type == 3 else 2)
+    if norm <= 0 or scale <= 0:
+        zeros = xp.zeros(g[interior].shape, np.float32)
+        return zeros if last else xp.stack([zeros] * n_state)
+    f = xp.asarray(g, dtype=xp.float32) * xp.float32(1.0 / norm)
+    start = [xp.asarray(s) for s in state] or None
+    if isinstance(state, list):
+        state.clear()  # the caller's reads are not held through the solve (consumed)
+    psf = xp.asarray(psf)
+    if params.deconv_type == 3:
+        x0 = start[0] if start else None
+        wb = rl_wiener_butterworth(
+            f, psf, count, alpha=params.wb_alpha, beta=params.wb_beta, order=params.wb_order, start=x0
+        )
+        out: tuple[Array, ...] = (wb,)
+    elif params.deconv_type == 2:
+        y_x = landweber_steps(f, psf, count, None if start is None else (start[0], start[1]), first)
+        out = y_x[::-1] if last else y_x  # Landweber's result is x_prev
+    else:
+        out = rl_schedule_steps(f, psf, count, None if start is None else (start[0], start[1]), first)
+    del f, start
+    if last:
+        y = out[0][interior] * xp.float32(scale)
+        return xp.maximum(y, 0)
+    return xp.stack([a[interior] for a in out[:n_state]])
 
 
 def block_face_pad(grown: Sequence[tuple[int, int]], shape: Sequence[int], psf_shape: Sequence[int]):
@@ -513,7 +567,9 @@ def _task_final(ctx: TaskContext, region: Region) -> dict[str, float]:
     c = _channel(ctx, region)
     psf_path = ctx.psf[c]
     psf = load_array(psf_path, ctx.run_id) if psf_path else None
-    if plan.deconv_block is not None and psf is not None:
+    if plan.deconv_pass_iters and psf is not None:
+        out = _deconv_pass(ctx, region, c, psf)
+    elif plan.deconv_block is not None and psf is not None:
         out = _final_3d_block(ctx, region, c, psf)
     else:
         g, norm = _read_step5_input(ctx, region, c)
@@ -535,3 +591,37 @@ def _final_3d_block(ctx: TaskContext, region: Region, c: int, psf: np.ndarray) -
     block = _solver_view(g, lay).astype(np.float32, copy=False)
     del g  # a uint16 input is not held through the solve: 2 B per voxel less at its peak
     return _solve(_deconv_block, block, ctx, norm, ctx.scale[c], ctx.params, psf, pad, interior)
+
+
+def _deconv_pass(ctx: TaskContext, region: Region, c: int, psf: np.ndarray) -> np.ndarray:
+    """One block of a step-5 pass: the input and the state grown by the pass's halo, its iterations,
+    the interior of the output (last pass) or of the new state (stacked on a first axis)."""
+    lay, plan = ctx.layout, ctx.plan
+    ndim = len(lay.axes)
+    grown = plan.deconv_halo(region)
+    g, norm = _read_step5_input(ctx, grown, c)
+    state = [_solver_view(_read_stored(ctx, p, grown, "the step-5 pass before"), lay) for p in ctx.state_in]
+    axes = [a for a in (lay.k, lay.y, lay.x) if a is not None]
+    interior = tuple(slice(region[a][0] - grown[a][0], region[a][1] - grown[a][0]) for a in axes)
+    block = _solver_view(g, lay).astype(np.float32, copy=False)
+    del g
+    iters = (ctx.first_iteration, ctx.pass_iterations)
+    last = not ctx.state_out
+    args = (state, norm, ctx.scale[c], ctx.params, psf, interior, iters, last)
+    out = _solve(_deconv_pass_block, block, ctx, *args)
+    del block, state
+    if last:
+        return out
+    for path, part in zip(ctx.state_out, out):
+        _write_work(path, region, ndim, _embed(part, lay), ctx.run_id)
+    return out
+
+
+def _task_deconv_pass(ctx: TaskContext, region: Region) -> dict[str, float]:
+    """A step-5 pass before the last: the input and the state -> the next state (work arrays)."""
+    _one_thread_per_task()
+    c = _channel(ctx, region)
+    psf_path = ctx.psf[c]
+    assert psf_path is not None  # a split step 5 has a 3-D PSF
+    out = _deconv_pass(ctx, region, c, load_array(psf_path, ctx.run_id))
+    return {"max": float(out.max()) if out.size else 0.0}

@@ -9,7 +9,7 @@ from .._types import Array, ArrayLike, Pad
 from ..params import DECONV_ITERS_BY_TYPE
 from .richardson_lucy import FLOOR, fill_outside, padded_problem
 
-__all__ = ["landweber"]
+__all__ = ["landweber", "landweber_steps"]
 
 
 def landweber(
@@ -89,3 +89,55 @@ def landweber(
         xp.maximum(y, floor, out=y)
         x_prev, t = x, t_next
     return xp.maximum(x_prev[crop], 0).astype(xp.float32, copy=False)
+
+
+def landweber_steps(
+    image: ArrayLike,
+    psf: ArrayLike,
+    iterations: int,
+    state: tuple[Array, Array] | None = None,
+    first: int = 0,
+) -> tuple[Array, Array]:
+    """Iterations ``first .. first + iterations - 1`` of :func:`landweber` on the mirror path, from a
+    state ``(y, x_prev)`` (``None`` before the first) and back to one: a run split into passes.
+
+    The momentum's ``t`` depends on the iteration number only, so passes chained
+    through the state compute what one call computes, to the bit; ``x_prev`` is
+    what a run of that many iterations returns. A block of one pass needs the
+    light cone of its iterations as halo: ``2 * iterations`` PSF half-supports.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon import gaussian_psf, landweber
+    >>> from bigdecon.solvers.landweber import landweber_steps
+    >>> vol = np.random.default_rng(0).random((16, 24, 24), np.float32)
+    >>> psf = gaussian_psf((3.0, 2.0, 2.0))
+    >>> state = landweber_steps(vol, psf, 3)
+    >>> _, x = landweber_steps(vol, psf, 4, state, first=3)
+    >>> bool(np.array_equal(x, landweber(vol, psf, 7)))
+    True
+    """
+    from .richardson_lucy import _MirrorConvolver
+
+    xp = get_xp(image)
+    f, conv, _crop = padded_problem(image, psf, None, "auto")
+    if not isinstance(conv, _MirrorConvolver):
+        raise ValueError("iterations split into passes need the mirror boundary (a 3-D PSF symmetric on every axis)")
+    if (state is None) != (first == 0):
+        raise ValueError(f"a state is needed after the first iteration and only then (first={first})")
+    floor = xp.float32(FLOOR)
+    y, x_prev = (f, f) if state is None else (xp.asarray(state[0]), xp.asarray(state[1]))
+    t = 1.0
+    for _ in range(first):
+        t = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+    for _ in range(iterations):
+        residual = conv.forward(y)
+        xp.subtract(f, residual, out=residual)
+        x = y + conv.adjoint(residual)
+        xp.maximum(x, floor, out=x)
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = x + xp.float32((t - 1.0) / t_next) * (x - x_prev)
+        xp.maximum(y, floor, out=y)
+        x_prev, t = x, t_next
+    return y, x_prev

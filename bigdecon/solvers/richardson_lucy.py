@@ -16,6 +16,7 @@ from .psf import psf_to_otf
 
 __all__ = [
     "richardson_lucy",
+    "rl_schedule_steps",
     "published_pad",
     "pad_edges",
     "psf_half_support",
@@ -667,3 +668,62 @@ def deconv_halo(
         raise ValueError(f"kind must be 'rl', 'rl-schedule', 'landweber' or 'wb', got {kind!r}")
     reach = psf_half_support(psf_shape) if step is None else tuple(int(h) for h in step)
     return tuple(int(math.ceil(factor * h - 1e-9)) for h in reach)
+
+
+def rl_schedule_steps(
+    image: ArrayLike,
+    psf: ArrayLike,
+    iterations: int,
+    state: tuple[Array, Array] | None = None,
+    first: int = 0,
+) -> tuple[Array, Array]:
+    """Iterations ``first .. first + iterations - 1`` of :func:`richardson_lucy` with ``alpha="schedule"``
+    on the mirror path, from a state and back to one: a run split into passes.
+
+    The state is ``(y, x_prev)``, the estimate after the last iteration and the
+    iteration's unextrapolated ``x`` (``None`` before the first iteration,
+    ``first`` 0); ``y`` is what a run of that many iterations returns. Nothing
+    else carries from one iteration to the next (the schedule's alpha depends
+    on the iteration number only), so passes of ``k`` iterations chained
+    through the state compute what one call computes, to the bit, and a block
+    of one pass needs only the light cone of its own iterations as its halo:
+    ``2 * iterations`` PSF half-supports.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bigdecon import gaussian_psf
+    >>> from bigdecon.solvers.richardson_lucy import richardson_lucy, rl_schedule_steps
+    >>> vol = np.random.default_rng(0).random((16, 24, 24), np.float32)
+    >>> psf = gaussian_psf((3.0, 2.0, 2.0))
+    >>> state = rl_schedule_steps(vol, psf, 3)
+    >>> y, _ = rl_schedule_steps(vol, psf, 4, state, first=3)
+    >>> bool(np.array_equal(y, richardson_lucy(vol, psf, 7, alpha="schedule")))
+    True
+    """
+    xp = get_xp(image)
+    f, conv, _crop = padded_problem(image, psf, None, "auto")
+    if not isinstance(conv, _MirrorConvolver):
+        raise ValueError("iterations split into passes need the mirror boundary (a 3-D PSF symmetric on every axis)")
+    if (state is None) != (first == 0):
+        raise ValueError(f"a state is needed after the first iteration and only then (first={first})")
+    floor = xp.float32(FLOOR)
+    y, x_prev = (f, None) if state is None else (xp.asarray(state[0]), xp.asarray(state[1]))
+    for it in range(first, first + iterations):
+        ratio = conv.forward(y)
+        xp.maximum(ratio, floor, out=ratio)
+        xp.divide(f, ratio, out=ratio)
+        x = conv.adjoint(ratio)
+        del ratio
+        x *= y
+        xp.maximum(x, floor, out=x)
+        if it == 0:
+            y = x
+        else:
+            y = x - x_prev
+            y *= xp.float32(schedule_alpha(it))
+            y += x
+            xp.maximum(y, floor, out=y)
+        x_prev = x
+    assert x_prev is not None  # at least one iteration ran or a state came in
+    return y, x_prev

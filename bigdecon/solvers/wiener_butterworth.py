@@ -567,6 +567,7 @@ def rl_wiener_butterworth(
     order: int = ORDER,
     cutoff: float | Sequence[float] | None = None,
     boundary: str = "auto",
+    start: Array | None = None,
 ) -> Array:
     """Richardson-Lucy with the Wiener-Butterworth unmatched back projector.
 
@@ -594,6 +595,10 @@ def rl_wiener_butterworth(
         Face rule, as in :func:`richardson_lucy` (:func:`boundary_rule`).
         With ``"mirror"`` a block of a volume needs only a halo
         (:func:`deconv_halo` with ``kind="wb"``) to equal the whole volume.
+    start : ndarray, optional
+        The estimate to start from (default: the data): what an earlier call
+        returned, so that passes of ``k`` iterations compute what one call of
+        their sum computes (mirror boundary only, where it has the image's shape).
 
     Returns
     -------
@@ -667,6 +672,10 @@ def rl_wiener_butterworth(
 
     floor = xp.float32(FLOOR)
     x = padded
+    if start is not None:
+        if not isinstance(conv, _MirrorConvolver):
+            raise ValueError("start needs the mirror boundary (a 3-D PSF symmetric on every axis)")
+        x = xp.asarray(start, dtype=xp.float32)
     for _ in range(iterations):
         ratio = conv.forward(x)
         xp.maximum(ratio, floor, out=ratio)
