@@ -118,14 +118,9 @@ def landweber_steps(
     >>> bool(np.array_equal(x, landweber(vol, psf, 7)))
     True
     """
-    from .richardson_lucy import _MirrorConvolver
+    from .richardson_lucy import pass_problem
 
-    xp = get_xp(image)
-    f, conv, _crop = padded_problem(image, psf, None, "auto")
-    if not isinstance(conv, _MirrorConvolver):
-        raise ValueError("iterations split into passes need the mirror boundary (a 3-D PSF symmetric on every axis)")
-    if (state is None) != (first == 0):
-        raise ValueError(f"a state is needed after the first iteration and only then (first={first})")
+    xp, f, conv = pass_problem(image, psf, state, first)
     floor = xp.float32(FLOOR)
     y, x_prev = (f, f) if state is None else (xp.asarray(state[0]), xp.asarray(state[1]))
     t = 1.0

@@ -670,6 +670,20 @@ def deconv_halo(
     return tuple(int(math.ceil(factor * h - 1e-9)) for h in reach)
 
 
+def pass_problem(
+    image: ArrayLike, psf: ArrayLike, state: tuple[Array, Array] | None, first: int
+) -> tuple[ModuleType, Array, _MirrorConvolver]:
+    """``(xp, image, convolver)`` of one pass of a run split into passes, checked: the mirror boundary
+    (a state on the image's own grid) and a state exactly when the pass is not the first."""
+    xp = get_xp(image)
+    f, conv, _crop = padded_problem(image, psf, None, "auto")
+    if not isinstance(conv, _MirrorConvolver):
+        raise ValueError("iterations split into passes need the mirror boundary (a 3-D PSF symmetric on every axis)")
+    if (state is None) != (first == 0):
+        raise ValueError(f"a state is needed after the first iteration and only then (first={first})")
+    return xp, f, conv
+
+
 def rl_schedule_steps(
     image: ArrayLike,
     psf: ArrayLike,
@@ -701,12 +715,7 @@ def rl_schedule_steps(
     >>> bool(np.array_equal(y, richardson_lucy(vol, psf, 7, alpha="schedule")))
     True
     """
-    xp = get_xp(image)
-    f, conv, _crop = padded_problem(image, psf, None, "auto")
-    if not isinstance(conv, _MirrorConvolver):
-        raise ValueError("iterations split into passes need the mirror boundary (a 3-D PSF symmetric on every axis)")
-    if (state is None) != (first == 0):
-        raise ValueError(f"a state is needed after the first iteration and only then (first={first})")
+    xp, f, conv = pass_problem(image, psf, state, first)
     floor = xp.float32(FLOOR)
     y, x_prev = (f, None) if state is None else (xp.asarray(state[0]), xp.asarray(state[1]))
     for it in range(first, first + iterations):
