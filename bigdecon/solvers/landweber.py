@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from .._backend import get_xp
 from .._types import Array, ArrayLike, Pad
 from ..params import DECONV_ITERS_BY_TYPE
-from .richardson_lucy import FLOOR, fill_outside, padded_problem
+from .richardson_lucy import FLOOR, _Convolver, _MirrorConvolver, fill_outside, padded_problem
 
 __all__ = ["landweber", "landweber_steps"]
 
@@ -72,23 +73,41 @@ def landweber(
     if iterations <= 0:
         return xp.asarray(image, dtype=xp.float32).copy()
     padded, conv, crop = padded_problem(image, psf, pad, boundary)
-    floor = xp.float32(FLOOR)
-    masked = conv.masked
-    x_prev = padded
-    y = padded
-    t = 1.0
+    # No data beyond the faces (edge rule): nothing to fit there.
+    outside = crop if conv.masked else None
+    y, x_prev, t = padded, padded, 1.0
     for _ in range(iterations):
-        residual = conv.forward(y)
-        xp.subtract(padded, residual, out=residual)
-        if masked:
-            fill_outside(residual, crop, 0.0)  # no data beyond the faces: nothing to fit there
-        x = y + conv.adjoint(residual)
-        xp.maximum(x, floor, out=x)
-        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        y = x + xp.float32((t - 1.0) / t_next) * (x - x_prev)
-        xp.maximum(y, floor, out=y)
-        x_prev, t = x, t_next
+        y, x_prev, t = _step(conv, padded, y, x_prev, t, outside)
     return xp.maximum(x_prev[crop], 0).astype(xp.float32, copy=False)
+
+
+def _next_t(t: float) -> float:
+    """Nesterov's ``t_{k+1} = (1 + sqrt(1 + 4 t_k^2)) / 2``, from ``t_0 = 1``."""
+    return (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+
+
+def _step(
+    conv: _Convolver | _MirrorConvolver,
+    f: Array,
+    y: Array,
+    x_prev: Array,
+    t: float,
+    outside: Sequence[slice] | None = None,
+) -> tuple[Array, Array, float]:
+    """One iteration: ``x = max(y + H^T(f - H y), floor)``, then the momentum; ``(y, x, t)`` after it.
+    ``outside``: the crop whose outside has no data (its residual is 0 there)."""
+    xp = get_xp(y)
+    floor = xp.float32(FLOOR)
+    residual = conv.forward(y)
+    xp.subtract(f, residual, out=residual)
+    if outside is not None:
+        fill_outside(residual, outside, 0.0)
+    x = y + conv.adjoint(residual)
+    xp.maximum(x, floor, out=x)
+    t_next = _next_t(t)
+    y = x + xp.float32((t - 1.0) / t_next) * (x - x_prev)
+    xp.maximum(y, floor, out=y)
+    return y, x, t_next
 
 
 def landweber_steps(
@@ -121,18 +140,10 @@ def landweber_steps(
     from .richardson_lucy import pass_problem
 
     xp, f, conv = pass_problem(image, psf, state, first)
-    floor = xp.float32(FLOOR)
     y, x_prev = (f, f) if state is None else (xp.asarray(state[0]), xp.asarray(state[1]))
     t = 1.0
     for _ in range(first):
-        t = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        t = _next_t(t)
     for _ in range(iterations):
-        residual = conv.forward(y)
-        xp.subtract(f, residual, out=residual)
-        x = y + conv.adjoint(residual)
-        xp.maximum(x, floor, out=x)
-        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        y = x + xp.float32((t - 1.0) / t_next) * (x - x_prev)
-        xp.maximum(y, floor, out=y)
-        x_prev, t = x, t_next
+        y, x_prev, t = _step(conv, f, y, x_prev, t)
     return y, x_prev
