@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from helpers import filaments  # noqa: E402
+from helpers import big_store, filaments  # noqa: E402
 
 import bigdecon  # noqa: E402
 from bigdecon.io import open_image, write_image  # noqa: E402
@@ -47,20 +47,6 @@ MiB = 2**20
 def one_pass(enabled: bool) -> None:
     """Plan step 5 in one pass (the planner before passes) or let it split."""
     request.make_plan = make_plan if not enabled else functools.partial(make_plan, split=False)
-
-
-def big_store(folder: Path, z_step: float) -> str:
-    import zarr
-
-    src = write_image(
-        str(folder / f"big{z_step}.ome.zarr"),
-        np.zeros((8, 8, 8), np.uint16),
-        "zyx",
-        scale={"z": z_step, "y": 0.1, "x": 0.1},
-        units={a: "micrometer" for a in "zyx"},
-    )
-    zarr.create_array(src + "/s0", shape=(2000, 2048, 2048), dtype="uint16", chunks=(64, 256, 256), overwrite=True)
-    return src
 
 
 def describe(plan: dict) -> str:

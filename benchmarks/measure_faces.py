@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from bigdecon.solvers.landweber import landweber
 from bigdecon.solvers.psf import psf_size_for, widefield_psf
 from bigdecon.solvers.psf_prepare import energy_crop, prepare_psf
 from bigdecon.solvers.richardson_lucy import richardson_lucy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import face_slab_errors
 
 REAL = Path(os.environ.get("BIGDECON_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 VOXEL = (0.29, 0.26, 0.26)
@@ -112,20 +116,6 @@ def solvers(psf: np.ndarray) -> dict:
     }
 
 
-def face_table(got: np.ndarray, ref: np.ndarray, raw: np.ndarray, axes: str, depth: int) -> dict:
-    out = {}
-    for axis, name in enumerate("zyx"):
-        if name not in axes:
-            continue
-        for side in ("0", "-1"):
-            index = [slice(None)] * 3
-            index[axis] = slice(0, depth) if side == "0" else slice(-depth, None)
-            g, r, w = (a[tuple(index)].astype(np.float64) for a in (got, ref, raw))
-            m = r.mean()
-            out[name + side] = (np.abs(g - r).mean() / m, g.mean() / m - 1, np.abs(r - w).mean() / m)
-    return out
-
-
 def cases(only: str | None):
     n = nuclei()
     sym = optics_psf(60)
@@ -190,7 +180,7 @@ def main() -> None:
                 continue
             t = time.time()
             ref, got = fn(vol)[crop], fn(vol[crop])
-            tab = face_table(got, ref, vol[crop], axes, args.depth)
+            tab = face_slab_errors(got, ref, vol[crop], axes, args.depth)
             cells = " ".join(f"{k} {e:.3f}/{b:+.3f}/{c:.2f}" for k, (e, b, c) in tab.items())
             print(f"  {sname:15s} err/bias/change: {cells}  ({time.time() - t:.0f} s)", flush=True)
 

@@ -44,6 +44,24 @@ def face_ratios(a) -> dict[str, float]:
     return out
 
 
+def big_store(folder: Path, z_step: float) -> str:
+    """An empty 2000x2048x2048 zyx uint16 OME-Zarr at z_step/0.1/0.1 µm (no chunk written): the volume of
+    issue 21's memory targets, for `bigdecon info` (tests/test_psf_light.py, benchmarks/bench_step5_passes.py)."""
+    import zarr
+
+    from bigdecon.io import write_image
+
+    src = write_image(
+        str(folder / f"big{z_step}.ome.zarr"),
+        np.zeros((8, 8, 8), np.uint16),
+        "zyx",
+        scale={"z": z_step, "y": 0.1, "x": 0.1},
+        units={a: "micrometer" for a in "zyx"},
+    )
+    zarr.create_array(src + "/s0", shape=(2000, 2048, 2048), dtype="uint16", chunks=(64, 256, 256), overwrite=True)
+    return src
+
+
 def face_slab_errors(got, ref, raw, axes: str = "zyx", depth: int = 2) -> dict[str, tuple[float, float, float]]:
     """Each face slab (the first / last ``depth`` planes of each axis in ``axes``) of a crop deconvolved
     alone (``got``) against the larger volume's deconvolution at the same voxels (``ref``):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import face_ratios, filaments
+from helpers import big_store, face_ratios, filaments
 from test_chunked import write_input
 from test_step5_blocks import seam_error
 
@@ -70,23 +70,6 @@ def real_style_bead(path) -> None:
     tifffile.imwrite(
         path, stack, imagej=True, resolution=(10, 10), metadata={"spacing": 0.1, "unit": "um", "axes": "ZYX"}
     )
-
-
-def big_store(folder, z_step: float) -> str:
-    """An empty 2000x2048x2048 zyx uint16 OME-Zarr at z_step/0.1/0.1 µm (no chunk written)."""
-    import zarr
-
-    from bigdecon.io import write_image
-
-    src = write_image(
-        str(folder / f"big{z_step}.ome.zarr"),
-        np.zeros((8, 8, 8), np.uint16),
-        "zyx",
-        scale={"z": z_step, "y": 0.1, "x": 0.1},
-        units={a: "micrometer" for a in "zyx"},
-    )
-    zarr.create_array(src + "/s0", shape=(2000, 2048, 2048), dtype="uint16", chunks=(64, 256, 256), overwrite=True)
-    return src
 
 
 def info_gib(run_main, src: str, *args) -> float:
